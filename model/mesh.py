@@ -1,0 +1,147 @@
+"""Triangle meshes in and out of LoG3D: loading, validation and the unit-cube normalisation.
+
+Everything downstream (UDF, UBlocks, the network, the metrics) assumes a clean triangle soup with
+finite coordinates and valid indices, so all checks happen here, once, with messages that name the
+problem; a broken input must never reach a numba kernel or a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SUPPORTED_EXTENSIONS = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
+
+
+class MeshError(ValueError):
+    """A mesh that cannot be used, with a message a user can act on."""
+
+
+@dataclass(frozen=True)
+class Mesh:
+    """A triangle mesh: float64 vertices [V, 3] and int64 triangle indices [F, 3]."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+
+    @property
+    def num_vertices(self) -> int:
+        return int(self.vertices.shape[0])
+
+    @property
+    def num_faces(self) -> int:
+        return int(self.faces.shape[0])
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """The similarity transform into the unit cube: ``unit = (world - center) * scale``.
+
+    Kept beside every normalised mesh so the result can be returned in the caller's own frame.
+    """
+
+    center: np.ndarray
+    scale: float
+
+    def to_unit(self, points: np.ndarray) -> np.ndarray:
+        return (np.asarray(points, dtype=np.float64) - self.center) * self.scale
+
+    def from_unit(self, points: np.ndarray) -> np.ndarray:
+        return np.asarray(points, dtype=np.float64) / self.scale + self.center
+
+
+def validate_arrays(vertices: object, faces: object, name: str = "mesh") -> Mesh:
+    """Check raw arrays (from a file, Blender or the wire) and return them as a :class:`Mesh`.
+
+    Raises :class:`MeshError` naming the first problem found: wrong shape, empty mesh,
+    NaN/Inf coordinates, indices out of range, or a mesh with no extent.
+    """
+    try:
+        verts = np.asarray(vertices, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise MeshError(f"{name}: vertices are not numeric: {exc}") from None
+    try:
+        tris = np.asarray(faces)
+    except (TypeError, ValueError) as exc:
+        raise MeshError(f"{name}: faces are not an array: {exc}") from None
+    if verts.ndim != 2 or verts.shape[1] != 3:
+        raise MeshError(f"{name}: vertices must have shape [V, 3], got {list(verts.shape)}")
+    if tris.size == 0 or verts.shape[0] == 0:
+        raise MeshError(f"{name}: the mesh is empty ({verts.shape[0]} vertices, {tris.shape[0] if tris.ndim else 0} faces)")
+    if tris.ndim != 2 or tris.shape[1] != 3:
+        raise MeshError(f"{name}: faces must be triangles with shape [F, 3], got {list(tris.shape)}")
+    if not np.issubdtype(tris.dtype, np.integer):
+        if not np.issubdtype(tris.dtype, np.floating) or not np.all(np.isfinite(tris)) or np.any(tris != np.round(tris)):
+            raise MeshError(f"{name}: face indices must be integers, got dtype {tris.dtype}")
+    tris = tris.astype(np.int64)
+    finite = np.isfinite(verts).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise MeshError(f"{name}: {bad.size} vertices have NaN or Inf coordinates (first: vertex {int(bad[0])})")
+    lo, hi = int(tris.min()), int(tris.max())
+    if lo < 0 or hi >= verts.shape[0]:
+        offending = lo if lo < 0 else hi
+        raise MeshError(
+            f"{name}: face index {offending} is out of range for {verts.shape[0]} vertices (valid: 0..{verts.shape[0] - 1})"
+        )
+    used = verts[np.unique(tris)]
+    if float((used.max(axis=0) - used.min(axis=0)).max()) <= 0.0:
+        raise MeshError(f"{name}: all faces collapse to a single point (zero extent)")
+    return Mesh(vertices=verts, faces=tris)
+
+
+def load_mesh(path: str | os.PathLike[str]) -> Mesh:
+    """Read a mesh file; multi-body scenes are concatenated (with their node transforms) and
+    polygons are triangulated by trimesh's loaders."""
+    import trimesh  # local: keeps `import model` light for the Blender-free server start-up
+
+    file_path = Path(path)
+    if not file_path.is_file():
+        raise MeshError(f"file not found: {file_path}")
+    suffix = file_path.suffix.lower()
+    if suffix not in SUPPORTED_EXTENSIONS:
+        raise MeshError(f"{file_path}: unsupported format '{suffix}' (supported: {', '.join(SUPPORTED_EXTENSIONS)})")
+    try:
+        loaded = trimesh.load(str(file_path), process=False)
+    except Exception as exc:  # trimesh raises many types for broken files
+        raise MeshError(f"{file_path}: cannot read the file: {type(exc).__name__}: {exc}") from None
+    if isinstance(loaded, trimesh.Scene):
+        bodies = [g for g in loaded.dump(concatenate=False) if isinstance(g, trimesh.Trimesh) and len(g.faces)]
+        if not bodies:
+            raise MeshError(f"{file_path}: the file holds no triangles")
+        loaded = trimesh.util.concatenate(bodies)
+    if not isinstance(loaded, trimesh.Trimesh):
+        raise MeshError(f"{file_path}: the file holds no triangle mesh (found {type(loaded).__name__})")
+    return validate_arrays(loaded.vertices, loaded.faces, name=str(file_path))
+
+
+def save_mesh(mesh: Mesh, path: str | os.PathLike[str]) -> None:
+    """Write a mesh; the format follows the file extension."""
+    import trimesh
+
+    file_path = Path(path)
+    if file_path.suffix.lower() not in SUPPORTED_EXTENSIONS:
+        raise MeshError(f"{file_path}: unsupported output format (supported: {', '.join(SUPPORTED_EXTENSIONS)})")
+    file_path.parent.mkdir(parents=True, exist_ok=True)
+    trimesh.Trimesh(vertices=mesh.vertices, faces=mesh.faces, process=False).export(str(file_path))
+
+
+def fit_unit_cube(vertices: np.ndarray, margin: float = 0.0) -> Normalization:
+    """The transform that centres the bounding box and scales its longest side to ``1 - 2*margin``,
+    so the points land in ``[-0.5 + margin, 0.5 - margin]³``."""
+    if not 0.0 <= margin < 0.5:
+        raise ValueError(f"margin must be in [0, 0.5), got {margin}")
+    pts = np.asarray(vertices, dtype=np.float64)
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    extent = float((hi - lo).max())
+    if extent <= 0.0:
+        raise MeshError("cannot normalise a mesh with zero extent")
+    return Normalization(center=(lo + hi) / 2.0, scale=(1.0 - 2.0 * margin) / extent)
+
+
+def used_vertices(mesh: Mesh) -> np.ndarray:
+    """Vertices referenced by at least one face (unreferenced ones must not move the bounding box)."""
+    return mesh.vertices[np.unique(mesh.faces)]
