@@ -1,0 +1,186 @@
+"""UBlocks: the sparse set of active 8³ blocks, padded by α = 2 to 12³ (seed A.2), and their
+reassembly with Pad-Average (seed A.5).
+
+The network sees only ``UBlocks``; the geometry on both sides of it is a :class:`SparseField`.
+Large shapes are handled in chunks of blocks so that neither the padded tensor [L, 12³] nor the
+reassembly ever needs more than one chunk at a time on top of the sparse field itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import numba as nb
+import numpy as np
+
+from .grid import (
+    BLOCK_SIZE,
+    FAR,
+    NEIGHBOR_OFFSETS,
+    PAD,
+    PADDED_SIZE,
+    SparseField,
+    block_keys,
+    check_resolution,
+    neighbor_table,
+)
+
+
+@dataclass
+class UBlocks:
+    """Padded active blocks of one shape: ``blocks`` float32 [L, 12, 12, 12] (indexed [x, y, z],
+    voxel (8c - 2 + i) at index i) and int32 block coordinates [L, 3] on the (N/8)³ grid, sorted by
+    linear key."""
+
+    resolution: int
+    blocks: np.ndarray
+    coords: np.ndarray
+
+    @property
+    def num_blocks(self) -> int:
+        return int(self.coords.shape[0])
+
+
+def active_indices(field: SparseField) -> np.ndarray:
+    """Indices of the blocks with at least one inner voxel below the maximum (truncated) value."""
+    if field.num_blocks == 0:
+        return np.empty(0, dtype=np.int64)
+    return np.flatnonzero(field.values.reshape(field.num_blocks, -1).min(axis=1) < FAR)
+
+
+# Per neighbour offset d ∈ {-1, 0, 1} along one axis: which source voxels of the neighbour land in
+# which padded positions. d = -1: source 6..7 → padded 0..1; d = 0: 0..7 → 2..9; d = 1: 0..1 → 10..11.
+_SRC_START = np.array([BLOCK_SIZE - PAD, 0, 0], dtype=np.int64)
+_DST_START = np.array([0, PAD, PAD + BLOCK_SIZE], dtype=np.int64)
+_SPAN = np.array([PAD, BLOCK_SIZE, PAD], dtype=np.int64)
+
+
+@nb.njit(parallel=True, cache=True)
+def _gather_padded(values, neighbors, src_start, dst_start, span, far, out):
+    for b in nb.prange(neighbors.shape[0]):
+        for o in range(27):
+            ox, oy, oz = o // 9, (o // 3) % 3, o % 3
+            nbi = neighbors[b, o]
+            for i in range(span[ox]):
+                for j in range(span[oy]):
+                    for k in range(span[oz]):
+                        di, dj, dk = dst_start[ox] + i, dst_start[oy] + j, dst_start[oz] + k
+                        if nbi < 0:
+                            out[b, di, dj, dk] = far
+                        else:
+                            out[b, di, dj, dk] = values[nbi, src_start[ox] + i, src_start[oy] + j, src_start[oz] + k]
+
+
+@nb.njit(parallel=True, cache=True)
+def _scatter_padded(blocks, targets, src_start, dst_start, span, sums, counts):
+    """Add each padded block into the inner voxels of the (up to 27) blocks its 12³ region covers.
+
+    Parallel over target-offset classes would race; instead each of the 27 offsets is a separate
+    sweep over blocks, and within one offset no two source blocks hit the same target block.
+    """
+    for o in range(27):
+        ox, oy, oz = o // 9, (o // 3) % 3, o % 3
+        for b in nb.prange(blocks.shape[0]):
+            t = targets[b, o]
+            if t < 0:
+                continue
+            for i in range(span[ox]):
+                for j in range(span[oy]):
+                    for k in range(span[oz]):
+                        si, sj, sk = dst_start[ox] + i, dst_start[oy] + j, dst_start[oz] + k
+                        ti, tj, tk = src_start[ox] + i, src_start[oy] + j, src_start[oz] + k
+                        sums[t, ti, tj, tk] += blocks[b, si, sj, sk]
+                        counts[t, ti, tj, tk] += 1
+
+
+def iter_ublocks(field: SparseField, chunk_size: int = 16384) -> Iterator[UBlocks]:
+    """Active UBlocks of a field, ``chunk_size`` blocks at a time, each padded with the true field
+    values of its neighbourhood (FAR where the neighbour block holds no surface)."""
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    active = active_indices(field)
+    coords_all = field.coords
+    for start in range(0, active.shape[0], chunk_size):
+        idx = active[start : start + chunk_size]
+        coords = coords_all[idx]
+        neighbors = neighbor_table(field.keys, coords, field.grid, NEIGHBOR_OFFSETS)
+        out = np.empty((idx.shape[0], PADDED_SIZE, PADDED_SIZE, PADDED_SIZE), dtype=np.float32)
+        _gather_padded(field.values, neighbors, _SRC_START, _DST_START, _SPAN, np.float32(FAR), out)
+        yield UBlocks(resolution=field.resolution, blocks=out, coords=coords)
+
+
+def extract_ublocks(field: SparseField) -> UBlocks:
+    """All active UBlocks at once (for shapes whose [L, 12³] tensor fits in memory)."""
+    chunks = list(iter_ublocks(field, chunk_size=max(field.num_blocks, 1)))
+    if not chunks:
+        return UBlocks(field.resolution, np.empty((0, PADDED_SIZE, PADDED_SIZE, PADDED_SIZE), np.float32), np.empty((0, 3), np.int32))
+    return chunks[0]
+
+
+class PadAverage:
+    """Reassembles padded 12³ blocks into a sparse field, averaging every voxel over all the blocks
+    whose padded region covers it (seed A.5, "Pad-Average").
+
+    The covered region is the active blocks plus their 26-neighbours: every voxel a padded block
+    can write to, so every marching-cubes cell that can cross ε has its corner block stored.
+    Blocks are added chunk by chunk; only the sums and counts of the covered region are kept.
+    """
+
+    def __init__(self, resolution: int, coords: np.ndarray) -> None:
+        self.resolution = check_resolution(resolution)
+        self.grid = self.resolution // BLOCK_SIZE
+        coords64 = np.asarray(coords, dtype=np.int64).reshape(-1, 3)
+        around = (coords64[:, None, :] + NEIGHBOR_OFFSETS[None, :, :]).reshape(-1, 3)
+        inside = np.all((around >= 0) & (around < self.grid), axis=1)
+        self.keys = np.unique(block_keys(around[inside], self.grid))
+        self._sums = np.zeros((self.keys.shape[0], BLOCK_SIZE, BLOCK_SIZE, BLOCK_SIZE), dtype=np.float32)
+        self._counts = np.zeros(self._sums.shape, dtype=np.uint8)
+
+    def add(self, blocks: np.ndarray, coords: np.ndarray) -> None:
+        """Accumulate padded blocks [l, 12, 12, 12] (any float dtype) placed at ``coords`` [l, 3]."""
+        blocks = np.asarray(blocks)
+        if blocks.ndim == 5 and blocks.shape[1] == 1:
+            blocks = blocks[:, 0]
+        if blocks.shape[1:] != (PADDED_SIZE,) * 3 or blocks.shape[0] != len(coords):
+            raise ValueError(f"expected blocks [{len(coords)}, 12, 12, 12], got {list(blocks.shape)}")
+        targets = neighbor_table(self.keys, np.asarray(coords), self.grid, NEIGHBOR_OFFSETS)
+        _scatter_padded(np.ascontiguousarray(blocks, dtype=np.float32), targets, _SRC_START, _DST_START, _SPAN, self._sums, self._counts)
+
+    def finish(self) -> SparseField:
+        """The averaged field; voxels no block covered are FAR. Frees the accumulators."""
+        sums, counts = self._sums, self._counts
+        covered = counts > 0
+        np.divide(sums, counts, out=sums, where=covered)
+        sums[~covered] = FAR
+        self._sums = self._counts = None  # type: ignore[assignment]
+        return SparseField(resolution=self.resolution, keys=self.keys, values=sums)
+
+
+def pad_average(chunks: Iterable[UBlocks], resolution: int, coords: np.ndarray,
+                progress: Callable[[float], None] | None = None) -> SparseField:
+    """Pad-Average a stream of (decoded or exact) UBlock chunks covering the blocks ``coords``."""
+    acc = PadAverage(resolution, coords)
+    total = max(len(coords), 1)
+    done = 0
+    for chunk in chunks:
+        acc.add(chunk.blocks, chunk.coords)
+        done += chunk.num_blocks
+        if progress:
+            progress(done / total)
+    return acc.finish()
+
+
+def validate_block_coords(coords: np.ndarray, grid: int) -> None:
+    """Raise if block coordinates fall off the (N/8)³ grid or repeat (a corrupt latent set)."""
+    c = np.asarray(coords)
+    if c.ndim != 2 or c.shape[1] != 3:
+        raise ValueError(f"block coordinates must have shape [L, 3], got {list(c.shape)}")
+    if c.size and (c.min() < 0 or c.max() >= grid):
+        raise ValueError(f"block coordinates must lie in [0, {grid}) for this resolution")
+    keys = block_keys(c, grid)
+    if np.unique(keys).shape[0] != keys.shape[0]:
+        raise ValueError("block coordinates contain duplicates")
+
+
+__all__ = ["UBlocks", "PadAverage", "active_indices", "iter_ublocks", "extract_ublocks", "pad_average", "validate_block_coords"]
