@@ -1,0 +1,31 @@
+"""Shared fixtures: small meshes the tests build themselves, and the real meshes in ../shared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from model.mesh import Mesh
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_MESHES = REPO.parent / "shared" / "meshes"
+SAMPLE = REPO / "examples" / "spot.obj"
+
+
+def as_mesh(tm: trimesh.Trimesh) -> Mesh:
+    return Mesh(vertices=np.asarray(tm.vertices, dtype=np.float64), faces=np.asarray(tm.faces, dtype=np.int64))
+
+
+@pytest.fixture
+def sphere() -> Mesh:
+    return as_mesh(trimesh.creation.icosphere(subdivisions=3, radius=1.0))
+
+
+@pytest.fixture
+def shared_meshes() -> Path:
+    if not SHARED_MESHES.is_dir():
+        pytest.skip(f"real meshes not found at {SHARED_MESHES}")
+    return SHARED_MESHES

@@ -1,0 +1,29 @@
+"""The `log3d` command line."""
+
+from __future__ import annotations
+
+import trimesh
+
+from backend.cli import main
+from model.mesh import load_mesh
+
+
+def test_remesh_command_writes_a_mesh_and_prints_stage_times(tmp_path, capsys):
+    src = tmp_path / "sphere.ply"
+    trimesh.creation.icosphere(subdivisions=2).export(str(src))
+    out = tmp_path / "out" / "sphere_log3d.obj"
+    assert main(["remesh", str(src), str(out), "--resolution", "64", "--quiet"]) == 0
+    assert load_mesh(out).num_faces > 1000
+    printed = capsys.readouterr().out
+    for stage in ("udf", "ublocks", "pad_average", "extract", "total"):
+        assert stage in printed
+
+
+def test_remesh_command_reports_bad_input(tmp_path, capsys):
+    src = tmp_path / "sphere.ply"
+    trimesh.creation.icosphere(subdivisions=1).export(str(src))
+    assert main(["remesh", str(src), str(tmp_path / "o.obj"), "--resolution", "100"]) == 2
+    assert "not a multiple of 8" in capsys.readouterr().err
+    assert main(["remesh", str(tmp_path / "nope.obj"), str(tmp_path / "o.obj")]) == 2
+    assert "file not found" in capsys.readouterr().err
+    assert not (tmp_path / "o.obj").exists()
