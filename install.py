@@ -86,7 +86,8 @@ def install_torch(cuda: bool) -> None:
         return
     # A CPU-only machine: a CPU wheel that pip can already see locally (find-links) comes first;
     # otherwise PyTorch's CPU index, so that no CUDA libraries (gigabytes) are downloaded.
-    local = subprocess.run(pip + ["--no-index", f"torch=={TORCH_VERSION}"], cwd=ROOT, capture_output=True, text=True)
+    # (--no-deps: torch's own dependencies come from the ordinary index in the next step.)
+    local = subprocess.run(pip + ["--no-index", "--no-deps", f"torch=={TORCH_VERSION}"], cwd=ROOT, capture_output=True, text=True)
     if local.returncode == 0:
         say(f"installed torch {TORCH_VERSION} (CPU build, from a local wheel)")
         return
