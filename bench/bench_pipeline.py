@@ -1,0 +1,136 @@
+"""Direct LoG3D round trip vs Blender's Voxel Remesh: time per stage and peak memory.
+
+    .venv/bin/python bench/bench_pipeline.py [--meshes stanford-bunny.obj spot.obj ...]
+        [--resolutions 256 512 1024 2048] [--blender-max-resolution 1024]
+
+Every (method, mesh, N) runs in a fresh child process, so its peak resident memory is its own
+(read with wait4). Blender runs at voxel size = longest extent / N, and only its remesh operator is
+timed; ours is timed from the loaded mesh to the extracted mesh (UDF → UBlocks → Pad-Average →
+marching cubes), so both exclude file I/O. The two methods alternate per case, so machine noise
+hits both alike. Prints a Markdown table; writes bench/results/pipeline.json and pipeline.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_MESHES = REPO.parent / "shared" / "meshes"
+RESULTS = REPO / "bench" / "results"
+DEFAULT_MESHES = ["stanford-bunny.obj", "spot.obj", "fandisk.obj"]
+
+
+def _child_ours(path: str, resolution: int) -> dict:
+    from model.mesh import load_mesh
+    from model.pipeline import RemeshOptions, remesh
+
+    mesh = load_mesh(path)
+    start = time.perf_counter()
+    result = remesh(mesh, RemeshOptions(resolution=resolution))
+    total = time.perf_counter() - start
+    return {"seconds": total, "stages": result.timings, "faces": result.mesh.num_faces,
+            "vertices": result.mesh.num_vertices, "blocks": result.num_blocks}
+
+
+def _child_blender(path: str, resolution: int) -> dict:
+    from backend.blender_voxel import voxel_remesh, voxel_size_for
+    from model.mesh import load_mesh
+
+    mesh = load_mesh(path)
+    result = voxel_remesh(mesh, voxel_size_for(mesh, resolution))
+    return {"seconds": result.seconds, "faces": int(result.mesh.num_faces), "vertices": int(result.mesh.num_vertices),
+            "worker_peak_rss_mb": getattr(result, "peak_rss_mb", None)}
+
+
+def run_case(method: str, path: Path, resolution: int, timeout: float) -> dict:
+    """Run one case in a child process; returns its result plus the child's peak RSS."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", method, str(path), str(resolution)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return {"error": f"timed out after {timeout:.0f} s"}
+    # communicate() has reaped the child; its rusage is folded into RUSAGE_CHILDREN, so the peak of
+    # this child alone comes from the line it printed itself (ru_maxrss of its own process).
+    if proc.returncode != 0:
+        return {"error": (err.strip().splitlines() or [f"exit {proc.returncode}"])[-1]}
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def child_main(method: str, path: str, resolution: int) -> None:
+    import resource
+
+    result = _child_ours(path, resolution) if method == "log3d" else _child_blender(path, resolution)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result["peak_rss_mb"] = max(peak_kb, children_kb) / 1024.0
+    print(json.dumps(result))
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = ["| mesh | N | LoG3D s | udf | ublocks | pad_avg | extract | LoG3D peak MB | LoG3D faces | Blender s | Blender peak MB | Blender faces | time ratio LoG3D/Blender |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        o, b = r["log3d"], r.get("blender")
+        st = o.get("stages", {})
+        ours = (f"{o['seconds']:.2f} | {st.get('udf', 0):.2f} | {st.get('ublocks', 0):.2f} | {st.get('pad_average', 0):.2f} | "
+                f"{st.get('extract', 0):.2f} | {o['peak_rss_mb']:.0f} | {o['faces']:,}") if "error" not in o else f"error: {o['error']} | | | | | |"
+        if b is None:
+            theirs = "not run | | | "
+        elif "error" in b:
+            theirs = f"error: {b['error']} | | | "
+        else:
+            ratio = o["seconds"] / b["seconds"] if "error" not in o else float("nan")
+            theirs = f"{b['seconds']:.2f} | {b['peak_rss_mb']:.0f} | {b['faces']:,} | {ratio:.2f}"
+        lines.append(f"| {r['mesh']} | {r['resolution']} | {ours} | {theirs} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child", nargs=3, metavar=("METHOD", "PATH", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--meshes", nargs="+", default=DEFAULT_MESHES, help="file names in ../shared/meshes (or paths)")
+    parser.add_argument("--resolutions", nargs="+", type=int, default=[256, 512, 1024, 2048])
+    parser.add_argument("--blender-max-resolution", type=int, default=1024,
+                        help="skip Blender above this N (its 2048³ runs take minutes per mesh)")
+    parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per case")
+    parser.add_argument("--out", type=Path, default=RESULTS / "pipeline.json")
+    args = parser.parse_args()
+    if args.child:
+        child_main(args.child[0], args.child[1], int(args.child[2]))
+        return 0
+
+    run_case("log3d", REPO / "examples" / "spot.obj", 64, args.timeout)  # compiles and caches the numba kernels
+    rows = []
+    for name in args.meshes:
+        path = Path(name) if Path(name).exists() else SHARED_MESHES / name
+        for n in args.resolutions:
+            row = {"mesh": path.name, "resolution": n, "log3d": run_case("log3d", path, n, args.timeout)}
+            if n <= args.blender_max_resolution:
+                row["blender"] = run_case("blender", path, n, args.timeout)
+            rows.append(row)
+            print(format_table([row]).splitlines()[-1], flush=True)
+    table = format_table(rows)
+    print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "platform": platform.platform(),
+            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M"),
+            "command": "python bench/bench_pipeline.py " + " ".join(sys.argv[1:])}
+    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    args.out.with_suffix(".md").write_text(f"# Direct round trip vs Blender Voxel Remesh\n\n{meta}\n\n{table}\n")
+    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
