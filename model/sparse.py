@@ -6,9 +6,10 @@ Everything here costs memory proportional to L × (window population), never L²
 * windows are found by sorting tokens on the id of ``(coords + shift) // window`` and attention runs
   inside each window only (a varlen flash kernel on CUDA when it exists and works, otherwise SDPA
   on windows grouped by population into a few padded batches with a key-padding mask);
-* the 3×3×3 convolution gathers neighbours through a rule book built once from sorted linear keys
-  and ``torch.searchsorted``, and runs one matmul per kernel offset in a custom autograd function
-  that recomputes the gathers in backward instead of storing 27 copies of the features.
+* the 3×3×3 convolution gathers neighbours through an [L, 27] table built once from sorted linear
+  keys and ``torch.searchsorted``, then runs one GEMM with K = 27·C per chunk of rows, in a custom
+  autograd function that recomputes the gathers in backward instead of storing 27 copies of the
+  features.
 
 Both structures depend on the coordinates only, so :class:`SparseContext` builds them once per
 forward pass and every transformer block reuses them.
@@ -149,37 +150,28 @@ class WindowPartition:
 
 @dataclass
 class NeighbourMap:
-    """For each kernel offset k: output rows that have a neighbour at ``coords + offset_k`` and
-    the index of that neighbour. Built once from sorted linear keys with ``torch.searchsorted``.
-
-    ``rows[k]`` / ``src[k]`` are long tensors of equal length; ``rows[13]`` is the identity.
+    """``table[i, k]`` is the token at ``coords[i] + KERNEL_OFFSETS[k]``, or ``num_tokens`` (a zero
+    row appended to the features) where there is none. Built once from sorted linear keys with
+    ``torch.searchsorted``; ``table[:, 13]`` is the identity.
     """
 
     num_tokens: int
-    rows: list[Tensor]
-    src: list[Tensor]
+    table: Tensor
 
     @staticmethod
     def build(coords: Tensor) -> "NeighbourMap":
         L = coords.shape[0]
         device = coords.device
+        if L == 0:
+            return NeighbourMap(0, torch.zeros(0, 27, dtype=torch.long, device=device))
         keys = _pack(coords + 1)  # +1 so that coords - 1 stays non-negative
         sorted_keys, perm = torch.sort(keys)
         offsets = KERNEL_OFFSETS.to(device)
         query = _pack(coords[:, None, :] + 1 + offsets[None, :, :])  # [L, 27]
-        rows: list[Tensor] = []
-        src: list[Tensor] = []
-        if L == 0:
-            empty = torch.zeros(0, dtype=torch.long, device=device)
-            return NeighbourMap(0, [empty] * 27, [empty] * 27)
         pos = torch.searchsorted(sorted_keys, query).clamp_(max=L - 1)
         found = sorted_keys[pos] == query
-        nbr = perm[pos]
-        for k in range(offsets.shape[0]):
-            r = torch.nonzero(found[:, k]).flatten()
-            rows.append(r)
-            src.append(nbr[r, k])
-        return NeighbourMap(L, rows, src)
+        table = torch.where(found, perm[pos], torch.full_like(pos, L))
+        return NeighbourMap(L, table)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -355,60 +347,65 @@ def attention_backend(device: torch.device | str, dtype: torch.dtype | None = No
 # ----------------------------------------------------------------------------------------------
 
 
-class _SubmanifoldConv(torch.autograd.Function):
-    """out[i] = sum_k x[nbr(i, k)] @ W[k] over the neighbours that exist.
+def _zero_row(feats: Tensor) -> Tensor:
+    """feats [L, C] with a zero row L appended: where the neighbour table points when none exists."""
+    return torch.cat([feats, feats.new_zeros(1, feats.shape[1])])
 
-    Backward recomputes each gather instead of saving it: the saved state is x and the rule book,
-    not [L, 27, C]. The input gradient uses the symmetry of the rule book (i has neighbour j at
-    offset k exactly when j has neighbour i at offset 26 - k), so it is also gathers + matmuls.
+
+class _SubmanifoldConv(torch.autograd.Function):
+    """out = gather(x, table) @ W as one GEMM with K = 27·Cin, in row chunks of ``rows``.
+
+    Backward recomputes the gathers instead of saving [L, 27, C], and the input gradient is also a
+    gather + GEMM: token i has neighbour j at offset k exactly when j has neighbour i at offset
+    26 - k, so grad_x = gather(grad, table flipped along k) @ Wᵀ. No scatter-add anywhere (slow on
+    CPU, atomic on CUDA), so results are deterministic.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, nmap: NeighbourMap) -> Tensor:  # type: ignore[override]
-        out = x.new_zeros(x.shape[0], weight.shape[2])
-        for k, (rows, src) in enumerate(zip(nmap.rows, nmap.src)):
-            if rows.numel() == 0:
-                continue
-            if k == 13:  # centre: every token is its own neighbour
-                out.addmm_(x, weight[k])
-            else:
-                out.index_add_(0, rows, x[src] @ weight[k])
-        ctx.save_for_backward(x, weight)
-        ctx.nmap = nmap
+    def forward(ctx, x: Tensor, weight: Tensor, table: Tensor, rows: int) -> Tensor:  # type: ignore[override]
+        k, cin, cout = weight.shape
+        w = weight.reshape(k * cin, cout)
+        xp = _zero_row(x)
+        out = x.new_empty(x.shape[0], cout)
+        for r in range(0, x.shape[0], rows):
+            t = table[r : r + rows]
+            out[r : r + rows] = xp[t].reshape(t.shape[0], -1) @ w
+        ctx.save_for_backward(x, weight, table)
+        ctx.rows = rows
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        x, weight = ctx.saved_tensors
-        nmap: NeighbourMap = ctx.nmap
+        x, weight, table = ctx.saved_tensors
+        rows = ctx.rows
+        k, cin, cout = weight.shape
         grad = grad.contiguous()
         gx = gw = None
         if ctx.needs_input_grad[0]:
-            gx = torch.zeros_like(x)
-            for k, (rows, src) in enumerate(zip(nmap.rows, nmap.src)):
-                if rows.numel() == 0:
-                    continue
-                if k == 13:
-                    gx.addmm_(grad, weight[k].t())
-                else:
-                    gx.index_add_(0, src, grad[rows] @ weight[k].t())
+            wt = weight.transpose(1, 2).reshape(k * cout, cin)
+            gp = _zero_row(grad)
+            gx = torch.empty_like(x)
+            for r in range(0, x.shape[0], rows):
+                t = table[r : r + rows].flip(1)
+                gx[r : r + rows] = gp[t].reshape(t.shape[0], -1) @ wt
         if ctx.needs_input_grad[1]:
-            gw = torch.zeros_like(weight)
-            for k, (rows, src) in enumerate(zip(nmap.rows, nmap.src)):
-                if rows.numel() == 0:
-                    continue
-                if k == 13:
-                    gw[k] = x.t() @ grad
-                else:
-                    gw[k] = x[src].t() @ grad[rows]
-        return gx, gw, None
+            xp = _zero_row(x)
+            gw = weight.new_zeros(k * cin, cout)
+            for r in range(0, x.shape[0], rows):
+                t = table[r : r + rows]
+                gw += xp[t].reshape(t.shape[0], -1).t() @ grad[r : r + rows]
+            gw = gw.reshape(k, cin, cout)
+        return gx, gw, None, None
 
 
-def sparse_conv3d(x: Tensor, weight: Tensor, bias: Tensor | None, nmap: NeighbourMap) -> Tensor:
+def sparse_conv3d(
+    x: Tensor, weight: Tensor, bias: Tensor | None, nmap: NeighbourMap, max_elements: int = 1 << 24
+) -> Tensor:
     """Submanifold 3×3×3 convolution of token features x [L, Cin] with weight [27, Cin, Cout].
 
     Output sites are the input sites (the sparsity pattern is preserved), as in a dense conv3d with
-    padding 1 evaluated only at active blocks over a grid that is zero elsewhere.
+    padding 1 evaluated only at active blocks over a grid that is zero elsewhere. Rows are processed
+    so that a gathered chunk holds at most ``max_elements`` values (64 MB in fp32).
     """
     if x.shape[0] != nmap.num_tokens:
         raise ValueError(f"{x.shape[0]} tokens but the neighbour map was built for {nmap.num_tokens}")
@@ -416,7 +413,8 @@ def sparse_conv3d(x: Tensor, weight: Tensor, bias: Tensor | None, nmap: Neighbou
     dev = x.device.type
     if torch.is_autocast_enabled(dev):  # custom Functions are not autocast-aware
         dtype = torch.get_autocast_dtype(dev)
-    out = _SubmanifoldConv.apply(x.to(dtype), weight.to(dtype), nmap)
+    rows = max(1, max_elements // (weight.shape[0] * max(weight.shape[1], weight.shape[2])))
+    out = _SubmanifoldConv.apply(x.to(dtype), weight.to(dtype), nmap.table, rows)
     if bias is not None:
         out = out + bias.to(dtype)
     return out
