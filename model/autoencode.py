@@ -1,21 +1,112 @@
-"""The VAE leg of the pipeline: UBlocks → LoG-VAE encode → decode → decoded UBlocks."""
+"""The VAE leg of the pipeline: UBlocks → LoG-VAE encode → latents [L, 16] → decode → UBlocks.
+
+The transformer mixes all L tokens of a shape, so encode and decode see the whole shape at once;
+the network itself runs its local conv stacks in chunks. Decoded blocks are handed on in chunks so
+Pad-Average never holds a second full copy.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
-from .grid import SparseField
-from .ublocks import UBlocks
+import numpy as np
 
-if TYPE_CHECKING:
-    from .pipeline import RemeshOptions
+from .grid import FAR, check_resolution
+from .ublocks import UBlocks, validate_block_coords
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_CHECKPOINT = WEIGHTS_DIR / "log3d-vae.safetensors"
 
 
-def autoencode_chunks(field: SparseField, options: "RemeshOptions") -> Iterator[UBlocks]:
-    """Decoded UBlocks of a field, ready for Pad-Average."""
+@dataclass
+class Latents:
+    """A shape in latent form: float32 [L, 16] means and int32 block coordinates [L, 3] at N."""
+
+    resolution: int
+    latents: np.ndarray
+    coords: np.ndarray
+
+    def validate(self) -> "Latents":
+        n = check_resolution(self.resolution)
+        lat = np.asarray(self.latents)
+        if lat.ndim != 2 or lat.shape[0] != np.asarray(self.coords).shape[0]:
+            raise ValueError(f"latents must be [L, C] with one row per block coordinate, got {list(lat.shape)}")
+        if not np.all(np.isfinite(lat)):
+            raise ValueError("latents contain NaN or Inf")
+        validate_block_coords(self.coords, n // 8)
+        return self
+
+
+def resolve_device(name: str = "auto") -> "torch.device":  # noqa: F821
+    """``auto`` picks CUDA when it is usable, else the CPU; asking for CUDA without it is an error."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is available (use --device cpu)")
+    return device
+
+
+def checkpoint_path(checkpoint: str | Path | None) -> Path:
+    """The weights to use: the given file, else the ones shipped in model/weights/."""
     from .pipeline import ModeUnavailable
 
-    raise ModeUnavailable(
-        "--mode vae is not available yet: the LoG-VAE network (issue 3) has not landed; use --mode direct"
-    )
-    yield  # pragma: no cover  (keeps this a generator)
+    path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+    if not path.is_file():
+        if checkpoint:
+            raise ModeUnavailable(f"checkpoint not found: {path}")
+        raise ModeUnavailable(
+            f"--mode vae needs LoG-VAE weights and none are shipped at {DEFAULT_CHECKPOINT} yet; "
+            "pass --checkpoint PATH (a file written by `log3d train`) or use --mode direct"
+        )
+    return path
+
+
+def load_vae(checkpoint: str | Path | None, device: str = "auto"):
+    """Load a LoG-VAE in eval mode on the chosen device."""
+    from .vae import load_model
+
+    return load_model(checkpoint_path(checkpoint), resolve_device(device))
+
+
+def _autocast(device):
+    import contextlib
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    return contextlib.nullcontext()
+
+
+def encode_blocks(model, ublocks: UBlocks) -> Latents:
+    """Latent means of a shape's UBlocks (the mean is the latent at inference, seed A.3)."""
+    import torch
+
+    with torch.inference_mode(), _autocast(model.device):
+        coords = torch.from_numpy(ublocks.coords.astype(np.int64))
+        mean, _ = model.encode(torch.from_numpy(ublocks.blocks), coords)
+    return Latents(ublocks.resolution, mean.float().cpu().numpy(), ublocks.coords.astype(np.int32))
+
+
+def decode_blocks(model, latents: Latents) -> UBlocks:
+    """Decoded UBlocks [L, 12³] of a whole shape, clamped to the field's range [0, 1]."""
+    import torch
+
+    latents.validate()
+    with torch.inference_mode(), _autocast(model.device):
+        coords = torch.from_numpy(np.asarray(latents.coords, dtype=np.int64))
+        blocks = model.decode(torch.from_numpy(np.asarray(latents.latents, dtype=np.float32)), coords)
+        blocks = blocks.float().clamp(0.0, FAR).cpu().numpy()
+    return UBlocks(latents.resolution, blocks, np.asarray(latents.coords, dtype=np.int32))
+
+
+def iter_chunks(ublocks: UBlocks, chunk_blocks: int) -> Iterator[UBlocks]:
+    """Views of ``chunk_blocks`` blocks at a time (for Pad-Average)."""
+    for start in range(0, ublocks.num_blocks, chunk_blocks):
+        stop = start + chunk_blocks
+        yield UBlocks(ublocks.resolution, ublocks.blocks[start:stop], ublocks.coords[start:stop])

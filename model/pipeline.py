@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
 from .extract import extract_surface
 from .grid import SparseField, check_resolution, iso_level, unit_margin
-from .mesh import Mesh, MeshError, fit_unit_cube, used_vertices, validate_arrays
+from .mesh import Mesh, MeshError, Normalization, fit_unit_cube, used_vertices, validate_arrays
 from .udf import compute_udf
-from .ublocks import UBlocks, active_indices, iter_ublocks, pad_average
+from .ublocks import UBlocks, active_indices, extract_ublocks, iter_ublocks, pad_average
+
+if TYPE_CHECKING:
+    from .autoencode import Latents
 
 MODES = ("direct", "vae")
 
@@ -92,7 +95,7 @@ class _Stages:
         return report
 
 
-def mesh_to_field(mesh: Mesh, resolution: int, stages: _Stages | None = None) -> tuple[SparseField, "object"]:
+def mesh_to_field(mesh: Mesh, resolution: int, stages: _Stages | None = None) -> tuple[SparseField, Normalization]:
     """Normalise a mesh into the unit cube and compute its narrow-band UDF blocks.
 
     Returns the field and the :class:`~model.mesh.Normalization` that maps results back.
@@ -118,29 +121,82 @@ def _timed(chunks: Iterator[UBlocks], stage: str, stages: _Stages) -> Iterator[U
         yield chunk
 
 
+def _reconstruct(chunks: Iterator[UBlocks], producer: str | None, resolution: int, coords: np.ndarray,
+                 normalization: Normalization, stages: _Stages) -> Mesh:
+    """Pad-Average the block stream, extract the ε-surface and map it back to the input's frame.
+
+    ``chunks`` is consumed lazily inside Pad-Average; the time booked under ``producer`` (if any)
+    while making them is taken out of Pad-Average's own time."""
+    assembled = stages.run("pad_average", lambda report: pad_average(chunks, resolution, coords, report))
+    if producer is not None:
+        stages.timings["pad_average"] -= stages.timings.get(producer, 0.0)
+    unit_vertices, faces = stages.run("extract", lambda report: extract_surface(assembled, iso_level(), report))  # type: ignore[misc]
+    if faces.shape[0] == 0:
+        raise MeshError(f"the ε-surface at N={resolution} is empty")
+    return Mesh(vertices=normalization.from_unit(unit_vertices), faces=faces)
+
+
+def _network(options: RemeshOptions, vae: object | None) -> object:
+    if vae is not None:
+        return vae
+    from .autoencode import load_vae
+
+    return load_vae(options.checkpoint, options.device)
+
+
+def encode_mesh(mesh: Mesh, options: RemeshOptions | None = None, progress: ProgressCallback | None = None,
+                should_cancel: Callable[[], bool] | None = None, vae: object | None = None,
+                stages: _Stages | None = None) -> tuple["Latents", Normalization]:
+    """A mesh as LoG-VAE latents [L, 16] on its block coordinates, plus the transform back to its frame."""
+    from .autoencode import encode_blocks
+
+    options = (options or RemeshOptions(mode="vae")).validate()
+    network = _network(options, vae)
+    mesh = validate_arrays(mesh.vertices, mesh.faces)
+    stages = stages or _Stages(progress, should_cancel)
+    field_, normalization = mesh_to_field(mesh, options.resolution, stages)
+    ublocks = stages.run("ublocks", lambda report: extract_ublocks(field_))
+    del field_
+    if ublocks.num_blocks == 0:  # type: ignore[attr-defined]
+        raise MeshError("the mesh produced no active UBlocks")
+    latents = stages.run("encode", lambda report: encode_blocks(network, ublocks))
+    return latents, normalization  # type: ignore[return-value]
+
+
+def decode_to_mesh(latents: "Latents", normalization: Normalization, options: RemeshOptions | None = None,
+                   progress: ProgressCallback | None = None, should_cancel: Callable[[], bool] | None = None,
+                   vae: object | None = None, stages: _Stages | None = None) -> Mesh:
+    """Decode latents to UBlocks, Pad-Average them and extract the mesh in the original frame."""
+    from .autoencode import decode_blocks, iter_chunks
+
+    options = (options or RemeshOptions(mode="vae")).validate()
+    network = _network(options, vae)
+    latents.validate()
+    stages = stages or _Stages(progress, should_cancel)
+    decoded = stages.run("decode", lambda report: decode_blocks(network, latents))
+    chunks = iter_chunks(decoded, options.chunk_blocks)  # type: ignore[arg-type]
+    return _reconstruct(chunks, None, latents.resolution, latents.coords, normalization, stages)
+
+
 def remesh(mesh: Mesh, options: RemeshOptions | None = None, progress: ProgressCallback | None = None,
-           should_cancel: Callable[[], bool] | None = None) -> RemeshResult:
-    """Remesh through the LoG3D representation at N³ and return the ε-surface in the input's frame."""
+           should_cancel: Callable[[], bool] | None = None, vae: object | None = None) -> RemeshResult:
+    """Remesh through the LoG3D representation at N³ and return the ε-surface in the input's frame.
+
+    ``vae``: an already loaded LoG-VAE (the server keeps one warm); otherwise ``options.checkpoint``
+    (or the shipped weights) is loaded for ``mode="vae"``.
+    """
     options = (options or RemeshOptions()).validate()
+    network = _network(options, vae) if options.mode == "vae" else None  # fail before any work
     mesh = validate_arrays(mesh.vertices, mesh.faces)
     stages = _Stages(progress, should_cancel)
+    if options.mode == "vae":
+        latents, normalization = encode_mesh(mesh, options, vae=network, stages=stages)
+        out = decode_to_mesh(latents, normalization, options, vae=network, stages=stages)
+        return RemeshResult(mesh=out, timings=stages.timings, num_blocks=int(latents.coords.shape[0]))
     field_, normalization = mesh_to_field(mesh, options.resolution, stages)
     coords = field_.coords[active_indices(field_)]
     if coords.shape[0] == 0:
         raise MeshError("the mesh produced no active UBlocks")
-
-    if options.mode == "direct":
-        chunks: Iterator[UBlocks] = _timed(iter_ublocks(field_, options.chunk_blocks), "ublocks", stages)
-    else:
-        from .autoencode import autoencode_chunks  # the network is only imported when it is used
-
-        chunks = _timed(autoencode_chunks(field_, options), "vae", stages)
-    assembled = stages.run("pad_average", lambda report: pad_average(chunks, options.resolution, coords, report))
-    for producer in ("ublocks", "vae"):
-        stages.timings["pad_average"] -= stages.timings.get(producer, 0.0)
-    del field_
-    unit_vertices, faces = stages.run("extract", lambda report: extract_surface(assembled, iso_level(), report))  # type: ignore[misc]
-    if faces.shape[0] == 0:
-        raise MeshError(f"the ε-surface at N={options.resolution} is empty")
-    out = Mesh(vertices=normalization.from_unit(unit_vertices), faces=faces)
+    chunks = _timed(iter_ublocks(field_, options.chunk_blocks), "ublocks", stages)
+    out = _reconstruct(chunks, "ublocks", options.resolution, coords, normalization, stages)
     return RemeshResult(mesh=out, timings=stages.timings, num_blocks=int(coords.shape[0]))
