@@ -49,49 +49,44 @@ def active_indices(field: SparseField) -> np.ndarray:
     return np.flatnonzero(field.values.reshape(field.num_blocks, -1).min(axis=1) < FAR)
 
 
-# Per neighbour offset d ∈ {-1, 0, 1} along one axis: which source voxels of the neighbour land in
-# which padded positions. d = -1: source 6..7 → padded 0..1; d = 0: 0..7 → 2..9; d = 1: 0..1 → 10..11.
-_SRC_START = np.array([BLOCK_SIZE - PAD, 0, 0], dtype=np.int64)
-_DST_START = np.array([0, PAD, PAD + BLOCK_SIZE], dtype=np.int64)
-_SPAN = np.array([PAD, BLOCK_SIZE, PAD], dtype=np.int64)
+# Per padded index p (0..11) along one axis: which neighbour (0: previous, 1: the block itself,
+# 2: next) holds that voxel, and at which local index 0..7 it sits there.
+_PAD_NEIGHBOR = np.array([0] * PAD + [1] * BLOCK_SIZE + [2] * PAD, dtype=np.int64)
+_PAD_LOCAL = np.concatenate([np.arange(BLOCK_SIZE - PAD, BLOCK_SIZE), np.arange(BLOCK_SIZE), np.arange(PAD)]).astype(np.int64)
 
 
 @nb.njit(parallel=True, cache=True)
-def _gather_padded(values, neighbors, src_start, dst_start, span, far, out):
+def _gather_padded(values, neighbors, pad_neighbor, pad_local, far, out):
     for b in nb.prange(neighbors.shape[0]):
-        for o in range(27):
-            ox, oy, oz = o // 9, (o // 3) % 3, o % 3
-            nbi = neighbors[b, o]
-            for i in range(span[ox]):
-                for j in range(span[oy]):
-                    for k in range(span[oz]):
-                        di, dj, dk = dst_start[ox] + i, dst_start[oy] + j, dst_start[oz] + k
-                        if nbi < 0:
-                            out[b, di, dj, dk] = far
-                        else:
-                            out[b, di, dj, dk] = values[nbi, src_start[ox] + i, src_start[oy] + j, src_start[oz] + k]
+        for pi in range(PADDED_SIZE):
+            oi, li = pad_neighbor[pi], pad_local[pi]
+            for pj in range(PADDED_SIZE):
+                oj, lj = pad_neighbor[pj], pad_local[pj]
+                for pk in range(PADDED_SIZE):
+                    src = neighbors[b, oi * 9 + oj * 3 + pad_neighbor[pk]]
+                    out[b, pi, pj, pk] = far if src < 0 else values[src, li, lj, pad_local[pk]]
 
 
 @nb.njit(parallel=True, cache=True)
-def _scatter_padded(blocks, targets, src_start, dst_start, span, sums, counts):
+def _scatter_padded(blocks, targets, order, class_start, pad_neighbor, pad_local, sums, counts):
     """Add each padded block into the inner voxels of the (up to 27) blocks its 12³ region covers.
 
-    Parallel over target-offset classes would race; instead each of the 27 offsets is a separate
-    sweep over blocks, and within one offset no two source blocks hit the same target block.
+    Blocks are visited one parity class (x, y, z mod 2) at a time: two blocks of the same class are
+    at least two blocks apart along some axis, so their padded regions never share a voxel and the
+    blocks of a class can be added in parallel without races.
     """
-    for o in range(27):
-        ox, oy, oz = o // 9, (o // 3) % 3, o % 3
-        for b in nb.prange(blocks.shape[0]):
-            t = targets[b, o]
-            if t < 0:
-                continue
-            for i in range(span[ox]):
-                for j in range(span[oy]):
-                    for k in range(span[oz]):
-                        si, sj, sk = dst_start[ox] + i, dst_start[oy] + j, dst_start[oz] + k
-                        ti, tj, tk = src_start[ox] + i, src_start[oy] + j, src_start[oz] + k
-                        sums[t, ti, tj, tk] += blocks[b, si, sj, sk]
-                        counts[t, ti, tj, tk] += 1
+    for cls in range(8):
+        for q in nb.prange(class_start[cls], class_start[cls + 1]):
+            b = order[q]
+            for pi in range(PADDED_SIZE):
+                oi, li = pad_neighbor[pi], pad_local[pi]
+                for pj in range(PADDED_SIZE):
+                    oj, lj = pad_neighbor[pj], pad_local[pj]
+                    for pk in range(PADDED_SIZE):
+                        t = targets[b, oi * 9 + oj * 3 + pad_neighbor[pk]]
+                        if t >= 0:
+                            sums[t, li, lj, pad_local[pk]] += blocks[b, pi, pj, pk]
+                            counts[t, li, lj, pad_local[pk]] += 1
 
 
 def iter_ublocks(field: SparseField, chunk_size: int = 16384) -> Iterator[UBlocks]:
@@ -106,7 +101,7 @@ def iter_ublocks(field: SparseField, chunk_size: int = 16384) -> Iterator[UBlock
         coords = coords_all[idx]
         neighbors = neighbor_table(field.keys, coords, field.grid, NEIGHBOR_OFFSETS)
         out = np.empty((idx.shape[0], PADDED_SIZE, PADDED_SIZE, PADDED_SIZE), dtype=np.float32)
-        _gather_padded(field.values, neighbors, _SRC_START, _DST_START, _SPAN, np.float32(FAR), out)
+        _gather_padded(field.values, neighbors, _PAD_NEIGHBOR, _PAD_LOCAL, np.float32(FAR), out)
         yield UBlocks(resolution=field.resolution, blocks=out, coords=coords)
 
 
@@ -144,8 +139,13 @@ class PadAverage:
             blocks = blocks[:, 0]
         if blocks.shape[1:] != (PADDED_SIZE,) * 3 or blocks.shape[0] != len(coords):
             raise ValueError(f"expected blocks [{len(coords)}, 12, 12, 12], got {list(blocks.shape)}")
-        targets = neighbor_table(self.keys, np.asarray(coords), self.grid, NEIGHBOR_OFFSETS)
-        _scatter_padded(np.ascontiguousarray(blocks, dtype=np.float32), targets, _SRC_START, _DST_START, _SPAN, self._sums, self._counts)
+        coords = np.asarray(coords)
+        targets = neighbor_table(self.keys, coords, self.grid, NEIGHBOR_OFFSETS)
+        parity = (coords[:, 0] % 2) + 2 * (coords[:, 1] % 2) + 4 * (coords[:, 2] % 2)
+        order = np.argsort(parity, kind="stable")
+        class_start = np.searchsorted(parity[order], np.arange(9)).astype(np.int64)
+        _scatter_padded(np.ascontiguousarray(blocks, dtype=np.float32), targets, order, class_start,
+                        _PAD_NEIGHBOR, _PAD_LOCAL, self._sums, self._counts)
 
     def finish(self) -> SparseField:
         """The averaged field; voxels no block covered are FAR. Frees the accumulators."""
