@@ -45,8 +45,8 @@ def _child_blender(path: str, resolution: int) -> dict:
 
     mesh = load_mesh(path)
     result = voxel_remesh(mesh, voxel_size_for(mesh, resolution))
-    return {"seconds": result.seconds, "faces": int(result.mesh.num_faces), "vertices": int(result.mesh.num_vertices),
-            "worker_peak_rss_mb": getattr(result, "peak_rss_mb", None)}
+    return {"seconds": result.remesh_seconds, "total_seconds": result.total_seconds, "faces": int(result.mesh.num_faces), "vertices": int(result.mesh.num_vertices),
+            "worker_peak_rss_mb": result.peak_rss_bytes / 2**20}
 
 
 def run_case(method: str, path: Path, resolution: int, timeout: float) -> dict:
@@ -73,7 +73,8 @@ def child_main(method: str, path: str, resolution: int) -> None:
     result = _child_ours(path, resolution) if method == "log3d" else _child_blender(path, resolution)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    result["peak_rss_mb"] = max(peak_kb, children_kb) / 1024.0
+    # Blender runs in its own worker process: its peak is the worker's, not this launcher's.
+    result["peak_rss_mb"] = result.pop("worker_peak_rss_mb", None) or max(peak_kb, children_kb) / 1024.0
     print(json.dumps(result))
 
 
