@@ -74,8 +74,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(name: str, n: int, device_str: str, dtype: str | None, threads: int | None, s: int | None = None) -> dict[str, Any]:
-    """Encode + decode n shell blocks with preset ``name``; timings and peak memory."""
+def measure(
+    name: str, n: int, device_str: str, dtype: str | None, threads: int | None, s: int | None = None, repeats: int = 1
+) -> dict[str, Any]:
+    """Encode + decode n shell blocks with preset ``name``; timings (best and median of ``repeats``
+    runs: the machine may be shared, and the minimum is the least disturbed) and peak memory."""
     if threads:
         torch.set_num_threads(threads)
     device = torch.device(device_str)
@@ -106,7 +109,9 @@ def measure(name: str, n: int, device_str: str, dtype: str | None, threads: int 
         base = torch.cuda.memory_allocated(device)
     else:
         base = _rss_bytes()
-    t_enc, t_dec = run(blocks, coords)
+    times = [run(blocks, coords) for _ in range(max(1, repeats))]
+    t_enc, t_dec = min(times, key=sum)
+    median = sorted(sum(t) for t in times)[len(times) // 2]
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) - base
     else:
@@ -127,6 +132,9 @@ def measure(name: str, n: int, device_str: str, dtype: str | None, threads: int 
         "decode_s": round(t_dec, 3),
         "total_s": round(total, 3),
         "per_1000_blocks_s": round(total * 1000 / n, 3),
+        "repeats": len(times),
+        "median_total_s": round(median, 3),
+        "median_per_1000_blocks_s": round(median * 1000 / n, 3),
         "peak_mem_mb": round(peak / 2**20, 1),
         "peak_mem_per_1000_blocks_mb": round(peak / 2**20 * 1000 / n, 1),
         "peak_mem_kind": "cuda max_memory_allocated above baseline" if device.type == "cuda" else "peak RSS above pre-forward RSS",
@@ -156,8 +164,9 @@ def cpu_name() -> str:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    cols = ["preset", "dtype", "blocks", "resolution", "parameters", "encode_s", "decode_s", "per_1000_blocks_s", "peak_mem_mb", "peak_mem_per_1000_blocks_mb"]
-    head = ["preset", "dtype", "L", "N", "params", "enc s", "dec s", "s/1k blk", "peak MB", "MB/1k blk"]
+    cols = ["device", "preset", "dtype", "blocks", "resolution", "parameters", "encode_s", "decode_s", "per_1000_blocks_s",
+            "median_per_1000_blocks_s", "peak_mem_mb", "peak_mem_per_1000_blocks_mb"]
+    head = ["device", "preset", "dtype", "L", "N", "params", "enc s", "dec s", "s/1k blk", "median", "peak MB", "MB/1k blk"]
     table = [head] + [[str(r[c]) for c in cols] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     for i, row in enumerate(table):
@@ -172,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--blocks", type=int, default=1000, help="L for the per-preset table")
     ap.add_argument("--paper-blocks", type=int, default=None, help="L for the paper preset on CPU (default --blocks)")
     ap.add_argument("--cuda-blocks", type=int, default=75000, help="L for the paper preset under autocast on CUDA")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (best and median reported)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: torch's)")
     ap.add_argument("--no-cuda", action="store_true")
     ap.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
@@ -194,18 +204,18 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         n = args.paper_blocks if (name == "paper" and args.paper_blocks) else args.blocks
         print(f"cpu: {name}, L={n} ...", flush=True)
-        r = in_subprocess(name, n, "cpu", None, args.threads)
+        r = in_subprocess(name, n, "cpu", None, args.threads, None, args.repeats)
         r["device"] = "cpu"
         rows.append(r)
     if use_cuda:
         for name in names:
             print(f"cuda: {name}, L={args.blocks} ...", flush=True)
-            r = measure(name, args.blocks, "cuda", None, None)
+            r = measure(name, args.blocks, "cuda", None, None, None, args.repeats)
             r["device"] = "cuda"
             rows.append(r)
         for dt in ("bfloat16", "float16"):
             print(f"cuda: paper, L={args.cuda_blocks}, {dt} autocast ...", flush=True)
-            r = measure("paper", args.cuda_blocks, "cuda", dt, None, s=128)
+            r = measure("paper", args.cuda_blocks, "cuda", dt, None, 128, args.repeats)
             r["device"] = "cuda"
             rows.append(r)
     report["loadavg_after"] = list(os.getloadavg())

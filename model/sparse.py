@@ -70,8 +70,8 @@ class WindowPartition:
     Two execution plans are kept, both built from one sort:
 
     * varlen: ``order`` sorts tokens by window, ``cu_seqlens`` delimits windows (flash varlen);
-    * padded: windows bucketed by population (powers of two), each bucket cut into batches of at most
-      ``max_pairs`` query-key pairs; ``batches`` holds (token index [B, P], key mask [B, 1, 1, P] or
+    * padded (built lazily): windows bucketed by population (powers of two), each bucket cut into
+      batches of at most ``max_pairs`` query-key pairs; ``batches`` holds (token index [B, P], key mask [B, 1, 1, P] or
       None when every window of the batch is full, flat positions of real tokens in [B*P]), and
       ``unpermute`` maps the concatenated real tokens back to the input order.
     """
@@ -84,8 +84,9 @@ class WindowPartition:
     counts: Tensor
     cu_seqlens: Tensor
     max_population: int
-    batches: list[tuple[Tensor, Tensor | None, Tensor]] = field(default_factory=list)
-    unpermute: Tensor | None = None
+    max_pairs: int = 1 << 22
+    _batches: list[tuple[Tensor, Tensor | None, Tensor]] | None = field(default=None, repr=False)
+    _unpermute: Tensor | None = field(default=None, repr=False)
 
     @property
     def num_windows(self) -> int:
@@ -106,15 +107,30 @@ class WindowPartition:
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(L, device=device)
         max_pop = int(counts.max()) if L else 0
-        part = WindowPartition(window, shift, L, order, inverse, counts, cu, max_pop)
-        part._build_padded(max_pairs)
-        return part
+        return WindowPartition(window, shift, L, order, inverse, counts, cu, max_pop, max_pairs)
 
-    def _build_padded(self, max_pairs: int) -> None:
+    @property
+    def batches(self) -> list[tuple[Tensor, Tensor | None, Tensor]]:
+        """The padded plan, built on first use (the varlen path never needs it)."""
+        if self._batches is None:
+            self._build_padded()
+        assert self._batches is not None
+        return self._batches
+
+    @property
+    def unpermute(self) -> Tensor:
+        if self._unpermute is None:
+            self._build_padded()
+        assert self._unpermute is not None
+        return self._unpermute
+
+    def _build_padded(self) -> None:
         device = self.order.device
         counts = self.counts
+        max_pairs = self.max_pairs
+        batches: list[tuple[Tensor, Tensor | None, Tensor]] = []
         if self.num_tokens == 0:
-            self.unpermute = torch.zeros(0, dtype=torch.long, device=device)
+            self._batches, self._unpermute = batches, torch.zeros(0, dtype=torch.long, device=device)
             return
         starts = (self.cu_seqlens[:-1]).long()
         # Bucket b holds windows with population in (2^(b-1), 2^b]: padding wastes < 2x.
@@ -135,12 +151,12 @@ class WindowPartition:
                 tok = self.order[idx]
                 mask = None if bool(valid.all()) else valid[:, None, None, :]
                 flat = torch.nonzero(valid.flatten()).flatten()
-                self.batches.append((tok, mask, flat))
+                batches.append((tok, mask, flat))
                 real_tokens.append(tok.flatten()[flat])
         cat = torch.cat(real_tokens)
         unperm = torch.empty_like(cat)
         unperm[cat] = torch.arange(cat.numel(), device=device)
-        self.unpermute = unperm
+        self._batches, self._unpermute = batches, unperm
 
 
 # ----------------------------------------------------------------------------------------------
@@ -249,26 +265,30 @@ def _varlen_eligible(device: torch.device, dtype: torch.dtype, head_dim: int) ->
 
 @functools.lru_cache(maxsize=None)
 def _varlen_works(device_str: str, dtype: torch.dtype, head_dim: int) -> bool:
-    """Run the varlen kernel once on tiny data and compare it with the padded path.
+    """Run the varlen kernel once, forward and backward, on tiny data and compare with padded SDPA.
 
-    Some builds expose the Python API without a usable kernel for a given GPU; finding out once,
-    and falling back to padded SDPA with a warning, beats failing in the middle of a job.
+    Some builds expose the Python API without a usable kernel (or backward) for a given GPU;
+    finding out once, and falling back to padded SDPA with a warning, beats failing mid-job.
     """
     device = torch.device(device_str)
     try:
-        g = torch.Generator(device="cpu").manual_seed(0)
-        coords = torch.randint(0, 12, (40, 3), generator=g)
-        coords = torch.unique(coords, dim=0).to(device)
-        part = WindowPartition.build(coords, 8, 0)
-        q, k, v = (torch.randn(coords.shape[0], 2, head_dim, generator=g).to(device, dtype) for _ in range(3))
-        got = _attention_varlen(q, k, v, part)
-        ref = _attention_padded(q.float(), k.float(), v.float(), part)
-        ok = bool(torch.allclose(got.float(), ref, atol=3e-2, rtol=3e-2))
+        with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
+            g = torch.Generator(device="cpu").manual_seed(0)
+            coords = torch.unique(torch.randint(0, 12, (40, 3), generator=g), dim=0).to(device)
+            part = WindowPartition.build(coords, 8, 0)
+            qkv = [torch.randn(coords.shape[0], 2, head_dim, generator=g).to(device, dtype) for _ in range(3)]
+            qkv = [t.requires_grad_() for t in qkv]
+            got = _attention_varlen(*qkv, part)
+            got.float().square().sum().backward()
+            ref = _attention_padded(*(t.detach().float() for t in qkv), part)
+            ok = bool(torch.allclose(got.detach().float(), ref, atol=3e-2, rtol=3e-2))
+            ok = ok and all(t.grad is not None and bool(torch.isfinite(t.grad).all()) for t in qkv)
         if not ok:
             warnings.warn("varlen attention disagrees with padded SDPA on this device; using padded SDPA")
         return ok
-    except Exception as exc:  # pragma: no cover - needs CUDA
-        warnings.warn(f"varlen attention unavailable on {device_str} ({exc!r}); using padded SDPA")
+    except Exception as exc:
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}" if str(exc) else type(exc).__name__
+        warnings.warn(f"varlen attention unavailable on {device_str} ({why}); using padded SDPA")
         return False
 
 

@@ -212,6 +212,15 @@ def test_position_encoding_distinguishes_blocks():
     assert sinusoidal_position_encoding(coords[:3], 32).shape == (3, 32)
 
 
+def test_varlen_probe_falls_back_cleanly():
+    """Where the flash varlen kernel cannot run (here: CPU), the probe warns and says no."""
+    from model.sparse import _varlen_works
+
+    _varlen_works.cache_clear()
+    with pytest.warns(UserWarning, match="using padded SDPA"):
+        assert _varlen_works("cpu", torch.float16, 16) is False
+
+
 def test_attention_backend_names():
     assert "padded SDPA" in attention_backend("cpu")
     assert "padded SDPA" in attention_backend(torch.device("cpu"), torch.float16)
