@@ -1,0 +1,760 @@
+"""Reconstruction metrics: Chamfer distance, F-score, NMSE and SNE (see docs/metrics.md).
+
+Why the choices below (details and citations in docs/metrics.md):
+
+* Both meshes are put in the ground truth's ``[-0.5, 0.5]³`` frame (``fit_unit_cube`` of the GT with
+  margin 0), so every number is in units of the GT's longest bounding-box side.
+* Points are sampled on the *outer* surface (what can be seen from outside, TRELLIS-style) or, as a
+  clearly named alternative, uniformly by area on the whole surface.
+* Distances are by default measured from each sample to the *other mesh's surface* (exact closest
+  point on a triangle), not to the other mesh's samples. The seed's formula takes the minimum over
+  the other *sample set*; that converges to the same number as the sample count grows, but with a
+  finite sample it adds a floor of about half the sample spacing (≈ 1e-3 at 1M points, the size of
+  the errors we want to measure at N = 1024). Point-to-surface has no such floor. The literal
+  point-to-point variant is kept as ``distance="point_to_point"``.
+* Normal errors are orientation-free, ``min(|n1 - n2|², |n1 + n2|²) = 2 (1 - |cos|)`` in ``[0, 2]``:
+  the meshes a UDF produces have no consistent inside.
+* Everything random draws from one seeded generator: the same inputs and seed give the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numba
+import numpy as np
+from scipy.spatial import cKDTree
+
+from model.mesh import Mesh, MeshError, fit_unit_cube, used_vertices, validate_arrays
+
+Sampling = Literal["outer", "uniform"]
+Distance = Literal["point_to_surface", "point_to_point"]
+
+
+@dataclass(frozen=True)
+class VisibilityConfig:
+    """How "outer surface" is decided: orthographic depth renders from ``views`` directions spread
+    evenly over the sphere (a Fibonacci lattice), each ``resolution`` pixels square.
+
+    A point counts as outer when, in at least one view that looks at its face no more obliquely
+    than ``max_view_angle_deg``, nothing rendered within one pixel of it lies in front of it by
+    more than ``tolerance`` (unit-cube units). ``tolerance`` must stay below the gap between the
+    two walls of a double-walled UDF surface (2/N: 2e-3 at N = 1024) so the inner wall is rejected.
+    """
+
+    views: int = 64
+    resolution: int = 1024
+    tolerance: float = 2.5e-4
+    max_view_angle_deg: float = 72.5
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Everything that changes a metric's value; the defaults are the project's reported protocol."""
+
+    num_samples: int = 1_000_000
+    """Points sampled on each mesh for CD, F1 and NMSE."""
+    sharp_samples: int = 200_000
+    """Points sampled on the GT near its sharp edges, for SNE."""
+    seed: int = 0
+    sampling: Sampling = "outer"
+    distance: Distance = "point_to_surface"
+    fscore_thresholds: tuple[float, ...] = (0.01, 0.001)
+    sharp_angle_deg: float = 15.0
+    """An edge is sharp when the angle between its two faces' normals exceeds this (Dora's sampling
+    code is run with 15°)."""
+    sharp_band: float = 0.005
+    """SNE looks at surface points within this distance (unit cube) of a GT sharp edge."""
+    visibility: VisibilityConfig = field(default_factory=VisibilityConfig)
+
+
+@dataclass(frozen=True)
+class SurfaceSamples:
+    """Points on a mesh with the index and unit normal of the triangle each lies on."""
+
+    points: np.ndarray
+    face_ids: np.ndarray
+    normals: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.points.shape[0])
+
+    def subset(self, mask: np.ndarray) -> "SurfaceSamples":
+        return SurfaceSamples(self.points[mask], self.face_ids[mask], self.normals[mask])
+
+    @staticmethod
+    def concatenate(parts: list["SurfaceSamples"]) -> "SurfaceSamples":
+        return SurfaceSamples(
+            np.concatenate([p.points for p in parts]),
+            np.concatenate([p.face_ids for p in parts]),
+            np.concatenate([p.normals for p in parts]),
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Geometry helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def face_normals_and_areas(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit face normals (zero for degenerate triangles) and triangle areas."""
+    tri = vertices[faces]
+    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    norm = np.linalg.norm(cross, axis=1)
+    normals = np.zeros_like(cross)
+    ok = norm > 0
+    normals[ok] = cross[ok] / norm[ok, None]
+    return normals, 0.5 * norm
+
+
+def sample_surface(vertices: np.ndarray, faces: np.ndarray, count: int, rng: np.random.Generator) -> SurfaceSamples:
+    """``count`` points uniform by area over the whole surface (inner walls included)."""
+    normals, areas = face_normals_and_areas(vertices, faces)
+    total = float(areas.sum())
+    if not total > 0.0:
+        raise MeshError("cannot sample a mesh whose triangles all have zero area")
+    cdf = np.cumsum(areas)
+    face_ids = np.searchsorted(cdf, rng.random(count) * cdf[-1], side="right")
+    np.minimum(face_ids, faces.shape[0] - 1, out=face_ids)
+    r1 = np.sqrt(rng.random(count))
+    r2 = rng.random(count)
+    tri = vertices[faces[face_ids]]
+    points = (
+        (1.0 - r1)[:, None] * tri[:, 0]
+        + (r1 * (1.0 - r2))[:, None] * tri[:, 1]
+        + (r1 * r2)[:, None] * tri[:, 2]
+    )
+    return SurfaceSamples(points, face_ids.astype(np.int64), normals[face_ids])
+
+
+def fibonacci_directions(count: int) -> np.ndarray:
+    """``count`` unit vectors spread evenly over the sphere (deterministic)."""
+    i = np.arange(count, dtype=np.float64) + 0.5
+    z = 1.0 - 2.0 * i / count
+    r = np.sqrt(np.maximum(0.0, 1.0 - z * z))
+    phi = i * math.pi * (3.0 - math.sqrt(5.0))
+    return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
+
+
+def _view_basis(direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    helper = np.array([1.0, 0.0, 0.0]) if abs(direction[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    e1 = np.cross(direction, helper)
+    e1 /= np.linalg.norm(e1)
+    return e1, np.cross(direction, e1)
+
+
+@numba.njit(cache=True)
+def _rasterize(px: np.ndarray, py: np.ndarray, depth: np.ndarray, faces: np.ndarray, res: int):
+    """Z-buffer of triangle ids at pixel centres (orthographic; smaller depth is nearer)."""
+    zbuf = np.full((res, res), np.inf, dtype=np.float32)
+    fid = np.full((res, res), -1, dtype=np.int32)
+    for f in range(faces.shape[0]):
+        a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+        x0, y0, z0 = px[a], py[a], depth[a]
+        x1, y1, z1 = px[b], py[b], depth[b]
+        x2, y2, z2 = px[c], py[c], depth[c]
+        area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+        if area == 0.0:
+            continue
+        xmin = max(int(math.ceil(min(x0, x1, x2) - 0.5)), 0)
+        xmax = min(int(math.floor(max(x0, x1, x2) - 0.5)), res - 1)
+        ymin = max(int(math.ceil(min(y0, y1, y2) - 0.5)), 0)
+        ymax = min(int(math.floor(max(y0, y1, y2) - 0.5)), res - 1)
+        inv = 1.0 / area
+        for j in range(ymin, ymax + 1):
+            cy = j + 0.5
+            for i in range(xmin, xmax + 1):
+                cx = i + 0.5
+                w0 = ((x1 - cx) * (y2 - cy) - (x2 - cx) * (y1 - cy)) * inv
+                w1 = ((x2 - cx) * (y0 - cy) - (x0 - cx) * (y2 - cy)) * inv
+                w2 = 1.0 - w0 - w1
+                if w0 < 0.0 or w1 < 0.0 or w2 < 0.0:
+                    continue
+                z = np.float32(w0 * z0 + w1 * z1 + w2 * z2)
+                if z < zbuf[j, i]:
+                    zbuf[j, i] = z
+                    fid[j, i] = f
+    return fid
+
+
+@numba.njit(cache=True)
+def _plane_depth(f: int, x: float, y: float, px, py, depth, faces) -> float:
+    """Depth at (x, y) of the plane through triangle ``f`` (inf when it is seen edge-on)."""
+    a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+    x0, y0 = px[a], py[a]
+    area = (px[b] - x0) * (py[c] - y0) - (px[c] - x0) * (py[b] - y0)
+    if abs(area) < 1e-9:
+        return np.inf
+    w1 = ((x - x0) * (py[c] - y0) - (px[c] - x0) * (y - y0)) / area
+    w2 = ((px[b] - x0) * (y - y0) - (x - x0) * (py[b] - y0)) / area
+    return (1.0 - w1 - w2) * depth[a] + w1 * depth[b] + w2 * depth[c]
+
+
+@numba.njit(cache=True)
+def _mark_visible(qx, qy, qd, qcos, qface, fid, px, py, depth, faces, tol, min_cos, visible):
+    """Mark points that nothing within one pixel occludes by more than ``tol`` in this view."""
+    res = fid.shape[0]
+    for k in range(qx.shape[0]):
+        if visible[k] or qcos[k] < min_cos:
+            continue
+        i0 = int(math.floor(qx[k]))
+        j0 = int(math.floor(qy[k]))
+        seen = False
+        for dj in range(-1, 2):
+            j = j0 + dj
+            if j < 0 or j >= res:
+                seen = True
+                break
+            for di in range(-1, 2):
+                i = i0 + di
+                if i < 0 or i >= res:
+                    seen = True
+                    break
+                f = fid[j, i]
+                if f < 0 or f == qface[k]:
+                    seen = True
+                    break
+                if qd[k] <= _plane_depth(f, qx[k], qy[k], px, py, depth, faces) + tol:
+                    seen = True
+                    break
+            if seen:
+                break
+        if seen:
+            visible[k] = True
+
+
+def outer_surface_mask(
+    vertices: np.ndarray, faces: np.ndarray, samples: SurfaceSamples, config: VisibilityConfig = VisibilityConfig()
+) -> np.ndarray:
+    """Which samples are visible from outside the mesh (see :class:`VisibilityConfig`).
+
+    Meant for meshes already in the unit cube: the renders cover the sphere of radius √3/2 around
+    the origin, which holds the whole ``[-0.5, 0.5]³`` cube whatever the direction.
+    """
+    res = int(config.resolution)
+    half = math.sqrt(3.0) / 2.0 * 1.001
+    scale = res / (2.0 * half)
+    min_cos = math.cos(math.radians(config.max_view_angle_deg))
+    visible = np.zeros(len(samples), dtype=np.bool_)
+    faces = np.ascontiguousarray(faces, dtype=np.int64)
+    for direction in fibonacci_directions(int(config.views)):
+        todo = np.flatnonzero(~visible)
+        if todo.size == 0:
+            break
+        e1, e2 = _view_basis(direction)
+        px = (vertices @ e1 + half) * scale
+        py = (vertices @ e2 + half) * scale
+        depth = vertices @ direction
+        fid = _rasterize(px, py, depth, faces, res)
+        pts = samples.points[todo]
+        sub = np.zeros(todo.size, dtype=np.bool_)
+        _mark_visible(
+            (pts @ e1 + half) * scale,
+            (pts @ e2 + half) * scale,
+            pts @ direction,
+            np.abs(samples.normals[todo] @ direction),
+            samples.face_ids[todo],
+            fid,
+            px,
+            py,
+            depth,
+            faces,
+            float(config.tolerance),
+            min_cos,
+            sub,
+        )
+        visible[todo[sub]] = True
+    return visible
+
+
+def sample_outer_surface(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    count: int,
+    rng: np.random.Generator,
+    config: VisibilityConfig = VisibilityConfig(),
+    max_rounds: int = 8,
+) -> SurfaceSamples:
+    """``count`` points uniform by area over the part of the surface visible from outside.
+
+    Draws uniform candidates and keeps the visible ones, drawing more until ``count`` are kept.
+    Raises :class:`MeshError` when (almost) nothing is visible.
+    """
+    kept: list[SurfaceSamples] = []
+    have = 0
+    fraction = 1.0
+    for _ in range(max_rounds):
+        need = count - have
+        if need <= 0:
+            break
+        draw = int(min(max(need / max(fraction, 0.05) * 1.1, 1024), 8 * count + 1024))
+        candidates = sample_surface(vertices, faces, draw, rng)
+        mask = outer_surface_mask(vertices, faces, candidates, config)
+        fraction = max(float(mask.mean()), 1e-3)
+        part = candidates.subset(mask)
+        kept.append(part)
+        have += len(part)
+    if have == 0:
+        raise MeshError("no part of the surface is visible from outside")
+    merged = SurfaceSamples.concatenate(kept)
+    return merged.subset(np.arange(min(count, len(merged))))
+
+
+# --------------------------------------------------------------------------------------------------
+# Sharp edges
+# --------------------------------------------------------------------------------------------------
+
+
+def sharp_edges(vertices: np.ndarray, faces: np.ndarray, angle_deg: float = 15.0) -> np.ndarray:
+    """Edges ``[E, 2]`` (vertex indices) shared by exactly two faces whose normals differ by more
+    than ``angle_deg`` — the dihedral-angle test of Dora's sharp-edge sampling.
+
+    Boundary and non-manifold edges are never sharp. When two neighbours are wound inconsistently
+    (both run the shared edge the same way) one normal is flipped first, so a badly oriented but
+    flat region does not look like a 180° crease.
+    """
+    normals, _ = face_normals_and_areas(vertices, faces)
+    directed = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    owner = np.tile(np.arange(faces.shape[0]), 3)
+    key = np.sort(directed, axis=1)
+    code = key[:, 0] * np.int64(vertices.shape[0]) + key[:, 1]
+    _, inverse, counts = np.unique(code, return_inverse=True, return_counts=True)
+    manifold = counts[inverse] == 2
+    idx = np.flatnonzero(manifold)
+    order = idx[np.argsort(inverse[idx], kind="stable")]
+    first, second = order[0::2], order[1::2]
+    n1 = normals[owner[first]]
+    n2 = normals[owner[second]]
+    same_direction = directed[first, 0] == directed[second, 0]
+    n2 = np.where(same_direction[:, None], -n2, n2)
+    cos = np.einsum("ij,ij->i", n1, n2)
+    valid = (np.linalg.norm(n1, axis=1) > 0) & (np.linalg.norm(n2, axis=1) > 0)
+    sharp = valid & (cos < math.cos(math.radians(angle_deg)))
+    return key[first[sharp]]
+
+
+# --------------------------------------------------------------------------------------------------
+# Closest point on a triangle mesh
+# --------------------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True)
+def _closest_on_triangle(p0, p1, p2, a0, a1, a2, b0, b1, b2, c0, c1, c2):
+    """Closest point to p on triangle abc (Ericson, Real-Time Collision Detection, 5.1.5)."""
+    ab0, ab1, ab2 = b0 - a0, b1 - a1, b2 - a2
+    ac0, ac1, ac2 = c0 - a0, c1 - a1, c2 - a2
+    ap0, ap1, ap2 = p0 - a0, p1 - a1, p2 - a2
+    d1 = ab0 * ap0 + ab1 * ap1 + ab2 * ap2
+    d2 = ac0 * ap0 + ac1 * ap1 + ac2 * ap2
+    if d1 <= 0.0 and d2 <= 0.0:
+        return a0, a1, a2
+    bp0, bp1, bp2 = p0 - b0, p1 - b1, p2 - b2
+    d3 = ab0 * bp0 + ab1 * bp1 + ab2 * bp2
+    d4 = ac0 * bp0 + ac1 * bp1 + ac2 * bp2
+    if d3 >= 0.0 and d4 <= d3:
+        return b0, b1, b2
+    vc = d1 * d4 - d3 * d2
+    if vc <= 0.0 and d1 >= 0.0 and d3 <= 0.0:
+        v = d1 / (d1 - d3)
+        return a0 + v * ab0, a1 + v * ab1, a2 + v * ab2
+    cp0, cp1, cp2 = p0 - c0, p1 - c1, p2 - c2
+    d5 = ab0 * cp0 + ab1 * cp1 + ab2 * cp2
+    d6 = ac0 * cp0 + ac1 * cp1 + ac2 * cp2
+    if d6 >= 0.0 and d5 <= d6:
+        return c0, c1, c2
+    vb = d5 * d2 - d1 * d6
+    if vb <= 0.0 and d2 >= 0.0 and d6 <= 0.0:
+        w = d2 / (d2 - d6)
+        return a0 + w * ac0, a1 + w * ac1, a2 + w * ac2
+    va = d3 * d6 - d5 * d4
+    if va <= 0.0 and (d4 - d3) >= 0.0 and (d5 - d6) >= 0.0:
+        w = (d4 - d3) / ((d4 - d3) + (d5 - d6))
+        return b0 + w * (c0 - b0), b1 + w * (c1 - b1), b2 + w * (c2 - b2)
+    denom = va + vb + vc
+    if denom == 0.0:  # degenerate triangle: fall back to its first vertex
+        return a0, a1, a2
+    v = vb / denom
+    w = vc / denom
+    return a0 + ab0 * v + ac0 * w, a1 + ab1 * v + ac1 * w, a2 + ab2 * v + ac2 * w
+
+
+@numba.njit(cache=True)
+def _closest_on_segment(p0, p1, p2, a0, a1, a2, b0, b1, b2):
+    ab0, ab1, ab2 = b0 - a0, b1 - a1, b2 - a2
+    ll = ab0 * ab0 + ab1 * ab1 + ab2 * ab2
+    t = 0.0 if ll == 0.0 else ((p0 - a0) * ab0 + (p1 - a1) * ab1 + (p2 - a2) * ab2) / ll
+    t = min(max(t, 0.0), 1.0)
+    return a0 + t * ab0, a1 + t * ab1, a2 + t * ab2
+
+
+@numba.njit(cache=True)
+def _closest_on_primitive(p0, p1, p2, prim, vertices, elements):
+    """Closest point on a triangle (3 indices) or a segment (2 indices) of ``elements``."""
+    ia, ib = elements[prim, 0], elements[prim, 1]
+    if elements.shape[1] == 2:
+        return _closest_on_segment(
+            p0, p1, p2,
+            vertices[ia, 0], vertices[ia, 1], vertices[ia, 2],
+            vertices[ib, 0], vertices[ib, 1], vertices[ib, 2],
+        )
+    ic = elements[prim, 2]
+    return _closest_on_triangle(
+        p0, p1, p2,
+        vertices[ia, 0], vertices[ia, 1], vertices[ia, 2],
+        vertices[ib, 0], vertices[ib, 1], vertices[ib, 2],
+        vertices[ic, 0], vertices[ic, 1], vertices[ic, 2],
+    )
+
+
+@numba.njit(cache=True)
+def _box_distance2(p0, p1, p2, lo, hi, node):
+    d = 0.0
+    if p0 < lo[node, 0]:
+        d += (lo[node, 0] - p0) ** 2
+    elif p0 > hi[node, 0]:
+        d += (p0 - hi[node, 0]) ** 2
+    if p1 < lo[node, 1]:
+        d += (lo[node, 1] - p1) ** 2
+    elif p1 > hi[node, 1]:
+        d += (p1 - hi[node, 1]) ** 2
+    if p2 < lo[node, 2]:
+        d += (lo[node, 2] - p2) ** 2
+    elif p2 > hi[node, 2]:
+        d += (p2 - hi[node, 2]) ** 2
+    return d
+
+
+@numba.njit(cache=True, parallel=True)
+def _bvh_nearest(points, vertices, elements, order, first, last, lo, hi, leaf_base):
+    """Exact nearest primitive per point: branch and bound over an implicit (heap-ordered) BVH,
+    nearer child first, pruning every box farther than the best hit so far."""
+    n = points.shape[0]
+    dist = np.empty(n)
+    prim = np.empty(n, dtype=np.int64)
+    for q in numba.prange(n):
+        p0, p1, p2 = points[q, 0], points[q, 1], points[q, 2]
+        best = np.inf
+        best_p = -1
+        stack = np.empty(256, dtype=np.int64)
+        stack[0] = 1
+        top = 1
+        while top > 0:
+            top -= 1
+            node = stack[top]
+            if _box_distance2(p0, p1, p2, lo, hi, node) >= best:
+                continue
+            if node >= leaf_base:
+                for t in range(first[node], last[node]):
+                    e = order[t]
+                    x, y, z = _closest_on_primitive(p0, p1, p2, e, vertices, elements)
+                    d = (x - p0) ** 2 + (y - p1) ** 2 + (z - p2) ** 2
+                    if d < best:
+                        best = d
+                        best_p = e
+                continue
+            left, right = 2 * node, 2 * node + 1
+            dl = _box_distance2(p0, p1, p2, lo, hi, left)
+            dr = _box_distance2(p0, p1, p2, lo, hi, right)
+            if dl <= dr:
+                if dr < best:
+                    stack[top] = right
+                    top += 1
+                if dl < best:
+                    stack[top] = left
+                    top += 1
+            else:
+                if dl < best:
+                    stack[top] = left
+                    top += 1
+                if dr < best:
+                    stack[top] = right
+                    top += 1
+        dist[q] = math.sqrt(best)
+        prim[q] = best_p
+    return dist, prim
+
+
+@numba.njit(cache=True, parallel=True)
+def _project(points, prim, vertices, elements):
+    out = np.empty_like(points)
+    for q in numba.prange(points.shape[0]):
+        x, y, z = _closest_on_primitive(points[q, 0], points[q, 1], points[q, 2], prim[q], vertices, elements)
+        out[q, 0], out[q, 1], out[q, 2] = x, y, z
+    return out
+
+
+@numba.njit(cache=True)
+def _build_bvh(prim_lo, prim_hi, leaf_base):
+    """Top-down median split along the longest axis of the centroids, into a complete binary tree
+    stored heap-style (node 1 is the root, children 2i and 2i+1, leaves from ``leaf_base``)."""
+    n = prim_lo.shape[0]
+    order = np.arange(n)
+    first = np.zeros(2 * leaf_base, dtype=np.int64)
+    last = np.zeros(2 * leaf_base, dtype=np.int64)
+    last[1] = n
+    for node in range(1, leaf_base):
+        s, e = first[node], last[node]
+        m = (s + e) // 2
+        if e - s > 2:
+            span = np.empty(3)
+            for axis in range(3):
+                lo = np.inf
+                hi = -np.inf
+                for t in range(s, e):
+                    c = prim_lo[order[t], axis] + prim_hi[order[t], axis]
+                    lo = min(lo, c)
+                    hi = max(hi, c)
+                span[axis] = hi - lo
+            axis = np.argmax(span)
+            key = np.empty(e - s)
+            for t in range(s, e):
+                key[t - s] = prim_lo[order[t], axis] + prim_hi[order[t], axis]
+            order[s:e] = order[s:e][np.argsort(key, kind="mergesort")]
+        first[2 * node], last[2 * node] = s, m
+        first[2 * node + 1], last[2 * node + 1] = m, e
+    lo = np.full((2 * leaf_base, 3), np.inf)
+    hi = np.full((2 * leaf_base, 3), -np.inf)
+    for node in range(leaf_base, 2 * leaf_base):
+        for t in range(first[node], last[node]):
+            for axis in range(3):
+                lo[node, axis] = min(lo[node, axis], prim_lo[order[t], axis])
+                hi[node, axis] = max(hi[node, axis], prim_hi[order[t], axis])
+    for node in range(leaf_base - 1, 0, -1):
+        for axis in range(3):
+            lo[node, axis] = min(lo[2 * node, axis], lo[2 * node + 1, axis])
+            hi[node, axis] = max(hi[2 * node, axis], hi[2 * node + 1, axis])
+    return order, first, last, lo, hi
+
+
+class PrimitiveIndex:
+    """Exact closest-point queries against triangles (``elements`` [M, 3]) or segments ([M, 2]).
+
+    A bounding-volume hierarchy built by median splits (at most ``leaf_size`` primitives per
+    leaf, a complete binary tree stored heap-style) and a branch-and-bound descent per query. Exact for near and far points alike (a KD-tree over
+    surface samples is fast near the surface but very slow far from it, which a bad prediction is).
+    """
+
+    def __init__(self, vertices: np.ndarray, elements: np.ndarray, leaf_size: int = 4):
+        self.vertices = np.ascontiguousarray(vertices, dtype=np.float64)
+        self.elements = np.ascontiguousarray(elements, dtype=np.int64)
+        if self.elements.shape[0] == 0:
+            raise MeshError("nothing to measure distances to (no primitives)")
+        corners = self.vertices[self.elements]
+        leaves = -(-self.elements.shape[0] // int(leaf_size))
+        self.leaf_base = 1 << max(0, int(math.ceil(math.log2(max(leaves, 1)))))
+        self.order, self.first, self.last, self.lo, self.hi = _build_bvh(
+            corners.min(axis=1), corners.max(axis=1), self.leaf_base
+        )
+
+    def query(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Distance to the nearest primitive and that primitive's index, per point."""
+        pts = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
+        if pts.shape[0] == 0:
+            return np.zeros(0), np.zeros(0, dtype=np.int64)
+        return _bvh_nearest(pts, self.vertices, self.elements, self.order, self.first, self.last,
+                            self.lo, self.hi, self.leaf_base)
+
+    def distance(self, points: np.ndarray) -> np.ndarray:
+        return self.query(points)[0]
+
+    def closest_points(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Distance, primitive index and the closest point itself, per point."""
+        dist, prim = self.query(points)
+        pts = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
+        return dist, prim, _project(pts, prim, self.vertices, self.elements)
+
+
+class SurfaceIndex(PrimitiveIndex):
+    """:class:`PrimitiveIndex` over a mesh's triangles, with the triangles' unit normals.
+
+    Zero-area triangles are left out: they add no surface, only an undefined normal.
+    """
+
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray, leaf_size: int = 4):
+        normals, areas = face_normals_and_areas(np.asarray(vertices, dtype=np.float64), np.asarray(faces))
+        good = np.flatnonzero(areas > 0)
+        if good.size == 0:
+            raise MeshError("every triangle of the mesh has zero area")
+        super().__init__(vertices, np.asarray(faces)[good], leaf_size)
+        self.face_ids = good
+        self.normals = normals[good]
+
+
+# --------------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------------
+
+
+def normal_error(n1: np.ndarray, n2: np.ndarray) -> np.ndarray:
+    """Orientation-free squared normal error ``min(|n1-n2|², |n1+n2|²) = 2(1 - |n1·n2|)`` in [0, 2]."""
+    return 2.0 * (1.0 - np.minimum(np.abs(np.einsum("ij,ij->i", n1, n2)), 1.0))
+
+
+def fscore(precision: float, recall: float) -> float:
+    """Harmonic mean of precision and recall (0 when both are 0)."""
+    return 0.0 if precision + recall == 0.0 else 2.0 * precision * recall / (precision + recall)
+
+
+@dataclass
+class _Target:
+    """What distances are measured to: the other mesh's surface, or its sample set."""
+
+    samples: SurfaceSamples
+    index: SurfaceIndex | None = None
+    tree: cKDTree | None = None
+
+    def nearest(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Distance from each point to the target, the unit normal there, and the nearest point."""
+        if self.index is not None:
+            dist, prim, closest = self.index.closest_points(points)
+            return dist, self.index.normals[prim], closest
+        dist, idx = self.tree.query(points, k=1, workers=-1)
+        return dist, self.samples.normals[idx], self.samples.points[idx]
+
+
+def normalize_pair(gt: Mesh, pred: Mesh) -> tuple[Mesh, Mesh]:
+    """Both meshes in the GT's ``[-0.5, 0.5]³`` frame (margin 0)."""
+    norm = fit_unit_cube(used_vertices(gt), margin=0.0)
+    return (
+        Mesh(norm.to_unit(gt.vertices), gt.faces),
+        Mesh(norm.to_unit(pred.vertices), pred.faces),
+    )
+
+
+def sample_mesh(mesh: Mesh, count: int, rng: np.random.Generator, config: MetricsConfig = MetricsConfig()) -> SurfaceSamples:
+    """Samples as the metrics take them: outer surface or uniform, per ``config.sampling``."""
+    if config.sampling == "outer":
+        return sample_outer_surface(mesh.vertices, mesh.faces, count, rng, config.visibility)
+    if config.sampling == "uniform":
+        return sample_surface(mesh.vertices, mesh.faces, count, rng)
+    raise ValueError(f"unknown sampling '{config.sampling}' (expected 'outer' or 'uniform')")
+
+
+def sample_sharp_band(gt: Mesh, edges: np.ndarray, count: int, rng: np.random.Generator,
+                      config: MetricsConfig = MetricsConfig()) -> SurfaceSamples:
+    """Points uniform by area on ``gt`` within ``config.sharp_band`` of one of ``edges`` (and, with
+    outer sampling, visible from outside). Candidates come only from the triangles near the edges
+    (a vertex or the centroid within the band, or a corner on a sharp edge), so thin bands are cheap.
+    """
+    band = config.sharp_band
+    edge_index = PrimitiveIndex(gt.vertices, edges)
+    on_edge = np.zeros(gt.num_vertices, dtype=bool)
+    on_edge[np.unique(edges)] = True
+    near_vertex = edge_index.distance(gt.vertices) < band
+    centroid_near = edge_index.distance(gt.vertices[gt.faces].mean(axis=1)) < band
+    touching = (on_edge | near_vertex)[gt.faces].any(axis=1) | centroid_near
+    faces_idx = np.flatnonzero(touching)
+    sub_faces = gt.faces[faces_idx]
+    kept: list[SurfaceSamples] = []
+    have = 0
+    fraction = 1.0
+    for _ in range(8):
+        need = count - have
+        if need <= 0:
+            break
+        draw = int(min(max(need / max(fraction, 0.02) * 1.1, 1024), 20 * count + 1024))
+        cand = sample_surface(gt.vertices, sub_faces, draw, rng)
+        cand = SurfaceSamples(cand.points, faces_idx[cand.face_ids], cand.normals)
+        mask = edge_index.distance(cand.points) < band
+        if config.sampling == "outer" and mask.any():
+            idx = np.flatnonzero(mask)
+            mask[idx] = outer_surface_mask(gt.vertices, gt.faces, cand.subset(idx), config.visibility)
+        fraction = max(float(mask.mean()), 1e-3)
+        part = cand.subset(mask)
+        kept.append(part)
+        have += len(part)
+    merged = SurfaceSamples.concatenate(kept)
+    return merged.subset(np.arange(min(count, len(merged))))
+
+
+def _streams(seed: int) -> list[np.random.Generator]:
+    """Independent generators for GT samples, prediction samples and SNE samples."""
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)]
+
+
+def sample_pair(gt: Mesh, pred: Mesh, config: MetricsConfig = MetricsConfig()
+                ) -> tuple[Mesh, Mesh, SurfaceSamples, SurfaceSamples]:
+    """Validate both meshes, put them in the GT's unit cube and sample them exactly as
+    :func:`compute_metrics` does (same seed, same points): ``(gt_n, pred_n, gt_samples, pred_samples)``."""
+    gt = validate_arrays(gt.vertices, gt.faces, name="ground truth")
+    pred = validate_arrays(pred.vertices, pred.faces, name="prediction")
+    gt_n, pred_n = normalize_pair(gt, pred)
+    streams = _streams(config.seed)
+    return gt_n, pred_n, sample_mesh(gt_n, config.num_samples, streams[0], config), sample_mesh(
+        pred_n, config.num_samples, streams[1], config
+    )
+
+
+def compute_metrics(gt: Mesh, pred: Mesh, config: MetricsConfig = MetricsConfig()) -> dict[str, float]:
+    """CD, F1@ξ, NMSE and SNE of ``pred`` against ``gt`` (definitions in docs/metrics.md).
+
+    Returns a dict with ``CD``, ``F1@<ξ>`` for each threshold, ``NMSE``, ``SNE`` and extras:
+    ``Comp``, ``Acc``, ``CD_squared``, ``P@<ξ>``/``R@<ξ>``, ``NMSE_gt_to_pred``/``NMSE_pred_to_gt``,
+    ``SNE_gt_to_pred``/``SNE_pred_to_gt``, point counts, the number of GT sharp edges and the
+    seconds spent. F-scores are fractions in [0, 1]. SNE is NaN when the GT has no sharp edge.
+    Raises :class:`MeshError` for an empty or broken mesh.
+    """
+    start = time.perf_counter()
+    if config.distance not in ("point_to_surface", "point_to_point"):
+        raise ValueError(f"unknown distance '{config.distance}' (expected 'point_to_surface' or 'point_to_point')")
+    gt_n, pred_n, gt_samples, pred_samples = sample_pair(gt, pred, config)
+
+    def target(mesh: Mesh, samples: SurfaceSamples) -> _Target:
+        if config.distance == "point_to_surface":
+            return _Target(samples, index=SurfaceIndex(mesh.vertices, mesh.faces))
+        return _Target(samples, tree=cKDTree(samples.points))
+
+    to_gt, to_pred = target(gt_n, gt_samples), target(pred_n, pred_samples)
+    comp_d, comp_n, _ = to_pred.nearest(gt_samples.points)  # GT -> prediction (completeness)
+    acc_d, acc_n, acc_foot = to_gt.nearest(pred_samples.points)  # prediction -> GT (accuracy)
+    comp_err = normal_error(gt_samples.normals, comp_n)
+    acc_err = normal_error(pred_samples.normals, acc_n)
+
+    result: dict[str, float] = {}
+    comp, acc = float(comp_d.mean()), float(acc_d.mean())
+    result["CD"] = 0.5 * (comp + acc)
+    for xi in config.fscore_thresholds:
+        precision = float((acc_d < xi).mean())
+        recall = float((comp_d < xi).mean())
+        result[f"F1@{xi:g}"] = fscore(precision, recall)
+        result[f"P@{xi:g}"] = precision
+        result[f"R@{xi:g}"] = recall
+    result["NMSE"] = 0.5 * (float(comp_err.mean()) + float(acc_err.mean()))
+    result["SNE"] = float("nan")
+    result["Comp"] = comp
+    result["Acc"] = acc
+    result["CD_squared"] = 0.5 * (float(np.mean(comp_d**2)) + float(np.mean(acc_d**2)))
+    result["NMSE_gt_to_pred"] = float(comp_err.mean())
+    result["NMSE_pred_to_gt"] = float(acc_err.mean())
+
+    edges = sharp_edges(gt_n.vertices, gt_n.faces, config.sharp_angle_deg)
+    result["sharp_edges"] = float(len(edges))
+    result["num_sharp_points"] = 0.0
+    if len(edges) and config.sharp_samples > 0:
+        band = sample_sharp_band(gt_n, edges, config.sharp_samples, _streams(config.seed)[2], config)
+        if len(band):
+            _, band_n, _ = to_pred.nearest(band.points)
+            gt_to_pred = float(normal_error(band.normals, band_n).mean())
+            result["SNE_gt_to_pred"] = gt_to_pred
+            # The other direction: prediction samples whose closest GT point lies in the band.
+            in_band = PrimitiveIndex(gt_n.vertices, edges).distance(acc_foot) < config.sharp_band
+            if in_band.any():
+                result["SNE_pred_to_gt"] = float(acc_err[in_band].mean())
+                result["SNE"] = 0.5 * (gt_to_pred + result["SNE_pred_to_gt"])
+            else:
+                result["SNE"] = gt_to_pred
+            result["num_sharp_points"] = float(len(band))
+    result["num_gt_points"] = float(len(gt_samples))
+    result["num_pred_points"] = float(len(pred_samples))
+    result["seconds"] = time.perf_counter() - start
+    headline = ["CD", *[f"F1@{xi:g}" for xi in config.fscore_thresholds], "NMSE", "SNE"]
+    return {**{k: result[k] for k in headline}, **{k: v for k, v in result.items() if k not in headline}}
+
+
+def with_overrides(config: MetricsConfig, **overrides: object) -> MetricsConfig:
+    """A copy of ``config`` with the given fields replaced (``None`` values are ignored)."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return replace(config, **clean) if clean else config
