@@ -393,7 +393,7 @@ def message_size(frames: Iterable[Frame]) -> int:
 def parse_request(frames: Sequence[Frame], limits: Limits, token: str | None = None) -> Request:
     """Decode and fully validate one request (the frames after the ROUTER's routing identity).
 
-    Checks, in order: size, msgpack header, protocol version, header fields, token, type, job id,
+    Checks, in order: size, msgpack header, protocol version, token, header fields, type, job id,
     array frames, arrays against the type's schema, options, and the arrays' contents.
     """
     if not frames:
@@ -418,10 +418,10 @@ def _validate(header: dict[str, Any], array_frames: Sequence[Frame], limits: Lim
     if not _is_int(version) or version != PROTOCOL_VERSION:
         raise ProtocolError("version_mismatch", f"this server speaks protocol version {PROTOCOL_VERSION}, "
                                                 f"the request has {version!r}")
+    check_token(token, header.get("token"))
     unknown = sorted((k for k in header if k not in REQUEST_HEADER_FIELDS), key=repr)
     if unknown:
         raise ProtocolError("bad_message", f"unknown header field(s) {unknown} (allowed: {list(REQUEST_HEADER_FIELDS)})")
-    check_token(token, header.get("token"))
     kind = header.get("type")
     if not isinstance(kind, str) or kind not in REQUESTS:
         raise ProtocolError("unknown_type", f"unknown request type {kind!r} (known: {', '.join(REQUESTS)})")
