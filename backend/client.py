@@ -1,0 +1,301 @@
+"""A Python client for `log3d serve`, used by `log3d batch`, tests, scripts and the Blender add-on.
+
+Needs only pyzmq, msgpack and numpy (Blender has no torch and no ``model`` package), so nothing
+here imports them. One DEALER socket per client; a lock makes the object safe to share between
+threads, but the intended use is one client per thread (the add-on: one worker thread that calls
+``submit`` and then ``poll`` without blocking, or ``wait``).
+
+Blocking calls raise :class:`BackendError` with the server's stable error code (docs/protocol.md),
+``cancelled`` for a cancelled job, and ``timeout`` when the server does not answer in time.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import zmq
+
+from . import protocol as proto
+from .protocol import DEFAULT_HOST, DEFAULT_PORT, Event
+
+ProgressCallback = Callable[[str, float], None]
+
+
+class BackendError(Exception):
+    """An error event from the server (or ``timeout`` from this client), with its stable code."""
+
+    def __init__(self, code: str, message: str, job: str | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.job = job
+
+
+@dataclass
+class EncodedShape:
+    """What ``encode`` returns: latents [L, C] on block coordinates [L, 3] at ``resolution``, and the
+    normalisation (``unit = (world - center) * scale``) that ``decode`` needs to return to the
+    mesh's frame."""
+
+    latents: np.ndarray
+    coords: np.ndarray
+    resolution: int
+    center: list[float]
+    scale: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Log3DClient:
+    """Talks to one server at ``tcp://host:port``.
+
+    ``timeout_s``: how long a request may wait for the server's first answer (accepted, or the
+    reply to a quick request). ``job_timeout_s``: how long ``wait`` may wait for a job to end
+    (``None``: as long as it takes; a 2048³ remesh can take minutes and queued jobs send nothing
+    while they wait).
+    """
+
+    def __init__(self, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, token: str | None = None,
+                 timeout_s: float = 10.0, job_timeout_s: float | None = None,
+                 context: zmq.Context | None = None) -> None:
+        self.endpoint = f"tcp://{host}:{port}"
+        self.token = token
+        self.timeout_s = timeout_s
+        self.job_timeout_s = job_timeout_s
+        self._context = context or zmq.Context.instance()
+        self._lock = threading.RLock()
+        self._prefix = secrets.token_hex(2)
+        self._counter = 0
+        self._inbox: dict[Any, deque[Event]] = {}
+        self._job_requests: dict[str, Any] = {}
+        self._socket: zmq.Socket | None = None
+        self._connect()
+
+    # -- connection --------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        sock = self._context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.endpoint)
+        self._socket = sock
+
+    def _reconnect(self) -> None:
+        """A fresh socket after the server failed to answer: requests queued in the old one are
+        dropped instead of reaching a server that starts later."""
+        with self._lock:
+            self.close()
+            self._inbox.clear()
+            self._job_requests.clear()
+            self._connect()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._socket is not None:
+                self._socket.close(linger=0)
+                self._socket = None
+
+    def __enter__(self) -> "Log3DClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- sending and receiving ---------------------------------------------------------------
+
+    def send(self, kind: str, options: Mapping[str, Any] | None = None,
+             arrays: Mapping[str, np.ndarray] | None = None, job: str | None = None) -> str:
+        """Send one request without waiting; returns its request id."""
+        with self._lock:
+            if self._socket is None:
+                self._connect()
+            self._counter += 1
+            request_id = f"{self._prefix}-{self._counter}"
+            self._inbox[request_id] = deque()
+            frames = proto.request_frames(kind, request_id, options, arrays, job, self.token)
+            assert self._socket is not None
+            self._socket.send_multipart(frames, copy=False)
+            return request_id
+
+    def _receive(self, timeout_s: float) -> bool:
+        """Receive every message that arrives within ``timeout_s`` (at least one, if any) into the
+        inbox; False if nothing came."""
+        with self._lock:
+            assert self._socket is not None
+            if not self._socket.poll(max(0, int(timeout_s * 1000)), zmq.POLLIN):
+                return False
+            while True:
+                try:
+                    frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    return True
+                try:
+                    event = proto.parse_event(frames)
+                except proto.ProtocolError as exc:
+                    event = Event(proto.ERROR, None, None, {"code": exc.code, "message": exc.message})
+                self._inbox.setdefault(event.id, deque()).append(event)
+
+    def _next(self, request_id: Any, timeout_s: float | None) -> Event:
+        """The next event for a request, blocking up to ``timeout_s`` (None: no limit)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                queue = self._inbox.get(request_id)
+                if queue:
+                    return queue.popleft()
+                orphan = self._inbox.get(None)  # an error the server could not match to a request id
+                if orphan:
+                    return orphan.popleft()
+            remaining = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+            if remaining <= 0:
+                raise BackendError("timeout", f"no answer from {self.endpoint} within {timeout_s:g} s "
+                                              "(is `log3d serve` running on that port?)")
+            self._receive(remaining)
+
+    def call(self, kind: str, options: Mapping[str, Any] | None = None, job: str | None = None) -> dict[str, Any]:
+        """A quick request (hello, jobs, cancel, train.*, shutdown): its result data."""
+        request_id = self.send(kind, options, job=job)
+        try:
+            event = self._next(request_id, self.timeout_s)
+        except BackendError:
+            self._reconnect()
+            raise
+        finally:
+            with self._lock:
+                self._inbox.pop(request_id, None)
+        return _result(event).data
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def submit(self, kind: str, arrays: Mapping[str, np.ndarray], **options: Any) -> str:
+        """Queue a compute job (remesh, encode, decode) or start a training run (train.start) and
+        return its job id once the server has accepted it; its events (``accepted`` first) are then
+        read with :meth:`poll` or :meth:`wait`."""
+        request_id = self.send(kind, options, arrays)
+        try:
+            event = self._next(request_id, self.timeout_s)
+        except BackendError:
+            self._reconnect()
+            raise
+        if event.type == proto.ERROR:
+            with self._lock:
+                self._inbox.pop(request_id, None)
+            raise BackendError(str(event.data.get("code")), str(event.data.get("message")), event.job)
+        if event.type != proto.ACCEPTED or event.job is None:
+            raise BackendError("bad_message", f"expected 'accepted' for {kind}, got {event.type!r}")
+        with self._lock:
+            self._job_requests[event.job] = request_id
+            self._inbox[request_id].appendleft(event)  # poll() shows the whole stream, accepted first
+        return event.job
+
+    def submit_remesh(self, vertices: np.ndarray, faces: np.ndarray, resolution: int = 256, mode: str = "direct",
+                      **options: Any) -> str:
+        return self.submit("remesh", mesh_arrays(vertices, faces), resolution=resolution, mode=mode, **options)
+
+    def poll(self, job: str) -> list[Event]:
+        """Every event of ``job`` received so far, without blocking (safe to call from a timer)."""
+        self._receive(0)
+        with self._lock:
+            if job not in self._job_requests:
+                return []
+            queue = self._inbox.get(self._job_requests[job])
+            events = list(queue) if queue else []
+            if queue:
+                queue.clear()
+            if any(e.terminal for e in events):
+                self.forget(job)
+            return events
+
+    def forget(self, job: str) -> None:
+        """Drop the bookkeeping of a job whose events are no longer wanted."""
+        with self._lock:
+            request_id = self._job_requests.pop(job, None)
+            queue = self._inbox.get(request_id)
+            if queue is not None and not queue:
+                self._inbox.pop(request_id, None)
+
+    def wait(self, job: str, on_progress: ProgressCallback | None = None, timeout_s: float | None = None) -> Event:
+        """Block until ``job`` ends; returns its result event, raises BackendError for an error or a
+        cancellation. ``on_progress(stage, fraction)`` is called for each progress event."""
+        request_id = self._job_requests.get(job)
+        if request_id is None:
+            raise BackendError("not_found", f"this client did not submit job {job!r} (or it already ended)")
+        timeout_s = self.job_timeout_s if timeout_s is None else timeout_s
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            event = self._next(request_id, remaining)
+            if event.type == proto.PROGRESS and on_progress is not None:
+                on_progress(str(event.data.get("stage")), event.data.get("fraction"))
+            if event.terminal:
+                self.forget(job)
+                return _result(event)
+
+    # -- the requests ------------------------------------------------------------------------
+
+    def hello(self) -> dict[str, Any]:
+        """Protocol version, server version, device, model and capabilities (modes, limits)."""
+        return self.call("hello")
+
+    def remesh(self, vertices: np.ndarray, faces: np.ndarray, resolution: int = 256, mode: str = "direct",
+               on_progress: ProgressCallback | None = None, **options: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """Remesh through the server: float32 vertices [V, 3], int32 faces [F, 3] (read-only views of
+        the received frames) and the result info (timings, block count, job id)."""
+        job = self.submit_remesh(vertices, faces, resolution, mode, **options)
+        event = self.wait(job, on_progress)
+        return event.arrays["vertices"], event.arrays["faces"], {**event.data, "job": job}
+
+    def encode(self, vertices: np.ndarray, faces: np.ndarray, resolution: int = 256,
+               on_progress: ProgressCallback | None = None, **options: Any) -> EncodedShape:
+        job = self.submit("encode", mesh_arrays(vertices, faces), resolution=resolution, **options)
+        event = self.wait(job, on_progress)
+        d = event.data
+        return EncodedShape(latents=event.arrays["latents"], coords=event.arrays["coords"], resolution=int(d["resolution"]),
+                            center=list(d["center"]), scale=float(d["scale"]), info={**d, "job": job})
+
+    def decode(self, latents: np.ndarray, coords: np.ndarray, resolution: int, center: Iterable[float], scale: float,
+               on_progress: ProgressCallback | None = None, **options: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        arrays = {"latents": np.ascontiguousarray(latents, dtype="<f4"), "coords": np.ascontiguousarray(coords, dtype="<i4")}
+        job = self.submit("decode", arrays, resolution=resolution, center=[float(c) for c in center], scale=float(scale),
+                          **options)
+        event = self.wait(job, on_progress)
+        return event.arrays["vertices"], event.arrays["faces"], {**event.data, "job": job}
+
+    def cancel(self, job: str) -> dict[str, Any]:
+        """Cancel a queued or running job (or stop a training run); returns {job, state}."""
+        return self.call("cancel", job=job)
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return list(self.call("jobs")["jobs"])
+
+    def train_start(self, args: Iterable[str] = (), run_dir: str | None = None) -> str:
+        """Start a training child process; returns its job id (its step/loss stream as progress events)."""
+        return self.submit("train.start", {}, args=list(args), run_dir=run_dir)
+
+    def train_status(self, job: str, last: int = 20) -> dict[str, Any]:
+        """State, pid, latest step and loss, and the last ``last`` metric rows of a training run."""
+        return self.call("train.status", {"last": last}, job=job)
+
+    def train_stop(self, job: str) -> dict[str, Any]:
+        return self.call("train.stop", job=job)
+
+    def shutdown(self) -> dict[str, Any]:
+        """Stop the server: queued jobs are cancelled, training children stopped."""
+        return self.call("shutdown")
+
+
+def mesh_arrays(vertices: np.ndarray, faces: np.ndarray) -> dict[str, np.ndarray]:
+    """A mesh as the wire wants it: float32 [V, 3] vertices and int32 [F, 3] faces."""
+    return {"vertices": np.ascontiguousarray(vertices, dtype="<f4"), "faces": np.ascontiguousarray(faces, dtype="<i4")}
+
+
+def _result(event: Event) -> Event:
+    if event.type == proto.ERROR:
+        raise BackendError(str(event.data.get("code", "internal")), str(event.data.get("message", "")), event.job)
+    if event.type == proto.CANCELLED:
+        raise BackendError("cancelled", f"job {event.job} was cancelled (stage {event.data.get('stage')})", event.job)
+    return event
