@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from backend.batch import add_batch_command
+from backend.server import add_serve_command
 from model.grid import ResolutionError
 from model.mesh import MeshError
 
@@ -116,7 +118,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_info)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_remesh, _add_info]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_remesh, _add_info, add_serve_command, add_batch_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

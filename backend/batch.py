@@ -1,0 +1,233 @@
+"""`log3d batch IN_DIR OUT_DIR`: remesh every mesh of a folder through `log3d serve`.
+
+Going through the server (rather than calling the pipeline in-process) keeps one warm model and
+one code path for the add-on, scripts and batches. If no server answers on the port, a local one
+is started as a child process and stopped at the end. Runs are resumable: an output that already
+exists is skipped, and outputs are written under a temporary name then renamed, so an interrupted
+run never leaves a half-written file that a rerun would skip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .client import BackendError, Log3DClient
+from .protocol import DEFAULT_HOST, DEFAULT_PORT, ProtocolError, check_resolution_value, read_token_file
+
+MESH_EXTENSIONS = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")  # as model.mesh.SUPPORTED_EXTENSIONS
+
+
+@dataclass
+class BatchConfig:
+    """One batch run; the defaults remesh at 256³ in direct mode on the default port."""
+
+    in_dir: Path
+    out_dir: Path
+    resolution: int = 256
+    mode: str = "direct"
+    fmt: str = "ply"
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    token: str | None = None
+    device: str = "auto"  # for a server this command starts
+    checkpoint: Path | None = None  # for a server this command starts
+    start_timeout_s: float = 120.0
+    job_timeout_s: float | None = 3600.0  # per mesh; a server that dies mid-job must not hang the batch
+    show_progress: bool = True
+
+
+@dataclass
+class BatchReport:
+    done: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"{len(self.done)} remeshed, {len(self.skipped)} skipped (output exists), {len(self.failed)} failed"]
+        lines += [f"  FAILED {path}: {reason}" for path, reason in self.failed]
+        return "\n".join(lines)
+
+
+def find_inputs(in_dir: Path) -> list[Path]:
+    """Mesh files directly inside ``in_dir`` (not recursive), sorted by name."""
+    if not in_dir.is_dir():
+        raise ValueError(f"input folder not found: {in_dir}")
+    return sorted(p for p in in_dir.iterdir() if p.is_file() and p.suffix.lower() in MESH_EXTENSIONS)
+
+
+def output_paths(inputs: list[Path], out_dir: Path, fmt: str) -> dict[Path, Path]:
+    """OUT_DIR/<stem>.<fmt>; inputs that share a stem (a.obj, a.stl) keep their extension in the name."""
+    stems: dict[str, int] = {}
+    for src in inputs:
+        stems[src.stem] = stems.get(src.stem, 0) + 1
+    return {src: out_dir / (f"{src.stem}.{fmt}" if stems[src.stem] == 1 else f"{src.stem}_{src.suffix[1:]}.{fmt}")
+            for src in inputs}
+
+
+class LocalServer:
+    """Makes sure a server answers on the port: uses a running one, or starts `log3d serve` as a
+    child process for the duration of the batch (then shuts it down)."""
+
+    def __init__(self, config: BatchConfig) -> None:
+        self.config = config
+        self.process: subprocess.Popen | None = None
+        self._log: Any = None
+
+    def __enter__(self) -> Log3DClient:
+        probe = Log3DClient(self.config.port, self.config.host, self.config.token, timeout_s=2.0,
+                            job_timeout_s=self.config.job_timeout_s)
+        try:
+            probe.hello()
+            return self._ready(probe)
+        except BackendError as exc:
+            if exc.code != "timeout":
+                probe.close()
+                raise
+        self._start()
+        deadline = time.monotonic() + self.config.start_timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                probe.close()
+                raise RuntimeError(f"`log3d serve` exited with code {self.process.returncode}:\n{self._log_tail()}")
+            try:
+                probe.hello()
+                return self._ready(probe)
+            except BackendError as exc:
+                if exc.code != "timeout":
+                    probe.close()
+                    raise
+        probe.close()
+        raise RuntimeError(f"`log3d serve` did not answer within {self.config.start_timeout_s:g} s:\n{self._log_tail()}")
+
+    @staticmethod
+    def _ready(client: Log3DClient) -> Log3DClient:
+        client.timeout_s = 60.0  # probes are short; sending and checking a big mesh may not be
+        return client
+
+    def _start(self) -> None:
+        c = self.config
+        command = [sys.executable, "-m", "backend.cli", "serve", "--port", str(c.port), "--host", c.host,
+                   "--device", c.device, "--quiet"]
+        if c.checkpoint is not None:
+            command += ["--checkpoint", str(c.checkpoint)]
+        token_path = None
+        if c.token is not None:
+            fd, token_path = tempfile.mkstemp(prefix="log3d-token-")
+            with os.fdopen(fd, "w") as f:
+                f.write(c.token)
+            command += ["--token-file", token_path]
+        self._log = tempfile.TemporaryFile(mode="w+b")
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+        self._token_path = token_path
+
+    def _log_tail(self) -> str:
+        if self._log is None:
+            return ""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-2000:]
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is None:
+            return
+        try:
+            client = Log3DClient(self.config.port, self.config.host, self.config.token, timeout_s=5.0)
+            try:
+                client.shutdown()
+            finally:
+                client.close()
+        except BackendError:
+            pass
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        if getattr(self, "_token_path", None):
+            os.unlink(self._token_path)
+        if self._log is not None:
+            self._log.close()
+
+
+def _remesh_one(client: Log3DClient, src: Path, dst: Path, config: BatchConfig, on_progress: Any) -> None:
+    from model.mesh import Mesh, load_mesh, save_mesh
+
+    mesh = load_mesh(src)
+    vertices, faces, _ = client.remesh(mesh.vertices, mesh.faces, resolution=config.resolution, mode=config.mode,
+                                       on_progress=on_progress)
+    partial = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
+    save_mesh(Mesh(vertices=vertices.astype("f8"), faces=faces.astype("i8")), partial)
+    os.replace(partial, dst)
+
+
+def run_batch(config: BatchConfig) -> BatchReport:
+    """Remesh every input that has no output yet; one failure never stops the others."""
+    from model.mesh import MeshError
+    from tqdm import tqdm
+
+    if config.in_dir.resolve() == config.out_dir.resolve():
+        raise ValueError("OUT_DIR must differ from IN_DIR (outputs would be taken as inputs on a rerun)")
+    if config.mode not in ("direct", "vae"):
+        raise ValueError(f"unknown mode {config.mode!r}")
+    try:
+        check_resolution_value("resolution", config.resolution)
+    except ProtocolError as exc:
+        raise ValueError(exc.message) from None
+    inputs = find_inputs(config.in_dir)
+    targets = output_paths(inputs, config.out_dir, config.fmt)
+    report = BatchReport()
+    todo = []
+    for src in inputs:
+        (report.skipped if targets[src].exists() else todo).append(src)
+    if not todo:
+        return report
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    with LocalServer(config) as client, tqdm(total=len(todo), unit="mesh", disable=not config.show_progress,
+                                             file=sys.stderr) as bar:
+        for src in todo:
+            bar.set_description(src.name[:30])
+
+            def on_progress(stage: str, fraction: float | None) -> None:
+                bar.set_postfix_str(f"{stage} {100 * (fraction or 0):3.0f}%", refresh=True)
+
+            try:
+                _remesh_one(client, src, targets[src], config, on_progress)
+                report.done.append(src)
+            except (MeshError, BackendError, OSError, ValueError) as exc:
+                report.failed.append((src, str(exc)))
+            bar.update(1)
+        client.close()
+    return report
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    config = BatchConfig(in_dir=args.in_dir, out_dir=args.out_dir, resolution=args.resolution, mode=args.mode,
+                         fmt=args.format, host=args.host, port=args.port,
+                         token=read_token_file(args.token_file) if args.token_file else None,
+                         device=args.device, checkpoint=args.checkpoint, show_progress=not args.quiet)
+    report = run_batch(config)
+    print(report.summary())
+    return 1 if report.failed else 0
+
+
+def add_batch_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("batch", help="remesh every mesh of a folder through `log3d serve` (resumable)")
+    p.add_argument("in_dir", type=Path, help="folder of meshes (obj, ply, stl, off, glb, gltf; not recursive)")
+    p.add_argument("out_dir", type=Path, help="folder for the results; existing outputs are skipped")
+    p.add_argument("--resolution", "-n", type=int, default=256, help="grid resolution N (multiple of 8, 64..2048)")
+    p.add_argument("--mode", choices=("direct", "vae"), default="direct")
+    p.add_argument("--format", choices=("ply", "obj", "stl", "off", "glb"), default="ply", help="output format")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
+    p.add_argument("--host", default=DEFAULT_HOST, help="server address (default 127.0.0.1)")
+    p.add_argument("--token-file", type=Path, default=None, help="the server's shared secret")
+    p.add_argument("--device", default="auto", help="device for a server this command starts")
+    p.add_argument("--checkpoint", type=Path, default=None, help="LoG-VAE weights for a server this command starts")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_batch)
