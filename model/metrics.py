@@ -193,34 +193,35 @@ def _plane_depth(f: int, x: float, y: float, px, py, depth, faces) -> float:
     return (1.0 - w1 - w2) * depth[a] + w1 * depth[b] + w2 * depth[c]
 
 
-@numba.njit(cache=True)
-def _mark_visible(qx, qy, qd, qcos, qface, fid, px, py, depth, faces, tol, min_cos, visible):
-    """Mark points that nothing within one pixel occludes by more than ``tol`` in this view."""
+@numba.njit(cache=True, parallel=True)
+def _mark_visible(points, normals, point_faces, e1, e2, w, half, scale, fid, px, py, depth, faces, tol, min_cos, visible):
+    """Mark points that nothing within one pixel occludes by more than ``tol`` in this view
+    (already visible points are skipped)."""
     res = fid.shape[0]
-    for k in range(qx.shape[0]):
-        if visible[k] or qcos[k] < min_cos:
+    for k in numba.prange(points.shape[0]):
+        if visible[k]:
             continue
-        i0 = int(math.floor(qx[k]))
-        j0 = int(math.floor(qy[k]))
+        if abs(normals[k, 0] * w[0] + normals[k, 1] * w[1] + normals[k, 2] * w[2]) < min_cos:
+            continue
+        x = (points[k, 0] * e1[0] + points[k, 1] * e1[1] + points[k, 2] * e1[2] + half) * scale
+        y = (points[k, 0] * e2[0] + points[k, 1] * e2[1] + points[k, 2] * e2[2] + half) * scale
+        d = points[k, 0] * w[0] + points[k, 1] * w[1] + points[k, 2] * w[2]
+        i0 = int(math.floor(x))
+        j0 = int(math.floor(y))
         seen = False
-        for dj in range(-1, 2):
-            j = j0 + dj
-            if j < 0 or j >= res:
+        for step in range(9):  # own pixel first (cell 4 of the 3x3 block): it decides most points
+            cell = 4 if step == 0 else (step - 1 if step <= 4 else step)
+            j = j0 + cell // 3 - 1
+            i = i0 + cell % 3 - 1
+            if j < 0 or j >= res or i < 0 or i >= res:
                 seen = True
                 break
-            for di in range(-1, 2):
-                i = i0 + di
-                if i < 0 or i >= res:
-                    seen = True
-                    break
-                f = fid[j, i]
-                if f < 0 or f == qface[k]:
-                    seen = True
-                    break
-                if qd[k] <= _plane_depth(f, qx[k], qy[k], px, py, depth, faces) + tol:
-                    seen = True
-                    break
-            if seen:
+            f = fid[j, i]
+            if f < 0 or f == point_faces[k]:
+                seen = True
+                break
+            if d <= _plane_depth(f, x, y, px, py, depth, faces) + tol:
+                seen = True
                 break
         if seen:
             visible[k] = True
@@ -239,34 +240,21 @@ def outer_surface_mask(
     scale = res / (2.0 * half)
     min_cos = math.cos(math.radians(config.max_view_angle_deg))
     visible = np.zeros(len(samples), dtype=np.bool_)
+    if len(samples) == 0:
+        return visible
     faces = np.ascontiguousarray(faces, dtype=np.int64)
+    points = np.ascontiguousarray(samples.points, dtype=np.float64)
+    normals = np.ascontiguousarray(samples.normals, dtype=np.float64)
     for direction in fibonacci_directions(int(config.views)):
-        todo = np.flatnonzero(~visible)
-        if todo.size == 0:
+        if visible.all():
             break
         e1, e2 = _view_basis(direction)
         px = (vertices @ e1 + half) * scale
         py = (vertices @ e2 + half) * scale
         depth = vertices @ direction
         fid = _rasterize(px, py, depth, faces, res)
-        pts = samples.points[todo]
-        sub = np.zeros(todo.size, dtype=np.bool_)
-        _mark_visible(
-            (pts @ e1 + half) * scale,
-            (pts @ e2 + half) * scale,
-            pts @ direction,
-            np.abs(samples.normals[todo] @ direction),
-            samples.face_ids[todo],
-            fid,
-            px,
-            py,
-            depth,
-            faces,
-            float(config.tolerance),
-            min_cos,
-            sub,
-        )
-        visible[todo[sub]] = True
+        _mark_visible(points, normals, samples.face_ids, e1, e2, direction, half, scale, fid, px, py, depth,
+                      faces, float(config.tolerance), min_cos, visible)
     return visible
 
 
@@ -439,12 +427,14 @@ def _bvh_nearest(points, vertices, elements, order, first, last, lo, hi, leaf_ba
         best = np.inf
         best_p = -1
         stack = np.empty(256, dtype=np.int64)
+        bound = np.empty(256)
         stack[0] = 1
+        bound[0] = 0.0
         top = 1
         while top > 0:
             top -= 1
             node = stack[top]
-            if _box_distance2(p0, p1, p2, lo, hi, node) >= best:
+            if bound[top] >= best:
                 continue
             if node >= leaf_base:
                 for t in range(first[node], last[node]):
@@ -461,16 +451,20 @@ def _bvh_nearest(points, vertices, elements, order, first, last, lo, hi, leaf_ba
             if dl <= dr:
                 if dr < best:
                     stack[top] = right
+                    bound[top] = dr
                     top += 1
                 if dl < best:
                     stack[top] = left
+                    bound[top] = dl
                     top += 1
             else:
                 if dl < best:
                     stack[top] = left
+                    bound[top] = dl
                     top += 1
                 if dr < best:
                     stack[top] = right
+                    bound[top] = dr
                     top += 1
         dist[q] = math.sqrt(best)
         prim[q] = best_p
