@@ -284,8 +284,7 @@ class TrainRun:
         with open(log_path, "ab") as log:
             kwargs: dict[str, Any] = {"start_new_session": True} if os.name == "posix" else {
                 "creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       cwd=str(run_dir), **kwargs)
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kwargs)
         return cls(id=job_id, owner=owner, request_id=request_id, run_dir=run_dir, command=command,
                    process=process, metrics=MetricsReader(run_dir / "metrics.csv"), log_path=log_path)
 

@@ -299,7 +299,7 @@ def test_train_start_status_stop(tmp_path):
         while len(steps) < 3:
             assert time.monotonic() < deadline, steps
             status = c.train_status(job, last=5)
-            assert status["state"] == "running" and status["run_dir"] == str(tmp_path / "runs" / job)
+            assert status["state"] == "running" and status["run_dir"] == str((tmp_path / "runs" / job).resolve())
             if status["step"] is not None and (not steps or status["step"] > steps[-1]):
                 steps.append(status["step"])
                 assert status["loss"] == pytest.approx(1.0 / status["step"])
@@ -343,3 +343,35 @@ def test_error_classification_tells_a_bad_input_from_an_empty_result():
     assert classify_error(MemoryError(), job)[0] == "out_of_memory"
     code, message = classify_error(KeyError("boom"), job)
     assert code == "internal" and "KeyError" in message and "cleanup" in message
+
+
+def test_random_garbage_never_gets_an_internal_error_nor_stops_the_server(server, client):
+    import random
+
+    rng = random.Random(0)
+    values = [None, True, 1, -1, 2**40, 1.5, float("nan"), "x", "remesh", b"\x00", [], [1, 2], {}, {"a": 1},
+              [{"name": "vertices", "dtype": "<f4", "shape": [1, 3]}]]
+    keys = ["v", "type", "id", "job", "options", "arrays", "token", "zzz"]
+    safe_types = [t for t in proto.REQUESTS if t not in ("shutdown", "train.start")]
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://127.0.0.1:{server.port}")
+    seen: dict[str, int] = {}
+    try:
+        for _ in range(200):
+            if rng.random() < 0.3:
+                frames = [rng.randbytes(rng.randint(0, 40)) for _ in range(rng.randint(1, 3))]
+            else:
+                header = {k: rng.choice(values) for k in rng.sample(keys, rng.randint(0, len(keys)))}
+                if rng.random() < 0.6:
+                    header["v"] = proto.PROTOCOL_VERSION
+                if rng.random() < 0.5:
+                    header["type"] = rng.choice(safe_types)
+                frames = [msgpack.packb(header)] + [rng.randbytes(rng.choice([0, 12, 24])) for _ in range(rng.randint(0, 2))]
+            event = raw_request(sock, frames, timeout_ms=5000)
+            key = event.data.get("code", event.type)
+            seen[key] = seen.get(key, 0) + 1
+    finally:
+        sock.close()
+    assert "internal" not in seen and seen.get("bad_message", 0) > 50, seen
+    assert client.hello()["protocol"] == proto.PROTOCOL_VERSION
