@@ -44,12 +44,32 @@ class StageBars:
             self._bar = None
 
 
+def add_cleanup_arguments(p: argparse.ArgumentParser) -> None:
+    """The clean-up switches, shared by every command that remeshes."""
+    g = p.add_argument_group("clean-up (all on by default)")
+    g.add_argument("--raw", action="store_true", help="the paper's output: the ε-surface, no clean-up at all")
+    g.add_argument("--no-deflate", action="store_true", help="leave the surface at ε = 1/N instead of on the zero set")
+    g.add_argument("--keep-inner", action="store_true", help="keep the inner shells of closed surfaces")
+    g.add_argument("--no-single-layer", action="store_true", help="keep open sheets as thin closed slabs")
+    g.add_argument("--target-faces", type=int, default=0, help="decimate to about this many faces (0: all)")
+
+
+def cleanup_from_args(args: argparse.Namespace) -> "CleanupOptions":  # noqa: F821
+    from model.cleanup import CleanupOptions
+
+    if args.raw:
+        return CleanupOptions.none()
+    deflate = not args.no_deflate
+    return CleanupOptions(deflate=deflate, outer_shell=not args.keep_inner,
+                          single_layer=deflate and not args.no_single_layer, target_faces=args.target_faces)
+
+
 def _cmd_remesh(args: argparse.Namespace) -> int:
     from model.mesh import load_mesh, save_mesh
     from model.pipeline import RemeshOptions, remesh
 
     options = RemeshOptions(resolution=args.resolution, mode=args.mode, chunk_blocks=args.chunk_blocks,
-                            device=args.device, checkpoint=args.checkpoint).validate()
+                            device=args.device, checkpoint=args.checkpoint, cleanup=cleanup_from_args(args)).validate()
     start = time.perf_counter()
     mesh = load_mesh(args.input)
     load_s = time.perf_counter() - start
@@ -81,6 +101,7 @@ def _add_remesh(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (for --mode vae)")
     p.add_argument("--checkpoint", type=Path, default=None, help="LoG-VAE weights (for --mode vae)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    add_cleanup_arguments(p)
     p.set_defaults(func=_cmd_remesh)
 
 

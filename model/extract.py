@@ -23,7 +23,7 @@ from typing import Callable
 import numba as nb
 import numpy as np
 
-from .grid import BLOCK_SIZE, FAR, SparseField, neighbor_table, voxel_to_unit
+from .grid import FAR, SparseField, neighbor_table
 
 
 def _corner_offset(corner: int) -> tuple[int, int, int]:
@@ -301,11 +301,4 @@ def marching_cubes_sparse(field: SparseField, level: float,
     return positions, faces
 
 
-def extract_surface(field: SparseField, level: float,
-                    progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Marching cubes of a sparse field with vertices in unit-cube coordinates."""
-    voxel_vertices, faces = marching_cubes_sparse(field, level, progress)
-    return voxel_to_unit(voxel_vertices, field.resolution), faces
-
-
-__all__ = ["case_table", "marching_cubes_sparse", "extract_surface", "BLOCK_SIZE"]
+__all__ = ["case_table", "marching_cubes_sparse"]

@@ -7,14 +7,16 @@ any two of them.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from .extract import extract_surface
-from .grid import SparseField, check_resolution, iso_level, unit_margin
+from .cleanup import CleanupOptions, clean_surface
+from .extract import marching_cubes_sparse
+from .grid import SparseField, check_resolution, iso_level, unit_margin, voxel_to_unit
 from .mesh import Mesh, MeshError, Normalization, fit_unit_cube, used_vertices, validate_arrays
 from .udf import compute_udf
 from .ublocks import UBlocks, active_indices, extract_ublocks, iter_ublocks, pad_average
@@ -46,9 +48,11 @@ class RemeshOptions:
     chunk_blocks: int = 16384
     device: str = "auto"
     checkpoint: str | None = None
+    cleanup: CleanupOptions = field(default_factory=CleanupOptions)
 
     def validate(self) -> "RemeshOptions":
         check_resolution(self.resolution)
+        self.cleanup.validate()
         if self.mode not in MODES:
             raise ValueError(f"unknown mode '{self.mode}' (choose from: {', '.join(MODES)})")
         if self.chunk_blocks <= 0:
@@ -121,19 +125,24 @@ def _timed(chunks: Iterator[UBlocks], stage: str, stages: _Stages) -> Iterator[U
         yield chunk
 
 
-def _reconstruct(chunks: Iterator[UBlocks], producer: str | None, resolution: int, coords: np.ndarray,
-                 normalization: Normalization, stages: _Stages) -> Mesh:
+def _reconstruct(chunks: Iterator[UBlocks], producer: str | None, coords: np.ndarray,
+                 normalization: Normalization, options: RemeshOptions, stages: _Stages) -> Mesh:
     """Pad-Average the block stream, extract the ε-surface and map it back to the input's frame.
 
     ``chunks`` is consumed lazily inside Pad-Average; the time booked under ``producer`` (if any)
     while making them is taken out of Pad-Average's own time."""
+    resolution = options.resolution
     assembled = stages.run("pad_average", lambda report: pad_average(chunks, resolution, coords, report))
     if producer is not None:
         stages.timings["pad_average"] -= stages.timings.get(producer, 0.0)
-    unit_vertices, faces = stages.run("extract", lambda report: extract_surface(assembled, iso_level(), report))  # type: ignore[misc]
+    vertices, faces = stages.run("extract", lambda report: marching_cubes_sparse(assembled, iso_level(), report))  # type: ignore[misc]
     if faces.shape[0] == 0:
         raise MeshError(f"the ε-surface at N={resolution} is empty")
-    return Mesh(vertices=normalization.from_unit(unit_vertices), faces=faces)
+    if options.cleanup.active:
+        vertices, faces = stages.run("cleanup", lambda report: clean_surface(vertices, faces, assembled, options.cleanup))  # type: ignore[misc]
+        if faces.shape[0] == 0:
+            raise MeshError(f"nothing is left of the surface at N={resolution} after clean-up")
+    return Mesh(vertices=normalization.from_unit(voxel_to_unit(vertices, resolution)), faces=faces)
 
 
 def _network(options: RemeshOptions, vae: object | None) -> object:
@@ -175,7 +184,9 @@ def decode_to_mesh(latents: "Latents", normalization: Normalization, options: Re
     stages = stages or _Stages(progress, should_cancel)
     decoded = stages.run("decode", lambda report: decode_blocks(network, latents))
     chunks = iter_chunks(decoded, options.chunk_blocks)  # type: ignore[arg-type]
-    return _reconstruct(chunks, None, latents.resolution, latents.coords, normalization, stages)
+    if latents.resolution != options.resolution:
+        options = dataclasses.replace(options, resolution=latents.resolution)
+    return _reconstruct(chunks, None, latents.coords, normalization, options, stages)
 
 
 def remesh(mesh: Mesh, options: RemeshOptions | None = None, progress: ProgressCallback | None = None,
@@ -198,5 +209,5 @@ def remesh(mesh: Mesh, options: RemeshOptions | None = None, progress: ProgressC
     if coords.shape[0] == 0:
         raise MeshError("the mesh produced no active UBlocks")
     chunks = _timed(iter_ublocks(field_, options.chunk_blocks), "ublocks", stages)
-    out = _reconstruct(chunks, "ublocks", options.resolution, coords, normalization, stages)
+    out = _reconstruct(chunks, "ublocks", coords, normalization, options, stages)
     return RemeshResult(mesh=out, timings=stages.timings, num_blocks=int(coords.shape[0]))

@@ -15,8 +15,14 @@ def test_remesh_command_writes_a_mesh_and_prints_stage_times(tmp_path, capsys):
     assert main(["remesh", str(src), str(out), "--resolution", "64", "--quiet"]) == 0
     assert load_mesh(out).num_faces > 1000
     printed = capsys.readouterr().out
-    for stage in ("udf", "ublocks", "pad_average", "extract", "total"):
+    for stage in ("udf", "ublocks", "pad_average", "extract", "cleanup", "total"):
         assert stage in printed
+    raw = tmp_path / "raw.ply"
+    assert main(["remesh", str(src), str(raw), "--resolution", "64", "--quiet", "--raw"]) == 0
+    assert load_mesh(raw).num_faces > 1.5 * load_mesh(out).num_faces  # two shells instead of one
+    small = tmp_path / "small.ply"
+    assert main(["remesh", str(src), str(small), "--resolution", "64", "--quiet", "--target-faces", "500"]) == 0
+    assert 300 <= load_mesh(small).num_faces <= 520
 
 
 def test_remesh_command_reports_bad_input(tmp_path, capsys):

@@ -10,6 +10,7 @@ import torch
 
 from backend.cli import main
 from model.autoencode import Latents, decode_blocks, iter_chunks, load_vae
+from model.cleanup import CleanupOptions
 from model.mesh import fit_unit_cube
 from model.pipeline import ModeUnavailable, RemeshOptions, decode_to_mesh, encode_mesh, remesh
 from model.udf import compute_udf
@@ -47,7 +48,7 @@ def test_remesh_vae_runs_every_stage(sphere, tiny_checkpoint):
     """An untrained network gives a poor surface, but the stages must all run, in order."""
     model = load_vae(tiny_checkpoint, "cpu")
     seen: list[str] = []
-    opts = RemeshOptions(resolution=64, mode="vae")
+    opts = RemeshOptions(resolution=64, mode="vae", cleanup=CleanupOptions.none())
     try:
         result = remesh(sphere, opts, progress=lambda s, f: seen.append(s), vae=model)
         assert result.mesh.num_faces > 0
