@@ -40,6 +40,7 @@ class BatchConfig:
     device: str = "auto"  # for a server this command starts
     checkpoint: Path | None = None  # for a server this command starts
     start_timeout_s: float = 120.0
+    cleanup: dict[str, Any] = field(default_factory=dict)  # clean-up settings by name; {}: the server's defaults
     job_timeout_s: float | None = 3600.0  # per mesh; a server that dies mid-job must not hang the batch
     show_progress: bool = True
 
@@ -161,7 +162,7 @@ def _remesh_one(client: Log3DClient, src: Path, dst: Path, config: BatchConfig, 
 
     mesh = load_mesh(src)
     vertices, faces, _ = client.remesh(mesh.vertices, mesh.faces, resolution=config.resolution, mode=config.mode,
-                                       on_progress=on_progress)
+                                       on_progress=on_progress, cleanup=config.cleanup)
     partial = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
     save_mesh(Mesh(vertices=vertices.astype("f8"), faces=faces.astype("i8")), partial)
     os.replace(partial, dst)
@@ -208,7 +209,11 @@ def run_batch(config: BatchConfig) -> BatchReport:
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
-    config = BatchConfig(in_dir=args.in_dir, out_dir=args.out_dir, resolution=args.resolution, mode=args.mode,
+    import dataclasses
+
+    from backend.cli import cleanup_from_args  # the same switches as `log3d remesh`
+
+    config = BatchConfig(cleanup=dataclasses.asdict(cleanup_from_args(args)), in_dir=args.in_dir, out_dir=args.out_dir, resolution=args.resolution, mode=args.mode,
                          fmt=args.format, host=args.host, port=args.port,
                          token=read_token_file(args.token_file) if args.token_file else None,
                          device=args.device, checkpoint=args.checkpoint, show_progress=not args.quiet)
@@ -230,4 +235,7 @@ def add_batch_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="device for a server this command starts")
     p.add_argument("--checkpoint", type=Path, default=None, help="LoG-VAE weights for a server this command starts")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    from backend.cli import add_cleanup_arguments  # here, not at import time: backend.cli imports this module
+
+    add_cleanup_arguments(p)
     p.set_defaults(func=_cmd_batch)

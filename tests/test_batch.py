@@ -65,15 +65,23 @@ def test_batch_result_matches_the_direct_remesh(folder, tmp_path):
     for p in list(folder.iterdir()):
         if p.name != "ball.ply":
             p.unlink()
+    from model.cleanup import CleanupOptions
+
+    raw = {"deflate": False, "outer_shell": False, "single_layer": False, "target_faces": 0}
     with Server(ServerConfig(port=0, device="cpu", load_default_weights=False)) as srv:
         report = run_batch(BatchConfig(folder, tmp_path / "o", resolution=64, port=srv.port, fmt="obj",
                                        show_progress=False))
+        assert main(["batch", str(folder), str(tmp_path / "raw"), "-n", "64", "--port", str(srv.port), "--format",
+                     "obj", "--raw", "--quiet"]) == 0
     assert report.done == [folder / "ball.ply"] and not report.failed
-    got = load_mesh(tmp_path / "o" / "ball.obj")
     src = load_mesh(folder / "ball.ply")
-    ref = remesh(type(src)(src.vertices.astype(np.float32).astype(np.float64), src.faces), RemeshOptions(resolution=64)).mesh
-    assert got.num_faces == ref.num_faces
-    np.testing.assert_allclose(got.vertices, ref.vertices, atol=1e-5)
+    src = type(src)(src.vertices.astype(np.float32).astype(np.float64), src.faces)
+    for out, cleanup in ((tmp_path / "o", CleanupOptions()), (tmp_path / "raw", CleanupOptions(**raw))):
+        got = load_mesh(out / "ball.obj")
+        ref = remesh(src, RemeshOptions(resolution=64, cleanup=cleanup)).mesh
+        assert got.num_faces == ref.num_faces
+        np.testing.assert_allclose(got.vertices, ref.vertices, atol=1e-5)
+    assert load_mesh(tmp_path / "raw" / "ball.obj").num_faces != load_mesh(tmp_path / "o" / "ball.obj").num_faces
 
 
 def test_batch_refuses_bad_arguments(folder, tmp_path):
