@@ -298,13 +298,18 @@ def sample_outer_surface(
 
 def sharp_edges(vertices: np.ndarray, faces: np.ndarray, angle_deg: float = 15.0) -> np.ndarray:
     """Edges ``[E, 2]`` (vertex indices) shared by exactly two faces whose normals differ by more
-    than ``angle_deg`` — the dihedral-angle test of Dora's sharp-edge sampling.
+    than ``angle_deg`` — the dihedral-angle test of Dora's sharp-edge sampling. Vertices at the
+    same position count as one.
 
     Boundary and non-manifold edges are never sharp. When two neighbours are wound inconsistently
     (both run the shared edge the same way) one normal is flipped first, so a badly oriented but
     flat region does not look like a 180° crease.
     """
     normals, _ = face_normals_and_areas(vertices, faces)
+    # Weld exact duplicates first: STL files and OBJ files with UV seams repeat a position per
+    # triangle or per seam, which would hide every edge between the copies.
+    _, first_copy, weld = np.unique(vertices, axis=0, return_index=True, return_inverse=True)
+    faces = first_copy[weld.ravel()][faces]
     directed = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
     owner = np.tile(np.arange(faces.shape[0]), 3)
     key = np.sort(directed, axis=1)

@@ -222,6 +222,8 @@ def test_sharp_edges_of_cube_and_sphere():
     assert len(edges) == 12  # the face diagonals are flat
     lengths = np.linalg.norm(box.vertices[edges[:, 0]] - box.vertices[edges[:, 1]], axis=1)
     np.testing.assert_allclose(lengths, 1.0)
+    soup = box.vertices[box.faces].reshape(-1, 3)  # an STL file: three fresh vertices per triangle
+    assert len(sharp_edges(soup, np.arange(len(soup)).reshape(-1, 3), 15.0)) == 12
     ball = sphere(0.5, 3)
     assert len(sharp_edges(ball.vertices, ball.faces, 15.0)) == 0
     assert len(sharp_edges(ball.vertices, ball.faces, 1.0)) > 0
