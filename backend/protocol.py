@@ -173,6 +173,12 @@ def _unpack_arrays(header: Mapping[str, Any], frames: Sequence[Frame], limits: L
                 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
             raise ProtocolError("bad_array", f"array '{name}': shape {shape!r} must be a list of 1..4 non-negative integers")
         itemsize = np.dtype(dtype).itemsize
+        # An empty array may still declare huge dimensions ([0, 2**62]): its byte count (0) matches an
+        # empty frame, but numpy refuses such a shape. No dimension product a message could carry is
+        # over the message limit, so bound the product of the non-zero dimensions first.
+        if math.prod(s for s in shape if s) * itemsize > limits.max_message_bytes:
+            raise ProtocolError("bad_array", f"array '{name}': shape {shape!r} is larger than any message "
+                                             f"can carry ({limits.max_message_bytes} bytes)")
         expected = math.prod(shape) * itemsize
         buf = _buffer(frame)
         if buf.nbytes != expected:
