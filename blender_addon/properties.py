@@ -1,0 +1,80 @@
+"""Per-scene settings (``scene.log3d``): saved in the .blend, so a batch script can set them.
+
+    scene.log3d.resolution = "512"      # "64" (preview), "256", "512", "1024", "2048"
+    scene.log3d.mode = "direct"         # or "vae" (needs a backend with LoG-VAE weights)
+    scene.log3d.target_faces = 200000   # clean-up settings, as `log3d remesh` has them
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
+
+RESOLUTIONS = ("64", "256", "512", "1024", "2048")
+
+
+class LOG3D_TrainingSettings(bpy.types.PropertyGroup):
+    dataset: StringProperty(name="Dataset", subtype="DIR_PATH",
+                            description="Folder of training meshes (passed to `log3d train --data`)")
+    preset: EnumProperty(name="Preset", default="small",
+                         items=[("tiny", "Tiny", "Smallest network, for trying things out"),
+                                ("small", "Small", "A network that trains on one consumer GPU"),
+                                ("paper", "Paper", "The paper's LoG-VAE (77M parameters)")])
+    steps: IntProperty(name="Steps", default=10000, min=1, max=10_000_000, description="Training steps")
+
+    def trainer_args(self) -> list[str]:
+        """The arguments ``train.start`` passes on to `log3d train`."""
+        args = ["--preset", self.preset, "--steps", str(self.steps)]
+        if self.dataset:
+            args = ["--data", bpy.path.abspath(self.dataset)] + args
+        return args
+
+
+class LOG3D_Settings(bpy.types.PropertyGroup):
+    resolution: EnumProperty(
+        name="Resolution", default="256",
+        items=[("64", "64", "Preview: a coarse result in a second"), ("256", "256", "256³ grid"),
+               ("512", "512", "512³ grid"), ("1024", "1024", "1024³ grid (the paper's usual setting)"),
+               ("2048", "2048", "2048³ grid: millions of triangles")],
+        description="Grid resolution N along the longest side of each object")
+    mode: EnumProperty(
+        name="Mode", default="direct",
+        items=[("direct", "Direct", "Exact distance field through the LoG3D representation (no network)"),
+               ("vae", "VAE", "Round trip through the LoG-VAE (a backend with weights)")])
+    raw: BoolProperty(name="Raw ε-surface", default=False,
+                      description="The paper's output: two shells around closed surfaces, slabs around sheets")
+    deflate: BoolProperty(name="Deflate", default=True,
+                          description="Move the surface from ε back onto the input's surface")
+    outer_shell: BoolProperty(name="Outer shell only", default=True,
+                              description="Drop the inner shells of closed surfaces")
+    single_layer: BoolProperty(name="Single layer", default=True,
+                               description="Open sheets come back as one open layer, not a thin slab (needs Deflate)")
+    target_faces: IntProperty(name="Target faces", default=0, min=0, max=50_000_000,
+                              description="Decimate to about this many faces (0: keep all)")
+    hide_original: BoolProperty(name="Hide originals", default=True,
+                                description="Hide each original in the viewport once its result is created")
+    scope: EnumProperty(
+        name="Remesh All", default="SCENE",
+        items=[("SCENE", "Scene", "Every visible mesh object in the view layer"),
+               ("COLLECTION", "Active collection", "Every visible mesh object in the active collection")])
+    training: PointerProperty(type=LOG3D_TrainingSettings)
+
+    def cleanup_options(self) -> dict[str, Any]:
+        """The ``cleanup`` option of a remesh request (docs/protocol.md)."""
+        if self.raw:
+            return {"deflate": False, "outer_shell": False, "single_layer": False, "target_faces": 0}
+        return {"deflate": self.deflate, "outer_shell": self.outer_shell,
+                "single_layer": self.single_layer and self.deflate, "target_faces": int(self.target_faces)}
+
+
+CLASSES = (LOG3D_TrainingSettings, LOG3D_Settings)
+
+
+def register() -> None:
+    bpy.types.Scene.log3d = PointerProperty(type=LOG3D_Settings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.log3d

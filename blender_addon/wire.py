@@ -1,0 +1,32 @@
+"""Where the add-on's wire client comes from.
+
+There is one client implementation in the project, ``backend/client.py`` (with the message format in
+``backend/protocol.py``); both need only pyzmq, msgpack and numpy. Blender cannot import the
+project's ``backend`` package, so the zip build (``install.py --addon``) copies those two files into
+the add-on as the private sub-package ``_wire``. Run from the repository (tests, development) the add-on
+uses ``backend.client`` itself. Nothing here is a second copy to keep in sync.
+
+Importing this module imports zmq; the add-on does so only when it first talks to a backend, so a
+missing pyzmq is reported in the panel instead of breaking registration.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
+
+
+def _client_module() -> ModuleType:
+    vendored = f"{__package__}._wire"
+    if importlib.util.find_spec(vendored) is not None:
+        return importlib.import_module(f"{vendored}.client")
+    return importlib.import_module("backend.client")
+
+
+_client = _client_module()
+
+Log3DClient = _client.Log3DClient
+BackendError = _client.BackendError
+
+__all__ = ["BackendError", "Log3DClient"]
