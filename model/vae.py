@@ -154,7 +154,8 @@ PRESETS: dict[str, VAEConfig] = {
     # The supplementary's sizes.
     "paper": VAEConfig(),
     # For CPU users: half width and depth; the 12³-resolution encoder convs (most of the FLOPs)
-    # are 4x thinner, the decoder's channels halved. ~9 s per 1,000-block training step on 2 cores.
+    # are 4x thinner, the decoder's channels halved. ~9 s per 1,000-block training step on 2 idle-ish
+    # cores (docs/network.md).
     "small": VAEConfig(
         name="small",
         dim=128,
