@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from backend.batch import add_batch_command
+from backend.prepare import add_prepare_command
 from backend.server import add_serve_command
+from backend.train import add_train_command
 from model.grid import ResolutionError
 from model.mesh import MeshError
 
@@ -139,7 +141,8 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_info)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_remesh, _add_info, add_serve_command, add_batch_command]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_remesh, _add_info, add_serve_command, add_batch_command,
+                                                              add_prepare_command, add_train_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

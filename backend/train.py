@@ -1,0 +1,691 @@
+"""``log3d train``: the LoG-VAE on a prepared UBlock cache, with Hugging Face Accelerate.
+
+The recipe is the supplementary's (A.6): AdamW (lr 5e-5, weight decay 0.01), Huber loss (δ = 0.2)
+on the decoded 12³ blocks, KL weight 1e-6, one shape per step, fp16 mixed precision on GPUs,
+multi-GPU through Accelerate. What it adds for a product:
+
+* **Bounded steps.** A shape with more than ``max_blocks`` active blocks contributes a spatially
+  contiguous subset: the ``max_blocks`` blocks nearest to a random centre block (a ball on the
+  block grid), so the transformer's windows still see whole neighbourhoods, never a random scatter.
+* **Bit-for-bit resume.** Everything random in step t (which shape, which window, the VAE's
+  reparameterisation noise) is drawn from generators seeded by (seed, t, rank), not from state that
+  accumulates across steps. A checkpoint therefore only needs the weights, the optimiser (and
+  fp16 grad-scaler) state and the step number, and ``--resume`` replays exactly what an
+  uninterrupted run would have done.
+* **Atomic checkpoints.** ``RUN_DIR/checkpoints/step_XXXXXXX/`` is written under a temporary name
+  and renamed; ``RUN_DIR/last`` names the newest; ``RUN_DIR/model.safetensors`` always holds the
+  latest weights for ``log3d remesh --mode vae --checkpoint``.
+* **Damaged shards are skipped,** reported on stderr and counted in metrics.csv; the step takes the
+  next shape of the schedule instead.
+* **Validation through the real reconstruction path:** encode → decode → Pad-Average → ε-surface
+  of held-out shapes, scored with ``model.metrics`` against the surface of the cached blocks
+  themselves (the best any VAE could do at that N).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .dataset import Cache, CacheEntry, ShardError, atomic_write_bytes
+
+CHECKPOINT_DIR = "checkpoints"
+LAST_POINTER = "last"
+EXPORT_NAME = "model.safetensors"
+METRIC_COLUMNS = ["step", "loss", "huber", "kl", "lr", "grad_norm", "blocks", "shape_blocks", "shape",
+                  "skipped_shards", "seconds"]
+VAL_COLUMNS = ["step", "shape", "blocks", "val_loss", "CD", "F1@0.01", "F1@0.001", "NMSE", "SNE", "seconds", "error"]
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a run. Defaults are the paper's recipe; ``None`` means "chosen for the device"."""
+
+    data: str = ""
+    run_dir: str = ""
+    preset: str = "small"
+    max_steps: int = 100_000
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    huber_delta: float = 0.2
+    kl_weight: float = 1e-6
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    max_blocks: int | None = None
+    """Blocks per step; None: 4096 on CUDA, 512 on CPU."""
+    mixed_precision: str | None = None
+    """no | fp16 | bf16; None: fp16 on CUDA, no on CPU."""
+    seed: int = 0
+    save_every: int = 200
+    keep_checkpoints: int = 3
+    log_every: int = 1
+    val_every: int = 1000
+    val_shapes: int = 2
+    val_samples: int = 20_000
+    resume: bool = False
+    init: str | None = None
+    device: str = "auto"
+    threads: int = 0
+    chunk_size: int | None = None
+    grad_checkpoint: bool = False
+    cache_mb: int = 1024
+    """Decoded shapes kept in memory (LRU), so small data sets are read from disk once."""
+    verify_shards: bool = True
+
+    def validate(self) -> "TrainConfig":
+        from model.vae import PRESETS
+
+        if not self.data:
+            raise ValueError("--data CACHE is required")
+        if not self.run_dir:
+            raise ValueError("--out RUN_DIR is required")
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
+        if self.max_steps < 0:
+            raise ValueError("--max-steps must be >= 0")
+        if self.max_blocks is not None and self.max_blocks < 1:
+            raise ValueError("--max-blocks must be >= 1")
+        if self.mixed_precision not in (None, "no", "fp16", "bf16"):
+            raise ValueError(f"--mixed-precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        if self.save_every < 1 or self.log_every < 1 or self.keep_checkpoints < 1:
+            raise ValueError("--save-every, --log-every and --keep-checkpoints must be >= 1")
+        if self.lr <= 0 or self.huber_delta <= 0 or self.kl_weight < 0:
+            raise ValueError("--lr and --huber-delta must be > 0, --kl-weight >= 0")
+        return self
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure pieces: schedule, window, loss
+# ----------------------------------------------------------------------------------------------
+
+
+def step_seed(seed: int, step: int, rank: int, stream: int = 0) -> int:
+    """A 63-bit seed for (run seed, step, process, stream): independent draws per step and process
+    that do not depend on anything that happened before the step."""
+    h = hashlib.sha256(f"{seed}/{step}/{rank}/{stream}".encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+class ShapeSchedule:
+    """Which training shape each (step, process) sees: a fresh permutation of the shapes per epoch,
+    the epoch's slots dealt round-robin to the processes. Attempt k > 0 (the slot's shard was
+    damaged) moves k slots further along, so the fallback is as deterministic as the first choice."""
+
+    def __init__(self, num_shapes: int, seed: int, world: int = 1) -> None:
+        if num_shapes < 1:
+            raise ValueError("no training shapes")
+        self.n = num_shapes
+        self.seed = seed
+        self.world = world
+        self._perms: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            self._perms[epoch] = np.random.default_rng(step_seed(self.seed, epoch, 0, stream=1)).permutation(self.n)
+            while len(self._perms) > 4:
+                self._perms.popitem(last=False)
+        return self._perms[epoch]
+
+    def index(self, step: int, rank: int, attempt: int = 0) -> int:
+        slot = step * self.world + rank + attempt
+        return int(self._perm(slot // self.n)[slot % self.n])
+
+
+def select_window(coords: np.ndarray, max_blocks: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices (sorted) of at most ``max_blocks`` blocks forming a ball on the block grid around a
+    random block: neighbours stay together, so attention windows and sparse convs see real context."""
+    L = coords.shape[0]
+    if L <= max_blocks:
+        return np.arange(L)
+    centre = coords[rng.integers(L)].astype(np.int64)
+    d2 = ((coords.astype(np.int64) - centre) ** 2).sum(axis=1)
+    return np.sort(np.argsort(d2, kind="stable")[:max_blocks])
+
+
+def vae_loss(recon, target, mean, logvar, huber_delta: float, kl_weight: float):
+    """(total, huber, kl): Huber on every voxel of the 12³ blocks (mean), plus the KL of the
+    diagonal Gaussian posterior to N(0, I), summed over latent channels and averaged over blocks."""
+    import torch
+    import torch.nn.functional as F
+
+    huber = F.huber_loss(recon.float(), target.float(), delta=huber_delta)
+    m, lv = mean.float(), logvar.float()
+    kl = 0.5 * (m.pow(2) + lv.exp() - 1.0 - lv).sum(dim=-1).mean() if m.numel() else torch.zeros((), device=m.device)
+    return huber + kl_weight * kl, huber, kl
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------
+
+
+def split_holdout(entries: list[CacheEntry], val_shapes: int) -> tuple[list[CacheEntry], list[CacheEntry]]:
+    """(training entries, one validation entry per held-out source shape).
+
+    Held out by source (every resolution and augmented copy of a held-out mesh leaves training), the
+    sources with the smallest sha1 of their name: deterministic and stable when shapes are added.
+    Nothing is held out when that would leave no training shape.
+    """
+    groups = sorted({e.group for e in entries})
+    if val_shapes <= 0 or len(groups) <= val_shapes:
+        return list(entries), []
+    held = set(sorted(groups, key=lambda g: hashlib.sha1(g.encode()).hexdigest())[:val_shapes])
+    train = [e for e in entries if e.group not in held]
+    val: list[CacheEntry] = []
+    for g in sorted(held):
+        members = [e for e in entries if e.group == g]
+        # The original (un-augmented) copy at the smallest resolution: cheapest to reconstruct.
+        members.sort(key=lambda e: (bool(e.augment), e.resolution, e.id))
+        val.append(members[0])
+    return train, val
+
+
+class ShapeLoader:
+    """Decoded shapes with a byte-bounded LRU, and the set of damaged shards met so far."""
+
+    def __init__(self, cache: Cache, budget_bytes: int, verify: bool = True,
+                 log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> None:
+        self.cache = cache
+        self.budget = budget_bytes
+        self.verify = verify
+        self.bad: dict[str, str] = {}
+        self._lru: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._bytes = 0
+        self._log = log
+
+    def get(self, entry: CacheEntry) -> tuple[np.ndarray, np.ndarray] | None:
+        """(blocks float16, coords int32), or None for a damaged shard (reported once)."""
+        if entry.id in self.bad:
+            return None
+        hit = self._lru.get(entry.id)
+        if hit is not None:
+            self._lru.move_to_end(entry.id)
+            return hit
+        try:
+            blocks, coords = self.cache.read(entry, self.verify)
+        except ShardError as exc:
+            self.bad[entry.id] = str(exc)
+            self._log(f"warning: skipping damaged shard {exc} ({len(self.bad)} skipped so far)")
+            return None
+        size = blocks.nbytes + coords.nbytes
+        if size <= self.budget:
+            self._lru[entry.id] = (blocks, coords)
+            self._bytes += size
+            while self._bytes > self.budget:
+                _, (b, c) = self._lru.popitem(last=False)
+                self._bytes -= b.nbytes + c.nbytes
+        return blocks, coords
+
+
+# ----------------------------------------------------------------------------------------------
+# Run directory: metrics, checkpoints
+# ----------------------------------------------------------------------------------------------
+
+
+class CsvLog:
+    """A CSV with a fixed header, appended row by row and flushed (the server tails it). On resume
+    the rows after the resumed step are dropped, so the file reads like one uninterrupted run."""
+
+    def __init__(self, path: Path, columns: list[str], resume_step: int | None) -> None:
+        self.path = path
+        self.columns = columns
+        if resume_step is not None and path.is_file():
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = list(csv.reader(f))
+            keep = [rows[0]] if rows else [columns]
+            for r in rows[1:]:
+                try:
+                    if r and int(float(r[0])) <= resume_step:
+                        keep.append(r)
+                except ValueError:
+                    continue
+            buf = "".join(",".join(r) + "\n" for r in keep)
+            atomic_write_bytes(path, buf.encode("utf-8"))
+        elif not path.is_file() or resume_step is None:
+            atomic_write_bytes(path, (",".join(columns) + "\n").encode("utf-8"))
+        self._f = open(path, "a", newline="", encoding="utf-8")
+        self._w = csv.writer(self._f, lineterminator="\n")
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._w.writerow([_fmt(row.get(c, "")) for c in self.columns])
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.6g}"
+    return str(v)
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:07d}"
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (trainer_state.json present), oldest first."""
+    out = []
+    root = run_dir / CHECKPOINT_DIR
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.is_dir() and p.name.startswith("step_") and (p / "trainer_state.json").is_file():
+                try:
+                    out.append((int(p.name[5:]), p))
+                except ValueError:
+                    continue
+    return sorted(out)
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint named by RUN_DIR/last, else the newest complete one."""
+    pointer = run_dir / LAST_POINTER
+    if pointer.is_file():
+        p = run_dir / pointer.read_text(encoding="utf-8").strip()
+        if (p / "trainer_state.json").is_file():
+            return p
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def export_weights(model, path: Path) -> None:
+    """Atomically replace ``path`` with the model's float32 weights (+ embedded config)."""
+    from model.vae import save_model
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_model(model, tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(run_dir: Path, step: int, model, optimizer, scaler, state: dict[str, Any], keep: int) -> Path:
+    """Write checkpoints/step_XXXXXXX atomically, point ``last`` at it, export model.safetensors and
+    prune to the newest ``keep``."""
+    import torch
+
+    from model.vae import save_model
+
+    root = run_dir / CHECKPOINT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / checkpoint_name(step)
+    tmp = root / f".tmp-{checkpoint_name(step)}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_model(model, tmp / "model.safetensors")
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if scaler is not None:
+        torch.save(scaler.state_dict(), tmp / "scaler.pt")
+    (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    atomic_write_bytes(run_dir / LAST_POINTER, f"{CHECKPOINT_DIR}/{final.name}\n".encode())
+    shutil.copyfile(final / "model.safetensors", run_dir / f".{EXPORT_NAME}.tmp")
+    os.replace(run_dir / f".{EXPORT_NAME}.tmp", run_dir / EXPORT_NAME)
+    for _, old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+# ----------------------------------------------------------------------------------------------
+
+
+def reference_mesh(ublocks):
+    """The ε-surface of the cached blocks themselves (Pad-Average → extract), in unit coordinates:
+    what a perfect VAE would reconstruct at this N."""
+    from model.autoencode import iter_chunks
+    from model.extract import marching_cubes_sparse
+    from model.grid import iso_level, voxel_to_unit
+    from model.mesh import Mesh, MeshError
+    from model.ublocks import pad_average
+
+    field_ = pad_average(iter_chunks(ublocks, 16384), ublocks.resolution, ublocks.coords)
+    verts, faces = marching_cubes_sparse(field_, iso_level())
+    if faces.shape[0] == 0:
+        raise MeshError("the cached blocks have an empty ε-surface")
+    return Mesh(vertices=voxel_to_unit(verts, ublocks.resolution), faces=faces)
+
+
+def validate_shape(model, cache: Cache, entry: CacheEntry, cfg: TrainConfig, references: dict) -> dict[str, Any]:
+    """Metrics of one held-out shape through encode → decode → Pad-Average → ε-surface."""
+    import torch
+
+    from model.autoencode import encode_blocks
+    from model.cleanup import CleanupOptions
+    from model.mesh import Normalization
+    from model.metrics import MetricsConfig, compute_metrics
+    from model.pipeline import RemeshOptions, decode_to_mesh
+
+    start = time.perf_counter()
+    row: dict[str, Any] = {"shape": entry.id, "blocks": entry.num_blocks}
+    ub = cache.ublocks(entry)
+    with torch.inference_mode():
+        blocks = torch.from_numpy(ub.blocks).to(model.device)
+        coords = torch.from_numpy(ub.coords.astype(np.int64))
+        recon, _, _ = model(blocks, coords, sample=False)
+        row["val_loss"] = float(torch.nn.functional.huber_loss(recon.float(), blocks, delta=cfg.huber_delta))
+    try:
+        if entry.id not in references:
+            references[entry.id] = reference_mesh(ub)
+        latents = encode_blocks(model, ub)
+        identity = Normalization(center=np.zeros(3), scale=1.0)
+        options = RemeshOptions(resolution=entry.resolution, mode="vae", cleanup=CleanupOptions.none())
+        pred = decode_to_mesh(latents, identity, options, vae=model)
+        mcfg = MetricsConfig(num_samples=cfg.val_samples, sharp_samples=max(cfg.val_samples // 10, 1000))
+        m = compute_metrics(references[entry.id], pred, mcfg)
+        row.update({k: float(m[k]) for k in ("CD", "F1@0.01", "F1@0.001", "NMSE", "SNE") if k in m})
+    except Exception as exc:  # an untrained network may decode no surface at all
+        row["error"] = f"{type(exc).__name__}: {exc}".replace(",", ";").replace("\n", " ")[:200]
+    row["seconds"] = round(time.perf_counter() - start, 3)
+    return row
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------
+
+
+class _StopFlag:
+    """SIGTERM/SIGINT → finish the step, write a checkpoint, exit cleanly (``train.stop``)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except (ValueError, OSError):  # not the main thread
+                pass
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # second signal: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _tensorboard(run_dir: Path, log: Callable[[str], None]):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:
+        log("note: tensorboard is not installed (pip install 'log3d-studio[train]'); logging to metrics.csv only")
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) training; returns a summary. See the module docstring for the guarantees."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from model.checkpoint import read_metadata
+    from model.vae import LogVAE, VAEConfig, load_weights, preset
+
+    cfg.validate()
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    run_dir = Path(cfg.run_dir)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+
+    use_cpu = cfg.device == "cpu" or not torch.cuda.is_available()
+    if cfg.device.startswith("cuda") and use_cpu:
+        raise RuntimeError("--device cuda was asked for but no CUDA GPU is available")
+    mixed = cfg.mixed_precision or ("no" if use_cpu else "fp16")
+    accelerator = Accelerator(cpu=use_cpu, mixed_precision=mixed)
+    device = accelerator.device
+    rank, world = accelerator.process_index, accelerator.num_processes
+    is_main = accelerator.is_main_process
+    if not is_main:
+        log = lambda s: None  # noqa: E731
+    max_blocks = cfg.max_blocks or (512 if device.type == "cpu" else 4096)
+
+    # -- where we start from ---------------------------------------------------------------------
+    resume_from = last_checkpoint(run_dir) if cfg.resume else None
+    if cfg.resume and resume_from is None:
+        log(f"--resume: no checkpoint in {run_dir}; starting from step 0")
+    if not cfg.resume and list_checkpoints(run_dir):
+        raise ValueError(f"{run_dir} already holds checkpoints; pass --resume to continue it or choose a new --out")
+    state: dict[str, Any] = {}
+    if resume_from is not None:
+        state = json.loads((resume_from / "trainer_state.json").read_text(encoding="utf-8"))
+        arch = VAEConfig.from_dict(read_metadata(resume_from / "model.safetensors")["config"])
+    else:
+        arch = preset(cfg.preset)
+    runtime = {"grad_checkpoint": cfg.grad_checkpoint}
+    if cfg.chunk_size:
+        runtime["chunk_size"] = cfg.chunk_size
+    set_seed(cfg.seed)
+    model = LogVAE(arch.replace(**runtime))
+    if resume_from is not None:
+        load_weights(model, resume_from / "model.safetensors")
+    elif cfg.init:
+        load_weights(model, cfg.init)  # ConfigMismatchError names the differing fields
+        log(f"initialised from {cfg.init}")
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if resume_from is not None:
+        optimizer.load_state_dict(torch.load(resume_from / "optimizer.pt", map_location=device, weights_only=True))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    scaler = getattr(accelerator, "scaler", None)
+    if resume_from is not None and scaler is not None and (resume_from / "scaler.pt").is_file():
+        scaler.load_state_dict(torch.load(resume_from / "scaler.pt", weights_only=True))
+    start_step = int(state.get("step", 0))
+
+    # -- data --------------------------------------------------------------------------------------
+    cache = Cache.open(cfg.data)
+    train_entries, val_entries = split_holdout(cache.entries, cfg.val_shapes)
+    if not train_entries:
+        raise ValueError(f"{cfg.data} holds no shapes")
+    schedule = ShapeSchedule(len(train_entries), cfg.seed, world)
+    loader = ShapeLoader(cache, cfg.cache_mb << 20, cfg.verify_shards, log)
+    loader.bad.update(state.get("bad_shards", {}))
+
+    # -- logs --------------------------------------------------------------------------------------
+    metrics = val_log = tb = None
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resume_step = start_step if resume_from is not None else None
+        metrics = CsvLog(run_dir / "metrics.csv", METRIC_COLUMNS, resume_step)
+        val_log = CsvLog(run_dir / "val.csv", VAL_COLUMNS, resume_step)
+        tb = _tensorboard(run_dir, log)
+        info = {"config": asdict(cfg), "model": model_config_dict(accelerator.unwrap_model(model)),
+                "device": str(device), "processes": world, "mixed_precision": mixed, "max_blocks": max_blocks,
+                "train_shapes": len(train_entries), "val_shapes": [e.id for e in val_entries],
+                "resumed_from": str(resume_from) if resume_from else None}
+        atomic_write_bytes(run_dir / "run.json", json.dumps(info, indent=1, sort_keys=True, default=str).encode())
+        log(f"training {arch.name} on {len(train_entries)} shapes ({len(val_entries)} held out) from {cfg.data}; "
+            f"{world} process(es) on {device}, mixed precision {mixed}, <= {max_blocks} blocks/step, "
+            f"steps {start_step} -> {cfg.max_steps}")
+
+    def write_checkpoint(step: int) -> None:
+        accelerator.wait_for_everyone()
+        if is_main:
+            st = {"step": step, "seed": cfg.seed, "world_size": world, "bad_shards": loader.bad,
+                  "config": asdict(cfg), "time": time.time()}
+            save_checkpoint(run_dir, step, accelerator.unwrap_model(model), optimizer, scaler, st, cfg.keep_checkpoints)
+        accelerator.wait_for_everyone()
+
+    references: dict[str, Any] = {}
+
+    def run_validation(step: int) -> None:
+        accelerator.wait_for_everyone()
+        if is_main and val_entries:
+            net = accelerator.unwrap_model(model)
+            net.eval()
+            rows = [validate_shape(net, cache, e, cfg, references) for e in val_entries]
+            net.train()
+            for r in rows:
+                r["step"] = step
+                val_log.write(r)
+            summary = {k: _mean([r.get(k, math.nan) for r in rows])
+                       for k in ("val_loss", "CD", "F1@0.01", "F1@0.001", "NMSE", "SNE")}
+            if tb is not None:
+                for k, v in summary.items():
+                    if not math.isnan(v):
+                        tb.add_scalar(f"val/{k}", v, step)
+            log(f"val step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in summary.items()))
+        accelerator.wait_for_everyone()
+
+    # -- loop ----------------------------------------------------------------------------------------
+    stop = _StopFlag()
+    stop.install()
+    model.train()
+    step = start_step
+    last_loss = math.nan
+    t_start = time.perf_counter()
+    try:
+        while step < cfg.max_steps and not stop.requested:
+            t0 = time.perf_counter()
+            entry, data = None, None
+            for attempt in range(len(train_entries)):
+                entry = train_entries[schedule.index(step, rank, attempt)]
+                data = loader.get(entry)
+                if data is not None:
+                    break
+            if data is None:
+                raise RuntimeError(f"every shard of {cfg.data} is damaged or unreadable")
+            blocks_np, coords_np = data
+            rng = np.random.default_rng(step_seed(cfg.seed, step, rank, stream=2))
+            idx = select_window(coords_np, max_blocks, rng)
+            blocks = torch.from_numpy(blocks_np[idx].astype(np.float32)).to(device)
+            coords = torch.from_numpy(coords_np[idx].astype(np.int64)).to(device)
+            lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else cfg.lr
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            torch.manual_seed(step_seed(cfg.seed, step, rank, stream=3))  # reparameterisation noise
+            recon, mean, logvar = model(blocks, coords, sample=True)
+            loss, huber, kl = vae_loss(recon, blocks, mean, logvar, cfg.huber_delta, cfg.kl_weight)
+            if not torch.isfinite(loss) and mixed != "fp16":
+                log(f"warning: non-finite loss at step {step} ({entry.id}); step skipped")
+                optimizer.zero_grad(set_to_none=True)
+                grad_norm = math.nan
+            else:
+                accelerator.backward(loss)
+                grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)) if cfg.grad_clip > 0 else math.nan
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            step += 1
+            last_loss = float(loss.detach())
+            if is_main and (step % cfg.log_every == 0 or step == cfg.max_steps):
+                row = {"step": step, "loss": last_loss, "huber": float(huber.detach()), "kl": float(kl.detach()),
+                       "lr": lr, "grad_norm": grad_norm, "blocks": int(idx.shape[0]), "shape_blocks": int(coords_np.shape[0]),
+                       "shape": entry.id.replace(",", ";"), "skipped_shards": len(loader.bad),
+                       "seconds": round(time.perf_counter() - t0, 3)}
+                metrics.write(row)
+                if tb is not None:
+                    for k in ("loss", "huber", "kl", "lr", "grad_norm"):
+                        if not math.isnan(row[k]):
+                            tb.add_scalar(f"train/{k}", row[k], step)
+            if step % cfg.save_every == 0 or step == cfg.max_steps or stop.requested:
+                write_checkpoint(step)
+            if cfg.val_every > 0 and (step % cfg.val_every == 0 or step == cfg.max_steps):
+                run_validation(step)
+    finally:
+        stop.restore()
+        if metrics is not None:
+            metrics.close()
+            val_log.close()
+        if tb is not None:
+            tb.close()
+    elapsed = time.perf_counter() - t_start
+    summary = {"step": step, "loss": last_loss, "skipped_shards": len(loader.bad), "seconds": elapsed,
+               "stopped": stop.requested, "run_dir": str(run_dir)}
+    log(f"done: step {step}, last loss {last_loss:.5g}, {len(loader.bad)} damaged shard(s) skipped, {elapsed:.1f} s")
+    accelerator.end_training()
+    return summary
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(sum(finite) / len(finite)) if finite else math.nan
+
+
+def model_config_dict(model) -> dict[str, Any]:
+    return model.config.to_dict()
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        data=str(args.data), run_dir=str(args.out), preset=args.preset, max_steps=args.max_steps, lr=args.lr,
+        weight_decay=args.weight_decay, huber_delta=args.huber_delta, kl_weight=args.kl_weight,
+        warmup_steps=args.warmup_steps, grad_clip=args.grad_clip, max_blocks=args.max_blocks,
+        mixed_precision=args.mixed_precision, seed=args.seed, save_every=args.save_every,
+        keep_checkpoints=args.keep_checkpoints, log_every=args.log_every, val_every=args.val_every,
+        val_shapes=args.val_shapes, val_samples=args.val_samples, resume=args.resume,
+        init=str(args.init) if args.init else None, device=args.device, threads=args.threads,
+        chunk_size=args.chunk_size, grad_checkpoint=args.grad_checkpoint, cache_mb=args.cache_mb,
+        verify_shards=not args.no_verify,
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    summary = train(config_from_args(args))
+    print(json.dumps(summary))
+    return 0
+
+
+def add_train_command(sub: argparse._SubParsersAction) -> None:
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train the LoG-VAE on a prepared cache (Accelerate: `accelerate launch -m backend.cli train ...`)")
+    p.add_argument("--data", type=Path, required=True, help="cache folder written by `log3d prepare`")
+    p.add_argument("--out", "--run-dir", dest="out", type=Path, required=True, help="run folder: checkpoints, metrics.csv, model.safetensors")
+    p.add_argument("--preset", choices=("paper", "small", "tiny"), default=d.preset, help=f"network size (default {d.preset})")
+    p.add_argument("--max-steps", type=int, default=d.max_steps, help=f"stop after this many steps in total (default {d.max_steps})")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR's last checkpoint (bit-for-bit)")
+    p.add_argument("--init", type=Path, default=None, help="start from these weights (fine-tuning, e.g. 1024³ → 2048³)")
+    g = p.add_argument_group("optimisation (defaults: the paper, A.6)")
+    g.add_argument("--lr", type=float, default=d.lr)
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--huber-delta", type=float, default=d.huber_delta)
+    g.add_argument("--kl-weight", type=float, default=d.kl_weight)
+    g.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="linear lr warm-up (default 0: none)")
+    g.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm (0: off)")
+    g.add_argument("--max-blocks", type=int, default=None, help="blocks per step, a contiguous ball of the shape (default 4096 CUDA, 512 CPU)")
+    g.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=None, help="default fp16 on CUDA, no on CPU")
+    g.add_argument("--seed", type=int, default=d.seed)
+    g = p.add_argument_group("checkpoints, logs, validation")
+    g.add_argument("--save-every", type=int, default=d.save_every, help=f"checkpoint every K steps (default {d.save_every})")
+    g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints)
+    g.add_argument("--log-every", type=int, default=d.log_every)
+    g.add_argument("--val-every", type=int, default=d.val_every, help="validate every K steps (0: never)")
+    g.add_argument("--val-shapes", type=int, default=d.val_shapes, help="held-out source shapes")
+    g.add_argument("--val-samples", type=int, default=d.val_samples, help="surface samples per mesh for CD/F1")
+    g = p.add_argument_group("runtime")
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda (under `accelerate launch`, Accelerate decides)")
+    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    g.add_argument("--chunk-size", type=int, default=None, help="blocks per local-conv chunk (memory)")
+    g.add_argument("--grad-checkpoint", action="store_true", help="recompute activations in backward (memory)")
+    g.add_argument("--cache-mb", type=int, default=d.cache_mb, help="decoded shapes kept in memory")
+    g.add_argument("--no-verify", action="store_true", help="skip the sha256 check of shards")
+    p.set_defaults(func=_cmd_train)
