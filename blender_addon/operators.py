@@ -62,6 +62,7 @@ class _Remesh:
         return True
 
     def targets(self, context: bpy.types.Context) -> list[bpy.types.Object]:
+        """The objects to remesh (sent in name order, so progress reads predictably)."""
         raise NotImplementedError
 
     def _start(self, context: bpy.types.Context) -> RemeshSession | None:
@@ -126,7 +127,7 @@ class LOG3D_OT_remesh_selected(_Remesh, bpy.types.Operator):
     bl_label = "Remesh Selected"
 
     def targets(self, context: bpy.types.Context) -> list[bpy.types.Object]:
-        return [o for o in context.selected_objects if o.type == "MESH"]
+        return sorted((o for o in context.selected_objects if o.type == "MESH"), key=lambda o: o.name)
 
 
 class LOG3D_OT_remesh_all(_Remesh, bpy.types.Operator):
@@ -140,8 +141,9 @@ class LOG3D_OT_remesh_all(_Remesh, bpy.types.Operator):
             candidates = context.view_layer.active_layer_collection.collection.all_objects
         else:
             candidates = context.view_layer.objects
-        return [o for o in candidates
-                if o.type == "MESH" and not results.is_result(o) and o.visible_get(view_layer=context.view_layer)]
+        return sorted((o for o in candidates
+                       if o.type == "MESH" and not results.is_result(o) and o.visible_get(view_layer=context.view_layer)),
+                      key=lambda o: o.name)
 
 
 class LOG3D_OT_cancel(bpy.types.Operator):

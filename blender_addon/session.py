@@ -43,8 +43,8 @@ class Outcome:
             return "ERROR", f"LoG3D: {self.error.message}{kept}"
         if self.cancelled:
             return "WARNING", f"LoG3D: cancelled; {len(self.created)} result(s) kept" + "".join(f"; {n}" for n in notes)
-        if self.object_errors:
-            return "ERROR", done + "".join(f"; {n}" for n in notes)
+        # An object the backend could not remesh is a warning, not an error: a batch script goes on
+        # (and saves) with the other results; the panel keeps the message as the last error.
         return ("WARNING" if notes else "INFO"), done + "".join(f"; {n}" for n in notes)
 
 
@@ -143,7 +143,7 @@ class RemeshSession:
             self.outcome.elapsed_s = time.monotonic() - self.started
             self._end()
         level, message = self.outcome.summary()
-        if level == "ERROR":
+        if level == "ERROR" or self.outcome.object_errors:
             self.manager.set_error(message)
         return self.outcome
 
