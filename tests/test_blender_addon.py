@@ -1,0 +1,538 @@
+"""The Blender add-on, end to end: bpy 5.0.1 (Blender as a Python module) + a real `log3d serve`.
+
+Every case runs Blender in a fresh subprocess (a clean Blender state each time, and bpy never
+shares a process with torch): this file is also the driver — ``python tests/test_blender_addon.py
+SCENARIO JSON_ARGS`` builds a scene, runs the add-on's operators in background mode (where they
+are synchronous) and prints one ``RESULT {json}`` line that the test asserts on.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+REPO = Path(__file__).resolve().parents[1]
+
+# ================================================================================================
+# Inside Blender (driver side): nothing here runs under pytest
+# ================================================================================================
+
+
+def _enable_from_repo(port: int, timeout_s: float = 5.0, heartbeat_s: float = 3.0) -> Any:
+    """Enable the add-on straight from the repository (module ``blender_addon``) and point it at
+    the test's backend."""
+    import addon_utils
+    import bpy
+
+    assert addon_utils.enable("blender_addon", default_set=True) is not None
+    prefs = bpy.context.preferences.addons["blender_addon"].preferences
+    prefs.port, prefs.timeout_s, prefs.heartbeat_s = port, timeout_s, heartbeat_s
+    return prefs
+
+
+def _material(name: str, color: tuple[float, float, float]) -> Any:
+    import bpy
+
+    mat = bpy.data.materials.new(name)
+    mat.diffuse_color = (*color, 1.0)
+    return mat
+
+
+def _build_scene() -> dict[str, Any]:
+    """Three meshes with transforms, a parent, materials (data- and object-linked), a modifier and
+    an extra collection."""
+    import math
+
+    import bpy
+
+    scene = bpy.context.scene
+    for obj in list(bpy.data.objects):
+        bpy.data.objects.remove(obj)
+    rig = bpy.data.objects.new("Rig", None)
+    scene.collection.objects.link(rig)
+    rig.location, rig.rotation_euler, rig.scale = (1.0, 2.0, 3.0), (0.0, 0.0, math.radians(30)), (2.0, 2.0, 2.0)
+
+    bpy.ops.mesh.primitive_torus_add(major_radius=1.0, minor_radius=0.3, location=(0.5, -1.0, 0.25))
+    torus = bpy.context.active_object
+    torus.name = "Torus"
+    torus.rotation_euler = (math.radians(20), math.radians(-35), math.radians(60))
+    torus.scale = (1.0, 1.5, 0.7)
+    torus.data.materials.append(_material("Red", (1, 0, 0)))
+    torus.data.materials.append(_material("Blue", (0, 0, 1)))
+    bpy.context.view_layer.update()
+    torus.parent = rig
+    torus.matrix_parent_inverse = rig.matrix_world.inverted()
+
+    bpy.ops.mesh.primitive_cube_add(size=1.5, location=(-3.0, 1.0, 0.5))
+    box = bpy.context.active_object
+    box.name = "Box"
+    box.rotation_mode = "QUATERNION"
+    box.rotation_quaternion = (0.9, 0.1, 0.3, 0.2)
+    box.scale = (1.2, 0.8, 2.0)
+    box.modifiers.new("Subsurf", "SUBSURF").levels = 2
+    box.data.materials.append(_material("Green", (0, 1, 0)))
+    box.material_slots[0].link = "OBJECT"
+    box.material_slots[0].material = _material("Gold", (1, 0.8, 0))
+    props = bpy.data.collections.new("Props")
+    scene.collection.children.link(props)
+    props.objects.link(box)
+
+    bpy.ops.mesh.primitive_ico_sphere_add(subdivisions=3, radius=0.8, location=(4.0, 4.0, -1.0))
+    bpy.context.active_object.name = "Ball"
+    bpy.context.view_layer.update()
+    return {"torus": torus, "box": box}
+
+
+def _select(*objects: Any) -> None:
+    import bpy
+
+    for obj in bpy.context.view_layer.objects:
+        obj.select_set(obj in objects)
+    bpy.context.view_layer.objects.active = objects[0] if objects else None
+
+
+def _world_bbox(vertices: Any) -> list[list[float]]:
+    return [vertices.min(axis=0).tolist(), vertices.max(axis=0).tolist()]
+
+
+def _describe(obj: Any) -> dict[str, Any]:
+    """What a test compares: placement, materials, collections, geometry (world space) and a hash
+    of the mesh data itself."""
+    import bpy
+    import numpy as np
+
+    from blender_addon import mesh_io
+
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    world, faces = mesh_io.evaluated_triangles(obj, depsgraph)
+    return {
+        "name": obj.name,
+        "matrix_world": [list(row) for row in obj.matrix_world],
+        "parent": obj.parent.name if obj.parent else None,
+        "parent_type": obj.parent_type,
+        "collections": sorted(c.name for c in obj.users_collection),
+        "materials": [(s.material.name if s.material else None, s.link) for s in obj.material_slots],
+        "modifiers": [m.type for m in obj.modifiers],
+        "hidden": obj.hide_get(),
+        "data_hash": mesh_io.vertex_hash(obj.data),
+        "num_vertices": len(obj.data.vertices),
+        "num_faces": len(obj.data.polygons),
+        "world_bbox": _world_bbox(world) if len(world) else None,
+        "finite": bool(np.isfinite(world).all()),
+        "source": obj.get("log3d_source"),
+    }
+
+
+def _scene_state() -> dict[str, Any]:
+    import bpy
+
+    return {o.name: _describe(o) for o in bpy.data.objects if o.type == "MESH"}
+
+
+def _run_op(op: Any) -> dict[str, Any]:
+    """Run an operator the way a batch script does; a report of type ERROR arrives as RuntimeError."""
+    start = time.monotonic()
+    try:
+        return {"ret": sorted(op()), "error": None, "seconds": time.monotonic() - start}
+    except RuntimeError as exc:
+        return {"ret": None, "error": str(exc), "seconds": time.monotonic() - start}
+
+
+def scenario_remesh(port: int) -> dict[str, Any]:
+    """Remesh Selected (two objects, originals hidden), then Remesh All (the visible rest)."""
+    import bpy
+
+    _enable_from_repo(port)
+    from blender_addon import state
+
+    objects = _build_scene()
+    settings = bpy.context.scene.log3d
+    settings.resolution, settings.mode, settings.hide_original = "64", "direct", True
+    before = _scene_state()
+    _select(objects["torus"], objects["box"])
+    selected = _run_op(bpy.ops.log3d.remesh_selected)
+    bpy.context.view_layer.update()
+    after_selected = _scene_state()
+    settings.hide_original = False
+    dot = bpy.data.meshes.new("Dot")  # every corner at one point: the backend refuses it (bad_mesh)
+    dot.from_pydata([(1.0, 1.0, 1.0)] * 3, [], [(0, 1, 2)])
+    bpy.context.scene.collection.objects.link(bpy.data.objects.new("Dot", dot))
+    every = _run_op(bpy.ops.log3d.remesh_all)
+    bpy.context.view_layer.update()
+    return {"before": before, "selected": selected, "after_selected": after_selected, "all": every,
+            "after_all": _scene_state(), "selection": sorted(o.name for o in bpy.context.selected_objects),
+            "last_error": state.manager().last_error}
+
+
+def scenario_no_backend(port: int) -> dict[str, Any]:
+    import bpy
+
+    _enable_from_repo(port, timeout_s=1.0)
+    from blender_addon import state
+
+    objects = _build_scene()
+    bpy.context.scene.log3d.resolution = "64"
+    before = _scene_state()
+    _select(objects["torus"], objects["box"])
+    outcome = _run_op(bpy.ops.log3d.remesh_selected)
+    return {"before": before, "after": _scene_state(), "op": outcome, "last_error": state.manager().last_error,
+            "session": state.manager().session is not None, "objects": sorted(o.name for o in bpy.data.objects)}
+
+
+def scenario_killed(port: int, server_pid: int) -> dict[str, Any]:
+    """The backend is killed while it remeshes the second of two objects (Box, then Torus)."""
+    import threading
+
+    import bpy
+
+    _enable_from_repo(port, timeout_s=1.0, heartbeat_s=1.0)
+    from blender_addon import state
+
+    objects = _build_scene()
+    bpy.context.scene.log3d.resolution = "256"
+    before = _scene_state()
+    _select(objects["torus"], objects["box"])
+    killed: dict[str, Any] = {}
+
+    def kill_during_second_job() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            progress = state.manager().progress
+            if progress is not None and progress.index == 1 and progress.stage in ("udf", "pad_average", "extract"):
+                killed["stage"] = progress.stage
+                os.kill(server_pid, signal.SIGKILL)
+                return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=kill_during_second_job, daemon=True)
+    watcher.start()
+    outcome = _run_op(bpy.ops.log3d.remesh_selected)
+    watcher.join(1)
+    return {"before": before, "after": _scene_state(), "op": outcome, "killed": killed,
+            "last_error": state.manager().last_error, "session": state.manager().session is not None}
+
+
+def scenario_training(port: int, dataset: str) -> dict[str, Any]:
+    """Start a (fake) training run from the panel's operators, watch step/loss, stop it."""
+    import bpy
+
+    _enable_from_repo(port)
+    from blender_addon import state
+
+    training = bpy.context.scene.log3d.training
+    training.dataset, training.preset, training.steps = dataset, "tiny", 5000
+    manager = state.manager()
+    seen: list[tuple[int, float]] = []
+    started = _run_op(bpy.ops.log3d.train_start)
+    deadline = time.monotonic() + 30
+    while len(seen) < 3 and time.monotonic() < deadline:
+        manager.tick()  # what the app timer does in the UI
+        run = manager.training
+        if run.step is not None and (not seen or run.step > seen[-1][0]):
+            seen.append((run.step, run.loss))
+        time.sleep(0.1)
+    stopped = _run_op(bpy.ops.log3d.train_stop)
+    while manager.train_task is not None and time.monotonic() < deadline + 15:
+        manager.tick()
+        time.sleep(0.1)
+    run = manager.training
+    return {"started": started, "stopped": stopped, "seen": seen, "state": run.state, "job": run.job,
+            "run_dir": run.run_dir, "task_done": manager.train_task is None, "last_error": manager.last_error}
+
+
+def scenario_installed(port: int, module: str) -> dict[str, Any]:
+    """A fresh Blender whose user preferences have the installed add-on: it is enabled, speaks to
+    the backend through the wire client vendored into the zip, and remeshes."""
+    import importlib
+
+    import bpy
+
+    bpy.ops.wm.read_userpref()  # the bpy module does not load user preferences by itself
+    addon = bpy.context.preferences.addons.get(module)
+    if addon is None:
+        return {"enabled": False, "addons": [a.module for a in bpy.context.preferences.addons]}
+    wire = importlib.import_module(f"{module}.wire")
+    env_path = addon.preferences.env_path
+    addon.preferences.port = port
+    bpy.ops.mesh.primitive_ico_sphere_add(subdivisions=2, radius=1.0)
+    bpy.context.scene.log3d.resolution = "64"
+    outcome = _run_op(bpy.ops.log3d.remesh_selected)
+    results = [o.name for o in bpy.data.objects if o.get("log3d_source")]
+    return {"enabled": True, "client_module": wire.Log3DClient.__module__, "env_path": env_path, "op": outcome,
+            "results": results, "faces": [len(bpy.data.objects[n].data.polygons) for n in results]}
+
+
+def scenario_legacy_install(zip_path: str) -> dict[str, Any]:
+    """The same zip through the legacy add-on installer (Preferences > Add-ons > Install…)."""
+    import bpy  # first: addon_utils exists only once bpy is imported
+    import addon_utils
+
+    bpy.ops.preferences.addon_install(filepath=zip_path, overwrite=True)
+    module = addon_utils.enable("log3d", default_set=True)
+    return {"module": getattr(module, "__name__", None), "file": getattr(module, "__file__", None),
+            "enabled": "log3d" in bpy.context.preferences.addons,
+            "operators": [hasattr(bpy.types, "LOG3D_OT_remesh_selected"), hasattr(bpy.types, "VIEW3D_PT_log3d")]}
+
+
+def _driver_main() -> None:
+    sys.path.insert(0, str(REPO))  # the add-on package `blender_addon` and the project's `backend`
+    scenario, args = sys.argv[1], json.loads(sys.argv[2])
+    result = globals()[f"scenario_{scenario}"](**args)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    _driver_main()
+    sys.exit(0)
+
+# ================================================================================================
+# Under pytest
+# ================================================================================================
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from backend.blender_voxel import bpy_available  # noqa: E402
+
+PYTHON = sys.executable
+pytestmark = pytest.mark.skipif(not bpy_available(), reason="bpy (pip install bpy==5.0.1) is not importable")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_backend(port: int, process: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    from backend.client import BackendError, Log3DClient
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the backend exited during start-up"
+        with Log3DClient(port=port, timeout_s=0.5) as client:
+            try:
+                client.hello()
+                return
+            except BackendError:
+                time.sleep(0.2)
+    raise AssertionError(f"no backend on port {port} after {timeout_s} s")
+
+
+def start_backend(port: int, *extra: str, code: str | None = None, cwd: Path = REPO) -> subprocess.Popen:
+    cmd = [PYTHON, "-c", code] if code else [PYTHON, "-m", "backend.cli", "serve", "--port", str(port),
+                                             "--device", "cpu", "--quiet", *extra]
+    process = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for_backend(port, process)
+    return process
+
+
+def stop_backend(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if process.stderr:
+        process.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[int]:
+    port = free_port()
+    process = start_backend(port)
+    yield port
+    stop_backend(process)
+
+
+def drive(scenario: str, env: dict[str, str] | None = None, timeout_s: float = 180, **args: Any) -> dict[str, Any]:
+    """Run one scenario in a fresh Blender (bpy) process and return its RESULT."""
+    done = subprocess.run([PYTHON, str(Path(__file__).resolve()), scenario, json.dumps(args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout_s, env={**os.environ, **(env or {})})
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, f"driver failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def assert_result_placed(original: dict[str, Any], result: dict[str, Any], resolution: int) -> None:
+    """Same transform, parent, collections and materials; geometry where the original is."""
+    np.testing.assert_allclose(result["matrix_world"], original["matrix_world"], atol=1e-5)
+    assert result["parent"] == original["parent"] and result["parent_type"] == original["parent_type"]
+    assert result["collections"] == original["collections"]
+    assert result["materials"] == original["materials"]
+    assert result["source"] == original["name"] and result["modifiers"] == []
+    assert result["finite"] and result["num_faces"] > 500
+    lo, hi = np.array(original["world_bbox"]), np.array(result["world_bbox"])
+    extent = float((lo[1] - lo[0]).max())
+    np.testing.assert_allclose(hi, lo, atol=3.0 * extent / resolution)  # within a few voxels of the evaluated input
+
+
+def assert_untouched(before: dict[str, Any], after: dict[str, Any], hidden: bool | None = None) -> None:
+    for key in ("matrix_world", "parent", "collections", "materials", "modifiers", "data_hash", "num_vertices",
+                "num_faces", "world_bbox"):
+        assert after[key] == before[key], (before["name"], key)
+    if hidden is not None:
+        assert after["hidden"] is hidden, before["name"]
+
+
+def test_remesh_selected_then_all(backend):
+    out = drive("remesh", port=backend)
+    before, after = out["before"], out["after_selected"]
+    assert out["selected"]["error"] is None and out["selected"]["ret"] == ["FINISHED"], out["selected"]
+    assert sorted(after) == ["Ball", "Box", "Box_log3d", "Torus", "Torus_log3d"]
+    for name in ("Torus", "Box"):
+        assert_result_placed(before[name], after[f"{name}_log3d"], 64)
+        assert_untouched(before[name], after[name], hidden=True)  # hidden: the option was on
+        assert after[f"{name}_log3d"]["hidden"] is False
+    assert after["Torus_log3d"]["parent"] == "Rig" and after["Box_log3d"]["collections"] == ["Collection", "Props"]
+    assert after["Torus_log3d"]["materials"] == [["Red", "DATA"], ["Blue", "DATA"]]
+    assert after["Box_log3d"]["materials"] == [["Gold", "OBJECT"]]
+    # (the Box's bbox is compared with its *evaluated* mesh: a level-2 subdivision shrinks it by more
+    # than the tolerance, so a result of the bare cube would fail)
+    assert_untouched(before["Ball"], after["Ball"], hidden=False)
+
+    # Remesh All: the visible meshes that are not results (the hidden originals are skipped)
+    assert out["all"]["error"] is None and out["all"]["ret"] == ["FINISHED"], out["all"]
+    final = out["after_all"]
+    assert sorted(final) == ["Ball", "Ball_log3d", "Box", "Box_log3d", "Dot", "Torus", "Torus_log3d"]
+    assert_result_placed(before["Ball"], final["Ball_log3d"], 64)
+    assert_untouched(before["Ball"], final["Ball"], hidden=False)  # hide_original was off this time
+    for name in ("Torus", "Box"):
+        assert_untouched(before[name], final[name], hidden=True)
+    assert out["selection"] == ["Ball_log3d"]
+    # the degenerate "Dot" was refused by the backend: a warning (the batch went on), kept in the panel
+    assert "'Dot': bad_mesh" in out["last_error"] and "Dot_log3d" not in final
+
+
+def test_no_backend_reports_and_changes_nothing():
+    port = free_port()
+    out = drive("no_backend", port=port)
+    op = out["op"]
+    assert op["ret"] is None and "No LoG3D backend answers" in op["error"] and f"127.0.0.1:{port}" in op["error"]
+    assert "Nothing was changed" in op["error"] and out["last_error"] and not out["session"]
+    assert out["after"] == out["before"]
+    assert op["seconds"] < 10
+
+
+def test_backend_killed_mid_job_keeps_what_came_back():
+    port = free_port()
+    process = start_backend(port)
+    try:
+        out = drive("killed", port=port, server_pid=process.pid)
+    finally:
+        stop_backend(process)
+    assert out["killed"], "the second job never started"
+    op = out["op"]
+    assert op["ret"] is None and "stopped answering" in op["error"] and "'Torus'" in op["error"], op
+    assert "1 finished result(s) kept" in op["error"] and not out["session"]
+    before, after = out["before"], out["after"]
+    assert sorted(after) == ["Ball", "Box", "Box_log3d", "Torus"]  # the finished one is kept
+    assert_result_placed(before["Box"], after["Box_log3d"], 256)
+    assert_untouched(before["Box"], after["Box"], hidden=True)
+    assert_untouched(before["Torus"], after["Torus"], hidden=False)  # never got a result: left visible
+    assert_untouched(before["Ball"], after["Ball"], hidden=False)
+
+
+FAKE_TRAINER = textwrap.dedent("""
+    import argparse, pathlib, time
+    p = argparse.ArgumentParser()
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--preset", required=True)
+    p.add_argument("--steps", type=int, required=True)
+    a = p.parse_args()
+    assert pathlib.Path(a.data).is_dir() and a.preset == "tiny"
+    with open(pathlib.Path(a.run_dir) / "metrics.csv", "w") as f:
+        f.write("step,loss\\n")
+        for step in range(1, a.steps + 1):
+            f.write(f"{step},{1.0 / step}\\n")
+            f.flush()
+            time.sleep(0.05)
+""")
+
+
+def test_training_panel_start_status_stop(tmp_path):
+    trainer = tmp_path / "fake_train.py"
+    trainer.write_text(FAKE_TRAINER)
+    (tmp_path / "data").mkdir()
+    port = free_port()
+    code = (f"from pathlib import Path\nfrom backend.server import Server, ServerConfig\n"
+            f"Server(ServerConfig(port={port}, device='cpu', load_default_weights=False, "
+            f"train_command=[{PYTHON!r}, {str(trainer)!r}], runs_dir=Path({str(tmp_path / 'runs')!r}), "
+            f"train_poll_s=0.05)).serve_forever()\n")
+    process = start_backend(port, code=code)
+    try:
+        out = drive("training", port=port, dataset=str(tmp_path / "data"))
+    finally:
+        stop_backend(process)
+    assert out["started"]["error"] is None and out["stopped"]["error"] is None, out
+    steps = [s for s, _ in out["seen"]]
+    assert len(steps) >= 3 and steps == sorted(steps), out["seen"]
+    assert all(loss == pytest.approx(1.0 / step) for step, loss in out["seen"])
+    assert out["state"] == "cancelled" and out["task_done"] and out["job"] and out["last_error"] == ""
+    assert Path(out["run_dir"]).parent == tmp_path / "runs"
+
+
+def _load_install_py() -> Any:
+    spec = importlib.util.spec_from_file_location("log3d_install", REPO / "install.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_zip_builds_and_installs_headless(tmp_path, backend):
+    import zipfile
+
+    install = _load_install_py()
+    zip_path, platforms = install.build_addon_zip(tmp_path / "log3d_blender.zip", offline=True)  # no network
+    names = zipfile.ZipFile(zip_path).namelist()
+    assert {"log3d/__init__.py", "log3d/blender_manifest.toml", "log3d/_wire/client.py", "log3d/_wire/protocol.py",
+            "log3d/operators.py", "log3d/mesh_io.py"} <= set(names)
+    assert zipfile.ZipFile(zip_path).read("log3d/_wire/client.py") == (REPO / "backend/client.py").read_bytes()
+    manifest = zipfile.ZipFile(zip_path).read("log3d/blender_manifest.toml").decode()
+    wheels = [n for n in names if n.endswith(".whl")]
+    assert ("wheels = [" in manifest) == bool(wheels) and all(f"./{n[len('log3d/'):]}" in manifest for n in wheels)
+    assert 'network = "' in manifest and 'id = "log3d"' in manifest
+    validate = subprocess.run([PYTHON, str(_blender_ext_cli()), "validate", str(zip_path)], capture_output=True, text=True)
+    assert validate.returncode == 0, validate.stdout + validate.stderr
+
+    # install + enable as an extension, headless, exactly as `install.py --blender PATH` does it
+    user = {"BLENDER_USER_RESOURCES": str(tmp_path / "blender_user")}
+    script = install.addon_install_script(zip_path, REPO / ".venv")
+    done = subprocess.run([PYTHON, "-c", "import bpy\n" + script], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, **user}, timeout=120)
+    assert done.returncode == 0 and "LOG3D_ADDON_ENABLED bl_ext.user_default.log3d" in done.stdout, done.stdout + done.stderr
+    assert (tmp_path / "blender_user/extensions/user_default/log3d/blender_manifest.toml").is_file()
+
+    # a fresh Blender with those preferences: enabled, vendored wire client, remeshes through the backend
+    out = drive("installed", env=user, port=backend, module="bl_ext.user_default.log3d")
+    assert out["enabled"], out
+    assert out["client_module"] == "bl_ext.user_default.log3d._wire.client"
+    assert out["env_path"] == str(REPO / ".venv")
+    assert out["op"]["error"] is None and out["results"] == ["Icosphere_log3d"] and out["faces"][0] > 500, out
+
+    # and the same zip as a legacy add-on
+    legacy = drive("legacy_install", env={"BLENDER_USER_RESOURCES": str(tmp_path / "legacy_user")}, zip_path=str(zip_path))
+    assert legacy["enabled"] and legacy["module"] == "log3d" and legacy["operators"] == [True, True], legacy
+    assert legacy["file"].startswith(str(tmp_path / "legacy_user"))
+
+
+def _blender_ext_cli() -> Path:
+    """Blender's own extension command line (``blender --command extension``), shipped inside bpy."""
+    spec = importlib.util.find_spec("bpy")
+    assert spec is not None and spec.origin is not None
+    found = sorted(Path(spec.origin).parent.glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
+    assert found, "bl_pkg/cli/blender_ext.py not found in the bpy package"
+    return found[-1]
