@@ -5,6 +5,8 @@ Drawing only reads the manager and the scene settings; every action is an operat
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import bpy
 
 from . import state
@@ -103,6 +105,8 @@ class VIEW3D_PT_log3d_training(bpy.types.Panel):
         col = layout.column()
         col.enabled = manager.train_task is None
         col.prop(training, "dataset")
+        if training.dataset and not (Path(training.dataset_path()) / "index.json").is_file():
+            col.label(text="Not a `log3d prepare` cache (no index.json)", icon="INFO")
         col.prop(training, "preset")
         col.prop(training, "steps")
         row = layout.row(align=True)

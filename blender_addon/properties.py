@@ -17,19 +17,20 @@ RESOLUTIONS = ("64", "256", "512", "1024", "2048")
 
 class LOG3D_TrainingSettings(bpy.types.PropertyGroup):
     dataset: StringProperty(name="Dataset", subtype="DIR_PATH",
-                            description="Folder of training meshes (passed to `log3d train --data`)")
+                            description="A UBlock cache written by `log3d prepare MESH_DIR CACHE_DIR` "
+                                        "(passed to `log3d train --data`)")
     preset: EnumProperty(name="Preset", default="small",
                          items=[("tiny", "Tiny", "Smallest network, for trying things out"),
                                 ("small", "Small", "A network that trains on one consumer GPU"),
                                 ("paper", "Paper", "The paper's LoG-VAE (77M parameters)")])
     steps: IntProperty(name="Steps", default=10000, min=1, max=10_000_000, description="Training steps")
 
+    def dataset_path(self) -> str:
+        return bpy.path.abspath(self.dataset) if self.dataset else ""
+
     def trainer_args(self) -> list[str]:
-        """The arguments ``train.start`` passes on to `log3d train`."""
-        args = ["--preset", self.preset, "--steps", str(self.steps)]
-        if self.dataset:
-            args = ["--data", bpy.path.abspath(self.dataset)] + args
-        return args
+        """The arguments ``train.start`` passes on to `log3d train` (the server adds --run-dir)."""
+        return ["--data", self.dataset_path(), "--preset", self.preset, "--max-steps", str(self.steps)]
 
 
 class LOG3D_Settings(bpy.types.PropertyGroup):

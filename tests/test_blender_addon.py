@@ -245,7 +245,8 @@ def scenario_training(port: int, dataset: str) -> dict[str, Any]:
         manager.tick()
         time.sleep(0.1)
     run = manager.training
-    return {"started": started, "stopped": stopped, "seen": seen, "state": run.state, "job": run.job,
+    return {"args": training.trainer_args(), "started": started, "stopped": stopped, "seen": seen, "state": run.state,
+            "job": run.job,
             "run_dir": run.run_dir, "task_done": manager.train_task is None, "last_error": manager.last_error}
 
 
@@ -304,7 +305,7 @@ import pytest  # noqa: E402
 from backend.blender_voxel import bpy_available  # noqa: E402
 
 PYTHON = sys.executable
-pytestmark = pytest.mark.skipif(not bpy_available(), reason="bpy (pip install bpy==5.0.1) is not importable")
+needs_bpy = pytest.mark.skipif(not bpy_available(), reason="bpy (pip install bpy==5.0.1) is not importable")
 
 
 def free_port() -> int:
@@ -386,6 +387,7 @@ def assert_untouched(before: dict[str, Any], after: dict[str, Any], hidden: bool
         assert after["hidden"] is hidden, before["name"]
 
 
+@needs_bpy
 def test_remesh_selected_then_all(backend):
     out = drive("remesh", port=backend)
     before, after = out["before"], out["after_selected"]
@@ -415,6 +417,7 @@ def test_remesh_selected_then_all(backend):
     assert "'Dot': bad_mesh" in out["last_error"] and "Dot_log3d" not in final
 
 
+@needs_bpy
 def test_no_backend_reports_and_changes_nothing():
     port = free_port()
     out = drive("no_backend", port=port)
@@ -425,6 +428,7 @@ def test_no_backend_reports_and_changes_nothing():
     assert op["seconds"] < 10
 
 
+@needs_bpy
 def test_backend_killed_mid_job_keeps_what_came_back():
     port = free_port()
     process = start_backend(port)
@@ -444,24 +448,26 @@ def test_backend_killed_mid_job_keeps_what_came_back():
     assert_untouched(before["Ball"], after["Ball"], hidden=False)
 
 
+# Takes the arguments the panel sends to `log3d train` (backend/train.py) and writes metrics.csv like it.
 FAKE_TRAINER = textwrap.dedent("""
     import argparse, pathlib, time
     p = argparse.ArgumentParser()
     p.add_argument("--run-dir", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--preset", required=True)
-    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--max-steps", type=int, required=True)
     a = p.parse_args()
     assert pathlib.Path(a.data).is_dir() and a.preset == "tiny"
     with open(pathlib.Path(a.run_dir) / "metrics.csv", "w") as f:
         f.write("step,loss\\n")
-        for step in range(1, a.steps + 1):
+        for step in range(1, a.max_steps + 1):
             f.write(f"{step},{1.0 / step}\\n")
             f.flush()
             time.sleep(0.05)
 """)
 
 
+@needs_bpy
 def test_training_panel_start_status_stop(tmp_path):
     trainer = tmp_path / "fake_train.py"
     trainer.write_text(FAKE_TRAINER)
@@ -482,6 +488,11 @@ def test_training_panel_start_status_stop(tmp_path):
     assert all(loss == pytest.approx(1.0 / step) for step, loss in out["seen"])
     assert out["state"] == "cancelled" and out["task_done"] and out["job"] and out["last_error"] == ""
     assert Path(out["run_dir"]).parent == tmp_path / "runs"
+    # what the panel sends is what the real `log3d train` takes (the server appends --run-dir)
+    from backend.cli import build_parser
+
+    parsed = build_parser().parse_args(["train", *out["args"], "--run-dir", str(tmp_path / "r")])
+    assert (parsed.data, parsed.preset, parsed.max_steps) == (tmp_path / "data", "tiny", 5000)
 
 
 def _load_install_py() -> Any:
@@ -492,6 +503,7 @@ def _load_install_py() -> Any:
     return module
 
 
+@needs_bpy
 def test_zip_builds_and_installs_headless(tmp_path, backend):
     import zipfile
 
@@ -536,3 +548,42 @@ def _blender_ext_cli() -> Path:
     found = sorted(Path(spec.origin).parent.glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
     assert found, "bl_pkg/cli/blender_ext.py not found in the bpy package"
     return found[-1]
+
+
+def test_legacy_install_unpacks_the_wheel_for_this_platform(tmp_path):
+    """bootstrap.py (legacy installs): the right wheel per platform tag, unpacked and importable
+    by an interpreter that has no pyzmq/msgpack of its own."""
+    from blender_addon import bootstrap
+
+    names = ["pyzmq-27.3.0-cp311-cp311-win_amd64.whl", "pyzmq-27.3.0-cp311-cp311-macosx_10_15_universal2.whl",
+             "pyzmq-27.3.0-cp311-cp311-manylinux_2_26_x86_64.manylinux_2_28_x86_64.whl",
+             "msgpack-1.2.4-cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64.manylinux_2_28_x86_64.whl",
+             "msgpack-1.2.4-cp311-cp311-macosx_11_0_arm64.whl", "msgpack-1.2.4-cp312-cp312-win_amd64.whl"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+
+    def pick(system: str, machine: str) -> list[str]:
+        return [w.name.split("-")[0] + ":" + w.name.split("-")[-1][:-4]
+                for w in bootstrap.compatible_wheels(tmp_path, system, machine, (3, 11))]
+
+    assert pick("linux", "x86_64") == ["msgpack:manylinux2014_x86_64.manylinux_2_17_x86_64.manylinux_2_28_x86_64",
+                                       "pyzmq:manylinux_2_26_x86_64.manylinux_2_28_x86_64"]
+    assert pick("darwin", "arm64") == ["msgpack:macosx_11_0_arm64", "pyzmq:macosx_10_15_universal2"]
+    assert pick("darwin", "x86_64") == ["pyzmq:macosx_10_15_universal2"]
+    assert pick("win32", "AMD64") == ["pyzmq:win_amd64"]  # the cp312 msgpack is not for Python 3.11
+    assert pick("linux", "aarch64") == []
+
+    install = _load_install_py()
+    cached = install.fetch_addon_wheels(offline=True).get("linux-x64")
+    if not cached or sys.platform != "linux" or sys.version_info[:2] != (3, 11):
+        pytest.skip("no cached linux-x64 wheels (run `python3 install.py --addon` once) or not Linux/Python 3.11")
+    wheels = tmp_path / "real"
+    wheels.mkdir()
+    for wheel in cached:
+        (wheels / wheel.name).write_bytes(wheel.read_bytes())
+    target = tmp_path / "vendor"
+    assert sorted(w.name for w in bootstrap.vendor_wheels(wheels, target)) == sorted(w.name for w in cached)
+    # -S: no site-packages, so zmq and msgpack can only come from the unpacked wheels
+    code = f"import sys; sys.path.insert(0, {str(target)!r}); import zmq, msgpack; print(zmq.__file__, msgpack.__file__)"
+    done = subprocess.run([PYTHON, "-S", "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.count(str(target)) == 2, done.stdout + done.stderr
