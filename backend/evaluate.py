@@ -258,6 +258,7 @@ def run_benchmark(
         raise FileNotFoundError(f"no mesh files ({', '.join(SUPPORTED_EXTENSIONS)}) in {mesh_dir}")
     rows: list[dict] = []
     started = time.strftime("%Y-%m-%d %H:%M:%S")
+    environment = _environment()
     for path in files:
         try:
             gt = load_mesh(path)
@@ -266,7 +267,7 @@ def run_benchmark(
                 for method in methods:
                     rows.append(_failure({"mesh": path.name, "method": method, "resolution": int(resolution),
                                           "status": "ok", "error": ""}, "load", exc))
-            write_tables(rows, out, stem, config, started, plot=False)
+            write_tables(rows, out, stem, config, started, plot=False, environment=environment)
             continue
         for resolution in resolutions:
             for method in methods:
@@ -274,8 +275,8 @@ def run_benchmark(
                 rows.append(row)
                 if log is not None:
                     log(_row_line(row))
-                write_tables(rows, out, stem, config, started, plot=False)
-    write_tables(rows, out, stem, config, started, plot=plot)
+                write_tables(rows, out, stem, config, started, plot=False, environment=environment)
+    write_tables(rows, out, stem, config, started, plot=plot, environment=environment)
     return rows
 
 
@@ -309,13 +310,25 @@ def _fmt(key: str, value: object) -> str:
 
 
 def _environment() -> dict:
-    env = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-           "platform": platform.platform()}
+    """Where the numbers were measured: interpreter, machine and the repository's commit."""
+    import subprocess
+
+    env: dict = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+                 "platform": platform.platform()}
+    root = Path(__file__).resolve().parents[1]
+    try:
+        env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                           text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        env["git_dirty"] = bool(dirty)
+    except (OSError, subprocess.SubprocessError):
+        pass
     return env
 
 
 def write_tables(rows: Sequence[dict], out_dir: Path, stem: str, config: MetricsConfig, started: str,
-                 plot: bool = False) -> dict[str, Path]:
+                 plot: bool = False, environment: dict | None = None) -> dict[str, Path]:
     """Write the Markdown, JSON and CSV tables (and the PNG plot) for ``rows``; returns the paths."""
     out_dir = Path(out_dir)
     summary = summarize(rows)
@@ -324,7 +337,7 @@ def write_tables(rows: Sequence[dict], out_dir: Path, stem: str, config: Metrics
         "csv": out_dir / f"{stem}.csv",
         "md": out_dir / f"{stem}.md",
     }
-    payload = {"started": started, "config": asdict(config), "environment": _environment(),
+    payload = {"started": started, "config": asdict(config), "environment": environment or _environment(),
                "summary": summary, "rows": list(rows)}
     paths["json"].write_text(json.dumps(payload, indent=2, default=_json_default, allow_nan=True) + "\n")
     columns = _csv_columns(rows)
@@ -333,7 +346,7 @@ def write_tables(rows: Sequence[dict], out_dir: Path, stem: str, config: Metrics
         writer.writeheader()
         for row in rows:
             writer.writerow({k: row.get(k, "") for k in columns})
-    paths["md"].write_text(markdown_report(rows, summary, config, started))
+    paths["md"].write_text(markdown_report(rows, summary, config, started, payload["environment"]))
     if plot:
         paths["png"] = plot_benchmark(rows, out_dir / f"{stem}.png")
     return paths
@@ -356,8 +369,12 @@ def _csv_columns(rows: Sequence[dict]) -> list[str]:
     return first + rest
 
 
-def markdown_report(rows: Sequence[dict], summary: Sequence[dict], config: MetricsConfig, started: str) -> str:
+def markdown_report(rows: Sequence[dict], summary: Sequence[dict], config: MetricsConfig, started: str,
+                    environment: dict | None = None) -> str:
     """The benchmark as Markdown: means per method and resolution, then every case, then failures."""
+    code = ""
+    if environment and environment.get("git_commit"):
+        code = f" Code: commit `{environment['git_commit'][:10]}`{' with uncommitted changes' if environment.get('git_dirty') else ''}."
     lines = [
         "# Reconstruction benchmark",
         "",
@@ -365,7 +382,7 @@ def markdown_report(rows: Sequence[dict], summary: Sequence[dict], config: Metri
         f"`{config.sampling}` sampling, `{config.distance}` distances, sharp edges above "
         f"{config.sharp_angle_deg:g}° with a {config.sharp_band:g} band, seed {config.seed}. "
         "Both meshes are in the GT's unit cube; F-scores in percent; times in seconds on this machine "
-        f"({os.cpu_count()} CPUs). `time` is the method's own compute (for Blender: the remesh call only).",
+        f"({os.cpu_count()} CPUs). `time` is the method's own compute (for Blender: the remesh call only).{code}",
         "",
         "## Means",
         "",
