@@ -284,6 +284,97 @@ def scenario_legacy_install(zip_path: str) -> dict[str, Any]:
             "operators": [hasattr(bpy.types, "LOG3D_OT_remesh_selected"), hasattr(bpy.types, "VIEW3D_PT_log3d")]}
 
 
+class _CheckedLayout:
+    """Stands in for ``bpy.types.UILayout`` (there is none without a window): every call and
+    attribute is checked against the RNA definition — function and keyword names, properties of
+    the data passed to ``prop``, operator ids, icon names — and labels are recorded."""
+
+    def __init__(self, record: list[str]) -> None:
+        object.__setattr__(self, "record", record)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        import bpy
+
+        assert name in bpy.types.UILayout.bl_rna.properties, f"UILayout has no property {name!r}"
+
+    def __getattr__(self, name: str) -> Any:
+        import bpy
+
+        functions = bpy.types.UILayout.bl_rna.functions
+        assert name in functions, f"UILayout has no function {name!r}"
+        params = functions[name].parameters
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            for key in kwargs:
+                assert key in params, f"UILayout.{name}() has no argument {key!r}"
+            icon = kwargs.get("icon")
+            if icon is not None:
+                assert icon in params["icon"].enum_items, f"unknown icon {icon!r}"
+            if name == "prop":
+                data, prop = args[:2]
+                assert prop in data.bl_rna.properties, f"{type(data).__name__} has no property {prop!r}"
+                self.record.append(f"prop:{prop}")
+            elif name == "operator":
+                group, op = args[0].split(".")
+                assert hasattr(bpy.types, f"{group.upper()}_OT_{op}"), f"no operator {args[0]!r}"
+                self.record.append(f"operator:{args[0]}")
+            elif name in ("label", "progress"):
+                self.record.append(f"{name}:{kwargs.get('text', '')}")
+            return _CheckedLayout(self.record)
+
+        return call
+
+
+def _draw(panel: type, context: Any, **extra: Any) -> list[str]:
+    from types import SimpleNamespace
+
+    record: list[str] = []
+    fake = SimpleNamespace(layout=_CheckedLayout(record), **extra)
+    panel.draw(fake, context)
+    return record
+
+
+def scenario_panel(port: int) -> dict[str, Any]:
+    """Draw the panels (checked against the RNA) in each state, and drive a remesh the way the
+    modal operator does: ``pump()`` on every timer tick, then ``apply()``."""
+    import bpy
+
+    _enable_from_repo(port)
+    from blender_addon import panel, preferences, session, state
+
+    context = bpy.context
+    main = dict(_draw_backend=panel.VIEW3D_PT_log3d._draw_backend)
+    draws = {"idle": _draw(panel.VIEW3D_PT_log3d, context, **main),
+             "training_idle": _draw(panel.VIEW3D_PT_log3d_training, context)}
+    manager = state.manager()
+    bpy.ops.log3d.backend_check()
+    manager.set_error("something went wrong\nsecond line")
+    draws["connected"] = _draw(panel.VIEW3D_PT_log3d, context, **main)
+    status = manager.status
+    manager.clear_error()
+
+    bpy.ops.mesh.primitive_ico_sphere_add(subdivisions=3)
+    context.scene.log3d.resolution = "64"
+    run = session.RemeshSession.start(context, manager, [context.active_object], preferences.connection(context))
+    labels: list[str] = []
+    deadline = time.monotonic() + 60
+    while not run.pump() and time.monotonic() < deadline:
+        labels += [r for r in _draw(panel.VIEW3D_PT_log3d, context, **main) if r.startswith("progress:")]
+        time.sleep(0.05)
+    outcome = run.apply(context)
+    draws["after"] = _draw(panel.VIEW3D_PT_log3d, context, **main)
+
+    manager.training = state.TrainingState(job="train-1", state="running", step=120, loss=0.0123, run_dir="/tmp/run")
+    context.scene.log3d.training.dataset = "/nonexistent"
+    draws["training"] = _draw(panel.VIEW3D_PT_log3d_training, context)
+    prefs = context.preferences.addons["blender_addon"].preferences
+    draws["preferences"] = _draw(type(prefs), context, bl_rna=prefs.bl_rna)
+    return {"draws": draws, "labels": labels, "created": [o.name for o in outcome.created],
+            "status": {"connected": status.connected, "device": status.device, "model": status.model,
+                       "version": status.version, "endpoint": status.endpoint},
+            "session": manager.session is not None}
+
+
 def _driver_main() -> None:
     sys.path.insert(0, str(REPO))  # the add-on package `blender_addon` and the project's `backend`
     scenario, args = sys.argv[1], json.loads(sys.argv[2])
@@ -548,6 +639,28 @@ def _blender_ext_cli() -> Path:
     found = sorted(Path(spec.origin).parent.glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
     assert found, "bl_pkg/cli/blender_ext.py not found in the bpy package"
     return found[-1]
+
+
+@needs_bpy
+def test_panel_draws_and_a_pumped_remesh(backend):
+    out = drive("panel", port=backend)
+    d = out["draws"]
+    assert "label:Backend not checked yet" in d["idle"] and "operator:log3d.backend_start" in d["idle"]
+    for name in ("resolution", "mode", "raw", "deflate", "outer_shell", "single_layer", "target_faces", "hide_original"):
+        assert f"prop:{name}" in d["idle"]
+    assert "operator:log3d.remesh_selected" in d["idle"] and "operator:log3d.remesh_all" in d["idle"]
+    assert "label:Backend connected" in d["connected"] and "label:Device: cpu" in d["connected"]
+    assert "label:Model: none (direct mode only)" in d["connected"] and "operator:log3d.backend_stop" in d["connected"]
+    assert "label:something went wrong" in d["connected"] and "label:second line" in d["connected"]
+    assert out["status"]["connected"] and out["status"]["endpoint"] == f"tcp://127.0.0.1:{backend}"
+    # the progress bar while the job ran: object name and stage names
+    assert out["labels"] and all(label.startswith("progress:Icosphere: ") for label in out["labels"])
+    assert any("Distance field" in label or "Marching cubes" in label for label in out["labels"]), out["labels"]
+    assert out["created"] == ["Icosphere_log3d"] and not out["session"]
+    assert not any(r.startswith("progress:") for r in d["after"])
+    assert "label:Step 120 / 10,000   loss 0.0123" in d["training"] and "label:train-1: running" in d["training"]
+    assert "label:Not a `log3d prepare` cache (no index.json)" in d["training"]
+    assert "prop:env_path" in d["preferences"] and "prop:port" in d["preferences"]
 
 
 def test_legacy_install_unpacks_the_wheel_for_this_platform(tmp_path):
