@@ -18,6 +18,8 @@ import bpy
 from . import mesh_io, results, worker
 from .state import JobProgress, Manager
 
+STARTUP_GRACE_S = 180.0
+
 
 class UserError(Exception):
     """Something the user can fix (nothing selected, no backend configured); shown as is."""
@@ -82,7 +84,10 @@ class RemeshSession:
         if not jobs:
             raise UserError("The objects have no faces to remesh: " + ", ".join(skipped))
         request = worker.RemeshRequest(int(settings.resolution), settings.mode, settings.cleanup_options())
-        session = cls(manager, snapshots, worker.RemeshTask(connection, jobs, request), skipped)
+        # A backend launched from Blender may still be loading: wait for it rather than fail.
+        starting = manager.backend is not None and manager.backend.running and not manager.status.connected
+        task = worker.RemeshTask(connection, jobs, request, startup_grace_s=STARTUP_GRACE_S if starting else 0.0)
+        session = cls(manager, snapshots, task, skipped)
         manager.session = session
         manager.progress = JobProgress(total=len(jobs), mode=settings.mode, name=jobs[0].name)
         manager.clear_error()

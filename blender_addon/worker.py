@@ -262,10 +262,12 @@ class RemeshTask(Task):
     is reported and the batch goes on; any other error (no backend, a backend that died, a refused
     option) stops it, as does a cancel. Results already received stay delivered."""
 
-    def __init__(self, connection: Connection, jobs: Sequence[MeshJob], request: RemeshRequest) -> None:
+    def __init__(self, connection: Connection, jobs: Sequence[MeshJob], request: RemeshRequest,
+                 startup_grace_s: float = 0.0) -> None:
         super().__init__(connection, "remesh")
         self.jobs = list(jobs)
         self.request = request
+        self.startup_grace_s = startup_grace_s
         self.stage: str | None = None
 
     def work(self) -> None:
@@ -273,7 +275,7 @@ class RemeshTask(Task):
 
         client = self.connection.client()
         try:
-            info = hello(client, self.connection)
+            info = self._first_hello(client)
             cleanup = self._cleanup_for(info)
             if self.request.mode not in info.get("capabilities", {}).get("modes", ["direct"]):
                 raise BackendError("mode_unavailable", f"the backend at {self.connection.endpoint} has no LoG-VAE "
@@ -291,6 +293,22 @@ class RemeshTask(Task):
                 job.vertices = job.faces = None  # type: ignore[assignment]  # release the input early
         finally:
             client.close()
+
+    def _first_hello(self, client: Any) -> dict[str, Any]:
+        """``hello``; a backend that is still starting (``startup_grace_s`` > 0: it was just launched
+        from Blender, and loading weights takes a while) is waited for instead of failing at once."""
+        from .wire import BackendError
+
+        deadline = time.monotonic() + self.startup_grace_s
+        while True:
+            try:
+                return hello(client, self.connection)
+            except BackendError as exc:
+                if exc.code != "timeout" or time.monotonic() >= deadline:
+                    raise
+            if self.cancel_requested:
+                raise Cancelled
+            self.post(Progress(0, len(self.jobs), self.jobs[0].name, "waiting for the backend", None))
 
     def _cleanup_for(self, info: dict[str, Any]) -> dict[str, Any]:
         """The clean-up settings this backend knows (an older one may have none)."""

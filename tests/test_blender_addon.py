@@ -221,6 +221,33 @@ def scenario_killed(port: int, server_pid: int) -> dict[str, Any]:
             "last_error": state.manager().last_error, "session": state.manager().session is not None}
 
 
+def scenario_start_backend(port: int) -> dict[str, Any]:
+    """The panel's Start backend (the environment install.py made), a remesh right away (it waits
+    for the backend to come up), the status, then Stop backend — what a batch script can do too."""
+    import bpy
+
+    prefs = _enable_from_repo(port)
+    from blender_addon import state
+
+    prefs.env_path = str(REPO / ".venv")
+    manager = state.manager()
+    out: dict[str, Any] = {"start": _run_op(bpy.ops.log3d.backend_start)}
+    try:
+        out["pid"] = manager.backend.pid
+        bpy.ops.mesh.primitive_ico_sphere_add(subdivisions=2)
+        bpy.context.scene.log3d.resolution = "64"
+        out["remesh"] = _run_op(bpy.ops.log3d.remesh_selected)
+        out["check"] = _run_op(bpy.ops.log3d.backend_check)
+        out["status"] = {"connected": manager.status.connected, "device": manager.status.device}
+        out["stop"] = _run_op(bpy.ops.log3d.backend_stop)
+        out["returncode"] = manager.backend.process.wait(30)
+        out["results"] = [o.name for o in bpy.data.objects if o.get("log3d_source")]
+    finally:
+        if manager.backend is not None:
+            manager.backend.terminate()
+    return out
+
+
 def scenario_training(port: int, dataset: str) -> dict[str, Any]:
     """Start a (fake) training run from the panel's operators, watch step/loss, stop it."""
     import bpy
@@ -537,6 +564,18 @@ def test_backend_killed_mid_job_keeps_what_came_back():
     assert_untouched(before["Box"], after["Box"], hidden=True)
     assert_untouched(before["Torus"], after["Torus"], hidden=False)  # never got a result: left visible
     assert_untouched(before["Ball"], after["Ball"], hidden=False)
+
+
+@needs_bpy
+def test_start_backend_from_blender_then_remesh_and_stop():
+    port = free_port()
+    out = drive("start_backend", port=port)
+    assert out["start"]["error"] is None and out["start"]["ret"] == ["FINISHED"], out
+    assert out["remesh"]["error"] is None and out["results"] == ["Icosphere_log3d"], out
+    assert out["status"] == {"connected": True, "device": "cpu"} and out["stop"]["error"] is None
+    assert out["returncode"] == 0  # shut down cleanly by `shutdown`
+    with pytest.raises(ProcessLookupError):
+        os.kill(out["pid"], 0)
 
 
 # Takes the arguments the panel sends to `log3d train` (backend/train.py) and writes metrics.csv like it.
