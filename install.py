@@ -26,7 +26,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 import venv
 import zipfile
 from pathlib import Path
@@ -155,6 +154,8 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same sources give the
 
 def addon_wheel_pins() -> list[str]:
     """``pyzmq==…`` and ``msgpack==…`` exactly as pyproject.toml pins them for the backend."""
+    import tomllib  # here, not at the top: an older Python must reach the friendly version check
+
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     pins = [d for d in deps if d.split("==")[0].strip().lower() in ADDON_WHEEL_PACKAGES]
     if len(pins) != len(ADDON_WHEEL_PACKAGES) or not all("==" in p for p in pins):
@@ -232,6 +233,8 @@ def build_addon_zip(dest: Path = ADDON_ZIP, offline: bool = False) -> tuple[Path
     wheels = fetch_addon_wheels(offline)
     platforms = [p for p in ADDON_PLATFORMS if p in wheels]
     unique = sorted({w.name: w for ws in wheels.values() for w in ws}.items())
+    import tomllib
+
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     manifest = addon_manifest((ADDON_SOURCE / "blender_manifest.toml").read_text(), version,
                               [name for name, _ in unique], platforms)
