@@ -89,11 +89,7 @@ class CleanupOptions:
 
 
 @nb.njit(cache=True, inline="always")
-def _voxel_value(keys, values, grid, x, y, z, far):
-    n = grid * BLOCK_SIZE
-    if x < 0 or y < 0 or z < 0 or x >= n or y >= n or z >= n:
-        return far
-    key = ((x >> 3) * grid + (y >> 3)) * grid + (z >> 3)
+def _find_block(keys, key):
     lo, hi = 0, keys.shape[0]
     while lo < hi:
         mid = (lo + hi) >> 1
@@ -102,22 +98,55 @@ def _voxel_value(keys, values, grid, x, y, z, far):
         else:
             hi = mid
     if lo < keys.shape[0] and keys[lo] == key:
-        return values[lo, x & 7, y & 7, z & 7]
-    return far
+        return lo
+    return -1
+
+
+@nb.njit(cache=True, inline="always")
+def _sample_point(keys, values, grid, px, py, pz, far):
+    n = grid * BLOCK_SIZE
+    x0, y0, z0 = int(np.floor(px)), int(np.floor(py)), int(np.floor(pz))
+    fx, fy, fz = px - x0, py - y0, pz - z0
+    # most cells lie inside one block: search the base corner's block once, others only when the
+    # cell crosses into a neighbouring block (no per-point allocation inside the parallel loop)
+    base = -1
+    if 0 <= x0 < n and 0 <= y0 < n and 0 <= z0 < n:
+        base = _find_block(keys, ((x0 >> 3) * grid + (y0 >> 3)) * grid + (z0 >> 3))
+    acc = 0.0
+    for c in range(8):
+        dx, dy, dz = c & 1, (c >> 1) & 1, (c >> 2) & 1
+        x, y, z = x0 + dx, y0 + dy, z0 + dz
+        w = (fx if dx else 1.0 - fx) * (fy if dy else 1.0 - fy) * (fz if dz else 1.0 - fz)
+        value = far
+        if 0 <= x < n and 0 <= y < n and 0 <= z < n:
+            same = (x >> 3) == (x0 >> 3) and (y >> 3) == (y0 >> 3) and (z >> 3) == (z0 >> 3)
+            block = base if same else _find_block(keys, ((x >> 3) * grid + (y >> 3)) * grid + (z >> 3))
+            if block >= 0:
+                value = values[block, x & 7, y & 7, z & 7]
+        acc += w * value
+    return acc
 
 
 @nb.njit(parallel=True, cache=True)
 def _trilinear(keys, values, grid, points, far, out):
     for i in nb.prange(points.shape[0]):
-        px, py, pz = points[i, 0], points[i, 1], points[i, 2]
-        x0, y0, z0 = int(np.floor(px)), int(np.floor(py)), int(np.floor(pz))
-        fx, fy, fz = px - x0, py - y0, pz - z0
-        acc = 0.0
-        for c in range(8):
-            dx, dy, dz = c & 1, (c >> 1) & 1, (c >> 2) & 1
-            w = (fx if dx else 1.0 - fx) * (fy if dy else 1.0 - fy) * (fz if dz else 1.0 - fz)
-            acc += w * _voxel_value(keys, values, grid, x0 + dx, y0 + dy, z0 + dz, far)
-        out[i] = acc
+        out[i] = _sample_point(keys, values, grid, points[i, 0], points[i, 1], points[i, 2], far)
+
+
+@nb.njit(parallel=True, cache=True)
+def _deflate(keys, values, grid, vertices, normals, far, scale, eps, out):
+    for i in nb.prange(vertices.shape[0]):
+        px, py, pz = vertices[i, 0], vertices[i, 1], vertices[i, 2]
+        nx, ny, nz = normals[i, 0], normals[i, 1], normals[i, 2]
+        a = scale * _sample_point(keys, values, grid, px, py, pz, far)
+        b = scale * _sample_point(keys, values, grid, px - 2 * eps * nx, py - 2 * eps * ny, pz - 2 * eps * nz, far)
+        c = scale * _sample_point(keys, values, grid, px + eps * nx, py + eps * ny, pz + eps * nz, far)
+        from_inside = 2.0 * eps * a / max(a + b, 1e-9)
+        from_outside = eps * a / max(c - a, 1e-3)
+        depth = min(max(min(from_inside, from_outside), 0.0), 2.0 * eps)
+        out[i, 0] = px - depth * nx
+        out[i, 1] = py - depth * ny
+        out[i, 2] = pz - depth * nz
 
 
 def sample_field(field: SparseField, voxel_points: np.ndarray) -> np.ndarray:
@@ -139,32 +168,90 @@ def face_normals_areas(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndar
     return normals, 0.5 * length
 
 
+@nb.njit(cache=True)
+def _vertex_normals(vertices, faces, out):
+    for f in range(faces.shape[0]):
+        a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+        ux, uy, uz = vertices[b, 0] - vertices[a, 0], vertices[b, 1] - vertices[a, 1], vertices[b, 2] - vertices[a, 2]
+        vx, vy, vz = vertices[c, 0] - vertices[a, 0], vertices[c, 1] - vertices[a, 1], vertices[c, 2] - vertices[a, 2]
+        nx, ny, nz = uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx
+        for k in range(3):
+            out[faces[f, k], 0] += nx
+            out[faces[f, k], 1] += ny
+            out[faces[f, k], 2] += nz
+    for v in range(out.shape[0]):
+        length = np.sqrt(out[v, 0] ** 2 + out[v, 1] ** 2 + out[v, 2] ** 2)
+        if length > 0:
+            out[v, 0] /= length
+            out[v, 1] /= length
+            out[v, 2] /= length
+
+
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals."""
-    cross = np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]], vertices[faces[:, 2]] - vertices[faces[:, 0]])
-    acc = np.zeros_like(vertices)
-    for k in range(3):
-        for axis in range(3):
-            acc[:, axis] += np.bincount(faces[:, k], weights=cross[:, axis], minlength=len(vertices))
-    length = np.linalg.norm(acc, axis=1, keepdims=True)
-    return np.divide(acc, length, out=np.zeros_like(acc), where=length > 0)
+    """Area-weighted unit vertex normals (zero for unused vertices)."""
+    out = np.zeros((len(vertices), 3), dtype=np.float64)
+    _vertex_normals(np.ascontiguousarray(vertices, dtype=np.float64), np.ascontiguousarray(faces, dtype=np.int64), out)
+    return out
+
+
+@nb.njit(cache=True)
+def _union_find_labels(num_vertices, faces):
+    parent = np.arange(num_vertices)
+    for f in range(faces.shape[0]):
+        for k in (1, 2):
+            a, b = faces[f, 0], faces[f, k]
+            while parent[a] != a:
+                parent[a] = parent[parent[a]]
+                a = parent[a]
+            while parent[b] != b:
+                parent[b] = parent[parent[b]]
+                b = parent[b]
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    label = np.empty(num_vertices, dtype=np.int64)
+    count = 0
+    for v in range(num_vertices):  # roots are their own smallest member: number them in order
+        r = v
+        while parent[r] != r:
+            r = parent[r]
+        if r == v:
+            label[v] = count
+            count += 1
+        else:
+            label[v] = label[r]
+    return count, label
 
 
 def face_components(num_vertices: int, faces: np.ndarray) -> tuple[int, np.ndarray]:
     """Connected components of a mesh through shared vertices: (count, component id per face)."""
-    rows = np.concatenate([faces[:, 0], faces[:, 1]])
-    cols = np.concatenate([faces[:, 1], faces[:, 2]])
-    graph = coo_matrix((np.ones(rows.shape[0], dtype=np.int8), (rows, cols)), shape=(num_vertices, num_vertices))
-    count, labels = connected_components(graph, directed=False)
-    return count, labels[faces[:, 0]]
+    count, label = _union_find_labels(num_vertices, np.ascontiguousarray(faces, dtype=np.int64))
+    return int(count), label[faces[:, 0]]
+
+
+@nb.njit(cache=True)
+def _signed_volumes(vertices, faces, component, count):
+    out = np.zeros(count)
+    cx, cy, cz = 0.0, 0.0, 0.0
+    for v in range(vertices.shape[0]):
+        cx += vertices[v, 0]
+        cy += vertices[v, 1]
+        cz += vertices[v, 2]
+    cx, cy, cz = cx / vertices.shape[0], cy / vertices.shape[0], cz / vertices.shape[0]
+    for f in range(faces.shape[0]):
+        a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+        ax, ay, az = vertices[a, 0] - cx, vertices[a, 1] - cy, vertices[a, 2] - cz
+        bx, by, bz = vertices[b, 0] - cx, vertices[b, 1] - cy, vertices[b, 2] - cz
+        qx, qy, qz = vertices[c, 0] - cx, vertices[c, 1] - cy, vertices[c, 2] - cz
+        out[component[f]] += (ax * (by * qz - bz * qy) + ay * (bz * qx - bx * qz) + az * (bx * qy - by * qx)) / 6.0
+    return out
 
 
 def signed_volumes(vertices: np.ndarray, faces: np.ndarray, component: np.ndarray, count: int) -> np.ndarray:
-    """Signed enclosed volume of each component (divergence theorem; positive when normals point out)."""
-    v0, v1, v2 = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
-    centre = vertices.mean(axis=0)  # any origin works for closed shells; this one keeps numbers small
-    per_face = np.einsum("ij,ij->i", v0 - centre, np.cross(v1 - centre, v2 - centre)) / 6.0
-    return np.bincount(component, weights=per_face, minlength=count)
+    """Signed enclosed volume of each component (divergence theorem; positive when normals point
+    out). The origin is the vertices' mean: any origin works for closed shells, this one keeps the
+    products small."""
+    return _signed_volumes(np.ascontiguousarray(vertices, dtype=np.float64), np.ascontiguousarray(faces, dtype=np.int64),
+                           np.ascontiguousarray(component, dtype=np.int64), int(count))
 
 
 def compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -198,15 +285,11 @@ def deflate(vertices: np.ndarray, faces: np.ndarray, field: SparseField) -> np.n
     far side and overshoots; in a gap narrower than 4ε the second meets the medial axis and
     overshoots; neither undershoots, so the smaller one is taken.
     """
-    eps = ISO_VOXELS
     normals = vertex_normals(vertices, faces)
-    a = sample_field(field, vertices) * TRUNCATION_VOXELS
-    b = sample_field(field, vertices - 2.0 * eps * normals) * TRUNCATION_VOXELS
-    c = sample_field(field, vertices + eps * normals) * TRUNCATION_VOXELS
-    from_inside = 2.0 * eps * a / np.maximum(a + b, 1e-9)
-    from_outside = eps * a / np.maximum(c - a, 1e-3)
-    depth = np.clip(np.minimum(from_inside, from_outside), 0.0, 2.0 * eps)
-    return vertices - depth[:, None] * normals
+    out = np.empty_like(normals)
+    _deflate(field.keys, np.ascontiguousarray(field.values, dtype=np.float32), field.grid,
+             np.ascontiguousarray(vertices, dtype=np.float64), normals, float(FAR), TRUNCATION_VOXELS, ISO_VOXELS, out)
+    return out
 
 
 def single_layer(vertices: np.ndarray, faces: np.ndarray, in_slab: np.ndarray, normals_before: np.ndarray,
@@ -309,6 +392,7 @@ def clean_surface(vertices: np.ndarray, faces: np.ndarray, field: SparseField,
         if options.outer_shell:  # inner shells enclose negative volume
             kept = volume_before[component] >= 0.0
             faces, component = faces[kept], component[kept]
+            vertices, faces = compact(vertices, faces)  # the dropped shells' vertices need no more work
     before = vertices
     if options.deflate and len(faces):
         vertices = deflate(vertices, faces, field)
