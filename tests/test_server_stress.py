@@ -885,6 +885,6 @@ def test_a_client_that_stops_reading_does_not_block_the_server(server):
             received += 1
         # How many were dropped depends on the kernel's buffers and on how far the server had got
         # when the reading began; informative only.
-        print(f"the stalled client finally read {received} of its {sent} replies (the rest were dropped)")
+        print(f"the stalled client finally read {received} of its {sent} replies ({sent - received} dropped)")
     finally:
         stalled.close()
