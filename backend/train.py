@@ -591,7 +591,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[st
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             step += 1
-            last_loss = float(loss.detach())
+            last_loss = float(accelerator.reduce(loss.detach(), "mean")) if world > 1 else float(loss.detach())
             if is_main and (step % cfg.log_every == 0 or step == cfg.max_steps):
                 row = {"step": step, "loss": last_loss, "huber": float(huber.detach()), "kl": float(kl.detach()),
                        "lr": lr, "grad_norm": grad_norm, "blocks": int(idx.shape[0]), "shape_blocks": int(coords_np.shape[0]),
@@ -615,7 +615,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[st
             tb.close()
     elapsed = time.perf_counter() - t_start
     summary = {"step": step, "loss": last_loss, "skipped_shards": len(loader.bad), "seconds": elapsed,
-               "stopped": stop.requested, "run_dir": str(run_dir)}
+               "stopped": stop.requested, "run_dir": str(run_dir), "main_process": is_main}
     log(f"done: step {step}, last loss {last_loss:.5g}, {len(loader.bad)} damaged shard(s) skipped, {elapsed:.1f} s")
     accelerator.end_training()
     return summary
@@ -651,7 +651,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     summary = train(config_from_args(args))
-    print(json.dumps(summary))
+    if summary.get("main_process", True):
+        print(json.dumps(summary))
     return 0
 
 
