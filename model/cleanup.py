@@ -29,6 +29,7 @@ cheaper steps that fit meshes of tens of millions of faces:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numba as nb
 import numpy as np
@@ -382,10 +383,13 @@ def decimate(vertices: np.ndarray, faces: np.ndarray, target_faces: int) -> tupl
     return np.asarray(v, dtype=np.float64), np.asarray(f, dtype=np.int64)
 
 
-def clean_surface(vertices: np.ndarray, faces: np.ndarray, field: SparseField,
-                  options: CleanupOptions) -> tuple[np.ndarray, np.ndarray]:
-    """Apply the enabled clean-up steps to an ε-surface given in voxel coordinates."""
+def clean_surface(vertices: np.ndarray, faces: np.ndarray, field: SparseField, options: CleanupOptions,
+                  progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Apply the enabled clean-up steps to an ε-surface given in voxel coordinates.
+
+    ``progress`` is called between steps (the pipeline's reporter also checks for cancellation)."""
     options.validate()
+    report = progress or (lambda fraction: None)
     if len(faces) and (options.outer_shell or options.single_layer):
         count, component = face_components(len(vertices), faces)
         volume_before = signed_volumes(vertices, faces, component, count)
@@ -393,9 +397,11 @@ def clean_surface(vertices: np.ndarray, faces: np.ndarray, field: SparseField,
             kept = volume_before[component] >= 0.0
             faces, component = faces[kept], component[kept]
             vertices, faces = compact(vertices, faces)  # the dropped shells' vertices need no more work
+    report(0.2)
     before = vertices
     if options.deflate and len(faces):
         vertices = deflate(vertices, faces, field)
+    report(0.5)
     if options.single_layer and len(faces):
         # A slab's volume (its sheet's area times 2ε) vanishes once deflated; a solid keeps its own.
         volume_after = signed_volumes(vertices, faces, component, count)
@@ -404,6 +410,7 @@ def clean_surface(vertices: np.ndarray, faces: np.ndarray, field: SparseField,
         faces = faces[single_layer(vertices, faces, slab, normals_before, component[slab])]
     if len(faces):
         vertices, faces = compact(vertices, faces)
+    report(0.8)
     if options.target_faces:
         vertices, faces = decimate(vertices, faces, int(options.target_faces))
     return vertices, faces

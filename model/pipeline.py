@@ -139,7 +139,7 @@ def _reconstruct(chunks: Iterator[UBlocks], producer: str | None, coords: np.nda
     if faces.shape[0] == 0:
         raise MeshError(f"the ε-surface at N={resolution} is empty")
     if options.cleanup.active:
-        vertices, faces = stages.run("cleanup", lambda report: clean_surface(vertices, faces, assembled, options.cleanup))  # type: ignore[misc]
+        vertices, faces = stages.run("cleanup", lambda report: clean_surface(vertices, faces, assembled, options.cleanup, report))  # type: ignore[misc]
         if faces.shape[0] == 0:
             raise MeshError(f"nothing is left of the surface at N={resolution} after clean-up")
     return Mesh(vertices=normalization.from_unit(voxel_to_unit(vertices, resolution)), faces=faces)
