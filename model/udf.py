@@ -137,13 +137,23 @@ def _block_distances(tri, degenerate, lo, hi, normals, offsets, order_tri, block
             k1 = min(7, int(math.floor(hi[t, 2] + tau)) - oz)
             nx, ny, nz = normals[t, 0], normals[t, 1], normals[t, 2]
             ax, ay, az = tri[t, 0, 0], tri[t, 0, 1], tri[t, 0, 2]
+            lx, ly, lz = lo[t, 0], lo[t, 1], lo[t, 2]
+            hx, hy, hz = hi[t, 0], hi[t, 1], hi[t, 2]
             for i in range(i0, i1 + 1):
                 px = ox + i
+                gx = max(lx - px, 0.0, px - hx)
                 for jj in range(j0, j1 + 1):
                     py = oy + jj
+                    gy = max(ly - py, 0.0, py - hy)
+                    gxy = gx * gx + gy * gy
                     for k in range(k0, k1 + 1):
                         pz = oz + k
                         cur = best[i, jj, k]
+                        # two cheap lower bounds of the distance: to the triangle's box (culls the
+                        # many small neighbours of a dense mesh) and to its plane (culls the rest)
+                        gz = max(lz - pz, 0.0, pz - hz)
+                        if gxy + gz * gz >= cur:
+                            continue
                         plane = nx * (px - ax) + ny * (py - ay) + nz * (pz - az)
                         if plane * plane >= cur:
                             continue
