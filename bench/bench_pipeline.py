@@ -5,8 +5,8 @@
 
 Every (method, mesh, N) runs in a fresh child process, so its peak resident memory is its own
 (read with wait4). Blender runs at voxel size = longest extent / N, and only its remesh operator is
-timed; ours is timed from the loaded mesh to the extracted mesh (UDF → UBlocks → Pad-Average →
-marching cubes), so both exclude file I/O. The two methods alternate per case, so machine noise
+timed; ours is timed from the loaded mesh to the finished mesh (UDF → UBlocks → Pad-Average →
+marching cubes → the default clean-up), so both exclude file I/O. The two methods alternate per case, so machine noise
 hits both alike. Prints a Markdown table; writes bench/results/pipeline.json and pipeline.md.
 """
 
@@ -80,13 +80,13 @@ def child_main(method: str, path: str, resolution: int) -> None:
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| mesh | N | LoG3D s | udf | ublocks | pad_avg | extract | LoG3D peak MB | LoG3D faces | Blender s | Blender peak MB | Blender faces | time ratio LoG3D/Blender |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| mesh | N | LoG3D s | udf | ublocks | pad_avg | extract | cleanup | LoG3D peak MB | LoG3D faces | Blender s | Blender peak MB | Blender faces | time ratio LoG3D/Blender |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         o, b = r["log3d"], r.get("blender")
         st = o.get("stages", {})
         ours = (f"{o['seconds']:.2f} | {st.get('udf', 0):.2f} | {st.get('ublocks', 0):.2f} | {st.get('pad_average', 0):.2f} | "
-                f"{st.get('extract', 0):.2f} | {o['peak_rss_mb']:.0f} | {o['faces']:,}") if "error" not in o else f"error: {o['error']} | | | | | |"
+                f"{st.get('extract', 0):.2f} | {st.get('cleanup', 0):.2f} | {o['peak_rss_mb']:.0f} | {o['faces']:,}") if "error" not in o else f"error: {o['error']} | | | | | | |"
         if b is None:
             theirs = "not run | | | "
         elif "error" in b:
