@@ -49,6 +49,8 @@ class PrepareOptions:
     augment: tuple[str, ...] = ()
     copies: int = 1
     """Augmented copies per shape and resolution, made in addition to the original."""
+    keep_original: bool = True
+    """With augmentation: also keep the un-augmented shape (variant 0)."""
     scale_range: tuple[float, float] = (0.6, 1.0)
     """Scale augmentation: the shape's longest side as a fraction of the usable cube."""
     seed: int = 0
@@ -198,7 +200,8 @@ def find_meshes(mesh_dir: Path) -> list[Path]:
 def _variants(name: str, options: PrepareOptions) -> Iterator[tuple[str, int, dict[str, Any]]]:
     copies = options.copies if options.augment else 0
     for n in options.resolutions:
-        yield f"{name}@{n}", n, {}
+        if options.keep_original or not copies:
+            yield f"{name}@{n}", n, {}
         for k in range(1, copies + 1):
             key = f"{name}@{n}#{k}"
             yield key, n, augment_params(key, options.seed, options.augment, options.scale_range)
@@ -270,7 +273,8 @@ def prepare(mesh_dir: Path | None, cache_dir: Path, options: PrepareOptions, pro
 
     from tqdm import tqdm
 
-    per_shape = len(options.resolutions) * (1 + (options.copies if options.augment else 0))
+    copies = options.copies if options.augment else 0
+    per_shape = len(options.resolutions) * ((1 if options.keep_original or not copies else 0) + copies)
     shapes = (len(find_meshes(mesh_dir)) if mesh_dir is not None else 0) + options.synthetic
     total = max(shapes * per_shape - len(done), 0)
     bar = tqdm(desc="prepare", unit="shape", total=total, disable=not progress, file=sys.stderr, dynamic_ncols=True)
@@ -334,7 +338,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         raise ValueError("give an output folder")
     options = PrepareOptions(
         resolutions=_resolutions(args.resolution or ["256"]), augment=tuple(args.augment or ()),
-        copies=args.copies, scale_range=(args.scale_range[0], args.scale_range[1]), seed=args.seed,
+        copies=args.copies, keep_original=not args.no_original, scale_range=(args.scale_range[0], args.scale_range[1]), seed=args.seed,
         workers=args.workers, synthetic=args.synthetic, retry_failed=args.retry_failed,
     )
     report = prepare(mesh_dir, cache_dir, options, progress=not args.quiet)
@@ -356,6 +360,7 @@ def add_prepare_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--augment", nargs="*", choices=AUGMENTATIONS, default=[],
                    help="augmented copies: random rotation and/or scale")
     p.add_argument("--copies", type=int, default=1, help="augmented copies per shape and resolution, besides the original (default 1)")
+    p.add_argument("--no-original", action="store_true", help="with --augment: keep only the augmented copies")
     p.add_argument("--scale-range", type=float, nargs=2, default=(0.6, 1.0), metavar=("MIN", "MAX"),
                    help="scale augmentation: longest side as a fraction of the cube (default 0.6 1.0)")
     p.add_argument("--synthetic", type=int, default=0, metavar="K", help="also add K generated shapes (backend.synthetic)")

@@ -76,6 +76,9 @@ class TrainConfig:
     val_every: int = 1000
     val_shapes: int = 2
     val_samples: int = 20_000
+    val_sampling: str = "outer"
+    """``outer`` (the project's protocol, ~15 s per shape for the visibility pass on a CPU) or
+    ``uniform`` (all of both ε-surfaces; both are double-sided, so the comparison stays fair)."""
     resume: bool = False
     init: str | None = None
     device: str = "auto"
@@ -85,6 +88,9 @@ class TrainConfig:
     cache_mb: int = 1024
     """Decoded shapes kept in memory (LRU), so small data sets are read from disk once."""
     verify_shards: bool = True
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    """Runtime fields of VAEConfig (``model.vae.RUNTIME_FIELDS``, e.g. ``output_init``) for a fresh
+    model; architecture fields come from the preset, so a checkpoint never silently changes shape."""
 
     def validate(self) -> "TrainConfig":
         from model.vae import PRESETS
@@ -101,10 +107,17 @@ class TrainConfig:
             raise ValueError("--max-blocks must be >= 1")
         if self.mixed_precision not in (None, "no", "fp16", "bf16"):
             raise ValueError(f"--mixed-precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        if self.val_sampling not in ("outer", "uniform"):
+            raise ValueError(f"--val-sampling must be outer or uniform, got {self.val_sampling!r}")
         if self.save_every < 1 or self.log_every < 1 or self.keep_checkpoints < 1:
             raise ValueError("--save-every, --log-every and --keep-checkpoints must be >= 1")
         if self.lr <= 0 or self.huber_delta <= 0 or self.kl_weight < 0:
             raise ValueError("--lr and --huber-delta must be > 0, --kl-weight >= 0")
+        from model.vae import RUNTIME_FIELDS
+
+        bad = sorted(set(self.model_overrides) - set(RUNTIME_FIELDS))
+        if bad:
+            raise ValueError(f"model_overrides may only set runtime fields {RUNTIME_FIELDS}, not {bad}")
         return self
 
 
@@ -391,7 +404,8 @@ def validate_shape(model, cache: Cache, entry: CacheEntry, cfg: TrainConfig, ref
         identity = Normalization(center=np.zeros(3), scale=1.0)
         options = RemeshOptions(resolution=entry.resolution, mode="vae", cleanup=CleanupOptions.none())
         pred = decode_to_mesh(latents, identity, options, vae=model)
-        mcfg = MetricsConfig(num_samples=cfg.val_samples, sharp_samples=max(cfg.val_samples // 10, 1000))
+        mcfg = MetricsConfig(num_samples=cfg.val_samples, sharp_samples=max(cfg.val_samples // 10, 1000),
+                             sampling=cfg.val_sampling)
         m = compute_metrics(references[entry.id], pred, mcfg)
         row.update({k: float(m[k]) for k in ("CD", "F1@0.01", "F1@0.001", "NMSE", "SNE") if k in m})
     except Exception as exc:  # an untrained network may decode no surface at all
@@ -477,7 +491,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[st
         arch = VAEConfig.from_dict(read_metadata(resume_from / "model.safetensors")["config"])
     else:
         arch = preset(cfg.preset)
-    runtime = {"grad_checkpoint": cfg.grad_checkpoint}
+    runtime = {**cfg.model_overrides, "grad_checkpoint": cfg.grad_checkpoint}
     if cfg.chunk_size:
         runtime["chunk_size"] = cfg.chunk_size
     set_seed(cfg.seed)
@@ -642,7 +656,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         warmup_steps=args.warmup_steps, grad_clip=args.grad_clip, max_blocks=args.max_blocks,
         mixed_precision=args.mixed_precision, seed=args.seed, save_every=args.save_every,
         keep_checkpoints=args.keep_checkpoints, log_every=args.log_every, val_every=args.val_every,
-        val_shapes=args.val_shapes, val_samples=args.val_samples, resume=args.resume,
+        val_shapes=args.val_shapes, val_samples=args.val_samples, val_sampling=args.val_sampling, resume=args.resume,
         init=str(args.init) if args.init else None, device=args.device, threads=args.threads,
         chunk_size=args.chunk_size, grad_checkpoint=args.grad_checkpoint, cache_mb=args.cache_mb,
         verify_shards=not args.no_verify,
@@ -682,6 +696,8 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--val-every", type=int, default=d.val_every, help="validate every K steps (0: never)")
     g.add_argument("--val-shapes", type=int, default=d.val_shapes, help="held-out source shapes")
     g.add_argument("--val-samples", type=int, default=d.val_samples, help="surface samples per mesh for CD/F1")
+    g.add_argument("--val-sampling", choices=("outer", "uniform"), default=d.val_sampling,
+                   help="outer surfaces (the evaluation protocol) or whole surfaces (faster)")
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda (under `accelerate launch`, Accelerate decides)")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

@@ -1,0 +1,312 @@
+"""`log3d train` on CPU with the `tiny` preset: learning, kill → resume bit-for-bit, damaged shards,
+checkpoints, validation through the reconstruction path, and the pure pieces (schedule, window)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from safetensors.torch import load_file
+
+from backend.cli import build_parser
+from backend.dataset import Cache, CacheEntry
+from backend.prepare import PrepareOptions, prepare
+from backend.train import (
+    METRIC_COLUMNS,
+    ShapeSchedule,
+    TrainConfig,
+    config_from_args,
+    last_checkpoint,
+    list_checkpoints,
+    select_window,
+    split_holdout,
+    train,
+    validate_shape,
+)
+from model.checkpoint import ConfigMismatchError
+from model.grid import FAR
+from model.vae import LogVAE, load_model, preset, save_model
+
+REPO = Path(__file__).resolve().parents[1]
+N = 64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny workloads: one thread avoids OpenMP spin-waits when other jobs share the 2 cores, and
+    keeps in-process and subprocess runs on the same kernels (bit-for-bit comparisons)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three primitives at N = 64, scaled to 0.35 of the cube (30-60 blocks each, so a step sees a
+    whole shape and stays well under a second on one loaded core)."""
+    root = tmp_path_factory.mktemp("train")
+    meshes = root / "meshes"
+    meshes.mkdir()
+    trimesh.creation.icosphere(subdivisions=2).export(meshes / "sphere.obj")
+    trimesh.creation.box().export(meshes / "box.stl")
+    trimesh.creation.torus(1.0, 0.3, major_sections=24, minor_sections=12).export(meshes / "torus.ply")
+    out = root / "cache"
+    prepare(meshes, out, PrepareOptions(resolutions=(N,), augment=("scale",), copies=1, scale_range=(0.35, 0.35),
+                                        keep_original=False, workers=1), progress=False, log=lambda *a, **k: None)
+    assert len(Cache.open(out)) == 3
+    return out
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def base_config(cache_dir: Path, run_dir: Path, **kw) -> TrainConfig:
+    cfg = dict(data=str(cache_dir), run_dir=str(run_dir), preset="tiny", max_steps=6, save_every=3, val_every=0,
+               val_shapes=0, max_blocks=32, threads=1, device="cpu")
+    cfg.update(kw)
+    return TrainConfig(**cfg)
+
+
+# ----------------------------------------------------------------------------------------------
+# Learning
+# ----------------------------------------------------------------------------------------------
+
+
+def test_loss_falls_by_half(cache_dir: Path, tmp_path: Path) -> None:
+    """The whole loop (cache → AdamW → Huber + KL → clip → step) learns. Test-only settings for
+    speed: lr 1e-2 instead of the paper's 5e-5, and the output head started at 0 (a runtime field)
+    instead of at the data prior, so the loss has somewhere to fall in tens of steps; from the prior,
+    `tiny` needs hundreds of steps to go below the best constant (docs/network.md)."""
+    run = tmp_path / "run"
+    summary = train(base_config(cache_dir, run, max_steps=30, lr=1e-2, save_every=30,
+                                model_overrides={"output_init": 0.0}), log=quiet)
+    rows = read_metrics(run)
+    assert list(rows[0]) == METRIC_COLUMNS and len(rows) == 30 and summary["step"] == 30
+    losses = np.array([float(r["loss"]) for r in rows])
+    first, last = losses[:3].mean(), losses[-6:].mean()
+    assert np.isfinite(losses).all()
+    assert last < 0.5 * first, f"loss {first:.4f} -> {last:.4f}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints and resume
+# ----------------------------------------------------------------------------------------------
+
+
+def _train_cmd(cache_dir: Path, run_dir: Path, steps: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "backend.cli", "train", "--data", str(cache_dir), "--run-dir", str(run_dir),
+            "--preset", "tiny", "--max-steps", str(steps), "--save-every", "2", "--val-every", "0",
+            "--val-shapes", "0", "--max-blocks", "32", "--threads", "1", "--device", "cpu", *extra]
+
+
+def test_kill_and_resume_is_bit_for_bit(cache_dir: Path, tmp_path: Path) -> None:
+    steps = 10
+    # Uninterrupted reference, in this process.
+    ref = tmp_path / "ref"
+    train(base_config(cache_dir, ref, max_steps=steps, save_every=2), log=quiet)
+
+    # Same run in a child, SIGKILLed as soon as its first checkpoint is on disk...
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen(_train_cmd(cache_dir, run, steps), cwd=REPO, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    try:
+        while last_checkpoint(run) is None and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    killed_at = int(last_checkpoint(run).name[5:])
+    assert killed_at < steps, "the child finished before it could be killed; the test proves nothing"
+
+    # ...then resumed (in a child too, as the server would) to the same length.
+    done = subprocess.run(_train_cmd(cache_dir, run, steps, "--resume"), cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    a, b = load_file(ref / "model.safetensors"), load_file(run / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    opt_a = torch.load(last_checkpoint(ref) / "optimizer.pt", weights_only=True)
+    opt_b = torch.load(last_checkpoint(run) / "optimizer.pt", weights_only=True)
+    for i, st in opt_a["state"].items():
+        assert torch.equal(st["exp_avg_sq"], opt_b["state"][i]["exp_avg_sq"])
+    # metrics.csv reads like one run: every step once, the same losses.
+    ra, rb = read_metrics(ref), read_metrics(run)
+    assert [r["step"] for r in rb] == [str(i) for i in range(1, steps + 1)]
+    assert [r["loss"] for r in ra] == [r["loss"] for r in rb]
+    assert [s for s, _ in list_checkpoints(run)] == [6, 8, 10]  # keep_checkpoints = 3
+
+
+def test_checkpoint_layout_and_export(cache_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(base_config(cache_dir, run, max_steps=4, save_every=2, keep_checkpoints=1), log=quiet)
+    assert (run / "last").read_text().strip() == "checkpoints/step_0000004"
+    ckpt = last_checkpoint(run)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["model.safetensors", "optimizer.pt", "trainer_state.json"]
+    assert [s for s, _ in list_checkpoints(run)] == [4]
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".tmp")]
+    model = load_model(run / "model.safetensors")  # what `log3d remesh --mode vae --checkpoint` loads
+    assert model.config.name == "tiny"
+    # A finished run is not silently restarted; --resume past the end does nothing.
+    with pytest.raises(ValueError, match="--resume"):
+        train(base_config(cache_dir, run, max_steps=4), log=quiet)
+    assert train(base_config(cache_dir, run, max_steps=4, resume=True), log=quiet)["step"] == 4
+
+
+def test_init_fine_tunes_and_refuses_other_architectures(cache_dir: Path, tmp_path: Path) -> None:
+    tiny = tmp_path / "tiny.safetensors"
+    save_model(LogVAE(preset("tiny")), tiny)
+    run = tmp_path / "ft"
+    train(base_config(cache_dir, run, max_steps=1, init=str(tiny), lr=1e-12, grad_clip=0.0), log=quiet)
+    a, b = load_file(tiny), load_file(run / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)  # started from those weights
+    with pytest.raises(ConfigMismatchError, match="dim"):
+        train(base_config(cache_dir, tmp_path / "bad", preset="small", init=str(tiny)), log=quiet)
+
+
+# ----------------------------------------------------------------------------------------------
+# Damaged data
+# ----------------------------------------------------------------------------------------------
+
+
+def test_corrupt_shard_is_reported_and_skipped(cache_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "cache"
+    shutil.copytree(cache_dir, broken)
+    victim = Cache.open(broken).entries[0]
+    data = (broken / victim.shard).read_bytes()
+    (broken / victim.shard).write_bytes(data[: len(data) // 3])
+    messages: list[str] = []
+    run = tmp_path / "run"
+    summary = train(base_config(broken, run, max_steps=6), log=messages.append)
+    assert summary["step"] == 6 and summary["skipped_shards"] == 1
+    warned = [m for m in messages if m.startswith("warning: skipping damaged shard")]
+    assert len(warned) == 1 and victim.name in warned[0] and "1 skipped" in warned[0]
+    rows = read_metrics(run)
+    assert len(rows) == 6 and victim.id not in {r["shape"] for r in rows}
+    assert rows[-1]["skipped_shards"] == "1"
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation through the reconstruction path
+# ----------------------------------------------------------------------------------------------
+
+
+class _PerfectVAE:
+    """Returns the encoded blocks unchanged: the metrics must then say 'perfect'."""
+
+    def __init__(self, blocks: np.ndarray, coords: np.ndarray) -> None:
+        self._blocks = torch.from_numpy(blocks)
+        self.device = torch.device("cpu")
+
+    def __call__(self, blocks, coords, sample=None):
+        return blocks.clone(), None, None
+
+    def encode(self, blocks, coords, ctx=None):
+        idx = torch.arange(blocks.shape[0], dtype=torch.float32)[:, None]
+        return idx, idx
+
+    def decode(self, latents, coords, ctx=None):
+        return self._blocks[latents[:, 0].long()]
+
+
+def test_validation_scores_the_reconstructed_surface(cache_dir: Path) -> None:
+    cache = Cache.open(cache_dir)
+    entry = cache.entries[0]
+    ub = cache.ublocks(entry)
+    cfg = TrainConfig(data=str(cache_dir), run_dir="unused", val_samples=3000, val_sampling="uniform")
+    row = validate_shape(_PerfectVAE(ub.blocks, ub.coords), cache, entry, cfg, {})
+    assert "error" not in row, row
+    assert row["val_loss"] == 0.0 and row["CD"] < 1e-6 and row["F1@0.001"] > 0.99
+
+    class _Flat(_PerfectVAE):  # decodes nothing but far field: an empty surface is a row, not a crash
+        def decode(self, latents, coords, ctx=None):
+            return torch.full((latents.shape[0], 12, 12, 12), FAR)
+
+    row = validate_shape(_Flat(ub.blocks, ub.coords), cache, entry, cfg, {})
+    assert "empty" in row["error"]
+
+
+def test_validation_runs_in_training_on_held_out_shapes(cache_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(base_config(cache_dir, run, max_steps=2, save_every=2, val_every=2, val_shapes=1, val_samples=2000,
+                                val_sampling="uniform"),
+          log=quiet)
+    with open(run / "val.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and rows[0]["step"] == "2"
+    held = rows[0]["shape"]
+    assert held not in {r["shape"] for r in read_metrics(run)}
+    assert float(rows[0]["val_loss"]) > 0
+    assert rows[0]["CD"] or rows[0]["error"]  # an untrained net may decode no surface yet
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure pieces
+# ----------------------------------------------------------------------------------------------
+
+
+def test_schedule_visits_every_shape_once_per_epoch() -> None:
+    sched = ShapeSchedule(7, seed=3, world=2)
+    epoch0 = [sched.index(step, rank) for step in range(4) for rank in range(2)][:7]
+    assert sorted(epoch0) == list(range(7))
+    assert ShapeSchedule(7, seed=3, world=2).index(11, 1) == sched.index(11, 1)
+    assert sched.index(0, 0, attempt=1) == sched.index(0, 1)  # a fallback takes the next slot
+
+
+def test_window_is_a_contiguous_ball() -> None:
+    g = np.stack(np.meshgrid(*[np.arange(10)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    coords = g[np.abs(np.linalg.norm(g - 4.5, axis=1) - 4) < 0.9].astype(np.int32)
+    rng = np.random.default_rng(0)
+    idx = select_window(coords, 50, rng)
+    assert idx.shape == (50,) and np.all(np.diff(idx) > 0)
+    chosen = coords[idx].astype(float)
+    rest = np.delete(coords, idx, axis=0).astype(float)
+    # Some centre has every chosen block at least as close as every other block.
+    d_in = np.linalg.norm(chosen[:, None] - chosen[None], axis=2).max(axis=1)
+    centre = chosen[np.argmin(d_in)]
+    radius = np.linalg.norm(chosen - centre, axis=1).max()
+    assert radius < 0.75 * np.linalg.norm(coords - coords.mean(0), axis=1).max() * 2
+    assert np.array_equal(select_window(coords, 10_000, rng), np.arange(coords.shape[0]))
+    assert rest.shape[0] == coords.shape[0] - 50
+
+
+def test_holdout_keeps_all_copies_of_a_source_out() -> None:
+    def e(name: str, i: str, aug: dict | None = None) -> CacheEntry:
+        return CacheEntry(id=i, name=name, source=name, resolution=64, num_blocks=1, shard="x", sha256="",
+                          bytes=0, augment=aug or {})
+
+    entries = [e("a", "a@64"), e("a", "a@64#1", {"scale": 0.5}), e("b", "b@64"), e("c", "c@64"), e("c", "c@128")]
+    train_e, val_e = split_holdout(entries, 1)
+    assert len(val_e) == 1 and not val_e[0].augment
+    assert val_e[0].name not in {x.name for x in train_e} and len(train_e) + sum(
+        x.name == val_e[0].name for x in entries) == len(entries)
+    assert split_holdout(entries[:1], 1) == (entries[:1], [])  # never hold out the only shape
+
+
+def test_cli_run_dir_alias_and_defaults() -> None:
+    args = build_parser().parse_args(["train", "--data", "c", "--run-dir", "r", "--max-steps", "5"])
+    cfg = config_from_args(args)
+    assert cfg.run_dir == "r" and cfg.max_steps == 5 and cfg.preset == "small"
+    assert (cfg.lr, cfg.weight_decay, cfg.huber_delta, cfg.kl_weight) == (5e-5, 0.01, 0.2, 1e-6)
+    assert config_from_args(build_parser().parse_args(["train", "--data", "c", "--out", "r"])).run_dir == "r"
