@@ -39,6 +39,15 @@ INDEX_NAME = "index.json"
 JOURNAL_NAME = "journal.jsonl"
 SHARD_DIR = "shards"
 
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
@@ -118,6 +127,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600; a cache or run folder is meant to be shared
+            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -510,6 +510,11 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[st
     if resume_from is not None and scaler is not None and (resume_from / "scaler.pt").is_file():
         scaler.load_state_dict(torch.load(resume_from / "scaler.pt", weights_only=True))
     start_step = int(state.get("step", 0))
+    if state and int(state.get("world_size", world)) != world:
+        log(f"note: resuming a {state['world_size']}-process run with {world} process(es): the data order from "
+            f"here on differs from the original run's (the result is not bit-for-bit that run's)")
+    if state and state.get("seed", cfg.seed) != cfg.seed:
+        log(f"note: the run was started with --seed {state['seed']}; continuing with --seed {cfg.seed}")
 
     # -- data --------------------------------------------------------------------------------------
     cache = Cache.open(cfg.data)
