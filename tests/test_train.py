@@ -310,3 +310,30 @@ def test_cli_run_dir_alias_and_defaults() -> None:
     assert cfg.run_dir == "r" and cfg.max_steps == 5 and cfg.preset == "small"
     assert (cfg.lr, cfg.weight_decay, cfg.huber_delta, cfg.kl_weight) == (5e-5, 0.01, 0.2, 1e-6)
     assert config_from_args(build_parser().parse_args(["train", "--data", "c", "--out", "r"])).run_dir == "r"
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(cache_dir: Path, tmp_path: Path) -> None:
+    """`train.stop` on the server sends SIGTERM: the step in progress finishes, a checkpoint is
+    written at that step (not only at the next --save-every) and the exit code is 0."""
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = _train_cmd(cache_dir, run, 10_000)
+    cmd[cmd.index("--save-every") + 1] = "1000"
+    child = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    try:
+        while child.poll() is None and time.monotonic() < deadline:
+            if (run / "metrics.csv").is_file() and len(read_metrics(run)) >= 2:
+                break
+            time.sleep(0.05)
+        child.send_signal(signal.SIGTERM)
+        out, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, err[-2000:]
+    steps = len(read_metrics(run))
+    assert 2 <= steps < 10_000
+    assert [s for s, _ in list_checkpoints(run)] == [steps]
+    assert '"stopped": true' in out
