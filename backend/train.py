@@ -71,6 +71,9 @@ class TrainConfig:
     """no | fp16 | bf16; None: fp16 on CUDA, no on CPU."""
     seed: int = 0
     save_every: int = 200
+    save_minutes: float = 30.0
+    """Also checkpoint when this much wall time passed since the last one (0: off): slow CPU steps
+    must not put hours of work at risk, fast GPU steps must not write gigabytes every minute."""
     keep_checkpoints: int = 3
     log_every: int = 1
     val_every: int = 1000
@@ -379,8 +382,29 @@ def reference_mesh(ublocks):
     return Mesh(vertices=voxel_to_unit(verts, ublocks.resolution), faces=faces)
 
 
+class _RecordingVAE:
+    """Forwards encode/decode to the network and keeps the last decoded blocks, so validation gets
+    its block loss from the very decode that the reconstruction path runs (one encode, one decode)."""
+
+    def __init__(self, model) -> None:
+        self._model = model
+        self.decoded = None
+
+    @property
+    def device(self):
+        return self._model.device
+
+    def encode(self, *args, **kwargs):
+        return self._model.encode(*args, **kwargs)
+
+    def decode(self, *args, **kwargs):
+        self.decoded = self._model.decode(*args, **kwargs)
+        return self.decoded
+
+
 def validate_shape(model, cache: Cache, entry: CacheEntry, cfg: TrainConfig, references: dict) -> dict[str, Any]:
-    """Metrics of one held-out shape through encode → decode → Pad-Average → ε-surface."""
+    """Metrics of one held-out shape through encode → decode → Pad-Average → ε-surface
+    (``model.pipeline.decode_to_mesh``), plus the Huber loss of the decoded blocks."""
     import torch
 
     from model.autoencode import encode_blocks
@@ -392,18 +416,20 @@ def validate_shape(model, cache: Cache, entry: CacheEntry, cfg: TrainConfig, ref
     start = time.perf_counter()
     row: dict[str, Any] = {"shape": entry.id, "blocks": entry.num_blocks}
     ub = cache.ublocks(entry)
-    with torch.inference_mode():
-        blocks = torch.from_numpy(ub.blocks).to(model.device)
-        coords = torch.from_numpy(ub.coords.astype(np.int64))
-        recon, _, _ = model(blocks, coords, sample=False)
-        row["val_loss"] = float(torch.nn.functional.huber_loss(recon.float(), blocks, delta=cfg.huber_delta))
+    net = _RecordingVAE(model)
     try:
-        if entry.id not in references:
-            references[entry.id] = reference_mesh(ub)
-        latents = encode_blocks(model, ub)
+        latents = encode_blocks(net, ub)
         identity = Normalization(center=np.zeros(3), scale=1.0)
         options = RemeshOptions(resolution=entry.resolution, mode="vae", cleanup=CleanupOptions.none())
-        pred = decode_to_mesh(latents, identity, options, vae=model)
+        try:
+            pred = decode_to_mesh(latents, identity, options, vae=net)
+        finally:
+            if net.decoded is not None:
+                target = torch.from_numpy(ub.blocks).to(net.decoded.device)
+                row["val_loss"] = float(torch.nn.functional.huber_loss(net.decoded.float(), target, delta=cfg.huber_delta))
+                net.decoded = None
+        if entry.id not in references:
+            references[entry.id] = reference_mesh(ub)
         mcfg = MetricsConfig(num_samples=cfg.val_samples, sharp_samples=max(cfg.val_samples // 10, 1000),
                              sampling=cfg.val_sampling)
         m = compute_metrics(references[entry.id], pred, mcfg)
@@ -578,8 +604,10 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[st
     step = start_step
     last_loss = math.nan
     t_start = time.perf_counter()
+    last_save = time.monotonic()
     try:
-        while step < cfg.max_steps and not stop.requested:
+        stopping = False
+        while step < cfg.max_steps and not stopping:
             t0 = time.perf_counter()
             entry, data = None, None
             for attempt in range(len(train_entries)):
@@ -610,9 +638,12 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[st
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             step += 1
-            last_loss = float(accelerator.reduce(loss.detach(), "mean")) if world > 1 else float(loss.detach())
+            logged = torch.stack([loss.detach().float(), huber.detach().float(), kl.detach().float()])
+            if world > 1:  # every process trained on its own shape: log their mean
+                logged = accelerator.reduce(logged, "mean")
+            last_loss, huber_v, kl_v = (float(v) for v in logged)
             if is_main and (step % cfg.log_every == 0 or step == cfg.max_steps):
-                row = {"step": step, "loss": last_loss, "huber": float(huber.detach()), "kl": float(kl.detach()),
+                row = {"step": step, "loss": last_loss, "huber": huber_v, "kl": kl_v,
                        "lr": lr, "grad_norm": grad_norm, "blocks": int(idx.shape[0]), "shape_blocks": int(coords_np.shape[0]),
                        "shape": entry.id.replace(",", ";"), "skipped_shards": len(loader.bad),
                        "seconds": round(time.perf_counter() - t0, 3)}
@@ -621,8 +652,13 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[st
                     for k in ("loss", "huber", "kl", "lr", "grad_norm"):
                         if not math.isnan(row[k]):
                             tb.add_scalar(f"train/{k}", row[k], step)
-            if step % cfg.save_every == 0 or step == cfg.max_steps or stop.requested:
+            stopping = _any(accelerator, stop.requested)
+            due = step % cfg.save_every == 0 or step == cfg.max_steps or stopping
+            if not due and cfg.save_minutes > 0:
+                due = _agree(accelerator, time.monotonic() - last_save >= 60.0 * cfg.save_minutes)
+            if due:
                 write_checkpoint(step)
+                last_save = time.monotonic()
             if cfg.val_every > 0 and (step % cfg.val_every == 0 or step == cfg.max_steps):
                 run_validation(step)
     finally:
@@ -634,10 +670,31 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[st
             tb.close()
     elapsed = time.perf_counter() - t_start
     summary = {"step": step, "loss": last_loss, "skipped_shards": len(loader.bad), "seconds": elapsed,
-               "stopped": stop.requested, "run_dir": str(run_dir), "main_process": is_main}
+               "stopped": stopping, "run_dir": str(run_dir), "main_process": is_main}
     log(f"done: step {step}, last loss {last_loss:.5g}, {len(loader.bad)} damaged shard(s) skipped, {elapsed:.1f} s")
     accelerator.end_training()
     return summary
+
+
+def _agree(accelerator, flag: bool) -> bool:
+    """The main process's answer, on every process (a checkpoint needs all of them)."""
+    if accelerator.num_processes == 1:
+        return flag
+    import torch
+    from accelerate.utils import broadcast
+
+    t = torch.tensor([1 if flag else 0], device=accelerator.device)
+    return bool(broadcast(t, from_process=0).item())
+
+
+def _any(accelerator, flag: bool) -> bool:
+    """True on every process when it is true on one (a signal may reach only some of them)."""
+    if accelerator.num_processes == 1:
+        return flag
+    import torch
+
+    t = torch.tensor([1 if flag else 0], device=accelerator.device)
+    return bool(accelerator.reduce(t, "sum").item() > 0)
 
 
 def _mean(values: list[float]) -> float:
@@ -660,6 +717,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         weight_decay=args.weight_decay, huber_delta=args.huber_delta, kl_weight=args.kl_weight,
         warmup_steps=args.warmup_steps, grad_clip=args.grad_clip, max_blocks=args.max_blocks,
         mixed_precision=args.mixed_precision, seed=args.seed, save_every=args.save_every,
+        save_minutes=args.save_minutes,
         keep_checkpoints=args.keep_checkpoints, log_every=args.log_every, val_every=args.val_every,
         val_shapes=args.val_shapes, val_samples=args.val_samples, val_sampling=args.val_sampling, resume=args.resume,
         init=str(args.init) if args.init else None, device=args.device, threads=args.threads,
@@ -696,6 +754,8 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, default=d.seed)
     g = p.add_argument_group("checkpoints, logs, validation")
     g.add_argument("--save-every", type=int, default=d.save_every, help=f"checkpoint every K steps (default {d.save_every})")
+    g.add_argument("--save-minutes", type=float, default=d.save_minutes,
+                   help=f"also checkpoint after this many minutes since the last one (default {d.save_minutes:g}; 0: off)")
     g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints)
     g.add_argument("--log-every", type=int, default=d.log_every)
     g.add_argument("--val-every", type=int, default=d.val_every, help="validate every K steps (0: never)")
