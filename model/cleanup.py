@@ -45,9 +45,9 @@ SLAB_VOLUME_RATIO = 0.25
 open sheet (or a part thinner than ε/1.5, which at this resolution is one)."""
 
 
-RIM_AREA = 0.05
-"""Faces of a deflated slab smaller than this (in voxel²) are the collapsed rim around the sheet's
-boundary: degenerate slivers, dropped with the second side."""
+RIM_AREA_RATIO = 0.1
+"""Slab faces left with less than this fraction of their area after deflation are the collapsed rim
+around the sheet's boundary: degenerate slivers, dropped with the second side."""
 
 
 MIN_PIECE_FRACTION = 0.05
@@ -294,10 +294,11 @@ def deflate(vertices: np.ndarray, faces: np.ndarray, field: SparseField) -> np.n
 
 
 def single_layer(vertices: np.ndarray, faces: np.ndarray, in_slab: np.ndarray, normals_before: np.ndarray,
-                 slab_component: np.ndarray, radius: float = 0.5, chunk: int = 1 << 20) -> np.ndarray:
+                 areas_before: np.ndarray, slab_component: np.ndarray, radius: float = 0.5,
+                 chunk: int = 1 << 20) -> np.ndarray:
     """Collapse the doubled regions of deflated slab faces (``in_slab``) to one side; returns a mask
-    of the faces to keep. ``normals_before``: the slab faces' normals before deflation;
-    ``slab_component``: the ε-surface component of each slab face."""
+    of the faces to keep. ``normals_before``/``areas_before``: the slab faces' normals and areas
+    before deflation; ``slab_component``: the ε-surface component of each slab face."""
     keep = np.ones(len(faces), dtype=bool)
     slab_faces = np.flatnonzero(in_slab)
     if len(slab_faces) == 0:
@@ -321,34 +322,55 @@ def single_layer(vertices: np.ndarray, faces: np.ndarray, in_slab: np.ndarray, n
     if not doubled.any():
         return keep
 
-    # side patches: doubled faces joined across edges whose normals agree (the rim's fold stops them)
+    # Two-colour the doubled faces: across an edge whose normals agree a face keeps its neighbour's
+    # side, across a coincident opposite pair it takes the other side. Breadth-first from the
+    # largest faces, so every face is labelled along the shortest chain of such steps: its opposite
+    # partner is one step away, while a leak around the rim's fold is many, and loses.
     a, b = _dual_edges(sub)
-    solid = doubled & (areas >= RIM_AREA)  # collapsed rim faces have unreliable normals
+    # the slab's rim collapses onto the sheet's boundary while deflating: those faces lose nearly all
+    # their area (marching cubes' own slivers were small before too, and stay)
+    collapsed = areas < RIM_AREA_RATIO * areas_before
+    solid = doubled & ~collapsed  # collapsed faces have unreliable normals
     agree = solid[a] & solid[b] & (np.einsum("ij,ij->i", normals[a], normals[b]) > 0.5)
-    graph = coo_matrix((np.ones(int(agree.sum()), np.int8), (a[agree], b[agree])), shape=(len(sub), len(sub)))
-    _, patch = connected_components(graph, directed=False)
-    patch_area = np.bincount(patch, weights=areas * doubled)
-    # greedy two-colouring of opposite patches: the larger of each opposite pair survives
-    opposite_patches = np.unique(np.sort(np.stack([patch[pairs[:, 0]], patch[pairs[:, 1]]], axis=1), axis=1), axis=0)
-    opposite_patches = opposite_patches[opposite_patches[:, 0] != opposite_patches[:, 1]]
-    neighbours: dict[int, list[int]] = {}
-    for p, q in opposite_patches:
-        neighbours.setdefault(int(p), []).append(int(q))
-        neighbours.setdefault(int(q), []).append(int(p))
-    dropped: set[int] = set()
-    kept: set[int] = set()
-    for p in sorted(neighbours, key=lambda k: -patch_area[k]):
-        if p in dropped:
-            continue
-        kept.add(p)
-        dropped.update(q for q in neighbours[p] if q not in kept)
-    drop = doubled & np.isin(patch, np.fromiter(dropped, dtype=np.int64, count=len(dropped)))
-    # the slab's rim collapses onto the sheet's boundary: faces there lose (almost) all their area,
-    # or fold over (their normal turns around while deflating)
-    drop |= (areas < RIM_AREA) | (np.einsum("ij,ij->i", normals, normals_before) < 0.0)
+    src = np.concatenate([a[agree], b[agree], pairs[:, 0], pairs[:, 1]])
+    dst = np.concatenate([b[agree], a[agree], pairs[:, 1], pairs[:, 0]])
+    flip = np.concatenate([np.zeros(2 * int(agree.sum()), np.int8), np.ones(2 * len(pairs), np.int8)])
+    order = np.argsort(src, kind="stable")
+    offsets = np.searchsorted(src[order], np.arange(len(sub) + 1)).astype(np.int64)
+    seeds = np.argsort(-areas * doubled, kind="stable").astype(np.int64)
+    side = _two_colour(offsets, dst[order].astype(np.int64), flip[order], seeds, doubled)
+    drop = doubled & (side == 1)
+    # the collapsed rim goes, and so do faces that folded over (normal turned around) while deflating
+    drop |= collapsed | (np.einsum("ij,ij->i", normals, normals_before) < 0.0)
     drop |= _rim_strips(sub, ~drop, areas, slab_component)
     keep[slab_faces[drop]] = False
     return keep
+
+
+@nb.njit(cache=True)
+def _two_colour(offsets, targets, flip, seeds, active):
+    """Breadth-first 0/1 labels over a graph with "same" (flip 0) and "other" (flip 1) edges;
+    -1 for inactive faces. The first label a face receives is kept."""
+    n = offsets.shape[0] - 1
+    side = np.full(n, -1, dtype=np.int8)
+    queue = np.empty(n, dtype=np.int64)
+    for seed in seeds:
+        if not active[seed] or side[seed] >= 0:
+            continue
+        side[seed] = 0
+        head, tail = 0, 0
+        queue[tail] = seed
+        tail += 1
+        while head < tail:
+            f = queue[head]
+            head += 1
+            for e in range(offsets[f], offsets[f + 1]):
+                g = targets[e]
+                if active[g] and side[g] < 0:
+                    side[g] = side[f] ^ flip[e]
+                    queue[tail] = g
+                    tail += 1
+    return side
 
 
 def _rim_strips(faces: np.ndarray, kept: np.ndarray, areas: np.ndarray, component: np.ndarray) -> np.ndarray:
@@ -406,8 +428,8 @@ def clean_surface(vertices: np.ndarray, faces: np.ndarray, field: SparseField, o
         # A slab's volume (its sheet's area times 2ε) vanishes once deflated; a solid keeps its own.
         volume_after = signed_volumes(vertices, faces, component, count)
         slab = ((volume_before > 0) & (volume_after < SLAB_VOLUME_RATIO * volume_before))[component]
-        normals_before, _ = face_normals_areas(before, faces[slab])
-        faces = faces[single_layer(vertices, faces, slab, normals_before, component[slab])]
+        normals_before, areas_before = face_normals_areas(before, faces[slab])
+        faces = faces[single_layer(vertices, faces, slab, normals_before, areas_before, component[slab])]
     if len(faces):
         vertices, faces = compact(vertices, faces)
     report(0.8)
