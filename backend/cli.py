@@ -49,11 +49,12 @@ class StageBars:
 
 def add_cleanup_arguments(p: argparse.ArgumentParser) -> None:
     """The clean-up switches, shared by every command that remeshes."""
-    g = p.add_argument_group("clean-up (all on by default)")
+    g = p.add_argument_group("clean-up (deflate and outer shell on by default)")
     g.add_argument("--raw", action="store_true", help="the paper's output: the ε-surface, no clean-up at all")
     g.add_argument("--no-deflate", action="store_true", help="leave the surface at ε = 1/N instead of on the zero set")
     g.add_argument("--keep-inner", action="store_true", help="keep the inner shells of closed surfaces")
-    g.add_argument("--no-single-layer", action="store_true", help="keep open sheets as thin closed slabs")
+    g.add_argument("--single-layer", action="store_true",
+                   help="collapse the slab around an open sheet to one open layer (experimental; default: keep the slab)")
     g.add_argument("--target-faces", type=int, default=0, help="decimate to about this many faces (0: all)")
 
 
@@ -64,7 +65,7 @@ def cleanup_from_args(args: argparse.Namespace) -> "CleanupOptions":  # noqa: F8
         return CleanupOptions.none()
     deflate = not args.no_deflate
     return CleanupOptions(deflate=deflate, outer_shell=not args.keep_inner,
-                          single_layer=deflate and not args.no_single_layer, target_faces=args.target_faces)
+                          single_layer=deflate and args.single_layer, target_faces=args.target_faces)
 
 
 def _cmd_remesh(args: argparse.Namespace) -> int:

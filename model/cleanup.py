@@ -57,16 +57,19 @@ dropped (strips left over from the rim)."""
 
 @dataclass
 class CleanupOptions:
-    """Clean-up of the ε-surface; the defaults give one deflated surface per input surface.
+    """Clean-up of the ε-surface.
 
     ``deflate``: move the surface from ε back onto the zero level set. ``outer_shell``: drop the
     inner shells of closed surfaces. ``single_layer``: collapse slabs around open sheets to one open
-    layer. ``target_faces``: decimate to about this many faces (0: keep all).
+    layer (opt-in for now: it can leave holes on sheets with non-manifold junctions and is slow on
+    slabs of millions of faces); without it, slabs are left at ε — a thin closed solid — because
+    deflating them would stack their two sides on top of each other. ``target_faces``: decimate to
+    about this many faces (0: keep all).
     """
 
     deflate: bool = True
     outer_shell: bool = True
-    single_layer: bool = True
+    single_layer: bool = False
     target_faces: int = 0
 
     @classmethod
@@ -412,7 +415,7 @@ def clean_surface(vertices: np.ndarray, faces: np.ndarray, field: SparseField, o
     ``progress`` is called between steps (the pipeline's reporter also checks for cancellation)."""
     options.validate()
     report = progress or (lambda fraction: None)
-    if len(faces) and (options.outer_shell or options.single_layer):
+    if len(faces) and (options.outer_shell or options.deflate):
         count, component = face_components(len(vertices), faces)
         volume_before = signed_volumes(vertices, faces, component, count)
         if options.outer_shell:  # inner shells enclose negative volume
@@ -423,11 +426,15 @@ def clean_surface(vertices: np.ndarray, faces: np.ndarray, field: SparseField, o
     before = vertices
     if options.deflate and len(faces):
         vertices = deflate(vertices, faces, field)
-    report(0.5)
-    if options.single_layer and len(faces):
         # A slab's volume (its sheet's area times 2ε) vanishes once deflated; a solid keeps its own.
         volume_after = signed_volumes(vertices, faces, component, count)
         slab = ((volume_before > 0) & (volume_after < SLAB_VOLUME_RATIO * volume_before))[component]
+        if not options.single_layer and slab.any():  # keep slabs closed at ε rather than doubled
+            in_slab = np.zeros(len(vertices), dtype=bool)
+            in_slab[faces[slab].ravel()] = True
+            vertices = np.where(in_slab[:, None], before, vertices)
+    report(0.5)
+    if options.single_layer and len(faces):
         normals_before, areas_before = face_normals_areas(before, faces[slab])
         faces = faces[single_layer(vertices, faces, slab, normals_before, areas_before, component[slab])]
     if len(faces):

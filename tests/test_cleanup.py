@@ -49,12 +49,18 @@ def test_sphere_is_one_closed_shell_with_the_right_radius():
 
 def test_flat_sheet_is_one_open_layer_with_one_boundary():
     square = trimesh.Trimesh([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], [[0, 1, 2], [0, 2, 3]]).subdivide().subdivide()
-    out = remesh(as_mesh(square), RemeshOptions(resolution=N)).mesh
+    out = remesh(as_mesh(square), RemeshOptions(resolution=N, cleanup=CleanupOptions(single_layer=True))).mesh
     tm = trimesh.Trimesh(out.vertices, out.faces, process=False)
     assert len(tm.split(only_watertight=False)) == 1
     assert boundary_loops(tm) == 1
     assert abs(tm.area - 1.0) < 0.02
     assert np.abs(out.vertices[:, 2]).max() < 0.5 * voxel_of(as_mesh(square))  # on the plane, not ε above it
+    # by default (single layer off) the sheet stays a closed slab at ε, never two coincident layers
+    slab = remesh(as_mesh(square), RemeshOptions(resolution=N)).mesh
+    slab_tm = trimesh.Trimesh(slab.vertices, slab.faces, process=False)
+    eps = voxel_of(as_mesh(square))
+    assert slab_tm.is_watertight and abs(slab_tm.area - (2.0 + 4.0 * np.pi * eps)) < 0.02  # two sides + the rim
+    assert np.abs(np.abs(slab.vertices[:, 2]).max() / voxel_of(as_mesh(square)) - 1.0) < 0.1
 
 
 @pytest.mark.parametrize("thickness_voxels", [3.0, 1.2])
@@ -81,10 +87,10 @@ def test_target_face_count_decimates_and_stays_on_the_surface():
 
 def test_inner_shell_kept_when_asked_and_options_validated():
     sphere = as_mesh(trimesh.creation.icosphere(subdivisions=3, radius=1.0))
-    both = remesh(sphere, RemeshOptions(resolution=64, cleanup=CleanupOptions(outer_shell=False, single_layer=False))).mesh
+    both = remesh(sphere, RemeshOptions(resolution=64, cleanup=CleanupOptions(outer_shell=False))).mesh
     tm = trimesh.Trimesh(both.vertices, both.faces, process=False)
     assert len(tm.split(only_watertight=False)) == 2  # deflated outer and inner shell, both kept
     with pytest.raises(ValueError, match="single_layer needs deflate"):
-        RemeshOptions(cleanup=CleanupOptions(deflate=False)).validate()
+        RemeshOptions(cleanup=CleanupOptions(deflate=False, single_layer=True)).validate()
     with pytest.raises(ValueError, match="target_faces"):
         RemeshOptions(cleanup=CleanupOptions(target_faces=-5)).validate()
