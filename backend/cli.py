@@ -143,7 +143,24 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_info)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_remesh, _add_info, add_serve_command, add_batch_command,
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from backend.evaluate import add_eval_arguments, eval_from_args
+
+    p = sub.add_parser("eval", help="metrics of one predicted mesh against its ground truth")
+    add_eval_arguments(p)
+    p.set_defaults(func=lambda args: (eval_from_args(args), 0)[1])
+
+
+def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    from backend.evaluate import add_benchmark_arguments, benchmark_from_args
+
+    p = sub.add_parser("benchmark", help="methods × meshes × resolutions: metrics, times, failures (md/json/csv)")
+    add_benchmark_arguments(p)
+    p.set_defaults(func=lambda args: (benchmark_from_args(args), 0)[1])
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_remesh, _add_info, _add_eval, _add_benchmark,
+                                                              add_serve_command, add_batch_command,
                                                               add_prepare_command, add_train_command, add_synth_command]
 
 

@@ -510,14 +510,19 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``log3d eval GT PRED``."""
     parser.add_argument("gt", help="ground-truth mesh (obj/ply/stl/off/glb)")
     parser.add_argument("pred", help="predicted mesh to score against it")
-    parser.add_argument("--json", dest="json_out", default=None, help="also write every number to this JSON file")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (CD, F1@0.01, F1@0.001, NMSE, SNE) instead of the table")
+    parser.add_argument("--out", dest="json_out", default=None, help="also write every number to this JSON file")
     _add_metric_options(parser)
 
 
 def eval_from_args(args: argparse.Namespace) -> dict[str, float]:
     """Run ``log3d eval`` from parsed arguments: prints the metrics, writes ``--json`` if asked."""
     result = run_eval(args.gt, args.pred, config_from_args(args))
-    print(format_eval(result))
+    if args.json:
+        print(json.dumps({key: result[key] for key in HEADLINE}))
+    else:
+        print(format_eval(result))
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
@@ -527,8 +532,9 @@ def eval_from_args(args: argparse.Namespace) -> dict[str, float]:
 def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``log3d bench``."""
     parser.add_argument("mesh_dir", help="folder of ground-truth meshes")
-    parser.add_argument("--resolutions", type=int, nargs="+", default=[256, 512], help="resolutions N (default 256 512)")
-    parser.add_argument("--methods", nargs="+", default=["direct", "blender-voxel"],
+    parser.add_argument("--resolutions", "--resolution", type=int, nargs="+", default=[256, 512],
+                        help="resolutions N (default 256 512)")
+    parser.add_argument("--methods", "--method", nargs="+", default=["direct", "blender-voxel"],
                         choices=sorted(default_methods()), help="methods to compare (default: direct blender-voxel)")
     parser.add_argument("--out-dir", default="bench/results", help="where the tables go (default bench/results)")
     parser.add_argument("--stem", default="metrics_benchmark", help="file name stem of the tables")

@@ -33,3 +33,18 @@ def test_remesh_command_reports_bad_input(tmp_path, capsys):
     assert main(["remesh", str(tmp_path / "nope.obj"), str(tmp_path / "o.obj")]) == 2
     assert "file not found" in capsys.readouterr().err
     assert not (tmp_path / "o.obj").exists()
+
+
+def test_eval_command_prints_one_json_object(tmp_path, capsys):
+    import json
+
+    src = tmp_path / "sphere.ply"
+    trimesh.creation.icosphere(subdivisions=2).export(str(src))
+    shifted = trimesh.creation.icosphere(subdivisions=2)
+    shifted.apply_translation([0.02, 0.0, 0.0])
+    moved = tmp_path / "moved.ply"
+    shifted.export(str(moved))
+    assert main(["eval", str(src), str(moved), "--json", "--samples", "20000"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result) == {"CD", "F1@0.01", "F1@0.001", "NMSE", "SNE"}
+    assert 0.002 < result["CD"] < 0.02 and result["F1@0.001"] < 0.5
