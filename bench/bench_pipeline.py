@@ -27,14 +27,16 @@ RESULTS = REPO / "bench" / "results"
 DEFAULT_MESHES = ["stanford-bunny.obj", "spot.obj", "fandisk.obj"]
 
 
-def _child_ours(path: str, resolution: int) -> dict:
+def _child_ours(path: str, resolution: int, cleanup: str) -> dict:
+    from model.cleanup import CleanupOptions
     from model.mesh import load_mesh
     from model.pipeline import RemeshOptions, remesh
 
     mesh = load_mesh(path)
-    remesh(mesh, RemeshOptions(resolution=64))  # load the compiled kernels before timing
+    options = CleanupOptions() if cleanup == "default" else CleanupOptions.none()
+    remesh(mesh, RemeshOptions(resolution=64, cleanup=options))  # load the compiled kernels before timing
     start = time.perf_counter()
-    result = remesh(mesh, RemeshOptions(resolution=resolution))
+    result = remesh(mesh, RemeshOptions(resolution=resolution, cleanup=options))
     total = time.perf_counter() - start
     return {"seconds": total, "stages": result.timings, "faces": result.mesh.num_faces,
             "vertices": result.mesh.num_vertices, "blocks": result.num_blocks}
@@ -50,9 +52,9 @@ def _child_blender(path: str, resolution: int) -> dict:
             "worker_peak_rss_mb": result.peak_rss_bytes / 2**20}
 
 
-def run_case(method: str, path: Path, resolution: int, timeout: float) -> dict:
+def run_case(method: str, path: Path, resolution: int, timeout: float, cleanup: str = "default") -> dict:
     """Run one case in a child process; returns its result plus the child's peak RSS."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", method, str(path), str(resolution)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", method, str(path), str(resolution), cleanup]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
@@ -68,10 +70,10 @@ def run_case(method: str, path: Path, resolution: int, timeout: float) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def child_main(method: str, path: str, resolution: int) -> None:
+def child_main(method: str, path: str, resolution: int, cleanup: str) -> None:
     import resource
 
-    result = _child_ours(path, resolution) if method == "log3d" else _child_blender(path, resolution)
+    result = _child_ours(path, resolution, cleanup) if method == "log3d" else _child_blender(path, resolution)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     # Blender runs in its own worker process: its peak is the worker's, not this launcher's.
@@ -100,7 +102,9 @@ def format_table(rows: list[dict]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--child", nargs=3, metavar=("METHOD", "PATH", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=4, metavar=("METHOD", "PATH", "N", "CLEANUP"), help=argparse.SUPPRESS)
+    parser.add_argument("--cleanup", choices=("default", "raw"), default="default",
+                        help="LoG3D with its default clean-up, or the seed's raw ε-surface")
     parser.add_argument("--meshes", nargs="+", default=DEFAULT_MESHES, help="file names in ../shared/meshes (or paths)")
     parser.add_argument("--resolutions", nargs="+", type=int, default=[256, 512, 1024, 2048])
     parser.add_argument("--blender-max-resolution", type=int, default=1024,
@@ -109,15 +113,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "pipeline.json")
     args = parser.parse_args()
     if args.child:
-        child_main(args.child[0], args.child[1], int(args.child[2]))
+        child_main(args.child[0], args.child[1], int(args.child[2]), args.child[3])
         return 0
 
-    run_case("log3d", REPO / "examples" / "spot.obj", 64, args.timeout)  # compiles and caches the numba kernels
+    run_case("log3d", REPO / "examples" / "spot.obj", 64, args.timeout, args.cleanup)  # compiles and caches the kernels
     rows = []
     for name in args.meshes:
         path = Path(name) if Path(name).exists() else SHARED_MESHES / name
         for n in args.resolutions:
-            row = {"mesh": path.name, "resolution": n, "log3d": run_case("log3d", path, n, args.timeout)}
+            row = {"mesh": path.name, "resolution": n, "cleanup": args.cleanup,
+                   "log3d": run_case("log3d", path, n, args.timeout, args.cleanup)}
             if n <= args.blender_max_resolution:
                 row["blender"] = run_case("blender", path, n, args.timeout)
             rows.append(row)
