@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from backend.evaluate import default_methods  # noqa: E402
-from model.cleanup import CleanupOptions, face_normals_areas  # noqa: E402
-from model.mesh import Mesh, load_mesh  # noqa: E402
+from model.cleanup import CleanupOptions  # noqa: E402
+from model.mesh import Mesh, face_normals_and_areas, load_mesh  # noqa: E402
 from model.metrics import MetricsConfig, compute_metrics  # noqa: E402
 from model.pipeline import RemeshOptions, remesh  # noqa: E402
 
@@ -39,7 +39,7 @@ DEFAULT_MESHES = ["spot.obj", "cow.obj", "fandisk.obj", "armchair.obj", "stanfor
 
 
 def surface_area(mesh: Mesh) -> float:
-    return float(face_normals_areas(mesh.vertices, mesh.faces)[1].sum())
+    return float(face_normals_and_areas(mesh.vertices, mesh.faces)[1].sum())
 
 
 def topology(mesh: Mesh) -> tuple[int, int]:

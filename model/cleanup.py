@@ -38,6 +38,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from .grid import BLOCK_SIZE, FAR, ISO_VOXELS, TRUNCATION_VOXELS, SparseField
+from .mesh import face_normals_and_areas
 
 
 SLAB_VOLUME_RATIO = 0.25
@@ -162,14 +163,6 @@ def sample_field(field: SparseField, voxel_points: np.ndarray) -> np.ndarray:
 
 
 # --- mesh helpers --------------------------------------------------------------------------------
-
-
-def face_normals_areas(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unit face normals [F, 3] (zero for degenerate faces) and face areas [F]."""
-    cross = np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]], vertices[faces[:, 2]] - vertices[faces[:, 0]])
-    length = np.linalg.norm(cross, axis=1)
-    normals = np.divide(cross, length[:, None], out=np.zeros_like(cross), where=length[:, None] > 0)
-    return normals, 0.5 * length
 
 
 @nb.njit(cache=True)
@@ -307,7 +300,7 @@ def single_layer(vertices: np.ndarray, faces: np.ndarray, in_slab: np.ndarray, n
     if len(slab_faces) == 0:
         return keep
     sub = faces[slab_faces]
-    normals, areas = face_normals_areas(vertices, sub)
+    normals, areas = face_normals_and_areas(vertices, sub)
     centroids = vertices[sub].mean(axis=1)
     tree = cKDTree(centroids)
     found: list[np.ndarray] = []
@@ -435,7 +428,7 @@ def clean_surface(vertices: np.ndarray, faces: np.ndarray, field: SparseField, o
             vertices = np.where(in_slab[:, None], before, vertices)
     report(0.5)
     if options.single_layer and len(faces):
-        normals_before, areas_before = face_normals_areas(before, faces[slab])
+        normals_before, areas_before = face_normals_and_areas(before, faces[slab])
         faces = faces[single_layer(vertices, faces, slab, normals_before, areas_before, component[slab])]
     if len(faces):
         vertices, faces = compact(vertices, faces)

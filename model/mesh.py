@@ -145,3 +145,14 @@ def fit_unit_cube(vertices: np.ndarray, margin: float = 0.0) -> Normalization:
 def used_vertices(mesh: Mesh) -> np.ndarray:
     """Vertices referenced by at least one face (unreferenced ones must not move the bounding box)."""
     return mesh.vertices[np.unique(mesh.faces)]
+
+
+def face_normals_and_areas(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit face normals [F, 3] (zero for degenerate triangles) and triangle areas [F]."""
+    tri = np.asarray(vertices, dtype=np.float64)[faces]
+    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    norm = np.linalg.norm(cross, axis=1)
+    normals = np.zeros_like(cross)
+    ok = norm > 0
+    normals[ok] = cross[ok] / norm[ok, None]
+    return normals, 0.5 * norm

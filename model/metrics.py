@@ -28,7 +28,7 @@ import numba
 import numpy as np
 from scipy.spatial import cKDTree
 
-from model.mesh import Mesh, MeshError, fit_unit_cube, used_vertices, validate_arrays
+from model.mesh import Mesh, MeshError, face_normals_and_areas, fit_unit_cube, used_vertices, validate_arrays
 
 Sampling = Literal["outer", "uniform"]
 Distance = Literal["point_to_surface", "point_to_point"]
@@ -97,17 +97,6 @@ class SurfaceSamples:
 # --------------------------------------------------------------------------------------------------
 # Geometry helpers
 # --------------------------------------------------------------------------------------------------
-
-
-def face_normals_and_areas(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unit face normals (zero for degenerate triangles) and triangle areas."""
-    tri = vertices[faces]
-    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    norm = np.linalg.norm(cross, axis=1)
-    normals = np.zeros_like(cross)
-    ok = norm > 0
-    normals[ok] = cross[ok] / norm[ok, None]
-    return normals, 0.5 * norm
 
 
 def sample_surface(vertices: np.ndarray, faces: np.ndarray, count: int, rng: np.random.Generator) -> SurfaceSamples:
