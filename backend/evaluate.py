@@ -411,6 +411,8 @@ def markdown_report(rows: Sequence[dict], summary: Sequence[dict], config: Metri
         seconds = _fmt("seconds", r["method_seconds"]) if "method_seconds" in r else "—"
         status = "ok" if ok else f"**failed** ({r.get('stage')})"
         lines.append(f"| {r['mesh']} | {r['resolution']} | {r['method']} | {metrics} | {faces} | {seconds} | {status} |")
+    if environment and environment.get("note"):
+        lines += ["", "## Notes", "", str(environment["note"])]
     failures = [r for r in rows if r["status"] != "ok"]
     lines += ["", "## Failures", ""]
     if failures:
@@ -436,13 +438,13 @@ def plot_benchmark(rows: Sequence[dict], path: Path) -> Path:
         for method in sorted({s["method"] for s in summary}):
             mine = [s for s in summary if s["method"] == method]
             # Like-for-like means when there are any; otherwise the method's own successes, dashed.
-            prefix, style, label = "mean_", "-", method
+            prefix, style, legend = "mean_", "-", method
             if all(math.isnan(s[f"mean_{key}"]) for s in mine):
-                prefix, style, label = "own_mean_", "--", f"{method} (own successes)"
+                prefix, style, legend = "own_mean_", "--", f"{method} (own successes)"
             pts = sorted((s["resolution"], s[f"{prefix}{key}"]) for s in mine)
             pts = [(x, y) for x, y in pts if not math.isnan(y)]
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=label)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=legend)
         ax.set_xscale("log", base=2)
         if log_scale:
             ax.set_yscale("log")
