@@ -1,5 +1,5 @@
 """Evaluation harness: metrics of one prediction (``log3d eval``) and benchmark tables over a folder
-of meshes, methods and resolutions (``log3d bench``).
+of meshes, methods and resolutions (``log3d benchmark``).
 
 The CLI only parses arguments: :func:`add_eval_arguments` / :func:`add_benchmark_arguments` fill a
 subparser, and :func:`eval_from_args` / :func:`benchmark_from_args` run it. Everything here is also
@@ -339,7 +339,7 @@ def write_tables(rows: Sequence[dict], out_dir: Path, stem: str, config: Metrics
     }
     payload = {"started": started, "config": asdict(config), "environment": environment or _environment(),
                "summary": summary, "rows": list(rows)}
-    paths["json"].write_text(json.dumps(payload, indent=2, default=_json_default, allow_nan=True) + "\n")
+    paths["json"].write_text(json.dumps(json_safe(payload), indent=2, default=_json_default, allow_nan=False) + "\n")
     columns = _csv_columns(rows)
     with paths["csv"].open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
@@ -350,6 +350,18 @@ def write_tables(rows: Sequence[dict], out_dir: Path, stem: str, config: Metrics
     if plot:
         paths["png"] = plot_benchmark(rows, out_dir / f"{stem}.png")
     return paths
+
+
+def json_safe(value: object) -> object:
+    """``value`` with every NaN or infinite float replaced by ``None`` (JSON ``null``): strict JSON
+    has no NaN, and SNE is NaN for a mesh without sharp edges."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)) and not math.isfinite(float(value)):
+        return None
+    return value
 
 
 def _json_default(value: object) -> object:
@@ -522,17 +534,17 @@ def eval_from_args(args: argparse.Namespace) -> dict[str, float]:
     """Run ``log3d eval`` from parsed arguments: prints the metrics, writes ``--json`` if asked."""
     result = run_eval(args.gt, args.pred, config_from_args(args))
     if args.json:
-        print(json.dumps({key: result[key] for key in HEADLINE}))
+        print(json.dumps(json_safe({key: result[key] for key in HEADLINE})))
     else:
         print(format_eval(result))
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
+        Path(args.json_out).write_text(json.dumps(json_safe(result), indent=2) + "\n")
     return result
 
 
 def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``log3d bench``."""
+    """Arguments of ``log3d benchmark``."""
     parser.add_argument("mesh_dir", help="folder of ground-truth meshes")
     parser.add_argument("--resolutions", "--resolution", type=int, nargs="+", default=[256, 512],
                         help="resolutions N (default 256 512)")
@@ -547,7 +559,7 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def benchmark_from_args(args: argparse.Namespace) -> list[dict]:
-    """Run ``log3d bench`` from parsed arguments."""
+    """Run ``log3d benchmark`` from parsed arguments."""
     return run_benchmark(
         args.mesh_dir,
         args.resolutions,
@@ -572,6 +584,7 @@ __all__ = [
     "default_methods",
     "eval_from_args",
     "format_eval",
+    "json_safe",
     "list_meshes",
     "markdown_report",
     "plot_benchmark",
