@@ -381,7 +381,9 @@ def scenario_panel(port: int) -> dict[str, Any]:
     manager.clear_error()
 
     bpy.ops.mesh.primitive_ico_sphere_add(subdivisions=3)
-    context.scene.log3d.resolution = "64"
+    # 256 rather than 64: long enough (a second or two) that the 50 ms redraws see its stages even
+    # on an idle machine, where a 64³ job can finish between two redraws
+    context.scene.log3d.resolution = "256"
     run = session.RemeshSession.start(context, manager, [context.active_object], preferences.connection(context))
     labels: list[str] = []
     deadline = time.monotonic() + 60
