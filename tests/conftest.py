@@ -29,3 +29,15 @@ def shared_meshes() -> Path:
     if not SHARED_MESHES.is_dir():
         pytest.skip(f"real meshes not found at {SHARED_MESHES}")
     return SHARED_MESHES
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Tiny network workloads: one torch thread avoids OpenMP spin-waits when other jobs share the
+    2 cores (restored afterwards)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

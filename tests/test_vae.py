@@ -23,13 +23,7 @@ from model.vae import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny workloads: one thread avoids OpenMP spin-waits when other jobs share the 2 cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def shell_coords(n: int, s: int = 24) -> torch.Tensor:
