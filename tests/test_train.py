@@ -40,14 +40,9 @@ REPO = Path(__file__).resolve().parents[1]
 N = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny workloads: one thread avoids OpenMP spin-waits when other jobs share the 2 cores, and
-    keeps in-process and subprocess runs on the same kernels (bit-for-bit comparisons)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# One torch thread: no OpenMP spin-waits on the shared cores, and in-process and subprocess runs on
+# the same kernels (the resume test compares them bit for bit).
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
