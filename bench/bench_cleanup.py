@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/bench_cleanup.py [--meshes spot.obj woody.obj ...] [--resolutions 512 1024]
 
-For each mesh and N (direct mode): LoG3D with the default clean-up (deflate, outer shell, single
-layer), LoG3D raw (the paper's ε-surface), and Blender's Voxel Remesh at voxel size = extent / N.
+For each mesh and N (direct mode): LoG3D with the default clean-up (deflate, outer shell), the
+same with the opt-in single layer, LoG3D raw (the paper's ε-surface), and Blender's Voxel Remesh
+at voxel size = extent / N.
 Columns: Chamfer distance and F1@0.001 against the input (model.metrics, outer-surface sampling),
 output area / input area (a double wall reads ~2), connected pieces, boundary loops (an open sheet
 returned as one open layer has ≥ 1, a closed solid 0), and time. Writes
@@ -71,7 +72,7 @@ def run_method(name: str, mesh: Mesh, n: int, blender) -> tuple[Mesh, float]:
     if name == "blender-voxel":
         out = blender(mesh, n)
         return out.mesh, out.seconds
-    cleanup = CleanupOptions() if name == "log3d" else CleanupOptions.none()
+    cleanup = {"log3d": CleanupOptions(), "log3d-single-layer": CleanupOptions(single_layer=True)}.get(name, CleanupOptions.none())
     result = remesh(mesh, RemeshOptions(resolution=n, cleanup=cleanup))
     return result.mesh, time.perf_counter() - start
 
@@ -81,6 +82,8 @@ def main() -> int:
     parser.add_argument("--meshes", nargs="+", default=DEFAULT_MESHES)
     parser.add_argument("--resolutions", nargs="+", type=int, default=[512, 1024])
     parser.add_argument("--samples", type=int, default=300_000, help="surface samples per mesh for the metrics")
+    parser.add_argument("--methods", nargs="+", default=["log3d", "log3d-single-layer", "log3d-raw", "blender-voxel"],
+                        choices=["log3d", "log3d-single-layer", "log3d-raw", "blender-voxel"])
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cleanup.json")
     args = parser.parse_args()
     blender = default_methods()["blender-voxel"]
@@ -94,7 +97,7 @@ def main() -> int:
         gt = load_mesh(SHARED_MESHES / name)
         gt_area = surface_area(gt)
         for n in args.resolutions:
-            for method in ("log3d", "log3d-raw", "blender-voxel"):
+            for method in args.methods:
                 row = {"mesh": name, "kind": "closed" if name in CLOSED else "open", "resolution": n, "method": method}
                 try:
                     out, seconds = run_method(method, gt, n, blender)
