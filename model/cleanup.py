@@ -17,12 +17,12 @@ cheaper steps that fit meshes of tens of millions of faces:
 * **Outer shell.** Faces are oriented towards larger field values, so an outer shell encloses
   positive volume and an inner shell (the one inside a closed surface) negative volume; components
   with negative signed volume are dropped.
-* **Single layer.** After deflation, the two sides of a slab coincide: a face with a coincident,
-  opposite face of the same component is *doubled*. Doubled faces split into side patches (dual-graph
-  components over edges whose normals agree — the fold at the slab's rim stops them); of every pair
-  of opposite patches the larger is kept, the other and the collapsed rim are dropped. What remains is
-  one open layer with a boundary where the input had one; thin-but-closed parts, whose sides stay
-  apart after deflation, are never doubled and stay closed.
+* **Single layer** (opt-in). After deflation, the two sides of a slab coincide: a face with a
+  coincident, opposite face of the same component is *doubled*. Doubled faces are two-coloured
+  breadth-first (same side across edges whose normals agree, other side across opposite pairs) and
+  one colour is dropped with the collapsed rim. What remains is one open layer with a boundary where
+  the input had one; thin-but-closed parts, whose sides stay apart after deflation, are never
+  doubled and stay closed. Without it, slabs are kept closed at ε.
 * **Target face count.** Quadric-error decimation (Garland & Heckbert) through fast-simplification.
 """
 
