@@ -37,6 +37,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from .extract import lower_bound
 from .grid import BLOCK_SIZE, FAR, ISO_VOXELS, TRUNCATION_VOXELS, SparseField
 from .mesh import face_normals_and_areas
 
@@ -95,13 +96,7 @@ class CleanupOptions:
 
 @nb.njit(cache=True, inline="always")
 def _find_block(keys, key):
-    lo, hi = 0, keys.shape[0]
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if keys[mid] < key:
-            lo = mid + 1
-        else:
-            hi = mid
+    lo = lower_bound(keys, 0, keys.shape[0], key)
     if lo < keys.shape[0] and keys[lo] == key:
         return lo
     return -1

@@ -219,11 +219,12 @@ def _write_vertices(values, nbr, blocks, keys, grid, level, far, v_start, codes,
 
 
 @nb.njit(cache=True, inline="always")
-def _find_vertex(codes, start, stop, code):
+def lower_bound(sorted_values, start, stop, value):
+    """First index in [start, stop) of a sorted array whose entry is not below ``value``."""
     lo, hi = start, stop
     while lo < hi:
         mid = (lo + hi) >> 1
-        if codes[mid] < code:
+        if sorted_values[mid] < value:
             lo = mid + 1
         else:
             hi = mid
@@ -253,7 +254,7 @@ def _write_triangles(values, nbr, blocks, slot, level, far, tri_counts, tri_tabl
                         owner = nbr[b, (li >> 3) + 2 * (lj >> 3) + 4 * (lk >> 3)]
                         oq = slot[owner]
                         code = edges[e, 2] * 512 + ((li & 7) * 64 + (lj & 7) * 8 + (lk & 7))
-                        faces[n + s // 3, s % 3] = _find_vertex(codes, v_start[oq], v_stop[oq], code)
+                        faces[n + s // 3, s % 3] = lower_bound(codes, v_start[oq], v_stop[oq], code)
                     n += tri_counts[case]
 
 
