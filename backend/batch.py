@@ -85,28 +85,31 @@ class LocalServer:
     def __enter__(self) -> Log3DClient:
         probe = Log3DClient(self.config.port, self.config.host, self.config.token, timeout_s=2.0,
                             job_timeout_s=self.config.job_timeout_s)
-        try:
-            probe.hello()
+        if self._answers(probe):
             return self._ready(probe)
-        except BackendError as exc:
-            if exc.code != "timeout":
-                probe.close()
-                raise
         self._start()
         deadline = time.monotonic() + self.config.start_timeout_s
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 probe.close()
                 raise RuntimeError(f"`log3d serve` exited with code {self.process.returncode}:\n{self._log_tail()}")
-            try:
-                probe.hello()
+            if self._answers(probe):
                 return self._ready(probe)
-            except BackendError as exc:
-                if exc.code != "timeout":
-                    probe.close()
-                    raise
         probe.close()
         raise RuntimeError(f"`log3d serve` did not answer within {self.config.start_timeout_s:g} s:\n{self._log_tail()}")
+
+    @staticmethod
+    def _answers(probe: Log3DClient) -> bool:
+        """Whether a server answers `hello`: False on a timeout; any other error closes the probe
+        and is raised."""
+        try:
+            probe.hello()
+            return True
+        except BackendError as exc:
+            if exc.code != "timeout":
+                probe.close()
+                raise
+            return False
 
     @staticmethod
     def _ready(client: Log3DClient) -> Log3DClient:
