@@ -70,4 +70,9 @@ def coords_to_keys(coords: torch.Tensor, grid: int) -> torch.Tensor:
     return torch.where(inside, keys, torch.full_like(keys, -1))
 
 
-__all__ = ["TorchField", "lookup_keys", "coords_to_keys"]
+def keys_to_coords(keys: torch.Tensor, grid: int) -> torch.Tensor:
+    """int64 block coordinates [K, 3] of linear keys [K] (the inverse of :func:`coords_to_keys`)."""
+    return torch.stack([keys // (grid * grid), (keys // grid) % grid, keys % grid], dim=1)
+
+
+__all__ = ["TorchField", "lookup_keys", "coords_to_keys", "keys_to_coords"]
