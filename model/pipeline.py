@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
+from .bvh import PrimitiveIndex
 from .cleanup import CleanupOptions, clean_surface
 from .extract import marching_cubes_sparse
-from .grid import SparseField, check_resolution, iso_level, unit_margin, voxel_to_unit
-from .mesh import Mesh, MeshError, Normalization, fit_unit_cube, used_vertices, validate_arrays
+from .grid import SparseField, check_resolution, iso_level, unit_margin, unit_to_voxel, voxel_to_unit
+from .mesh import Mesh, MeshError, Normalization, face_normals_and_areas, fit_unit_cube, used_vertices, validate_arrays
 from .udf import compute_udf
 from .ublocks import UBlocks, active_indices, extract_ublocks, iter_ublocks, pad_average
 
@@ -125,12 +126,22 @@ def _timed(chunks: Iterator[UBlocks], stage: str, stages: _Stages) -> Iterator[U
         yield chunk
 
 
+def input_surface(mesh: Mesh, normalization: Normalization, resolution: int) -> PrimitiveIndex:
+    """The input's triangles in voxel coordinates: the exact zero set of the direct-mode field,
+    for the clean-up's deflation (zero-area triangles carry no surface and are left out)."""
+    voxel_vertices = unit_to_voxel(normalization.to_unit(mesh.vertices), resolution)
+    _, areas = face_normals_and_areas(voxel_vertices, mesh.faces)
+    return PrimitiveIndex(voxel_vertices, mesh.faces[areas > 0])
+
+
 def _reconstruct(chunks: Iterator[UBlocks], producer: str | None, coords: np.ndarray,
-                 normalization: Normalization, options: RemeshOptions, stages: _Stages) -> Mesh:
+                 normalization: Normalization, options: RemeshOptions, stages: _Stages,
+                 surface: Callable[[], PrimitiveIndex] | None = None) -> Mesh:
     """Pad-Average the block stream, extract the ε-surface and map it back to the input's frame.
 
     ``chunks`` is consumed lazily inside Pad-Average; the time booked under ``producer`` (if any)
-    while making them is taken out of Pad-Average's own time."""
+    while making them is taken out of Pad-Average's own time. ``surface`` builds the exact zero
+    set when it is known (direct mode); it is built inside the clean-up stage, and only if needed."""
     resolution = options.resolution
     assembled = stages.run("pad_average", lambda report: pad_average(chunks, resolution, coords, report))
     if producer is not None:
@@ -139,7 +150,11 @@ def _reconstruct(chunks: Iterator[UBlocks], producer: str | None, coords: np.nda
     if faces.shape[0] == 0:
         raise MeshError(f"the ε-surface at N={resolution} is empty")
     if options.cleanup.active:
-        vertices, faces = stages.run("cleanup", lambda report: clean_surface(vertices, faces, assembled, options.cleanup, report))  # type: ignore[misc]
+        def cleanup(report: Callable[[float], None]) -> tuple[np.ndarray, np.ndarray]:
+            exact = surface() if surface is not None and options.cleanup.deflate else None
+            return clean_surface(vertices, faces, assembled, options.cleanup, report, exact)  # type: ignore[arg-type]
+
+        vertices, faces = stages.run("cleanup", cleanup)  # type: ignore[misc]
         if faces.shape[0] == 0:
             raise MeshError(f"nothing is left of the surface at N={resolution} after clean-up")
     return Mesh(vertices=normalization.from_unit(voxel_to_unit(vertices, resolution)), faces=faces)
@@ -209,5 +224,6 @@ def remesh(mesh: Mesh, options: RemeshOptions | None = None, progress: ProgressC
     if coords.shape[0] == 0:
         raise MeshError("the mesh produced no active UBlocks")
     chunks = _timed(iter_ublocks(field_, options.chunk_blocks), "ublocks", stages)
-    out = _reconstruct(chunks, "ublocks", coords, normalization, options, stages)
+    out = _reconstruct(chunks, "ublocks", coords, normalization, options, stages,
+                       surface=lambda: input_surface(mesh, normalization, options.resolution))
     return RemeshResult(mesh=out, timings=stages.timings, num_blocks=int(coords.shape[0]))
