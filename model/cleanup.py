@@ -16,9 +16,10 @@ cheaper steps that fit meshes of tens of millions of faces:
   non-differentiable UDF at its zero set. In direct mode the input mesh itself is known, and a
   vertex whose closest point on it lies straight along its normal (within ~18°: flat parts and
   convex edges and corners, where the interpolated field rounds the feature off) goes exactly onto
-  that closest point; on the fandisk at N=512 this halves the error within a voxel of sharp edges.
-  Near concave creases the closest point jumps to one face and would chamfer the crease, so the
-  field's estimate along the normal is kept there.
+  that closest point. Near concave creases the closest point of the ε-vertex jumps to one face and
+  would chamfer the crease, so there the field's estimate along the normal comes first and is then
+  put onto its own closest input point. Every vertex ends on the input; on the fandisk at N=512 the
+  Chamfer distance drops from 4.68e-6 (field only) to 3.08e-6 (Blender's Voxel Remesh: 2.19e-6).
 * **Outer shell.** Faces are oriented towards larger field values, so an outer shell encloses
   positive volume and an inner shell (the one inside a closed surface) negative volume; components
   with negative signed volume are dropped.
@@ -60,8 +61,9 @@ around the sheet's boundary: degenerate slivers, dropped with the second side.""
 
 EXACT_ALIGNMENT = 0.95
 """Cosine between a vertex's normal and the direction to its closest input point above which the
-deflated vertex is put exactly on that point (direct mode). Chosen on the fandisk at N=512 (CD
-×1e3: 0.99 → 4.08e-3, 0.95 → 3.66e-3, 0.8 → 4.02e-3; the field alone 4.68e-3)."""
+deflated vertex is put exactly on that point (direct mode). Chosen on the fandisk at N=512, before
+the remaining vertices were projected too (CD ×1e3: 0.99 → 4.08e-3, 0.95 → 3.66e-3, 0.8 →
+4.02e-3; the field alone 4.68e-3)."""
 
 
 MIN_PIECE_FRACTION = 0.05
