@@ -49,12 +49,12 @@ class StageBars:
 
 def add_cleanup_arguments(p: argparse.ArgumentParser) -> None:
     """The clean-up switches, shared by every command that remeshes."""
-    g = p.add_argument_group("clean-up (deflate and outer shell on by default)")
+    g = p.add_argument_group("clean-up (deflate, outer shell and single layer on by default)")
     g.add_argument("--raw", action="store_true", help="the paper's output: the ε-surface, no clean-up at all")
     g.add_argument("--no-deflate", action="store_true", help="leave the surface at ε = 1/N instead of on the zero set")
     g.add_argument("--keep-inner", action="store_true", help="keep the inner shells of closed surfaces")
-    g.add_argument("--single-layer", action="store_true",
-                   help="collapse the slab around an open sheet to one open layer (experimental; default: keep the slab)")
+    g.add_argument("--keep-slabs", action="store_true",
+                   help="leave an open sheet as a thin closed slab at ε instead of one open layer")
     g.add_argument("--target-faces", type=int, default=0, help="decimate to about this many faces (0: all)")
 
 
@@ -65,7 +65,7 @@ def cleanup_from_args(args: argparse.Namespace) -> "CleanupOptions":  # noqa: F8
         return CleanupOptions.none()
     deflate = not args.no_deflate
     return CleanupOptions(deflate=deflate, outer_shell=not args.keep_inner,
-                          single_layer=deflate and args.single_layer, target_faces=args.target_faces)
+                          single_layer=deflate and not args.keep_slabs, target_faces=args.target_faces)
 
 
 def _cmd_remesh(args: argparse.Namespace) -> int:
@@ -73,7 +73,8 @@ def _cmd_remesh(args: argparse.Namespace) -> int:
     from model.pipeline import RemeshOptions, remesh
 
     options = RemeshOptions(resolution=args.resolution, mode=args.mode, chunk_blocks=args.chunk_blocks,
-                            device=args.device, checkpoint=args.checkpoint, cleanup=cleanup_from_args(args)).validate()
+                            device=args.device, checkpoint=args.checkpoint, cleanup=cleanup_from_args(args),
+                            engine=args.engine).validate()
     start = time.perf_counter()
     mesh = load_mesh(args.input)
     load_s = time.perf_counter() - start
@@ -91,6 +92,8 @@ def _cmd_remesh(args: argparse.Namespace) -> int:
     for stage, seconds in timings.items():
         print(f"  {stage:<12} {seconds:8.3f} s")
     print(f"  {'total':<12} {sum(timings.values()):8.3f} s")
+    if result.peak_gpu_bytes is not None:
+        print(f"  {'peak GPU':<12} {result.peak_gpu_bytes / 2**30:8.2f} GiB")
     return 0
 
 
@@ -102,7 +105,9 @@ def _add_remesh(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=("direct", "vae"), default="direct",
                    help="direct: exact UDF blocks; vae: round trip through the LoG-VAE (default: direct)")
     p.add_argument("--chunk-blocks", type=int, default=16384, help="UBlocks processed per chunk (bounds memory)")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (for --mode vae)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (the network's device, and the stages' with the torch engine)")
+    p.add_argument("--engine", choices=("auto", "numba", "torch"), default="auto",
+                   help="numba: geometry stages on the CPU; torch: every stage on --device; auto: torch when --device resolves to CUDA")
     p.add_argument("--checkpoint", type=Path, default=None, help="LoG-VAE weights (for --mode vae)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     add_cleanup_arguments(p)

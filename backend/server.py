@@ -191,6 +191,9 @@ def make_cleanup(given: dict[str, Any], request_id: Any = None) -> Any | None:
         if not ok:
             raise proto.ProtocolError("bad_option", f"clean-up setting '{name}' must be a {type(default).__name__}, "
                                                     f"got {value!r}", request_id)
+    if given.get("deflate") is False and given.get("single_layer") is True:
+        raise proto.ProtocolError("bad_option", "clean-up: single_layer needs deflate (the two sides of a slab "
+                                                "only meet once deflated)", request_id)
     options = dataclasses.replace(CleanupOptions(), **given)
     try:
         options.validate()

@@ -3,11 +3,12 @@
     .venv/bin/python bench/bench_cleanup.py [--meshes spot.obj woody.obj ...] [--resolutions 512 1024]
 
 For each mesh and N (direct mode): LoG3D with the default clean-up (deflate, outer shell), the
-same with the opt-in single layer, LoG3D raw (the paper's ε-surface), and Blender's Voxel Remesh
+same with slabs kept (--keep-slabs: single layer off), LoG3D raw (the paper's ε-surface), and Blender's Voxel Remesh
 at voxel size = extent / N.
 Columns: Chamfer distance and F1@0.001 against the input (model.metrics, outer-surface sampling),
 output area / input area (a double wall reads ~2), connected pieces, boundary loops (an open sheet
-returned as one open layer has ≥ 1, a closed solid 0), and time. Writes
+returned as one open layer has ≥ 1, a closed solid 0), time, and CD / Blender's CD for the same mesh
+and N. Writes
 bench/results/cleanup.json and cleanup.md.
 """
 
@@ -35,8 +36,7 @@ from model.pipeline import RemeshOptions, remesh  # noqa: E402
 SHARED_MESHES = REPO.parent / "shared" / "meshes"
 CLOSED = {"spot.obj", "cow.obj", "fandisk.obj", "armchair.obj", "scorpion.obj", "counter_unitsmm.stl",
           "large_turbineblade_midsub1.ply"}
-DEFAULT_MESHES = ["spot.obj", "cow.obj", "fandisk.obj", "armchair.obj", "stanford-bunny.obj", "teapot.obj",
-                  "woody.obj", "suzanne.obj", "beetle.obj"]
+DEFAULT_MESHES = sorted(p.name for p in SHARED_MESHES.glob("*") if p.suffix in (".obj", ".ply", ".stl")) if SHARED_MESHES.is_dir() else []
 
 
 def surface_area(mesh: Mesh) -> float:
@@ -72,9 +72,27 @@ def run_method(name: str, mesh: Mesh, n: int, blender) -> tuple[Mesh, float]:
     if name == "blender-voxel":
         out = blender(mesh, n)
         return out.mesh, out.seconds
-    cleanup = {"log3d": CleanupOptions(), "log3d-single-layer": CleanupOptions(single_layer=True)}.get(name, CleanupOptions.none())
+    cleanup = {"log3d": CleanupOptions(), "log3d-keep-slabs": CleanupOptions(single_layer=False)}.get(name, CleanupOptions.none())
     result = remesh(mesh, RemeshOptions(resolution=n, cleanup=cleanup))
     return result.mesh, time.perf_counter() - start
+
+
+def add_blender_ratios(rows: list[dict]) -> None:
+    """CD / Blender's CD of the same mesh and N, on every row that has both."""
+    blender = {(r["mesh"], r["resolution"]): r.get("CD") for r in rows if r["method"] == "blender-voxel"}
+    for r in rows:
+        ref = blender.get((r["mesh"], r["resolution"]))
+        if "CD" in r and ref:
+            r["CD_vs_blender"] = r["CD"] / ref
+
+
+def format_row(r: dict) -> str:
+    head = f"| {r['mesh']} | {r['kind']} | {r['resolution']} | {r['method']} |"
+    if "error" in r:
+        return f"{head} failed: {r['error'][:80]} | | | | | | |"
+    ratio = f"{r['CD_vs_blender']:.2f}" if "CD_vs_blender" in r else ""
+    return (f"{head} {1e3 * r['CD']:.4g} | {ratio} | {r['F1_0001']:.4f} | {r['area_ratio']:.3f} | {r['pieces']} | "
+            f"{r['boundary_loops']} | {r['seconds']:.1f} |")
 
 
 def main() -> int:
@@ -82,16 +100,16 @@ def main() -> int:
     parser.add_argument("--meshes", nargs="+", default=DEFAULT_MESHES)
     parser.add_argument("--resolutions", nargs="+", type=int, default=[512, 1024])
     parser.add_argument("--samples", type=int, default=300_000, help="surface samples per mesh for the metrics")
-    parser.add_argument("--methods", nargs="+", default=["log3d", "log3d-single-layer", "log3d-raw", "blender-voxel"],
-                        choices=["log3d", "log3d-single-layer", "log3d-raw", "blender-voxel"])
+    parser.add_argument("--methods", nargs="+", default=["log3d", "log3d-keep-slabs", "log3d-raw", "blender-voxel"],
+                        choices=["log3d", "log3d-keep-slabs", "log3d-raw", "blender-voxel"])
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cleanup.json")
     args = parser.parse_args()
     blender = default_methods()["blender-voxel"]
     config = MetricsConfig(num_samples=args.samples, sharp_samples=args.samples // 5)
     remesh(load_mesh(REPO / "examples" / "spot.obj"), RemeshOptions(resolution=64))  # compile the kernels
     rows = []
-    header = ("| mesh | kind | N | method | CD ×1e3 | F1@0.001 | area / input | pieces | boundary loops | seconds |\n"
-              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    header = ("| mesh | kind | N | method | CD ×1e3 | CD / Blender | F1@0.001 | area / input | pieces | boundary loops | seconds |\n"
+              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     print(header)
     for name in args.meshes:
         gt = load_mesh(SHARED_MESHES / name)
@@ -105,18 +123,12 @@ def main() -> int:
                     pieces, loops = topology(out)
                     row.update(CD=m["CD"], F1_0001=m["F1@0.001"], F1_001=m["F1@0.01"], area_ratio=surface_area(out) / gt_area,
                                pieces=pieces, boundary_loops=loops, faces=out.num_faces, seconds=seconds)
-                    line = (f"| {name} | {row['kind']} | {n} | {method} | {1e3 * m['CD']:.3f} | {m['F1@0.001']:.3f} | "
-                            f"{row['area_ratio']:.3f} | {pieces} | {loops} | {seconds:.1f} |")
                 except Exception as exc:  # a failure is a row, never a silent skip
                     row["error"] = f"{type(exc).__name__}: {exc}"
-                    line = f"| {name} | {row['kind']} | {n} | {method} | failed: {row['error'][:80]} | | | | | |"
                 rows.append(row)
-                print(line, flush=True)
-    table = "\n".join([header] + [
-        (f"| {r['mesh']} | {r['kind']} | {r['resolution']} | {r['method']} | {1e3 * r['CD']:.3f} | {r['F1_0001']:.3f} | "
-         f"{r['area_ratio']:.3f} | {r['pieces']} | {r['boundary_loops']} | {r['seconds']:.1f} |")
-        if "error" not in r else f"| {r['mesh']} | {r['kind']} | {r['resolution']} | {r['method']} | failed: {r['error'][:80]} | | | | | |"
-        for r in rows])
+                print(format_row(row), flush=True)
+    add_blender_ratios(rows)
+    table = "\n".join([header] + [format_row(r) for r in rows])
     meta = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d %H:%M"),
             "metrics": f"model.metrics, {args.samples} outer-surface samples, point-to-surface",
             "command": "python bench/bench_cleanup.py " + " ".join(sys.argv[1:])}

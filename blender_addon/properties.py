@@ -50,7 +50,7 @@ class LOG3D_Settings(bpy.types.PropertyGroup):
                           description="Move the surface from ε back onto the input's surface")
     outer_shell: BoolProperty(name="Outer shell only", default=True,
                               description="Drop the inner shells of closed surfaces")
-    single_layer: BoolProperty(name="Single layer", default=False,
+    single_layer: BoolProperty(name="Single layer", default=True,
                                description="Open sheets come back as one open layer, not a thin slab (needs Deflate)")
     target_faces: IntProperty(name="Target faces", default=0, min=0, max=50_000_000,
                               description="Decimate to about this many faces (0: keep all)")

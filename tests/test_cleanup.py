@@ -49,14 +49,14 @@ def test_sphere_is_one_closed_shell_with_the_right_radius():
 
 def test_flat_sheet_is_one_open_layer_with_one_boundary():
     square = trimesh.Trimesh([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], [[0, 1, 2], [0, 2, 3]]).subdivide().subdivide()
-    out = remesh(as_mesh(square), RemeshOptions(resolution=N, cleanup=CleanupOptions(single_layer=True))).mesh
+    out = remesh(as_mesh(square), RemeshOptions(resolution=N)).mesh  # single layer is the default
     tm = trimesh.Trimesh(out.vertices, out.faces, process=False)
     assert len(tm.split(only_watertight=False)) == 1
     assert boundary_loops(tm) == 1
     assert abs(tm.area - 1.0) < 0.02
     assert np.abs(out.vertices[:, 2]).max() < 0.5 * voxel_of(as_mesh(square))  # on the plane, not ε above it
-    # by default (single layer off) the sheet stays a closed slab at ε, never two coincident layers
-    slab = remesh(as_mesh(square), RemeshOptions(resolution=N)).mesh
+    # with slabs kept (single layer off) the sheet stays a closed slab at ε, never two coincident layers
+    slab = remesh(as_mesh(square), RemeshOptions(resolution=N, cleanup=CleanupOptions(single_layer=False))).mesh
     slab_tm = trimesh.Trimesh(slab.vertices, slab.faces, process=False)
     eps = voxel_of(as_mesh(square))
     assert slab_tm.is_watertight and abs(slab_tm.area - (2.0 + 4.0 * np.pi * eps)) < 0.02  # two sides + the rim
@@ -90,8 +90,7 @@ def test_inner_shell_kept_when_asked_and_options_validated():
     both = remesh(sphere, RemeshOptions(resolution=64, cleanup=CleanupOptions(outer_shell=False))).mesh
     tm = trimesh.Trimesh(both.vertices, both.faces, process=False)
     assert len(tm.split(only_watertight=False)) == 2  # deflated outer and inner shell, both kept
-    with pytest.raises(ValueError, match="single_layer needs deflate"):
-        RemeshOptions(cleanup=CleanupOptions(deflate=False, single_layer=True)).validate()
+    assert not CleanupOptions(deflate=False).validate().cuts_slabs  # single layer needs a deflated surface
     with pytest.raises(ValueError, match="target_faces"):
         RemeshOptions(cleanup=CleanupOptions(target_faces=-5)).validate()
 
@@ -126,3 +125,34 @@ def test_direct_mode_puts_convex_edges_exactly_on_the_input():
     assert nearest_exact.max() < 1e-6
     assert nearest_field.min() > 0.05  # the field-only deflate leaves the corners rounded
     assert surface.distance(field_v).mean() > 0.005
+
+
+def test_fill_small_holes_closes_pinholes_and_keeps_real_boundaries():
+    from model.cleanup import fill_small_holes
+
+    grid = trimesh.creation.box().subdivide().subdivide().subdivide()  # a closed surface, then punch holes
+    tm = trimesh.Trimesh(grid.vertices * 40.0, grid.faces, process=False)  # ~5-voxel faces
+    centroids = tm.triangles_center
+    small = np.flatnonzero(centroids[:, 2] < -19.9)[:1]  # one face of the bottom: a pinhole
+    big = np.flatnonzero(centroids[:, 2] > 19.9)  # the whole top side: a real opening
+    keep = np.ones(len(tm.faces), dtype=bool)
+    keep[small] = False
+    keep[big] = False
+    holed = trimesh.Trimesh(tm.vertices, tm.faces[keep], process=False)
+    assert boundary_loops(holed) == 2
+    v, f = fill_small_holes(holed.vertices, holed.faces, max_perimeter=20.0)  # the pinhole: 5+5+7
+    filled = trimesh.Trimesh(v, f, process=False)
+    assert boundary_loops(filled) == 1  # the pinhole is closed, the opening stays
+    assert len(f) == len(holed.faces) + 3 and len(v) == len(holed.vertices) + 1
+    assert filled.is_winding_consistent  # the fan is oriented like the faces around it
+
+
+def test_protocol_single_layer_follows_deflate_unless_asked():
+    from backend.protocol import ProtocolError
+    from backend.server import make_cleanup
+
+    assert make_cleanup({}).single_layer is True
+    off = make_cleanup({"deflate": False})
+    assert off.deflate is False and not off.cuts_slabs
+    with pytest.raises(ProtocolError, match="single_layer needs deflate"):
+        make_cleanup({"deflate": False, "single_layer": True})
