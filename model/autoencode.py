@@ -83,14 +83,42 @@ def _autocast(device):
     return contextlib.nullcontext()
 
 
+def encode_tensors(model, blocks: "torch.Tensor", coords: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
+    """Latent means float32 [L, C] on the model's device of a whole shape's padded blocks
+    [L, 12, 12, 12] at int64 block coordinates [L, 3], wherever those tensors live.
+
+    The tensor form exists so that the torch pipeline can hand device tensors straight in; the
+    numpy :func:`encode_blocks` calls it, so both paths run the network the same way (inference
+    mode, bf16/fp16 autocast on CUDA, the mean as the latent at inference, seed A.3).
+    """
+    import torch
+
+    with torch.inference_mode(), _autocast(model.device):
+        mean, _ = model.encode(blocks, coords.to(torch.int64))
+    return mean.float()
+
+
+def decode_tensors(model, latents: "torch.Tensor", coords: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
+    """Decoded padded blocks [L, 12, 12, 12] on the model's device, clamped to the field's range
+    [0, FAR], in the network's output dtype (bf16/fp16 under CUDA autocast).
+
+    Kept in that dtype rather than widened to float32 because the whole shape is decoded at once:
+    at 2048³ the blocks are the largest tensor of the VAE leg, and Pad-Average widens them one
+    chunk at a time anyway. Clamping before widening gives the same values (0 and 1 are exact).
+    """
+    import torch
+
+    with torch.inference_mode(), _autocast(model.device):
+        return model.decode(latents.float(), coords.to(torch.int64)).clamp_(0.0, FAR)
+
+
 def encode_blocks(model, ublocks: UBlocks) -> Latents:
     """Latent means of a shape's UBlocks (the mean is the latent at inference, seed A.3)."""
     import torch
 
-    with torch.inference_mode(), _autocast(model.device):
-        coords = torch.from_numpy(ublocks.coords.astype(np.int64))
-        mean, _ = model.encode(torch.from_numpy(ublocks.blocks), coords)
-    return Latents(ublocks.resolution, mean.float().cpu().numpy(), ublocks.coords.astype(np.int32))
+    coords = torch.from_numpy(ublocks.coords.astype(np.int64))
+    mean = encode_tensors(model, torch.from_numpy(ublocks.blocks), coords)
+    return Latents(ublocks.resolution, mean.cpu().numpy(), ublocks.coords.astype(np.int32))
 
 
 def decode_blocks(model, latents: Latents) -> UBlocks:
@@ -98,11 +126,9 @@ def decode_blocks(model, latents: Latents) -> UBlocks:
     import torch
 
     latents.validate()
-    with torch.inference_mode(), _autocast(model.device):
-        coords = torch.from_numpy(np.asarray(latents.coords, dtype=np.int64))
-        blocks = model.decode(torch.from_numpy(np.asarray(latents.latents, dtype=np.float32)), coords)
-        blocks = blocks.float().clamp(0.0, FAR).cpu().numpy()
-    return UBlocks(latents.resolution, blocks, np.asarray(latents.coords, dtype=np.int32))
+    coords = torch.from_numpy(np.asarray(latents.coords, dtype=np.int64))
+    blocks = decode_tensors(model, torch.from_numpy(np.asarray(latents.latents, dtype=np.float32)), coords)
+    return UBlocks(latents.resolution, blocks.float().cpu().numpy(), np.asarray(latents.coords, dtype=np.int32))
 
 
 def iter_chunks(ublocks: UBlocks, chunk_blocks: int) -> Iterator[UBlocks]:

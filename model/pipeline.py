@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .autoencode import Latents
 
 MODES = ("direct", "vae")
+ENGINES = ("auto", "numba", "torch")
 
 ProgressCallback = Callable[[str, float], None]
 """Called with (stage name, fraction of that stage done in [0, 1])."""
@@ -42,7 +43,11 @@ class ModeUnavailable(RuntimeError):
 @dataclass
 class RemeshOptions:
     """What to do with a mesh. ``direct`` skips the network (exact UDF blocks straight to
-    Pad-Average); ``vae`` round-trips the blocks through the LoG-VAE."""
+    Pad-Average); ``vae`` round-trips the blocks through the LoG-VAE.
+
+    ``engine``: ``numba`` runs the geometry stages on the CPU (the network on ``device``);
+    ``torch`` runs every stage on ``device`` (:mod:`model.gpu.pipeline`); ``auto`` picks torch when
+    ``device`` resolves to CUDA, numba otherwise."""
 
     resolution: int = 256
     mode: str = "direct"
@@ -50,12 +55,15 @@ class RemeshOptions:
     device: str = "auto"
     checkpoint: str | None = None
     cleanup: CleanupOptions = field(default_factory=CleanupOptions)
+    engine: str = "auto"
 
     def validate(self) -> "RemeshOptions":
         check_resolution(self.resolution)
         self.cleanup.validate()
         if self.mode not in MODES:
             raise ValueError(f"unknown mode '{self.mode}' (choose from: {', '.join(MODES)})")
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown engine '{self.engine}' (choose from: {', '.join(ENGINES)})")
         if self.chunk_blocks <= 0:
             raise ValueError(f"chunk_blocks must be positive, got {self.chunk_blocks}")
         return self
@@ -66,6 +74,7 @@ class RemeshResult:
     mesh: Mesh
     timings: dict[str, float] = field(default_factory=dict)
     num_blocks: int = 0
+    peak_gpu_bytes: int | None = None  # peak allocated CUDA memory of the run (torch engine on CUDA)
 
 
 class _Stages:
@@ -204,14 +213,32 @@ def decode_to_mesh(latents: "Latents", normalization: Normalization, options: Re
     return _reconstruct(chunks, None, latents.coords, normalization, options, stages)
 
 
+def torch_device(options: RemeshOptions) -> "torch.device | None":  # noqa: F821
+    """The device of the torch engine for these options, or None for the numba path. ``auto`` with
+    ``device="cpu"`` decides without importing torch (it takes a second to load)."""
+    if options.engine == "numba" or (options.engine == "auto" and options.device == "cpu"):
+        return None
+    from .autoencode import resolve_device
+
+    device = resolve_device(options.device)
+    return device if options.engine == "torch" or device.type == "cuda" else None
+
+
 def remesh(mesh: Mesh, options: RemeshOptions | None = None, progress: ProgressCallback | None = None,
            should_cancel: Callable[[], bool] | None = None, vae: object | None = None) -> RemeshResult:
     """Remesh through the LoG3D representation at N³ and return the ε-surface in the input's frame.
 
     ``vae``: an already loaded LoG-VAE (the server keeps one warm); otherwise ``options.checkpoint``
-    (or the shipped weights) is loaded for ``mode="vae"``.
+    (or the shipped weights) is loaded for ``mode="vae"``. ``options.engine`` picks the numba or
+    the torch implementation of the stages (:func:`torch_device`); :func:`encode_mesh` and
+    :func:`decode_to_mesh` always use the numba one.
     """
     options = (options or RemeshOptions()).validate()
+    device = torch_device(options)
+    if device is not None:
+        from .gpu.pipeline import remesh_torch
+
+        return remesh_torch(mesh, options, device, progress, should_cancel, vae)
     network = _network(options, vae) if options.mode == "vae" else None  # fail before any work
     mesh = validate_arrays(mesh.vertices, mesh.faces)
     stages = _Stages(progress, should_cancel)
