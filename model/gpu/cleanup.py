@@ -6,9 +6,9 @@ the steps with a data-parallel form — field sampling, deflation, vertex normal
 components, signed volumes, compaction — run here on whatever device the field lives on, with the
 same formulas (and the same summation order where it is cheap to keep) as the numba code, so that
 both paths take the same decisions. The steps that are sequential at heart — the single-layer cut
-(a k-d tree and a breadth-first two-colouring) and quadric decimation (fast-simplification) — have
-no torch version: their inputs are copied to the host once, the CPU functions of
-:mod:`model.cleanup` run there and the result comes back to the device.
+(a k-d tree and a breadth-first two-colouring, then the pinhole filling) and quadric decimation
+(fast-simplification) — have no torch version: their inputs are copied to the host once, the CPU
+functions of :mod:`model.cleanup` run there and the result comes back to the device.
 
 Vertices are voxel coordinates, float64 or float32: the work is done in the vertices' dtype
 (float64 reproduces the numba path to rounding, float32 is the fast path on GPUs without full-rate
@@ -27,10 +27,20 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..cleanup import SLAB_VOLUME_RATIO, CleanupOptions, decimate, single_layer
+from ..cleanup import (
+    EXACT_ALIGNMENT,
+    HOLE_PERIMETER_VOXELS,
+    SLAB_VOLUME_RATIO,
+    CleanupOptions,
+    compact,
+    decimate,
+    fill_small_holes,
+    single_layer,
+)
 from ..grid import BLOCK_SIZE, FAR, ISO_VOXELS, TRUNCATION_VOXELS
 from ..mesh import face_normals_and_areas
 from .field import TorchField, lookup_keys
+from .surface import BlockCandidates, closest_points_torch
 
 SAMPLE_CHUNK = 1 << 20
 """Points sampled per pass: the per-axis and per-corner temporaries (block coordinates, local
@@ -168,12 +178,18 @@ def compact_torch(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Te
 # --- the steps -----------------------------------------------------------------------------------
 
 
-def deflate_torch(vertices: torch.Tensor, faces: torch.Tensor, field: TorchField) -> torch.Tensor:
+def deflate_torch(vertices: torch.Tensor, faces: torch.Tensor, field: TorchField,
+                  surface: BlockCandidates | None = None) -> torch.Tensor:
     """Move ε-surface vertices (voxel coordinates) onto the zero level set of the field.
 
     The two-sided estimate of :func:`model.cleanup.deflate`: from inside t₀ = 2ε·a/(a + b) with
     b = u(p − 2εn), from outside t₀ = ε·a/(c − a) with c = u(p + εn); neither undershoots, so the
     smaller is taken, clamped to [0, 2ε]. The bounds on the denominators are the numba code's.
+
+    ``surface``: the input triangles binned by block (direct mode, from
+    ``compute_udf_torch(..., return_candidates=True)``); then, as in the CPU deflate, vertices whose
+    closest input point lies along their normal go exactly there and the others' field estimates are
+    put onto their own closest input point (:func:`_onto_surface`).
     """
     normals = vertex_normals_torch(vertices, faces)
     eps = ISO_VOXELS
@@ -183,17 +199,64 @@ def deflate_torch(vertices: torch.Tensor, faces: torch.Tensor, field: TorchField
     from_inside = 2.0 * eps * a / (a + b).clamp(min=1e-9)
     from_outside = eps * a / (c - a).clamp(min=1e-3)
     depth = torch.minimum(from_inside, from_outside).clamp(min=0.0, max=2.0 * eps)
-    return vertices - depth[:, None] * normals
+    estimate = vertices - depth[:, None] * normals
+    if surface is None or vertices.shape[0] == 0:
+        return estimate
+    if surface.resolution != field.resolution:
+        raise ValueError(f"the surface is binned at N={surface.resolution}, the field is at N={field.resolution}")
+    return _onto_surface(vertices, normals, estimate, surface.to(vertices.device))
 
 
-def _single_layer_on_host(vertices: torch.Tensor, before: torch.Tensor, faces: torch.Tensor,
-                          slab: torch.Tensor, component: torch.Tensor) -> torch.Tensor:
-    """Mask of the faces to keep after the CPU single-layer cut (one host copy of its inputs)."""
+def _onto_surface(vertices: torch.Tensor, normals: torch.Tensor, estimate: torch.Tensor,
+                  surface: BlockCandidates) -> torch.Tensor:
+    """The direct-mode step of :func:`model.cleanup.deflate`, with the same rule and guard.
+
+    Where the closest input point of a vertex lies along its normal (cosine above
+    :data:`~model.cleanup.EXACT_ALIGNMENT`: flat parts, convex edges and corners, which the
+    interpolated field rounds off) and within 2ε, the vertex goes exactly there. Elsewhere (near
+    concave creases, where that point jumps to one face and would chamfer the crease) the field's
+    estimate comes first and is then put onto its own closest input point. Closest points are
+    exact float64 block-list queries (:func:`~model.gpu.surface.closest_points_torch`); the rest of
+    the arithmetic is done in the vertices' dtype, as the numpy code does it. A point whose block
+    has no candidate triangles (none in practice: ε-surface vertices lie about a voxel from the
+    input) keeps the field's estimate.
+    """
+    closest = closest_points_torch(vertices, surface)[1].to(vertices.dtype)
+    to_point = vertices - closest
+    length = (to_point * to_point).sum(dim=1).sqrt()
+    aligned = (to_point * normals).sum(dim=1) > EXACT_ALIGNMENT * length
+    aligned &= length <= 2.0 * ISO_VOXELS  # never further than the band the field estimate trusts
+    out = torch.where(aligned[:, None], closest, estimate)
+    rest = ~aligned
+    out[rest] = closest_points_torch(estimate[rest], surface)[1].to(vertices.dtype)
+    return out
+
+
+class _HostSurface:
+    """The one question :func:`model.cleanup.fill_small_holes` asks of the input — the closest
+    points of a few hole centres, as host arrays, like :meth:`model.bvh.PrimitiveIndex.closest_points`
+    — answered by the block lists on their device (a centre whose block has no candidates stays)."""
+
+    def __init__(self, candidates: BlockCandidates):
+        self.candidates = candidates
+
+    def closest_points(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        dist, closest = closest_points_torch(torch.as_tensor(np.asarray(points, dtype=np.float64)), self.candidates)
+        return dist.cpu().numpy(), np.full(len(dist), -1, dtype=np.int64), closest.cpu().numpy()
+
+
+def _single_layer_on_host(vertices: torch.Tensor, before: torch.Tensor, faces: torch.Tensor, slab: torch.Tensor,
+                          component: torch.Tensor,
+                          surface: BlockCandidates | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CPU single-layer cut and pinhole filling (one host copy of their inputs, the result back):
+    the same calls, in the same order, as :func:`model.cleanup.clean_surface` makes."""
     v, b, f = vertices.double().cpu().numpy(), before.double().cpu().numpy(), faces.cpu().numpy()
     s, comp = slab.cpu().numpy(), component.cpu().numpy()
     normals_before, areas_before = face_normals_and_areas(b, f[s])
-    keep = single_layer(v, f, s, normals_before, areas_before, comp[s])
-    return torch.as_tensor(keep, device=faces.device)
+    v, f = compact(v, f[single_layer(v, f, s, normals_before, areas_before, comp[s])])
+    v, f = fill_small_holes(v, f, HOLE_PERIMETER_VOXELS, None if surface is None else _HostSurface(surface))
+    return (torch.as_tensor(np.ascontiguousarray(v), device=vertices.device).to(vertices.dtype),
+            torch.as_tensor(np.ascontiguousarray(f), device=faces.device))
 
 
 def _decimate_on_host(vertices: torch.Tensor, faces: torch.Tensor,
@@ -205,15 +268,22 @@ def _decimate_on_host(vertices: torch.Tensor, faces: torch.Tensor,
 
 
 def clean_surface_torch(vertices: torch.Tensor, faces: torch.Tensor, field: TorchField, options: CleanupOptions,
-                        progress: Callable[[float], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        progress: Callable[[float], None] | None = None,
+                        surface: BlockCandidates | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply the enabled clean-up steps to an ε-surface on the field's device, taking the decisions
     :func:`model.cleanup.clean_surface` takes, in the same order (outer shell by negative signed
-    volume, slabs by :data:`~model.cleanup.SLAB_VOLUME_RATIO` and kept at ε unless single_layer).
+    volume, slabs by :data:`~model.cleanup.SLAB_VOLUME_RATIO`, kept at ε unless the options cut them
+    to a single layer, which then starts from the field-only deflate of the slabs).
 
     ``vertices``: float64 or float32 [V, 3] voxel coordinates; ``faces``: int64 [F, 3]; both are
-    moved to the field's device. ``single_layer`` and ``target_faces`` have no torch version: at
-    those steps the mesh is copied to the host once, the CPU functions of :mod:`model.cleanup` run,
-    and the result comes back. ``progress`` is called between steps, as on the CPU path.
+    moved to the field's device. ``single_layer`` (the cut and the pinhole filling) and
+    ``target_faces`` have no torch version: at those steps the mesh is copied to the host once, the
+    CPU functions of :mod:`model.cleanup` run, and the result comes back. ``progress`` is called
+    between steps, as on the CPU path.
+
+    ``surface``: the exact zero set when it is known (direct mode: the input triangles binned by
+    block, ``compute_udf_torch(..., return_candidates=True)``), used by :func:`deflate_torch` and
+    the pinhole filling as the CPU clean-up uses its ``surface``; None for a decoded field.
     """
     options.validate()
     report = progress or (lambda fraction: None)
@@ -231,17 +301,20 @@ def clean_surface_torch(vertices: torch.Tensor, faces: torch.Tensor, field: Torc
     report(0.2)
     before = vertices
     if options.deflate and has_faces:
-        vertices = deflate_torch(vertices, faces, field)
+        vertices = deflate_torch(vertices, faces, field, surface)
         # a slab's volume (its sheet's area times 2ε) vanishes once deflated; a solid keeps its own
         volume_after = signed_volumes_torch(vertices, faces, component, count)
         slab = ((volume_before > 0) & (volume_after < SLAB_VOLUME_RATIO * volume_before))[component]
-        if not options.single_layer:  # keep slabs closed at ε rather than doubled
+        if (surface is not None or not options.cuts_slabs) and bool(slab.any()):
             in_slab = torch.zeros(vertices.shape[0], dtype=torch.bool, device=device)
             in_slab[faces[slab].reshape(-1)] = True
-            vertices = torch.where(in_slab[:, None], before, vertices)
+            if not options.cuts_slabs:  # keep slabs closed at ε rather than doubled
+                vertices = torch.where(in_slab[:, None], before, vertices)
+            else:  # the single-layer cut is tuned on the field's estimate (see the CPU clean-up)
+                vertices = torch.where(in_slab[:, None], deflate_torch(before, faces[slab], field), vertices)
     report(0.5)
-    if options.single_layer and has_faces:
-        faces = faces[_single_layer_on_host(vertices, before, faces, slab, component)]
+    if options.cuts_slabs and has_faces:
+        vertices, faces = _single_layer_on_host(vertices, before, faces, slab, component, surface)
     if faces.shape[0]:
         vertices, faces = compact_torch(vertices, faces)
     report(0.8)

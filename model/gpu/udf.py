@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import numpy as np
 import torch
 
 from ..grid import BLOCK_SIZE, TRUNCATION_VOXELS, check_resolution
 from .field import TorchField, keys_to_coords
+from .surface import BlockCandidates, candidates_from_pairs
 
 VOXELS_PER_BLOCK = BLOCK_SIZE**3
 
@@ -244,6 +246,18 @@ def _local_voxels(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return torch.cat([grid, torch.ones_like(grid[:, :1])], dim=1)
 
 
+@overload
+def compute_udf_torch(unit_vertices: object, faces: object, resolution: int, device: torch.device | str,
+                      pair_chunk: int = ..., *, candidate_chunk: int = ..., dtype: torch.dtype = ...,
+                      return_candidates: Literal[False] = ...) -> TorchField: ...
+
+
+@overload
+def compute_udf_torch(unit_vertices: object, faces: object, resolution: int, device: torch.device | str,
+                      pair_chunk: int = ..., *, candidate_chunk: int = ..., dtype: torch.dtype = ...,
+                      return_candidates: Literal[True]) -> tuple[TorchField, BlockCandidates]: ...
+
+
 def compute_udf_torch(
     unit_vertices: object,
     faces: object,
@@ -253,13 +267,19 @@ def compute_udf_torch(
     *,
     candidate_chunk: int = 65536,
     dtype: torch.dtype = torch.float32,
-) -> TorchField:
+    return_candidates: bool = False,
+) -> TorchField | tuple[TorchField, BlockCandidates]:
     """The normalised truncated UDF of a mesh in the unit cube, on every 8³ block that can hold a
     voxel closer than τ = 4/N (blocks not returned are entirely FAR), computed on ``device``.
 
     ``pair_chunk`` bounds the voxel stage to about ``pair_chunk × 512 × 100`` bytes at a time and
     ``candidate_chunk`` the culling stage to about ``candidate_chunk × 1 KB``; ``dtype`` is the
     voxel-stage precision (float64 is exact to ~1e-12 voxel but slow on most GPUs).
+
+    ``return_candidates``: also return the (triangle, block) pairs grouped by block, as
+    :class:`~model.gpu.surface.BlockCandidates` — the exact zero set for the direct-mode deflate
+    (:func:`model.gpu.cleanup.clean_surface_torch`), at the cost of keeping the pairs (8 bytes
+    each) and the triangle corners alive.
     """
     n = check_resolution(resolution)
     if pair_chunk <= 0 or candidate_chunk <= 0:
@@ -281,7 +301,10 @@ def compute_udf_torch(
         dist2 = _dist2(frames, voxels)
         best.scatter_reduce_(0, block[:, None].expand_as(dist2), dist2, "amin")
     values = best.clamp_max_(tau2).sqrt_().div_(TRUNCATION_VOXELS).to(torch.float32)
-    return TorchField(resolution=n, keys=keys, values=values.reshape(-1, BLOCK_SIZE, BLOCK_SIZE, BLOCK_SIZE))
+    field = TorchField(resolution=n, keys=keys, values=values.reshape(-1, BLOCK_SIZE, BLOCK_SIZE, BLOCK_SIZE))
+    if return_candidates:
+        return field, candidates_from_pairs(n, keys, pair_block, pair_tri, tris.corners)
+    return field
 
 
 __all__ = ["compute_udf_torch"]
