@@ -233,7 +233,7 @@ def test_the_sheet_is_a_slab_kept_at_epsilon():
     s = surface("sheet")
     v, f, field = on("cpu", s)
     shell_v, shell_f = clean_surface_torch(v, f, field, VARIANTS["outer_shell_only"])
-    out_v, _ = clean_surface_torch(v, f, field, CleanupOptions())
+    out_v, _ = clean_surface_torch(v, f, field, CleanupOptions(single_layer=False))  # --keep-slabs
     assert torch.equal(out_v, shell_v)
     flattened_v = deflate_torch(shell_v, shell_f, field)
     assert (flattened_v - shell_v).norm(dim=1).median() > 0.5  # about ε = one voxel
@@ -281,7 +281,7 @@ def test_progress_and_empty_input():
                                CleanupOptions())
     assert v.shape == (0, 3) and f.shape == (0, 3)
     with pytest.raises(ValueError):
-        clean_surface_torch(*on("cpu", s), CleanupOptions(deflate=False, single_layer=True))
+        clean_surface_torch(*on("cpu", s), CleanupOptions(target_faces=-1))
 
 
 def test_the_comparison_sees_through_order_but_not_through_changes():
