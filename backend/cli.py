@@ -13,7 +13,7 @@ from backend.batch import add_batch_command
 from backend.prepare import add_prepare_command
 from backend.server import add_serve_command
 from backend.synthetic import add_synth_command
-from backend.train import add_train_command
+from backend.train import add_ship_command, add_train_command
 from model.grid import ResolutionError
 from model.mesh import MeshError
 
@@ -166,7 +166,8 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_remesh, _add_info, _add_eval, _add_benchmark,
                                                               add_serve_command, add_batch_command,
-                                                              add_prepare_command, add_train_command, add_synth_command]
+                                                              add_prepare_command, add_train_command, add_ship_command,
+                                                              add_synth_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

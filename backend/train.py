@@ -793,3 +793,37 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--cache-mb", type=int, default=d.cache_mb, help="decoded shapes kept in memory")
     g.add_argument("--no-verify", action="store_true", help="skip the sha256 check of shards")
     p.set_defaults(func=_cmd_train)
+
+
+def ship_weights(source: Path, out: Path, dtype: str = "float16") -> dict[str, Any]:
+    """Write the weights of a run (its folder or any checkpoint file) as a shippable file: half
+    precision halves the size, and loading upcasts to float32, so inference is unchanged in kind."""
+    import torch
+
+    from model.vae import count_parameters, load_model, save_model
+
+    path = source / EXPORT_NAME if source.is_dir() else source
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights at {path} (a run folder holds {EXPORT_NAME})")
+    model = load_model(path, "cpu")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    save_model(model, tmp, {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype])
+    os.replace(tmp, out)
+    return {"source": str(path), "out": str(out), "dtype": dtype, "preset": model.config.name,
+            "parameters": count_parameters(model), "bytes": out.stat().st_size}
+
+
+def _cmd_ship(args: argparse.Namespace) -> int:
+    print(json.dumps(ship_weights(args.source, args.out, args.dtype)))
+    return 0
+
+
+def add_ship_command(sub: argparse._SubParsersAction) -> None:
+    from model.autoencode import DEFAULT_CHECKPOINT
+
+    p = sub.add_parser("ship", help="write a run's weights as the file remesh --mode vae loads (fp16 by default)")
+    p.add_argument("source", type=Path, help="a run folder (its model.safetensors) or a checkpoint file")
+    p.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT, help=f"default: {DEFAULT_CHECKPOINT}")
+    p.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16")
+    p.set_defaults(func=_cmd_ship)

@@ -332,3 +332,27 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(cache_dir: Path, tmp_path
     assert 2 <= steps < 10_000
     assert [s for s, _ in list_checkpoints(run)] == [steps]
     assert '"stopped": true' in out
+
+
+def test_ship_writes_half_precision_weights_that_load(tmp_path):
+    import torch
+
+    from backend.train import ship_weights
+    from model.checkpoint import read_metadata
+    from model.vae import LogVAE, load_model, preset, save_model
+
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    run.mkdir()
+    net = LogVAE(preset("tiny")).eval()
+    save_model(net, run / "model.safetensors")
+    info = ship_weights(run, tmp_path / "weights" / "log3d-vae.safetensors")
+    shipped = tmp_path / "weights" / "log3d-vae.safetensors"
+    assert read_metadata(shipped)["dtype"] == "float16" and info["preset"] == "tiny"
+    assert shipped.stat().st_size < 0.6 * (run / "model.safetensors").stat().st_size
+    loaded = load_model(shipped)
+    for (name, a), (_, b) in zip(net.state_dict().items(), loaded.state_dict().items()):
+        if a.is_floating_point():
+            assert torch.allclose(a, b, rtol=1e-3, atol=1e-4), name
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        ship_weights(tmp_path / "nothing", tmp_path / "x.safetensors")
