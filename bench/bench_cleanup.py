@@ -95,6 +95,19 @@ def format_row(r: dict) -> str:
             f"{r['boundary_loops']} | {r['seconds']:.1f} |")
 
 
+TABLE_HEADER = ("| mesh | kind | N | method | CD ×1e3 | CD / Blender | F1@0.001 | area / input | pieces | boundary loops | seconds |\n"
+                "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+
+
+def write_tables(rows: list[dict], out: Path, meta: dict) -> None:
+    """JSON and Markdown of the rows so far (rewritten after every row: a stopped run keeps them)."""
+    add_blender_ratios(rows)
+    table = "\n".join([TABLE_HEADER] + [format_row(r) for r in rows])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    out.with_suffix(".md").write_text(f"# Clean-up vs raw ε-surface vs Blender Voxel Remesh\n\n{meta}\n\n{table}\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--meshes", nargs="+", default=DEFAULT_MESHES)
@@ -107,34 +120,30 @@ def main() -> int:
     blender = default_methods()["blender-voxel"]
     config = MetricsConfig(num_samples=args.samples, sharp_samples=args.samples // 5)
     remesh(load_mesh(REPO / "examples" / "spot.obj"), RemeshOptions(resolution=64))  # compile the kernels
-    rows = []
-    header = ("| mesh | kind | N | method | CD ×1e3 | CD / Blender | F1@0.001 | area / input | pieces | boundary loops | seconds |\n"
-              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
-    print(header)
-    for name in args.meshes:
-        gt = load_mesh(SHARED_MESHES / name)
-        gt_area = surface_area(gt)
-        for n in args.resolutions:
+    meta = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d %H:%M"),
+            "metrics": f"model.metrics, {args.samples} outer-surface samples, point-to-surface",
+            "command": "python bench/bench_cleanup.py " + " ".join(sys.argv[1:])}
+    rows: list[dict] = []
+    print(TABLE_HEADER)
+    for n in args.resolutions:  # every mesh at the first N before any at the next: a stopped run still has whole tables
+        for name in args.meshes:
+            gt = load_mesh(SHARED_MESHES / name)
+            gt_area = surface_area(gt)
             for method in args.methods:
                 row = {"mesh": name, "kind": "closed" if name in CLOSED else "open", "resolution": n, "method": method}
                 try:
                     out, seconds = run_method(method, gt, n, blender)
+                    metrics_start = time.perf_counter()
                     m = compute_metrics(gt, out, config)
+                    row["metrics_seconds"] = time.perf_counter() - metrics_start
                     pieces, loops = topology(out)
                     row.update(CD=m["CD"], F1_0001=m["F1@0.001"], F1_001=m["F1@0.01"], area_ratio=surface_area(out) / gt_area,
                                pieces=pieces, boundary_loops=loops, faces=out.num_faces, seconds=seconds)
                 except Exception as exc:  # a failure is a row, never a silent skip
                     row["error"] = f"{type(exc).__name__}: {exc}"
                 rows.append(row)
-                print(format_row(row), flush=True)
-    add_blender_ratios(rows)
-    table = "\n".join([header] + [format_row(r) for r in rows])
-    meta = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d %H:%M"),
-            "metrics": f"model.metrics, {args.samples} outer-surface samples, point-to-surface",
-            "command": "python bench/bench_cleanup.py " + " ".join(sys.argv[1:])}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    args.out.with_suffix(".md").write_text(f"# Clean-up vs raw ε-surface vs Blender Voxel Remesh\n\n{meta}\n\n{table}\n")
+                print(format_row(row), f"(metrics {row.get('metrics_seconds', 0.0):.0f} s)", flush=True)
+                write_tables(rows, args.out, meta)
     print(f"wrote {args.out}")
     return 0
 
