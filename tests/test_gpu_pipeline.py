@@ -1,0 +1,179 @@
+"""The torch engine (model.gpu.pipeline) remeshes exactly as the numba engine does, end to end.
+
+On the CPU the torch engine computes the UDF in float64 (its default there), which gives the numba
+field bit for bit, so every later stage must reproduce the numba result to rounding. CUDA runs the
+float32 UDF (its default there), checked with the looser tolerance of the float32 test below.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from backend.cli import main
+from model.cleanup import CleanupOptions
+from model.grid import unit_margin, unit_to_voxel
+from model.gpu.pipeline import remesh_torch
+from model.mesh import Mesh, fit_unit_cube, load_mesh, used_vertices
+from model.pipeline import Cancelled, RemeshOptions, RemeshResult, remesh, torch_device
+from model.vae import LogVAE, preset
+from tests.conftest import SHARED_MESHES, as_mesh
+from tests.test_gpu_cleanup import assert_same_surface
+
+N = 64
+TOL_FLOAT64 = 1e-5  # voxels: the same field, so only rounding differs
+TOL_FLOAT32 = 1e-3  # voxels: a float32 UDF moves vertices by up to ~1e-4 where the surface grazes a cell edge
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
+CLEANUPS = {"default": CleanupOptions(), "none": CleanupOptions.none()}
+
+
+def spot() -> Mesh:
+    path = SHARED_MESHES / "spot.obj"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    return load_mesh(path)
+
+
+def bowl() -> Mesh:
+    """An open surface: its slab goes through the clean-up's single-layer cut and pinhole filling,
+    the steps the torch clean-up runs on the host."""
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=1.0)
+    return as_mesh(trimesh.Trimesh(sphere.vertices, sphere.faces[sphere.triangles_center[:, 2] < 0.3], process=False))
+
+
+SHAPES = {"sphere": lambda: as_mesh(trimesh.creation.icosphere(subdivisions=3, radius=1.0)), "spot": spot, "bowl": bowl}
+CASES = [(shape, mode, cleanup) for shape in ("sphere", "spot")
+         for mode, cleanup in (("direct", "default"), ("direct", "none"), ("vae", "default"))]
+CASES.append(("bowl", "direct", "default"))
+
+
+def tiny_vae() -> LogVAE:
+    """A freshly initialised tiny LoG-VAE, the same weights for both engines. Its output starts at
+    0.4 instead of the preset's 0.75: an untrained decoder then still puts some voxels below the
+    level 0.25, so there is a (meaningless but deterministic) surface to compare."""
+    torch.manual_seed(0)
+    return LogVAE(preset("tiny").replace(output_init=0.4)).eval()
+
+
+_NUMBA: dict[tuple[str, str], tuple[RemeshResult, list[str]]] = {}
+_VAE: list[LogVAE] = []
+
+
+def network() -> LogVAE:
+    if not _VAE:
+        _VAE.append(tiny_vae())
+    return _VAE[0]
+
+
+def run(shape: str, mode: str, cleanup: str, engine: str, device: str = "cpu") -> tuple[RemeshResult, list[str]]:
+    stages: list[str] = []
+    options = RemeshOptions(resolution=N, mode=mode, device=device, engine=engine, cleanup=CLEANUPS[cleanup])
+    vae = network().to(device) if mode == "vae" else None
+    result = remesh(SHAPES[shape](), options, progress=lambda stage, fraction: stages.append(stage), vae=vae)
+    return result, list(dict.fromkeys(stages))
+
+
+def numba_result(shape: str, mode: str, cleanup: str) -> tuple[RemeshResult, list[str]]:
+    """The reference, once per case (both devices compare against it)."""
+    key = (shape, f"{mode}/{cleanup}")
+    if key not in _NUMBA:
+        _NUMBA[key] = run(shape, mode, cleanup, "numba")
+    return _NUMBA[key]
+
+
+def welded(vertices: np.ndarray, faces: np.ndarray, tol: float = 1e-9) -> tuple[np.ndarray, np.ndarray, int]:
+    """Vertices closer than ``tol`` merged (the exact deflate sends a few ε-surface vertices to the
+    same input point, which a nearest-neighbour matching cannot pair one to one); returns the merged
+    vertices, the faces that still have three distinct corners and how many faces collapsed."""
+    pairs = cKDTree(vertices).query_pairs(tol, output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(vertices),) * 2)
+    count, label = connected_components(graph, directed=False)
+    first = np.full(count, len(vertices))
+    np.minimum.at(first, label, np.arange(len(vertices)))
+    faces = label[faces]
+    collapsed = (faces[:, 0] == faces[:, 1]) | (faces[:, 1] == faces[:, 2]) | (faces[:, 2] == faces[:, 0])
+    return vertices[first], faces[~collapsed], int(collapsed.sum())
+
+
+def assert_same_mesh(mesh: Mesh, got: Mesh, expected: Mesh, tol: float) -> None:
+    """Same faces and vertices up to order, compared in voxel units of the input's grid."""
+    normalization = fit_unit_cube(used_vertices(mesh), unit_margin(N))
+
+    def voxels(m: Mesh) -> tuple[np.ndarray, np.ndarray, int]:
+        return welded(unit_to_voxel(normalization.to_unit(m.vertices), N), m.faces)
+
+    assert got.num_faces == expected.num_faces > 0
+    got_vertices, got_faces, got_collapsed = voxels(got)
+    expected_vertices, expected_faces, expected_collapsed = voxels(expected)
+    assert got_collapsed == expected_collapsed
+    assert_same_surface(torch.as_tensor(got_vertices), torch.as_tensor(got_faces),
+                        expected_vertices, expected_faces, tol=tol)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape, mode, cleanup", CASES)
+def test_torch_engine_equals_numba_engine(device, shape, mode, cleanup):
+    expected, expected_stages = numba_result(shape, mode, cleanup)
+    got, got_stages = run(shape, mode, cleanup, "torch", device)
+    tol = TOL_FLOAT64 if device == "cpu" else TOL_FLOAT32
+    assert_same_mesh(SHAPES[shape](), got.mesh, expected.mesh, tol)
+    assert got.num_blocks == expected.num_blocks
+    assert got_stages == expected_stages  # progress: the same stages in the same order
+    assert list(got.timings) == list(expected.timings)
+    assert (got.peak_gpu_bytes is not None) == (device == "cuda")
+
+
+def test_float32_udf_stays_close_to_numba():
+    """The CUDA configuration (float32 distances), run on the CPU: same topology, vertices within
+    TOL_FLOAT32. Spot's raw ε-surface is where the float32 difference shows (~1e-4 voxel)."""
+    mesh = spot()
+    expected, _ = numba_result("spot", "direct", "none")
+    options = RemeshOptions(resolution=N, cleanup=CleanupOptions.none())
+    got = remesh_torch(mesh, options, "cpu", udf_dtype=torch.float32)
+    assert_same_mesh(mesh, got.mesh, expected.mesh, TOL_FLOAT32)
+
+
+@pytest.mark.parametrize("mode", ["direct", "vae"])
+def test_cancellation_inside_a_stage(sphere, mode):
+    """Asked to stop while Pad-Average is running: the next chunk boundary raises Cancelled."""
+    seen: list[str] = []
+    options = RemeshOptions(resolution=N, mode=mode, engine="torch", device="cpu", chunk_blocks=32)
+    vae = network() if mode == "vae" else None
+    with pytest.raises(Cancelled):
+        remesh(sphere, options, progress=lambda stage, fraction: seen.append(stage),
+               should_cancel=lambda: "pad_average" in seen, vae=vae)
+    assert seen[-1] == "pad_average" and "extract" not in seen
+
+
+def test_cancellation_before_any_work(sphere):
+    with pytest.raises(Cancelled):
+        remesh(sphere, RemeshOptions(resolution=N, engine="torch", device="cpu"), should_cancel=lambda: True)
+
+
+def test_engine_option():
+    with pytest.raises(ValueError, match="unknown engine"):
+        RemeshOptions(engine="cuda").validate()
+    assert torch_device(RemeshOptions(engine="numba", device="cpu")) is None
+    assert torch_device(RemeshOptions(engine="auto", device="cpu")) is None
+    assert torch_device(RemeshOptions(engine="torch", device="cpu")) == torch.device("cpu")
+    auto = torch_device(RemeshOptions(engine="auto", device="auto"))
+    assert (auto is not None) == torch.cuda.is_available()
+
+
+def test_cli_engine_flag(tmp_path, capsys):
+    source, out = tmp_path / "sphere.obj", tmp_path / "out.obj"
+    trimesh.creation.icosphere(subdivisions=2).export(source)
+    args = ["remesh", str(source), str(out), "-n", str(N), "--device", "cpu", "--raw", "-q"]
+    assert main([*args, "--engine", "torch"]) == 0
+    assert out.is_file() and "extract" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*args, "--engine", "gpu"])
