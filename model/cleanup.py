@@ -327,11 +327,11 @@ def deflate(vertices: np.ndarray, faces: np.ndarray, field: SparseField, surface
 
 
 def single_layer(vertices: np.ndarray, faces: np.ndarray, in_slab: np.ndarray, normals_before: np.ndarray,
-                 areas_before: np.ndarray, radius: float = 0.5,
+                 areas_before: np.ndarray, slab_component: np.ndarray, radius: float = 0.5,
                  chunk: int = 1 << 20) -> np.ndarray:
     """Collapse the doubled regions of deflated slab faces (``in_slab``) to one side; returns a mask
     of the faces to keep. ``normals_before``/``areas_before``: the slab faces' normals and areas
-    before deflation."""
+    before deflation; ``slab_component``: the ε-surface component of each slab face."""
     keep = np.ones(len(faces), dtype=bool)
     slab_faces = np.flatnonzero(in_slab)
     if len(slab_faces) == 0:
@@ -375,7 +375,7 @@ def single_layer(vertices: np.ndarray, faces: np.ndarray, in_slab: np.ndarray, n
     drop = doubled & (side == 1)
     # the collapsed rim goes, and so do faces that folded over (normal turned around) while deflating
     drop |= collapsed | (np.einsum("ij,ij->i", normals, normals_before) < 0.0)
-    drop |= _leftovers(vertices, sub, ~drop, areas)
+    drop |= _leftovers(vertices, sub, ~drop, areas, slab_component)
     keep[slab_faces[drop]] = False
     return keep
 
@@ -406,10 +406,12 @@ def _two_colour(offsets, targets, flip, seeds, active):
     return side
 
 
-def _leftovers(vertices: np.ndarray, faces: np.ndarray, kept: np.ndarray, areas: np.ndarray) -> np.ndarray:
+def _leftovers(vertices: np.ndarray, faces: np.ndarray, kept: np.ndarray, areas: np.ndarray,
+               component: np.ndarray) -> np.ndarray:
     """Kept faces in pieces the cut left behind, strips of the rim: a piece whose mean width (twice
     its area over its boundary length) is under :data:`RIM_STRIP_WIDTH` voxels, or whose area is
-    under :data:`MIN_PIECE_AREA`. Judged by shape, not by size against the slab's largest piece, so the small parts
+    under :data:`MIN_PIECE_AREA` — except the largest piece of each slab (``component``), which is
+    the sheet itself however small the sheet is. Judged by shape, not by size against the slab's largest piece, so the small parts
     of an assembly of open sheets (a beetle's legs and antennae) are kept."""
     idx = np.flatnonzero(kept)
     sub = faces[idx]
@@ -425,6 +427,12 @@ def _leftovers(vertices: np.ndarray, faces: np.ndarray, kept: np.ndarray, areas:
     length = np.linalg.norm(vertices[half[border, 0]] - vertices[half[border, 1]], axis=1)
     perimeter = np.bincount(piece[owner[border]], weights=length, minlength=count)
     strip = (2.0 * piece_area < RIM_STRIP_WIDTH * np.maximum(perimeter, 1e-12)) | (piece_area < MIN_PIECE_AREA)
+    piece_component = np.zeros(count, dtype=np.int64)
+    piece_component[piece] = component[idx]
+    by_size = np.lexsort((-piece_area, piece_component))  # per slab, its largest piece first
+    first = np.ones(count, dtype=bool)
+    first[1:] = piece_component[by_size][1:] != piece_component[by_size][:-1]
+    strip[by_size[first]] = False
     out = np.zeros(len(faces), dtype=bool)
     out[idx[strip[piece]]] = True
     return out
@@ -512,9 +520,9 @@ def clean_surface(vertices: np.ndarray, faces: np.ndarray, field: SparseField, o
                 # positions fold the rims where the eyes meet the head and lose whole patches (CD 3.9e-4 vs 6.3e-5)
                 vertices = np.where(in_slab[:, None], deflate(before, faces[slab], field), vertices)
     report(0.5)
-    if options.cuts_slabs and len(faces):
+    if options.cuts_slabs and len(faces) and slab.any():
         normals_before, areas_before = face_normals_and_areas(before, faces[slab])
-        faces = faces[single_layer(vertices, faces, slab, normals_before, areas_before)]
+        faces = faces[single_layer(vertices, faces, slab, normals_before, areas_before, component[slab])]
         vertices, faces = compact(vertices, faces)
         vertices, faces = fill_small_holes(vertices, faces, HOLE_PERIMETER_VOXELS, surface)
     if len(faces):

@@ -246,13 +246,13 @@ class _HostSurface:
 
 
 def _single_layer_on_host(vertices: torch.Tensor, before: torch.Tensor, faces: torch.Tensor, slab: torch.Tensor,
-                          surface: BlockCandidates | None) -> tuple[torch.Tensor, torch.Tensor]:
+                          component: torch.Tensor, surface: BlockCandidates | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The CPU single-layer cut and pinhole filling (one host copy of their inputs, the result back):
     the same calls, in the same order, as :func:`model.cleanup.clean_surface` makes."""
     v, b, f = vertices.double().cpu().numpy(), before.double().cpu().numpy(), faces.cpu().numpy()
-    s = slab.cpu().numpy()
+    s, comp = slab.cpu().numpy(), component.cpu().numpy()
     normals_before, areas_before = face_normals_and_areas(b, f[s])
-    v, f = compact(v, f[single_layer(v, f, s, normals_before, areas_before)])
+    v, f = compact(v, f[single_layer(v, f, s, normals_before, areas_before, comp[s])])
     v, f = fill_small_holes(v, f, HOLE_PERIMETER_VOXELS, None if surface is None else _HostSurface(surface))
     return (torch.as_tensor(np.ascontiguousarray(v), device=vertices.device).to(vertices.dtype),
             torch.as_tensor(np.ascontiguousarray(f), device=faces.device))
@@ -312,8 +312,8 @@ def clean_surface_torch(vertices: torch.Tensor, faces: torch.Tensor, field: Torc
             else:  # the single-layer cut is tuned on the field's estimate (see the CPU clean-up)
                 vertices = torch.where(in_slab[:, None], deflate_torch(before, faces[slab], field), vertices)
     report(0.5)
-    if options.cuts_slabs and has_faces:
-        vertices, faces = _single_layer_on_host(vertices, before, faces, slab, surface)
+    if options.cuts_slabs and has_faces and bool(slab.any()):  # closed solids never leave the device
+        vertices, faces = _single_layer_on_host(vertices, before, faces, slab, component, surface)
     if faces.shape[0]:
         vertices, faces = compact_torch(vertices, faces)
     report(0.8)
