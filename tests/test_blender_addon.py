@@ -691,7 +691,8 @@ def test_panel_draws_and_a_pumped_remesh(backend):
         assert f"prop:{name}" in d["idle"]
     assert "operator:log3d.remesh_selected" in d["idle"] and "operator:log3d.remesh_all" in d["idle"]
     assert "label:Backend connected" in d["connected"] and "label:Device: cpu" in d["connected"]
-    assert "label:Model: none (direct mode only)" in d["connected"] and "operator:log3d.backend_stop" in d["connected"]
+    assert "label:Model: small (7.4M, cpu)" in d["connected"]  # the shipped weights, loaded by default
+    assert "operator:log3d.backend_stop" in d["connected"]
     assert "label:something went wrong" in d["connected"] and "label:second line" in d["connected"]
     assert out["status"]["connected"] and out["status"]["endpoint"] == f"tcp://127.0.0.1:{backend}"
     # the progress bar while the job ran: object name and stage names
