@@ -9,7 +9,7 @@ Columns: Chamfer distance and F1@0.001 against the input (model.metrics, outer-s
 output area / input area (a double wall reads ~2), connected pieces, boundary loops (an open sheet
 returned as one open layer has ≥ 1, a closed solid 0), time, and CD / Blender's CD for the same mesh
 and N. Writes
-bench/results/cleanup.json and cleanup.md.
+bench/results/cleanup.json and cleanup.md (or --out PATH).
 """
 
 from __future__ import annotations
