@@ -156,3 +156,20 @@ def test_protocol_single_layer_follows_deflate_unless_asked():
     assert off.deflate is False and not off.cuts_slabs
     with pytest.raises(ProtocolError, match="single_layer needs deflate"):
         make_cleanup({"deflate": False, "single_layer": True})
+
+
+def test_slab_components_catch_a_sheet_that_keeps_a_cavitys_volume():
+    """A sheet nearly enclosing a cavity keeps the cavity's volume when deflated (the teapot's body
+    at N=1024: ratio 0.31), so the volume test alone takes it for a solid and stacks its two sides;
+    the doubled-face check must catch it, and must leave a real solid with the same ratio alone."""
+    from model.cleanup import slab_components
+
+    sheet = trimesh.creation.box(extents=(3.0, 3.0, 1e-9)).subdivide().subdivide()  # both sides coincide
+    cube = trimesh.creation.box(extents=(3.0, 3.0, 3.0)).subdivide().subdivide()
+    vertices = np.concatenate([sheet.vertices, cube.vertices])
+    faces = np.concatenate([sheet.faces, cube.faces + len(sheet.vertices)])
+    component = np.repeat([0, 1], [len(sheet.faces), len(cube.faces)])
+    before, after = np.array([100.0, 100.0]), np.array([40.0, 40.0])  # ratio 0.4 for both
+    assert slab_components(vertices, faces, component, before, after).tolist() == [True, False]
+    assert slab_components(vertices, faces, component, before, np.array([10.0, 10.0])).tolist() == [True, True]
+    assert slab_components(vertices, faces, component, before, np.array([90.0, 90.0])).tolist() == [False, False]

@@ -30,12 +30,14 @@ import torch
 from ..cleanup import (
     EXACT_ALIGNMENT,
     HOLE_PERIMETER_VOXELS,
+    SLAB_CHECK_RATIO,
     SLAB_VOLUME_RATIO,
     CleanupOptions,
     compact,
     decimate,
     fill_small_holes,
     single_layer,
+    slab_components,
 )
 from ..grid import BLOCK_SIZE, FAR, ISO_VOXELS, TRUNCATION_VOXELS
 from ..mesh import face_normals_and_areas
@@ -266,6 +268,21 @@ def _decimate_on_host(vertices: torch.Tensor, faces: torch.Tensor,
             torch.as_tensor(np.ascontiguousarray(f), device=faces.device))
 
 
+def _slab_components(vertices: torch.Tensor, faces: torch.Tensor, component: torch.Tensor,
+                      volume_before: torch.Tensor, volume_after: torch.Tensor) -> torch.Tensor:
+    """:func:`model.cleanup.slab_components` on the device; the rare components it must check for
+    doubled faces (a sheet nearly enclosing a cavity) go to the host, only their faces."""
+    positive = volume_before > 0
+    slab = positive & (volume_after < SLAB_VOLUME_RATIO * volume_before)
+    maybe = positive & ~slab & (volume_after < SLAB_CHECK_RATIO * volume_before)
+    if not bool(maybe.any()):
+        return slab
+    picked = maybe[component]
+    host = slab_components(vertices.double().cpu().numpy(), faces[picked].cpu().numpy(), component[picked].cpu().numpy(),
+                           volume_before.double().cpu().numpy(), volume_after.double().cpu().numpy())
+    return torch.as_tensor(host, device=slab.device)
+
+
 def clean_surface_torch(vertices: torch.Tensor, faces: torch.Tensor, field: TorchField, options: CleanupOptions,
                         progress: Callable[[float], None] | None = None,
                         surface: BlockCandidates | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -303,7 +320,7 @@ def clean_surface_torch(vertices: torch.Tensor, faces: torch.Tensor, field: Torc
         vertices = deflate_torch(vertices, faces, field, surface)
         # a slab's volume (its sheet's area times 2ε) vanishes once deflated; a solid keeps its own
         volume_after = signed_volumes_torch(vertices, faces, component, count)
-        slab = ((volume_before > 0) & (volume_after < SLAB_VOLUME_RATIO * volume_before))[component]
+        slab = _slab_components(vertices, faces, component, volume_before, volume_after)[component]
         if (surface is not None or not options.cuts_slabs) and bool(slab.any()):
             in_slab = torch.zeros(vertices.shape[0], dtype=torch.bool, device=device)
             in_slab[faces[slab].reshape(-1)] = True
