@@ -11,7 +11,7 @@ import math
 import numba
 import numpy as np
 
-from model.mesh import MeshError
+from model.mesh import MeshError, face_normals_and_areas
 
 
 
@@ -247,4 +247,20 @@ class PrimitiveIndex:
         return dist, prim, _project(pts, prim, self.vertices, self.elements)
 
 
-__all__ = ["PrimitiveIndex"]
+class SurfaceIndex(PrimitiveIndex):
+    """:class:`PrimitiveIndex` over a mesh's triangles, with the triangles' unit normals.
+
+    Zero-area triangles are left out: they add no surface, only an undefined normal.
+    """
+
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray, leaf_size: int = 4):
+        normals, areas = face_normals_and_areas(np.asarray(vertices, dtype=np.float64), np.asarray(faces))
+        good = np.flatnonzero(areas > 0)
+        if good.size == 0:
+            raise MeshError("every triangle of the mesh has zero area")
+        super().__init__(vertices, np.asarray(faces)[good], leaf_size)
+        self.face_ids = good
+        self.normals = normals[good]
+
+
+__all__ = ["PrimitiveIndex", "SurfaceIndex"]

@@ -363,15 +363,36 @@ def slab_components(vertices: np.ndarray, faces: np.ndarray, component: np.ndarr
     under its lid) keeps the cavity's volume, and its ratio rises with N (0.18 at 512, 0.31 at
     1024); so components up to :data:`SLAB_CHECK_RATIO` are also slabs when more than
     :data:`DOUBLED_SLAB_SHARE` of their deflated area lies doubled on itself."""
+    slab, check = volume_slabs(volume_before, volume_after)
+    for c in np.flatnonzero(check):
+        slab[c] = lies_doubled(vertices, faces[component == c])
+    return slab
+
+
+def volume_slabs(volume_before, volume_after):  # numpy arrays or torch tensors alike
+    """(slab, check) per component from the volume rule of :func:`slab_components`: slabs by
+    volume alone, and the components that :func:`lies_doubled` must decide."""
     positive = volume_before > 0
     slab = positive & (volume_after < SLAB_VOLUME_RATIO * volume_before)
-    for c in np.flatnonzero(positive & ~slab & (volume_after < SLAB_CHECK_RATIO * volume_before)):
-        sub = faces[component == c]
-        normals, areas = face_normals_and_areas(vertices, sub)
-        doubled = np.zeros(len(sub), dtype=bool)
-        doubled[opposite_pairs(vertices, sub, normals).ravel()] = True
-        slab[c] = areas[doubled].sum() > DOUBLED_SLAB_SHARE * areas.sum()
-    return slab
+    return slab, positive & ~slab & (volume_after < SLAB_CHECK_RATIO * volume_before)
+
+
+def lies_doubled(vertices: np.ndarray, faces: np.ndarray) -> bool:
+    """More than :data:`DOUBLED_SLAB_SHARE` of the faces' area lies on opposite faces of their own."""
+    normals, areas = face_normals_and_areas(vertices, faces)
+    doubled = np.zeros(len(faces), dtype=bool)
+    doubled[opposite_pairs(vertices, faces, normals).ravel()] = True
+    return bool(areas[doubled].sum() > DOUBLED_SLAB_SHARE * areas.sum())
+
+
+def cut_slabs(vertices: np.ndarray, before: np.ndarray, faces: np.ndarray, slab: np.ndarray, component: np.ndarray,
+              surface: PrimitiveIndex | None) -> tuple[np.ndarray, np.ndarray]:
+    """The single-layer step: cut the deflated slab faces (``slab``) down to one layer, then fill the
+    pinholes the cut leaves. ``before``: the vertices before deflation. Unused vertices are left for
+    the caller's compaction."""
+    normals_before, areas_before = face_normals_and_areas(before, faces[slab])
+    faces = faces[single_layer(vertices, faces, slab, normals_before, areas_before, component[slab])]
+    return fill_small_holes(vertices, faces, HOLE_PERIMETER_VOXELS, surface)
 
 
 def single_layer(vertices: np.ndarray, faces: np.ndarray, in_slab: np.ndarray, normals_before: np.ndarray,
@@ -456,11 +477,8 @@ def _leftovers(vertices: np.ndarray, faces: np.ndarray, kept: np.ndarray, areas:
     graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(len(idx), len(idx)))
     count, piece = connected_components(graph, directed=False)
     piece_area = np.bincount(piece, weights=areas[idx], minlength=count)
-    half = np.concatenate([sub[:, [0, 1]], sub[:, [1, 2]], sub[:, [2, 0]]])
+    half, border = boundary_half_edges(len(vertices), sub)
     owner = np.tile(np.arange(len(sub)), 3)
-    lo, hi = half.min(axis=1), half.max(axis=1)
-    _, inverse, counts = np.unique(lo * (len(vertices) + 1) + hi, return_inverse=True, return_counts=True)
-    border = counts[inverse] == 1
     length = np.linalg.norm(vertices[half[border, 0]] - vertices[half[border, 1]], axis=1)
     perimeter = np.bincount(piece[owner[border]], weights=length, minlength=count)
     strip = (2.0 * piece_area < RIM_STRIP_WIDTH * np.maximum(perimeter, 1e-12)) | (piece_area < MIN_PIECE_AREA)
@@ -475,17 +493,23 @@ def _leftovers(vertices: np.ndarray, faces: np.ndarray, kept: np.ndarray, areas:
     return out
 
 
+def boundary_half_edges(num_vertices: int, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The faces' directed edges [3F, 2] (all first edges, then all second, then all third) and which
+    of them lie on the boundary (their edge belongs to one face only)."""
+    half = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    key = half.min(axis=1) * (num_vertices + 1) + half.max(axis=1)
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    return half, counts[inverse] == 1
+
+
 def fill_small_holes(vertices: np.ndarray, faces: np.ndarray, max_perimeter: float,
                      surface: PrimitiveIndex | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Close every boundary loop shorter than ``max_perimeter`` with a fan around its centroid
     (put onto ``surface`` when the input is known), oriented like the faces around it."""
     if len(faces) == 0:
         return vertices, faces
-    half = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    lo, hi = half.min(axis=1), half.max(axis=1)
-    key = lo * (len(vertices) + 1) + hi
-    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-    border = half[counts[inverse] == 1]
+    half, on_border = boundary_half_edges(len(vertices), faces)
+    border = half[on_border]
     if len(border) == 0:
         return vertices, faces
     graph = coo_matrix((np.ones(len(border), np.int8), (border[:, 0], border[:, 1])), shape=(len(vertices),) * 2)
@@ -558,10 +582,7 @@ def clean_surface(vertices: np.ndarray, faces: np.ndarray, field: SparseField, o
                 vertices = np.where(in_slab[:, None], deflate(before, faces[slab], field), vertices)
     report(0.5)
     if options.cuts_slabs and len(faces) and slab.any():
-        normals_before, areas_before = face_normals_and_areas(before, faces[slab])
-        faces = faces[single_layer(vertices, faces, slab, normals_before, areas_before, component[slab])]
-        vertices, faces = compact(vertices, faces)
-        vertices, faces = fill_small_holes(vertices, faces, HOLE_PERIMETER_VOXELS, surface)
+        vertices, faces = cut_slabs(vertices, before, faces, slab, component, surface)
     if len(faces):
         vertices, faces = compact(vertices, faces)
     report(0.8)

@@ -28,7 +28,7 @@ import numba
 import numpy as np
 from scipy.spatial import cKDTree
 
-from model.bvh import PrimitiveIndex
+from model.bvh import PrimitiveIndex, SurfaceIndex
 from model.mesh import Mesh, MeshError, face_normals_and_areas, fit_unit_cube, used_vertices, validate_arrays
 
 Sampling = Literal["outer", "uniform"]
@@ -317,22 +317,6 @@ def sharp_edges(vertices: np.ndarray, faces: np.ndarray, angle_deg: float = 15.0
     valid = (np.linalg.norm(n1, axis=1) > 0) & (np.linalg.norm(n2, axis=1) > 0)
     sharp = valid & (cos < math.cos(math.radians(angle_deg)))
     return key[first[sharp]]
-
-
-class SurfaceIndex(PrimitiveIndex):
-    """:class:`PrimitiveIndex` over a mesh's triangles, with the triangles' unit normals.
-
-    Zero-area triangles are left out: they add no surface, only an undefined normal.
-    """
-
-    def __init__(self, vertices: np.ndarray, faces: np.ndarray, leaf_size: int = 4):
-        normals, areas = face_normals_and_areas(np.asarray(vertices, dtype=np.float64), np.asarray(faces))
-        good = np.flatnonzero(areas > 0)
-        if good.size == 0:
-            raise MeshError("every triangle of the mesh has zero area")
-        super().__init__(vertices, np.asarray(faces)[good], leaf_size)
-        self.face_ids = good
-        self.normals = normals[good]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from .bvh import PrimitiveIndex
+from .bvh import PrimitiveIndex, SurfaceIndex
 from .cleanup import CleanupOptions, clean_surface
 from .extract import marching_cubes_sparse
 from .grid import SparseField, check_resolution, iso_level, unit_margin, unit_to_voxel, voxel_to_unit
-from .mesh import Mesh, MeshError, Normalization, face_normals_and_areas, fit_unit_cube, used_vertices, validate_arrays
+from .mesh import Mesh, MeshError, Normalization, fit_unit_cube, used_vertices, validate_arrays
 from .udf import compute_udf
 from .ublocks import UBlocks, active_indices, extract_ublocks, iter_ublocks, pad_average
 
@@ -135,12 +135,10 @@ def _timed(chunks: Iterator[UBlocks], stage: str, stages: _Stages) -> Iterator[U
         yield chunk
 
 
-def input_surface(mesh: Mesh, normalization: Normalization, resolution: int) -> PrimitiveIndex:
+def input_surface(mesh: Mesh, normalization: Normalization, resolution: int) -> SurfaceIndex:
     """The input's triangles in voxel coordinates: the exact zero set of the direct-mode field,
     for the clean-up's deflation (zero-area triangles carry no surface and are left out)."""
-    voxel_vertices = unit_to_voxel(normalization.to_unit(mesh.vertices), resolution)
-    _, areas = face_normals_and_areas(voxel_vertices, mesh.faces)
-    return PrimitiveIndex(voxel_vertices, mesh.faces[areas > 0])
+    return SurfaceIndex(unit_to_voxel(normalization.to_unit(mesh.vertices), resolution), mesh.faces)
 
 
 def _reconstruct(chunks: Iterator[UBlocks], producer: str | None, coords: np.ndarray,

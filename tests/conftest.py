@@ -31,6 +31,14 @@ def shared_meshes() -> Path:
     return SHARED_MESHES
 
 
+def torch_devices() -> list:
+    """``cpu``, plus ``cuda`` skipped where no CUDA device is present: the device-generic tests run
+    on both."""
+    import torch
+
+    return ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
 @pytest.fixture(scope="module")
 def torch_one_thread():
     """Tiny network workloads: one torch thread avoids OpenMP spin-waits when other jobs share the

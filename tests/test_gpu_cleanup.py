@@ -35,13 +35,13 @@ from model.grid import SparseField, iso_level, unit_margin
 from model.mesh import Mesh, fit_unit_cube, load_mesh, used_vertices
 from model.udf import compute_udf
 from model.ublocks import active_indices, iter_ublocks, pad_average
-from tests.conftest import SHARED_MESHES, as_mesh
+from tests.conftest import SHARED_MESHES, as_mesh, torch_devices
 
 N = 64
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+DEVICES = torch_devices()
 
 
 @dataclass

@@ -14,19 +14,13 @@ from model.grid import FAR, SparseField, block_keys, iso_level, unit_margin
 from model.mesh import fit_unit_cube, load_mesh
 from model.udf import compute_udf
 from model.ublocks import extract_ublocks, iter_ublocks, pad_average
-from tests.conftest import SHARED_MESHES
+from tests.conftest import SHARED_MESHES, torch_devices
 
 N = 64
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+DEVICES = torch_devices()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Other jobs share the 2 cores; one torch thread avoids OpenMP spin-waits."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def udf_of(vertices: np.ndarray, faces: np.ndarray, n: int = N) -> SparseField:

@@ -19,19 +19,13 @@ from model.gpu.udf import compute_udf_torch
 from model.mesh import fit_unit_cube, load_mesh, used_vertices
 from model.ublocks import PadAverage, active_indices, iter_ublocks
 from model.udf import compute_udf
-from tests.conftest import SHARED_MESHES
+from tests.conftest import SHARED_MESHES, torch_devices
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
+DEVICES = torch_devices()
 UDF_ATOL = 1e-4  # normalised units (τ = 1), i.e. 4e-4 voxel
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tests share two cores with other jobs: one torch thread avoids OpenMP spin-waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def random_soup(seed: int) -> tuple[np.ndarray, np.ndarray]:

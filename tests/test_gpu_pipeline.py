@@ -22,7 +22,7 @@ from model.gpu.pipeline import remesh_torch
 from model.mesh import Mesh, fit_unit_cube, load_mesh, used_vertices
 from model.pipeline import Cancelled, RemeshOptions, RemeshResult, remesh, torch_device
 from model.vae import LogVAE, preset
-from tests.conftest import SHARED_MESHES, as_mesh
+from tests.conftest import SHARED_MESHES, as_mesh, torch_devices
 from tests.test_gpu_cleanup import assert_same_surface
 
 N = 64
@@ -31,8 +31,7 @@ TOL_FLOAT32 = 1e-3  # voxels: a float32 UDF moves vertices by up to ~1e-4 where 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
-DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
+DEVICES = torch_devices()
 CLEANUPS = {"default": CleanupOptions(), "none": CleanupOptions.none()}
 
 

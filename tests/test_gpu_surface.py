@@ -20,12 +20,12 @@ from model.grid import unit_margin
 from model.mesh import Mesh, Normalization, fit_unit_cube, load_mesh, used_vertices
 from model.pipeline import input_surface
 from model.udf import _bin_triangles, triangles_in_voxels
-from tests.conftest import SHARED_MESHES, as_mesh
+from tests.conftest import SHARED_MESHES, as_mesh, torch_devices
 from tests.test_gpu_cleanup import SHAPES, assert_same_surface, epsilon_surface, on
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+DEVICES = torch_devices()
 
 
 def fandisk() -> Mesh:

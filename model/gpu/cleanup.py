@@ -29,18 +29,13 @@ import torch
 
 from ..cleanup import (
     EXACT_ALIGNMENT,
-    HOLE_PERIMETER_VOXELS,
-    SLAB_CHECK_RATIO,
-    SLAB_VOLUME_RATIO,
     CleanupOptions,
-    compact,
+    cut_slabs,
     decimate,
-    fill_small_holes,
-    single_layer,
-    slab_components,
+    lies_doubled,
+    volume_slabs,
 )
 from ..grid import BLOCK_SIZE, FAR, ISO_VOXELS, TRUNCATION_VOXELS
-from ..mesh import face_normals_and_areas
 from .field import TorchField, lookup_keys
 from .surface import BlockCandidates, closest_points_torch
 
@@ -249,13 +244,9 @@ class _HostSurface:
 
 def _single_layer_on_host(vertices: torch.Tensor, before: torch.Tensor, faces: torch.Tensor, slab: torch.Tensor,
                           component: torch.Tensor, surface: BlockCandidates | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The CPU single-layer cut and pinhole filling (one host copy of their inputs, the result back):
-    the same calls, in the same order, as :func:`model.cleanup.clean_surface` makes."""
-    v, b, f = vertices.double().cpu().numpy(), before.double().cpu().numpy(), faces.cpu().numpy()
-    s, comp = slab.cpu().numpy(), component.cpu().numpy()
-    normals_before, areas_before = face_normals_and_areas(b, f[s])
-    v, f = compact(v, f[single_layer(v, f, s, normals_before, areas_before, comp[s])])
-    v, f = fill_small_holes(v, f, HOLE_PERIMETER_VOXELS, None if surface is None else _HostSurface(surface))
+    """:func:`model.cleanup.cut_slabs` on host copies of its inputs, the result back."""
+    v, f = cut_slabs(vertices.double().cpu().numpy(), before.double().cpu().numpy(), faces.cpu().numpy(),
+                     slab.cpu().numpy(), component.cpu().numpy(), None if surface is None else _HostSurface(surface))
     return (torch.as_tensor(np.ascontiguousarray(v), device=vertices.device).to(vertices.dtype),
             torch.as_tensor(np.ascontiguousarray(f), device=faces.device))
 
@@ -272,15 +263,12 @@ def _slab_components(vertices: torch.Tensor, faces: torch.Tensor, component: tor
                       volume_before: torch.Tensor, volume_after: torch.Tensor) -> torch.Tensor:
     """:func:`model.cleanup.slab_components` on the device; the rare components it must check for
     doubled faces (a sheet nearly enclosing a cavity) go to the host, only their faces."""
-    positive = volume_before > 0
-    slab = positive & (volume_after < SLAB_VOLUME_RATIO * volume_before)
-    maybe = positive & ~slab & (volume_after < SLAB_CHECK_RATIO * volume_before)
-    if not bool(maybe.any()):
-        return slab
-    picked = maybe[component]
-    host = slab_components(vertices.double().cpu().numpy(), faces[picked].cpu().numpy(), component[picked].cpu().numpy(),
-                           volume_before.double().cpu().numpy(), volume_after.double().cpu().numpy())
-    return torch.as_tensor(host, device=slab.device)
+    slab, check = volume_slabs(volume_before, volume_after)
+    if bool(check.any()):
+        host_vertices = vertices.double().cpu().numpy()
+        for c in torch.nonzero(check).flatten().tolist():
+            slab[c] = lies_doubled(host_vertices, faces[component == c].cpu().numpy())
+    return slab
 
 
 def clean_surface_torch(vertices: torch.Tensor, faces: torch.Tensor, field: TorchField, options: CleanupOptions,

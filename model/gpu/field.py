@@ -36,9 +36,7 @@ class TorchField:
 
     def coords(self) -> torch.Tensor:
         """int64 block coordinates [M, 3]."""
-        g = self.grid
-        k = self.keys
-        return torch.stack([k // (g * g), (k // g) % g, k % g], dim=1)
+        return keys_to_coords(self.keys, self.grid)
 
     @classmethod
     def from_sparse(cls, field: SparseField, device: torch.device | str) -> "TorchField":
