@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .client import BackendError, Log3DClient
-from .protocol import DEFAULT_HOST, DEFAULT_PORT, ProtocolError, check_resolution_value, read_token_file
+from .protocol import DEFAULT_HOST, DEFAULT_PORT, ProtocolError, check_resolution_value
 
 MESH_EXTENSIONS = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")  # as model.mesh.SUPPORTED_EXTENSIONS
 
@@ -36,12 +38,13 @@ class BatchConfig:
     fmt: str = "ply"
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
-    token: str | None = None
+    connection_file: Path | None = None  # the server's keys; None: the per-user default for the port
     device: str = "auto"  # for a server this command starts
     checkpoint: Path | None = None  # for a server this command starts
     start_timeout_s: float = 120.0
     cleanup: dict[str, Any] = field(default_factory=dict)  # clean-up settings by name; {}: the server's defaults
-    job_timeout_s: float | None = 3600.0  # per mesh; a server that dies mid-job must not hang the batch
+    job_timeout_s: float | None = 3600.0  # per mesh
+    heartbeat_s: float = 5.0  # while a job runs, the server must answer `hello` this often, or the batch stops
     show_progress: bool = True
 
 
@@ -65,12 +68,29 @@ def find_inputs(in_dir: Path) -> list[Path]:
 
 
 def output_paths(inputs: list[Path], out_dir: Path, fmt: str) -> dict[Path, Path]:
-    """OUT_DIR/<stem>.<fmt>; inputs that share a stem (a.obj, a.stl) keep their extension in the name."""
+    """OUT_DIR/<stem>.<fmt>, one distinct file per input, decided before the first job.
+
+    Inputs that share a stem (a.obj, a.stl) keep their extension in the name (a_obj.ply, a_stl.ply);
+    a name still taken after that (an input called a_obj.ply, or names differing only in case, which
+    are one file on Windows and macOS) gets ``_2``, ``_3``… in input order. The names depend only on
+    the set of inputs, so a rerun finds the outputs of the first run."""
+    inputs = sorted(inputs, key=lambda p: p.name)
     stems: dict[str, int] = {}
     for src in inputs:
-        stems[src.stem] = stems.get(src.stem, 0) + 1
-    return {src: out_dir / (f"{src.stem}.{fmt}" if stems[src.stem] == 1 else f"{src.stem}_{src.suffix[1:]}.{fmt}")
-            for src in inputs}
+        stems[src.stem.casefold()] = stems.get(src.stem.casefold(), 0) + 1
+    wanted = {src: (src.stem if stems[src.stem.casefold()] == 1 else f"{src.stem}_{src.suffix[1:]}") for src in inputs}
+    # Plain names first, so an input's natural name is never taken by another's fallback.
+    taken: set[str] = set()
+    out: dict[Path, Path] = {}
+    for src in sorted(inputs, key=lambda p: (wanted[p] != p.stem, p.name)):
+        name, k = wanted[src], 1
+        while f"{name}.{fmt}".casefold() in taken:
+            k += 1
+            name = f"{wanted[src]}_{k}"
+        taken.add(f"{name}.{fmt}".casefold())
+        out[src] = out_dir / f"{name}.{fmt}"
+    assert len({p.name.casefold() for p in out.values()}) == len(out)
+    return {src: out[src] for src in inputs}
 
 
 class LocalServer:
@@ -83,20 +103,26 @@ class LocalServer:
         self._log: Any = None
 
     def __enter__(self) -> Log3DClient:
-        probe = Log3DClient(self.config.port, self.config.host, self.config.token, timeout_s=2.0,
-                            job_timeout_s=self.config.job_timeout_s)
+        probe = Log3DClient(self.config.port, self.config.host, timeout_s=2.0, job_timeout_s=self.config.job_timeout_s,
+                            connection_file=self.config.connection_file)
         if self._answers(probe):
             return self._ready(probe)
+        if self.config.checkpoint is not None and not Path(self.config.checkpoint).is_file():
+            probe.close()
+            raise RuntimeError(f"checkpoint not found: {self.config.checkpoint}")
         self._start()
-        deadline = time.monotonic() + self.config.start_timeout_s
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                probe.close()
-                raise RuntimeError(f"`log3d serve` exited with code {self.process.returncode}:\n{self._log_tail()}")
-            if self._answers(probe):
-                return self._ready(probe)
-        probe.close()
-        raise RuntimeError(f"`log3d serve` did not answer within {self.config.start_timeout_s:g} s:\n{self._log_tail()}")
+        try:
+            deadline = time.monotonic() + self.config.start_timeout_s
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    raise RuntimeError(f"`log3d serve` exited with code {self.process.returncode}:\n{self._log_tail()}")
+                if self._answers(probe):
+                    return self._ready(probe)
+            raise RuntimeError(f"`log3d serve` did not answer within {self.config.start_timeout_s:g} s:\n{self._log_tail()}")
+        except BaseException:
+            probe.close()
+            self._stop_child()  # never leave a server child behind
+            raise
 
     @staticmethod
     def _answers(probe: Log3DClient) -> bool:
@@ -122,15 +148,10 @@ class LocalServer:
                    "--device", c.device, "--quiet"]
         if c.checkpoint is not None:
             command += ["--checkpoint", str(c.checkpoint)]
-        token_path = None
-        if c.token is not None:
-            fd, token_path = tempfile.mkstemp(prefix="log3d-token-")
-            with os.fdopen(fd, "w") as f:
-                f.write(c.token)
-            command += ["--token-file", token_path]
-        self._log = tempfile.TemporaryFile(mode="w+b")
+        if c.connection_file is not None:
+            command += ["--connection-file", str(c.connection_file)]
+        self._log = tempfile.TemporaryFile(mode="w+b")  # anonymous: no predictable name in /tmp
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
-        self._token_path = token_path
 
     def _log_tail(self) -> str:
         if self._log is None:
@@ -141,34 +162,92 @@ class LocalServer:
     def __exit__(self, *exc: object) -> None:
         if self.process is None:
             return
-        try:
-            client = Log3DClient(self.config.port, self.config.host, self.config.token, timeout_s=5.0)
+        if self.process.poll() is None:
             try:
-                client.shutdown()
-            finally:
-                client.close()
-        except BackendError:
-            pass
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        if getattr(self, "_token_path", None):
-            os.unlink(self._token_path)
+                client = Log3DClient(self.config.port, self.config.host, timeout_s=5.0,
+                                     connection_file=self.config.connection_file)
+                try:
+                    client.shutdown()
+                finally:
+                    client.close()
+            except BackendError:
+                pass
+        self._stop_child()
+
+    def _stop_child(self) -> None:
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=30 if self.process.poll() is None else 0)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
         if self._log is not None:
             self._log.close()
+            self._log = None
+
+
+class ServerGone(RuntimeError):
+    """The server stopped answering while a job ran: the batch stops with its summary."""
+
+
+def _wait_with_heartbeat(client: Log3DClient, job: str, config: BatchConfig, on_progress: Any) -> Any:
+    """Wait for ``job`` in slices of ``heartbeat_s``; between slices the server must answer hello,
+    so a dead server is noticed in seconds, not at the per-mesh timeout."""
+    deadline = None if config.job_timeout_s is None else time.monotonic() + config.job_timeout_s
+    while True:
+        try:
+            return client.wait(job, on_progress, timeout_s=config.heartbeat_s)
+        except BackendError as exc:
+            if exc.code != "timeout":
+                raise
+        if deadline is not None and time.monotonic() > deadline:
+            raise BackendError("timeout", f"the job did not finish within {config.job_timeout_s:g} s", job)
+        saved = client.timeout_s
+        client.timeout_s = config.heartbeat_s
+        try:
+            client.hello()
+        except BackendError as exc:
+            raise ServerGone(f"the server stopped answering during job {job}: {exc.message}") from None
+        finally:
+            client.timeout_s = saved
 
 
 def _remesh_one(client: Log3DClient, src: Path, dst: Path, config: BatchConfig, on_progress: Any) -> None:
+    """Remesh ``src`` into ``dst``: written to a hidden partial name, flushed to disk, then renamed,
+    so ``dst`` is either absent or whole; the partial file never outlives a failure."""
     from model.mesh import Mesh, load_mesh, save_mesh
 
     mesh = load_mesh(src)
-    vertices, faces, _ = client.remesh(mesh.vertices, mesh.faces, resolution=config.resolution, mode=config.mode,
-                                       on_progress=on_progress, cleanup=config.cleanup)
+    job = client.submit_remesh(mesh.vertices, mesh.faces, resolution=config.resolution, mode=config.mode,
+                               cleanup=config.cleanup)
+    event = _wait_with_heartbeat(client, job, config, on_progress)
+    vertices, faces = event.arrays["vertices"], event.arrays["faces"]
+    if vertices.size and not np.isfinite(vertices).all():
+        raise BackendError("internal", "the server returned non-finite vertices")
     partial = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
-    save_mesh(Mesh(vertices=vertices.astype("f8"), faces=faces.astype("i8")), partial)
-    os.replace(partial, dst)
+    try:
+        save_mesh(Mesh(vertices=vertices.astype("f8"), faces=faces.astype("i8")), partial)
+        with open(partial, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(partial, dst)
+        _fsync_dir(dst.parent)
+    finally:
+        if partial.exists():
+            partial.unlink()
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def run_batch(config: BatchConfig) -> BatchReport:
@@ -204,6 +283,10 @@ def run_batch(config: BatchConfig) -> BatchReport:
             try:
                 _remesh_one(client, src, targets[src], config, on_progress)
                 report.done.append(src)
+            except ServerGone as exc:
+                pending = todo[todo.index(src):]
+                report.failed += [(p, str(exc) if p == src else "not run: the server stopped") for p in pending]
+                break
             except (MeshError, BackendError, OSError, ValueError) as exc:
                 report.failed.append((src, str(exc)))
             bar.update(1)
@@ -217,8 +300,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     from backend.cli import cleanup_from_args  # the same switches as `log3d remesh`
 
     config = BatchConfig(cleanup=dataclasses.asdict(cleanup_from_args(args)), in_dir=args.in_dir, out_dir=args.out_dir, resolution=args.resolution, mode=args.mode,
-                         fmt=args.format, host=args.host, port=args.port,
-                         token=read_token_file(args.token_file) if args.token_file else None,
+                         fmt=args.format, host=args.host, port=args.port, connection_file=args.connection_file,
                          device=args.device, checkpoint=args.checkpoint, show_progress=not args.quiet)
     report = run_batch(config)
     print(report.summary())
@@ -234,7 +316,8 @@ def add_batch_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("ply", "obj", "stl", "off", "glb"), default="ply", help="output format")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
     p.add_argument("--host", default=DEFAULT_HOST, help="server address (default 127.0.0.1)")
-    p.add_argument("--token-file", type=Path, default=None, help="the server's shared secret")
+    p.add_argument("--connection-file", type=Path, default=None,
+                   help="the server's connection file (default: the one `log3d serve` wrote for --port)")
     p.add_argument("--device", default="auto", help="device for a server this command starts")
     p.add_argument("--checkpoint", type=Path, default=None, help="LoG-VAE weights for a server this command starts")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

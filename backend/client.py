@@ -16,11 +16,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import zmq
 
+from . import auth
 from . import protocol as proto
 from .protocol import DEFAULT_HOST, DEFAULT_PORT, Event
 
@@ -58,13 +60,19 @@ class Log3DClient:
     reply to a quick request). ``job_timeout_s``: how long ``wait`` may wait for a job to end
     (``None``: as long as it takes; a 2048³ remesh can take minutes and queued jobs send nothing
     while they wait).
+
+    ``connection_file``: the server's keys (``backend.auth``); default: the file the server on
+    ``port`` wrote in this user's runtime folder. It is read again at every (re)connection, so a
+    restarted server is found without a new client. Without a readable file the client still
+    connects but no handshake can complete: requests time out with the reason.
     """
 
-    def __init__(self, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, token: str | None = None,
-                 timeout_s: float = 10.0, job_timeout_s: float | None = None,
-                 context: zmq.Context | None = None) -> None:
+    def __init__(self, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, timeout_s: float = 10.0,
+                 job_timeout_s: float | None = None, context: zmq.Context | None = None,
+                 connection_file: str | Path | None = None) -> None:
         self.endpoint = f"tcp://{host}:{port}"
-        self.token = token
+        self.connection_file = Path(connection_file) if connection_file else auth.default_connection_file(port)
+        self.auth_problem: str | None = None
         self.timeout_s = timeout_s
         self.job_timeout_s = job_timeout_s
         self._context = context or zmq.Context.instance()
@@ -79,10 +87,7 @@ class Log3DClient:
     # -- connection --------------------------------------------------------------------------
 
     def _connect(self) -> None:
-        sock = self._context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(self.endpoint)
-        self._socket = sock
+        self._socket, self.auth_problem = connect_dealer(self.endpoint, self.connection_file, self._context)
 
     def _reconnect(self) -> None:
         """A fresh socket after the server failed to answer: requests queued in the old one are
@@ -116,7 +121,7 @@ class Log3DClient:
             self._counter += 1
             request_id = f"{self._prefix}-{self._counter}"
             self._inbox[request_id] = deque()
-            frames = proto.request_frames(kind, request_id, options, arrays, job, self.token)
+            frames = proto.request_frames(kind, request_id, options, arrays, job)
             assert self._socket is not None
             self._socket.send_multipart(frames, copy=False)
             return request_id
@@ -152,8 +157,9 @@ class Log3DClient:
                     return orphan.popleft()
             remaining = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
             if remaining <= 0:
+                why = f"; {self.auth_problem}" if self.auth_problem else ""
                 raise BackendError("timeout", f"no answer from {self.endpoint} within {timeout_s:g} s "
-                                              "(is `log3d serve` running on that port?)")
+                                              f"(is `log3d serve` running on that port?{why})")
             self._receive(remaining)
 
     def call(self, kind: str, options: Mapping[str, Any] | None = None, job: str | None = None) -> dict[str, Any]:
@@ -272,9 +278,12 @@ class Log3DClient:
     def jobs(self) -> list[dict[str, Any]]:
         return list(self.call("jobs")["jobs"])
 
-    def train_start(self, args: Iterable[str] = (), run_dir: str | None = None) -> str:
-        """Start a training child process; returns its job id (its step/loss stream as progress events)."""
-        return self.submit("train.start", {}, args=list(args), run_dir=run_dir)
+    def train_start(self, data: str, **options: Any) -> str:
+        """Start a training child process on the cache ``data`` (a name under the server's
+        ``--data-root`` folders; hello lists them as ``datasets``) with typed options (``preset``,
+        ``max_steps``, ``lr``, ``init``, ``resume``…, docs/protocol.md); returns its job id (its
+        step/loss stream comes as progress events)."""
+        return self.submit("train.start", {}, data=data, **options)
 
     def train_status(self, job: str, last: int = 20) -> dict[str, Any]:
         """State, pid, latest step and loss, and the last ``last`` metric rows of a training run."""
@@ -286,6 +295,21 @@ class Log3DClient:
     def shutdown(self) -> dict[str, Any]:
         """Stop the server: queued jobs are cancelled, training children stopped."""
         return self.call("shutdown")
+
+
+def connect_dealer(endpoint: str, connection_file: Path, context: zmq.Context | None = None) -> tuple[zmq.Socket, str | None]:
+    """A DEALER socket to ``endpoint`` that authenticates with the keys in ``connection_file``, and
+    why it cannot (the file is missing or unsafe: the socket then connects without keys, and no
+    handshake with a real server will complete)."""
+    sock = (context or zmq.Context.instance()).socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    problem = None
+    try:
+        auth.secure_client_socket(sock, auth.read_connection_file(connection_file))
+    except auth.AuthError as exc:
+        problem = str(exc)
+    sock.connect(endpoint)
+    return sock, problem
 
 
 def mesh_arrays(vertices: np.ndarray, faces: np.ndarray) -> dict[str, np.ndarray]:

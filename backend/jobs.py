@@ -64,6 +64,11 @@ class Job:
     finished: float | None = None
     cancel_requested: threading.Event = field(default_factory=threading.Event)
 
+    @property
+    def nbytes(self) -> int:
+        """What the job holds in memory while it waits: its input arrays."""
+        return sum(int(a.nbytes) for a in (self.arrays or {}).values())
+
     def summary(self) -> dict[str, Any]:
         return {"job": self.id, "type": self.type, "state": self.state, "stage": self.stage,
                 "fraction": round(self.fraction, 4), "error": self.error, "created": self.created,
@@ -72,13 +77,22 @@ class Job:
 
 
 class JobQueue:
-    """FIFO of compute jobs for one worker, the running job, and the last ``max_history`` finished."""
+    """Compute jobs for one worker, fair between clients: each client may hold at most
+    ``max_per_client`` queued jobs and ``max_bytes_per_client`` bytes of queued input, and the worker
+    takes the oldest job of the client served least recently, so one client's flood delays
+    another's job by at most one job per flooding client. Plus the running job and the last
+    ``max_history`` finished ones."""
 
-    def __init__(self, max_queued: int = 32, max_history: int = 100) -> None:
+    def __init__(self, max_queued: int = 32, max_history: int = 100, max_per_client: int = 8,
+                 max_bytes_per_client: int = 4 << 30) -> None:
         self._max_queued = max_queued
+        self._max_per_client = max_per_client
+        self._max_bytes_per_client = max_bytes_per_client
         self._queued: deque[Job] = deque()
         self._running: Job | None = None
         self._history: deque[Job] = deque(maxlen=max_history)
+        self._served: dict[bytes, int] = {}
+        self._turn = 0
         self._cond = threading.Condition()
 
     def submit(self, job: Job) -> int:
@@ -86,19 +100,33 @@ class JobQueue:
         with self._cond:
             if len(self._queued) >= self._max_queued:
                 raise QueueFull(f"{len(self._queued)} jobs are already waiting (limit {self._max_queued})")
+            mine = [j for j in self._queued if j.owner == job.owner]
+            if len(mine) >= self._max_per_client:
+                raise QueueFull(f"this client already has {len(mine)} jobs waiting (limit {self._max_per_client} "
+                                "per client); wait for one to finish")
+            held = sum(j.nbytes for j in mine)
+            if held + job.nbytes > self._max_bytes_per_client:
+                raise QueueFull(f"this client's waiting jobs would hold {(held + job.nbytes) / 2**20:.0f} MiB of input "
+                                f"(limit {self._max_bytes_per_client / 2**20:.0f} MiB per client)")
             position = len(self._queued) + (1 if self._running is not None else 0)
             self._queued.append(job)
             self._cond.notify()
             return position
 
     def next(self, timeout_s: float) -> Job | None:
-        """The next queued job, now marked running; ``None`` if none came within the timeout."""
+        """The next job (fair between clients), now marked running; ``None`` if none came in time."""
         with self._cond:
             if not self._queued:
                 self._cond.wait(timeout_s)
             if not self._queued:
                 return None
-            job = self._queued.popleft()
+            job = min(self._queued, key=lambda j: self._served.get(j.owner, -1))  # oldest of the least served
+            self._queued.remove(job)
+            self._turn += 1
+            self._served[job.owner] = self._turn
+            if len(self._served) > 4096:  # forget long-gone clients
+                for owner in sorted(self._served, key=self._served.__getitem__)[:2048]:
+                    del self._served[owner]
             job.state, job.started = RUNNING, time.time()
             self._running = job
             return job
@@ -159,11 +187,14 @@ class JobQueue:
         with self._cond:
             return {"queued": len(self._queued), "running": int(self._running is not None)}
 
-    def summaries(self) -> list[dict[str, Any]]:
+    def summaries(self, owner: bytes | None = None) -> list[dict[str, Any]]:
+        """Every job, or only ``owner``'s (what a client may see)."""
         with self._cond:
             jobs = list(self._history) + ([self._running] if self._running else []) + list(self._queued)
             out = []
             for job in jobs:
+                if owner is not None and job.owner != owner:
+                    continue
                 s = job.summary()
                 if job.state == QUEUED:
                     s["queue_position"] = self._queued.index(job) + (1 if self._running else 0)
@@ -272,20 +303,20 @@ class TrainRun:
     stop_requested_at: float | None = None
 
     @classmethod
-    def start(cls, job_id: str, owner: bytes, request_id: Any, base_command: Sequence[str], args: Sequence[str],
-              run_dir: Path) -> "TrainRun":
-        """Spawn ``[*base_command, *args, "--run-dir", run_dir]`` with its output in RUN_DIR/train.log.
+    def start(cls, job_id: str, owner: bytes, request_id: Any, command: Sequence[str], run_dir: Path) -> "TrainRun":
+        """Spawn ``command`` (the server built it, ``server.training_command``) with its output
+        appended to RUN_DIR/train.log, opened without following a symlink placed at that name.
 
         The child gets its own process group (POSIX) so stopping it also stops any workers it spawned.
         """
-        run_dir.mkdir(parents=True, exist_ok=True)
-        command = [*base_command, *args, "--run-dir", str(run_dir)]
         log_path = run_dir / "train.log"
-        with open(log_path, "ab") as log:
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "ab") as log:
             kwargs: dict[str, Any] = {"start_new_session": True} if os.name == "posix" else {
                 "creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kwargs)
-        return cls(id=job_id, owner=owner, request_id=request_id, run_dir=run_dir, command=command,
+            process = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       **kwargs)
+        return cls(id=job_id, owner=owner, request_id=request_id, run_dir=run_dir, command=list(command),
                    process=process, metrics=MetricsReader(run_dir / "metrics.csv"), log_path=log_path)
 
     @property
@@ -345,10 +376,13 @@ class TrainRun:
 
     def log_tail(self, chars: int = 2000) -> str:
         try:
-            text = self.log_path.read_text(errors="replace")
+            fd = os.open(self.log_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except OSError:
             return ""
-        return text[-chars:]
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - 4 * chars))
+            return f.read().decode("utf-8", errors="replace")[-chars:]
 
     def status(self, last: int = 20) -> dict[str, Any]:
         latest = self.last()

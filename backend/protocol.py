@@ -13,7 +13,6 @@ The full specification, with an example session, is docs/protocol.md.
 
 from __future__ import annotations
 
-import hmac
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +39,6 @@ ERROR_CODES: dict[str, str] = {
     "bad_message": "not a valid message: malformed msgpack, a header that is not a map, missing or "
                    "unknown header fields, wrong frame count",
     "version_mismatch": "the header's protocol version differs from the server's",
-    "unauthorized": "the server needs a token and the request has none or a wrong one",
     "unknown_type": "the request type does not exist",
     "unknown_option": "an option the request type does not have",
     "bad_option": "an option of the wrong type or out of range",
@@ -64,7 +62,7 @@ ACCEPTED, PROGRESS, RESULT, ERROR, CANCELLED = "accepted", "progress", "result",
 EVENT_TYPES = (ACCEPTED, PROGRESS, RESULT, ERROR, CANCELLED)
 TERMINAL_EVENTS = (RESULT, ERROR, CANCELLED)
 
-REQUEST_HEADER_FIELDS = ("v", "type", "id", "job", "options", "arrays", "token")
+REQUEST_HEADER_FIELDS = ("v", "type", "id", "job", "options", "arrays")
 EVENT_HEADER_FIELDS = ("v", "type", "id", "job", "data", "arrays")
 MAX_ID_LENGTH = 128
 
@@ -96,6 +94,8 @@ class Limits:
     max_faces: int = 50_000_000
     max_blocks: int = 4_000_000
     max_queued_jobs: int = 32
+    max_queued_jobs_per_client: int = 8
+    max_queued_bytes_per_client: int = 4 << 30
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -237,16 +237,34 @@ def _positive_float(name: str, value: Any) -> float:
     return float(value)
 
 
-def _str_list(name: str, value: Any) -> list[str]:
-    if not isinstance(value, list) or len(value) > 256 or not all(isinstance(x, str) and len(x) < 4096 for x in value):
-        raise ProtocolError("bad_option", f"option '{name}' must be a list of at most 256 strings")
-    return list(value)
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
-def _optional_path(name: str, value: Any) -> str | None:
-    if value is not None and (not isinstance(value, str) or not value or len(value) > 4096 or "\0" in value):
-        raise ProtocolError("bad_option", f"option '{name}' must be a non-empty path string or null, got {value!r}")
+def _relative_name(name: str, value: Any) -> str:
+    """A path *inside* one of the server's folders: relative, '/'-separated plain names (letters,
+    digits, '.', '_', '-'), no '..', no empty part. The server resolves it under its own roots;
+    a client never names a place on the file system."""
+    parts = value.split("/") if isinstance(value, str) and 0 < len(value) <= 512 else []
+    if not parts or any(not p or p in (".", "..") or not set(p) <= _NAME_CHARS for p in parts):
+        raise ProtocolError("bad_option", f"option '{name}' must be a relative name inside the server's folders "
+                                          f"(letters, digits, '.', '_', '-', separated by '/'; no '..'), got {value!r}")
     return value
+
+
+def _optional(check: OptionCheck) -> OptionCheck:
+    def optional(name: str, value: Any) -> Any:
+        return None if value is None else check(name, value)
+
+    return optional
+
+
+def _one_of(*choices: str) -> OptionCheck:
+    def check(name: str, value: Any) -> str:
+        if value not in choices:
+            raise ProtocolError("bad_option", f"option '{name}' must be one of {list(choices)}, got {value!r}")
+        return str(value)
+
+    return check
 
 
 def _cleanup_map(name: str, value: Any) -> dict[str, Any]:
@@ -297,8 +315,18 @@ REQUESTS: dict[str, RequestSpec] = {
                           arrays=LATENT_ARRAYS, is_job=True),
     "cancel": RequestSpec(needs_job=True),
     "jobs": RequestSpec(),
-    "train.start": RequestSpec(options={"args": _str_list, "run_dir": _optional_path},
-                               defaults={"args": [], "run_dir": None}),
+    # Typed training options only: the server builds the trainer's command line itself, names the run
+    # folder, and resolves `data` / `init` / `resume` under its own configured folders.
+    "train.start": RequestSpec(options={"data": _relative_name, "preset": _one_of("tiny", "small", "paper"),
+                                        "max_steps": _int_in(1, 10_000_000), "lr": _optional(_positive_float),
+                                        "max_blocks": _optional(_int_in(1, 1 << 20)),
+                                        "mixed_precision": _optional(_one_of("no", "fp16", "bf16")),
+                                        "seed": _int_in(0, 2**31 - 1), "val_every": _int_in(0, 10_000_000),
+                                        "init": _optional(_relative_name), "resume": _optional(_relative_name)},
+                               defaults={"preset": "small", "max_steps": 1000, "lr": None, "max_blocks": None,
+                                         "mixed_precision": None, "seed": 0, "val_every": 1000, "init": None,
+                                         "resume": None},
+                               required=("data",)),
     "train.status": RequestSpec(options={"last": _int_in(0, 10_000)}, defaults={"last": 20}, needs_job=True),
     "train.stop": RequestSpec(needs_job=True),
     "shutdown": RequestSpec(),
@@ -384,22 +412,15 @@ def validate_latent_arrays(latents: np.ndarray, coords: np.ndarray, resolution: 
         raise ProtocolError("bad_array", "block coordinates contain duplicates")
 
 
-def check_token(expected: str | None, given: Any) -> None:
-    """Constant-time token comparison; no token configured means no check (loopback only)."""
-    if expected is None:
-        return
-    if not isinstance(given, str) or not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
-        raise ProtocolError("unauthorized", "this server needs a token: missing or wrong 'token' in the header")
-
-
 def message_size(frames: Iterable[Frame]) -> int:
     return sum(_buffer(f).nbytes for f in frames)
 
 
-def parse_request(frames: Sequence[Frame], limits: Limits, token: str | None = None) -> Request:
+def parse_request(frames: Sequence[Frame], limits: Limits) -> Request:
     """Decode and fully validate one request (the frames after the ROUTER's routing identity).
 
-    Checks, in order: size, msgpack header, protocol version, token, header fields, type, job id,
+    Who may send is settled before any frame arrives here: ZeroMQ's CURVE handshake and the ZAP
+    handler (``backend.auth``). Checks, in order: size, msgpack header, protocol version, header fields, type, job id,
     array frames, arrays against the type's schema, options, and the arrays' contents.
     """
     if not frames:
@@ -412,19 +433,17 @@ def parse_request(frames: Sequence[Frame], limits: Limits, token: str | None = N
     if not (request_id is None or _is_int(request_id) or (isinstance(request_id, str) and len(request_id) <= MAX_ID_LENGTH)):
         raise ProtocolError("bad_message", f"header field 'id' must be a string (≤ {MAX_ID_LENGTH} chars) or an integer")
     try:
-        return _validate(header, frames[1:], limits, token, request_id)
+        return _validate(header, frames[1:], limits, request_id)
     except ProtocolError as exc:
         exc.request_id = request_id
         raise
 
 
-def _validate(header: dict[str, Any], array_frames: Sequence[Frame], limits: Limits, token: str | None,
-              request_id: Any) -> Request:
+def _validate(header: dict[str, Any], array_frames: Sequence[Frame], limits: Limits, request_id: Any) -> Request:
     version = header.get("v")
     if not _is_int(version) or version != PROTOCOL_VERSION:
         raise ProtocolError("version_mismatch", f"this server speaks protocol version {PROTOCOL_VERSION}, "
                                                 f"the request has {version!r}")
-    check_token(token, header.get("token"))
     unknown = sorted((k for k in header if k not in REQUEST_HEADER_FIELDS), key=repr)
     if unknown:
         raise ProtocolError("bad_message", f"unknown header field(s) {unknown} (allowed: {list(REQUEST_HEADER_FIELDS)})")
@@ -446,14 +465,11 @@ def _validate(header: dict[str, Any], array_frames: Sequence[Frame], limits: Lim
 
 
 def request_frames(kind: str, request_id: str | int | None, options: Mapping[str, Any] | None = None,
-                   arrays: Mapping[str, np.ndarray] | None = None, job: str | None = None,
-                   token: str | None = None) -> list[Any]:
+                   arrays: Mapping[str, np.ndarray] | None = None, job: str | None = None) -> list[Any]:
     """Frames of a request as a client sends them on its DEALER socket."""
     header: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": kind, "id": request_id, "options": dict(options or {})}
     if job is not None:
         header["job"] = job
-    if token is not None:
-        header["token"] = token
     return pack(header, arrays)
 
 
@@ -521,12 +537,3 @@ def capabilities(limits: Limits, modes: Sequence[str]) -> dict[str, Any]:
         "limits": limits.to_dict(),
         "error_codes": list(ERROR_CODES),
     }
-
-
-def read_token_file(path: str | Path) -> str:
-    """The shared secret in a token file (surrounding whitespace ignored); an empty file is an error,
-    because an empty token would silently mean "no authentication"."""
-    token = Path(path).read_text(encoding="utf-8").strip()
-    if not token:
-        raise ValueError(f"token file {path} is empty")
-    return token

@@ -33,6 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import zmq
 
+from . import auth
 from . import protocol as proto
 from .jobs import CANCELLED, DONE, FAILED, FINAL_STATES, Job, JobIds, JobQueue, ProgressThrottle, QueueFull, TrainRun
 
@@ -67,21 +68,30 @@ class ServerConfig:
     device: str = "auto"
     checkpoint: str | None = None  # LoG-VAE weights; None: the shipped ones if present
     load_default_weights: bool = True
-    token: str | None = None
+    connection_file: Path | None = None
+    """Where to write the CURVE keys clients need (``backend.auth``); None: the per-user default for
+    the bound port, which the add-on, ``log3d batch`` and ``Log3DClient`` read by themselves."""
+    allow_remote: bool = False
+    """Listen beyond loopback. Every peer must still hold the connection file's client key (CURVE);
+    copy that file to the other machine to connect from it."""
     limits: proto.Limits = field(default_factory=proto.Limits)
     progress_interval_s: float = 0.1  # at most one progress event per job per interval (stage changes always pass)
     train_command: list[str] = field(default_factory=default_train_command)
-    runs_dir: Path = Path("runs")  # where train.start puts RUN_DIR when the request names none
+    runs_dir: Path = Path("runs")  # every training run's folder is RUNS_DIR/<job id>, named by the server
+    data_roots: tuple[Path, ...] = ()  # the only folders train.start may read caches and --init weights from
+    max_train_runs: int = 1  # training children alive at once
     train_poll_s: float = 0.25
     train_kill_after_s: float = 10.0  # a stopped trainer that ignores SIGTERM is killed after this
     shutdown_wait_s: float = 30.0  # how long shutdown waits for the running job to reach a stage boundary
 
     def validate(self) -> "ServerConfig":
-        """Refuse a non-loopback address without a token: the server runs arbitrary meshes through
-        numba kernels and starts training processes, which no other machine should reach unasked."""
-        if not is_loopback(self.host) and not self.token:
+        """Refuse a non-loopback address unless asked for: the server runs meshes through numba
+        kernels and starts training processes; even authenticated, that is an explicit choice."""
+        if not is_loopback(self.host) and not self.allow_remote:
             raise ValueError(f"refusing to listen on {self.host}: other machines could reach the server; "
-                             "set a token (--token-file) to allow a non-loopback address")
+                             "pass --allow-remote (clients there need a copy of the connection file)")
+        if self.max_train_runs < 0:
+            raise ValueError("max_train_runs must be >= 0")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if self.progress_interval_s < 0:
@@ -213,26 +223,39 @@ def _options(job: Job, model: LoadedModel, mode: str) -> Any:
                          device=model.device, **extra)
 
 
-def compute_remesh(job: Job, progress: Progress, should_cancel: Callable[[], bool], model: LoadedModel):
-    from model.mesh import Mesh
-    from model.pipeline import remesh
+def _request_mesh(job: Job) -> Any:
+    """The job's mesh, checked like a file's (``model.mesh.validate_arrays``): overflowing
+    coordinates or only zero-area faces are ``bad_mesh`` before any stage runs."""
+    from model.mesh import validate_arrays
 
     assert job.arrays is not None
-    mesh = Mesh(vertices=job.arrays["vertices"], faces=job.arrays["faces"])
+    return validate_arrays(job.arrays["vertices"], job.arrays["faces"], name="the request's mesh")
+
+
+def _checked(mesh: Any) -> dict[str, np.ndarray]:
+    """The result's arrays, refused if a vertex is not finite in float32 (never send Inf to a client)."""
+    arrays = _mesh_arrays(mesh)
+    if not np.isfinite(arrays["vertices"]).all():
+        raise RuntimeError("the result has non-finite vertices in float32")
+    return arrays
+
+
+def compute_remesh(job: Job, progress: Progress, should_cancel: Callable[[], bool], model: LoadedModel):
+    from model.pipeline import remesh
+
+    mesh = _request_mesh(job)
     mode = job.options["mode"]
     result = remesh(mesh, _options(job, model, mode), progress, should_cancel, vae=model.vae if mode == "vae" else None)
     data = {"resolution": job.options["resolution"], "mode": mode, "num_blocks": result.num_blocks,
             "num_vertices": result.mesh.num_vertices, "num_faces": result.mesh.num_faces,
             "timings": {k: round(v, 6) for k, v in result.timings.items()}}
-    return data, _mesh_arrays(result.mesh)
+    return data, _checked(result.mesh)
 
 
 def compute_encode(job: Job, progress: Progress, should_cancel: Callable[[], bool], model: LoadedModel):
-    from model.mesh import Mesh
     from model.pipeline import encode_mesh
 
-    assert job.arrays is not None
-    mesh = Mesh(vertices=job.arrays["vertices"], faces=job.arrays["faces"])
+    mesh = _request_mesh(job)
     latents, norm = encode_mesh(mesh, _options(job, model, "vae"), progress, should_cancel, vae=model.vae)
     data = {"resolution": latents.resolution, "center": [float(x) for x in norm.center], "scale": float(norm.scale),
             "num_blocks": int(latents.coords.shape[0]), "latent_dim": int(latents.latents.shape[1])}
@@ -252,7 +275,7 @@ def compute_decode(job: Job, progress: Progress, should_cancel: Callable[[], boo
     mesh = decode_to_mesh(latents, norm, _options(job, model, "vae"), progress, should_cancel, vae=model.vae)
     data = {"resolution": latents.resolution, "num_blocks": int(latents.coords.shape[0]),
             "num_vertices": mesh.num_vertices, "num_faces": mesh.num_faces}
-    return data, _mesh_arrays(mesh)
+    return data, _checked(mesh)
 
 
 COMPUTE: dict[str, Compute] = {"remesh": compute_remesh, "encode": compute_encode, "decode": compute_decode}
@@ -372,7 +395,8 @@ class Server:
     def __init__(self, config: ServerConfig, vae: Any | None = None) -> None:
         self.config = config.validate()
         self.model = load_model(config, vae)
-        self.queue = JobQueue(config.limits.max_queued_jobs)
+        self.queue = JobQueue(config.limits.max_queued_jobs, max_per_client=config.limits.max_queued_jobs_per_client,
+                              max_bytes_per_client=config.limits.max_queued_bytes_per_client)
         self.train_runs: dict[str, TrainRun] = {}
         self._ids = JobIds()
         self._stopping = threading.Event()
@@ -384,6 +408,8 @@ class Server:
         self._io_thread: threading.Thread | None = None
         self._train_sent: dict[str, tuple[int | None, ProgressThrottle]] = {}
         self._closed = False
+        self._auth: auth.ServerAuth | None = None
+        self.connection_file: Path | None = None
         self.port: int | None = None
         self._handlers: dict[str, Callable[[bytes, proto.Request], None]] = {
             "hello": self._hello, "remesh": self._submit, "encode": self._submit, "decode": self._submit,
@@ -398,8 +424,11 @@ class Server:
         if self._router is not None:
             assert self.port is not None
             return self.port
+        self._auth = auth.ServerAuth(self._context)
+        self._auth.start()
         router = self._context.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 1000)
+        self._auth.secure(router)  # CURVE + ZAP: unauthenticated peers deliver nothing, ZMTP/1.0 is refused
         # A frame larger than any valid message is dropped by zmq itself (connection closed) rather
         # than buffered; anything smaller is checked and answered with `too_large`.
         router.setsockopt(zmq.MAXMSGSIZE, self.config.limits.max_message_bytes + (1 << 20))
@@ -409,9 +438,16 @@ class Server:
             router.bind(self.config.bind_address)
         except zmq.ZMQError as exc:
             router.close(linger=0)
+            self._auth.stop()
             raise BindError(f"cannot listen on {self.config.bind_address}: {exc}") from None
         endpoint = router.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.port = int(endpoint.rsplit(":", 1)[1])
+        try:
+            self.connection_file = self._auth.publish(self.config.host, self.port, self.config.connection_file)
+        except (OSError, auth.AuthError) as exc:
+            router.close(linger=0)
+            self._auth.stop()
+            raise BindError(f"cannot write the connection file: {exc}") from None
         events = self._context.socket(zmq.PULL)
         events.bind(self._events_endpoint)
         self._router, self._events = router, events
@@ -495,6 +531,8 @@ class Server:
         self._forward_events()
         self._events.close(linger=0)
         self._router.close(linger=1000)
+        if self._auth is not None:
+            self._auth.stop()
         if self._worker is None or not self._worker.is_alive():
             self._context.term()
         self._closed = True
@@ -528,7 +566,7 @@ class Server:
     def _handle(self, identity: bytes, frames: list[Any]) -> None:
         request_id = None
         try:
-            request = proto.parse_request(frames, self.config.limits, self.config.token)
+            request = proto.parse_request(frames, self.config.limits)
             request_id = request.id
             self._handlers[request.type](identity, request)
         except proto.ProtocolError as exc:
@@ -549,9 +587,9 @@ class Server:
         modes = ["direct", "vae"] if self.model.vae is not None else ["direct"]
         self._reply(identity, request, {
             "protocol": proto.PROTOCOL_VERSION, "server": "log3d-studio", "version": __version__,
-            "device": self.model.device, "model": self.model.info, "auth": self.config.token is not None,
+            "device": self.model.device, "model": self.model.info, "auth": "curve",
             "capabilities": {**proto.capabilities(self.config.limits, modes), "cleanup": cleanup_settings()},
-            "queue": self.queue.counts(),
+            "queue": self.queue.counts(), "datasets": list_datasets(self.config.data_roots),
         })
 
     def _submit(self, identity: bytes, request: proto.Request) -> None:
@@ -581,44 +619,54 @@ class Server:
         if request.job in self.train_runs:
             self._train_stop(identity, request)
             return
-        job, state = self.queue.cancel(request.job)
-        if job is None:
+        job = self.queue.get(request.job)
+        if job is None or job.owner != identity:  # another client's job does not exist for this one
             raise proto.ProtocolError("not_found", f"no job {request.job!r}", request.id)
+        job, state = self.queue.cancel(request.job)
+        assert job is not None
         if state == "dequeued":  # never started: its owner hears it from here, not from the worker
             self._send(job.owner, proto.event_frames(proto.CANCELLED, job.request_id, job.id, {"stage": None}))
             state = CANCELLED
         self._reply(identity, request, {"job": job.id, "state": state}, job.id)
 
     def _jobs(self, identity: bytes, request: proto.Request) -> None:
-        runs = [{k: v for k, v in run.status(0).items() if k != "rows"} for run in self.train_runs.values()]
-        self._reply(identity, request, {"jobs": self.queue.summaries() + runs})
+        """This client's jobs and training runs only."""
+        runs = [{k: v for k, v in run.status(0).items() if k != "rows"}
+                for run in self.train_runs.values() if run.owner == identity]
+        self._reply(identity, request, {"jobs": self.queue.summaries(owner=identity) + runs})
 
     def _train_start(self, identity: bytes, request: proto.Request) -> None:
+        live = sum(run.state not in FINAL_STATES for run in self.train_runs.values())
+        if live >= self.config.max_train_runs:
+            raise proto.ProtocolError("queue_full", f"{live} training run(s) already running (limit "
+                                                    f"{self.config.max_train_runs}); stop one first", request.id)
         job_id = self._ids.next("train")
-        run_dir = Path(request.options["run_dir"]) if request.options["run_dir"] else self.config.runs_dir / job_id
         try:
-            run = TrainRun.start(job_id, identity, request.id, self.config.train_command, request.options["args"],
-                                 run_dir.resolve())
+            command, run_dir = training_command(self.config, request.options, job_id)
+            run = TrainRun.start(job_id, identity, request.id, command, run_dir)
+        except TrainingRefused as exc:
+            raise proto.ProtocolError("bad_option", str(exc), request.id) from None
         except OSError as exc:
-            raise proto.ProtocolError("train_failed", f"cannot start the trainer: {exc}", request.id) from None
+            raise proto.ProtocolError("train_failed", f"cannot start the trainer: {exc.strerror or exc}", request.id) from None
         self.train_runs[job_id] = run
         self._train_sent[job_id] = (None, ProgressThrottle(self.config.progress_interval_s))
         self._send(identity, proto.event_frames(proto.ACCEPTED, request.id, job_id, {
-            "type": "train", "queue_position": 0, "run_dir": str(run.run_dir), "pid": run.process.pid}))
+            "type": "train", "queue_position": 0, "run_dir": str(run.run_dir), "run": run.run_dir.name,
+            "pid": run.process.pid}))
 
-    def _run_for(self, request: proto.Request) -> TrainRun:
+    def _run_for(self, identity: bytes, request: proto.Request) -> TrainRun:
         run = self.train_runs.get(request.job or "")
-        if run is None:
+        if run is None or run.owner != identity:
             raise proto.ProtocolError("not_found", f"no training job {request.job!r}", request.id)
         return run
 
     def _train_status(self, identity: bytes, request: proto.Request) -> None:
-        run = self._run_for(request)
+        run = self._run_for(identity, request)
         self._update_run(run)
         self._reply(identity, request, run.status(request.options["last"]), run.id)
 
     def _train_stop(self, identity: bytes, request: proto.Request) -> None:
-        run = self._run_for(request)
+        run = self._run_for(identity, request)
         run.stop(wait_s=0.5)
         self._update_run(run)
         state = run.state if run.state in FINAL_STATES else "stopping"
@@ -662,6 +710,72 @@ class Server:
         self._send(run.owner, frames)
 
 
+def list_datasets(roots: Any, limit: int = 200) -> list[str]:
+    """Names of the training caches (folders with an index.json or journal.jsonl) directly under the
+    server's data roots: what train.start's ``data`` may name."""
+    names: list[str] = []
+    for root in roots:
+        try:
+            for child in sorted(Path(root).iterdir()):
+                if child.is_dir() and ((child / "index.json").is_file() or (child / "journal.jsonl").is_file()):
+                    names.append(child.name)
+        except OSError:
+            continue
+    return names[:limit]
+
+
+class TrainingRefused(ValueError):
+    """A train.start whose data, weights or run name the server will not use."""
+
+
+def resolve_inside(roots: Any, relative: str, what: str, want_dir: bool) -> Path:
+    """``relative`` (already a plain relative name, ``protocol._relative_name``) under the first of
+    ``roots`` where it exists, checked *after* resolving symlinks to still lie inside that root."""
+    if not roots:
+        raise TrainingRefused(f"this server has no folder for {what}s (start it with --data-root DIR)")
+    for root in roots:
+        base = Path(root).resolve()
+        candidate = (base / relative).resolve()
+        if candidate != base and base not in candidate.parents:
+            raise TrainingRefused(f"{what} {relative!r} leads outside the server's folders")
+        if candidate.is_dir() if want_dir else candidate.is_file():
+            return candidate
+    raise TrainingRefused(f"no {what} {relative!r} in the server's folders ({', '.join(map(str, roots))})")
+
+
+def training_command(config: ServerConfig, options: dict[str, Any], job_id: str) -> tuple[list[str], Path]:
+    """The trainer's command line from typed options, and its run folder, named by the server:
+    ``RUNS_DIR/<job id>``, or an existing ``RUNS_DIR/<name>`` to resume. Every path in it was
+    resolved under the server's own folders; no client string reaches the command line unchecked."""
+    runs = Path(config.runs_dir).resolve()
+    runs.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data = resolve_inside(config.data_roots, options["data"], "training cache", want_dir=True)
+    if options["resume"]:
+        if "/" in options["resume"]:
+            raise TrainingRefused("resume names a run folder of this server (one name, no '/')")
+        run_dir = runs / options["resume"]
+        if run_dir.is_symlink() or not run_dir.is_dir() or run_dir.resolve().parent != runs:
+            raise TrainingRefused(f"no run {options['resume']!r} in the server's runs folder")
+    else:
+        run_dir = runs / job_id
+        run_dir.mkdir(mode=0o700)  # a fresh name: fails if anything, even a symlink, is there already
+    cmd = [*config.train_command, "--data", str(data), "--preset", options["preset"],
+           "--max-steps", str(options["max_steps"]), "--seed", str(options["seed"]),
+           "--val-every", str(options["val_every"])]
+    if options["lr"] is not None:
+        cmd += ["--lr", repr(float(options["lr"]))]
+    if options["max_blocks"] is not None:
+        cmd += ["--max-blocks", str(options["max_blocks"])]
+    if options["mixed_precision"] is not None:
+        cmd += ["--mixed-precision", options["mixed_precision"]]
+    if options["init"] is not None:
+        roots = (*config.data_roots, runs)
+        cmd += ["--init", str(resolve_inside(roots, options["init"], "weights file", want_dir=False))]
+    if options["resume"]:
+        cmd += ["--resume"]
+    return [*cmd, "--run-dir", str(run_dir)], run_dir
+
+
 def _wait(process: Any, timeout_s: float) -> bool:
     try:
         process.wait(timeout=timeout_s)
@@ -678,10 +792,11 @@ def _wait(process: Any, timeout_s: float) -> bool:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import signal
 
-    token = proto.read_token_file(args.token_file) if args.token_file else None
     config = ServerConfig(host=args.host, port=args.port, device=args.device,
-                          checkpoint=str(args.checkpoint) if args.checkpoint else None, token=token,
-                          runs_dir=args.runs_dir).validate()
+                          checkpoint=str(args.checkpoint) if args.checkpoint else None,
+                          connection_file=args.connection_file, allow_remote=args.allow_remote,
+                          runs_dir=args.runs_dir, data_roots=tuple(args.data_root),
+                          max_train_runs=args.max_train_runs).validate()
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="log3d serve: %(message)s")
     server = Server(config)
@@ -691,7 +806,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     weights = (f"LoG-VAE '{server.model.info['preset']}' on {server.model.device}" if server.model.info
                else "no LoG-VAE weights: direct mode only")
     print(f"log3d serve: listening on tcp://{config.host}:{port} (protocol {proto.PROTOCOL_VERSION}; {weights}"
-          f"{'; token required' if token else ''})", file=sys.stderr, flush=True)
+          f"; clients authenticate with the keys in {server.connection_file})", file=sys.stderr, flush=True)
     server.serve_forever()
     return 0
 
@@ -700,10 +815,17 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the local job server (ZeroMQ) for the Blender add-on and `log3d batch`")
     p.add_argument("--port", type=int, default=proto.DEFAULT_PORT, help=f"TCP port (default {proto.DEFAULT_PORT}; 0: any free port)")
     p.add_argument("--host", default=proto.DEFAULT_HOST,
-                   help="address to listen on (default 127.0.0.1; any other needs --token-file)")
+                   help="address to listen on (default 127.0.0.1; any other needs --allow-remote)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a non-loopback --host (peers still need the connection file's CURVE keys)")
+    p.add_argument("--connection-file", type=Path, default=None,
+                   help="where to write the keys clients need (default: the per-user runtime folder, "
+                        "$XDG_RUNTIME_DIR/log3d/server-PORT.json or ~/.log3d/runtime/server-PORT.json)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto, for the LoG-VAE")
     p.add_argument("--checkpoint", type=Path, default=None, help="LoG-VAE weights (default: the shipped ones, if any)")
-    p.add_argument("--token-file", type=Path, default=None, help="file holding a shared secret every request must carry")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where training runs go when a request names no run_dir")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where training runs go (RUNS_DIR/<job id>)")
+    p.add_argument("--data-root", type=Path, action="append", default=[],
+                   help="a folder train.start may read caches and --init weights from (repeatable; default: none)")
+    p.add_argument("--max-train-runs", type=int, default=1, help="training runs alive at once (default 1)")
     p.add_argument("--quiet", "-q", action="store_true", help="log only warnings")
     p.set_defaults(func=_cmd_serve)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import hashlib
 import json
 import math
@@ -59,20 +60,31 @@ class TrainConfig:
     run_dir: str = ""
     preset: str = "small"
     max_steps: int = 100_000
-    lr: float = 5e-5
+    lr: float | None = None
+    """None: the preset's recipe (``RECIPES``): the paper's 5e-5 for ``paper``, more for the small
+    CPU presets, which get a few thousand steps instead of days."""
     weight_decay: float = 0.01
     huber_delta: float = 0.2
     kl_weight: float = 1e-6
-    warmup_steps: int = 0
-    lr_schedule: str = "constant"
+    surface_weight: float | None = None
+    """Extra weight of voxels near the iso-level (0: the paper's plain Huber; None: the preset's
+    recipe). See ``voxel_weights``."""
+    surface_band: float = 0.5
+    """Width of that weighting in normalised UDF units (1 = the truncation 4/N, so 0.5 = 2 voxels;
+    the iso-level ε = 1/N is 0.25)."""
+    warmup_steps: int | None = None
+    lr_schedule: str | None = None
     """constant (the paper) or cosine: after warm-up, decay to ``min_lr_ratio`` × lr at ``max_steps``.
-    A run with a fixed budget of steps (a CPU run of a few hours) ends much better with a decay."""
+    A run with a fixed budget of steps (a CPU run of a few hours) ends much better with a decay.
+    None: the preset's recipe."""
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0
     max_blocks: int | None = None
     """Blocks per step; None: 4096 on CUDA, 512 on CPU."""
     mixed_precision: str | None = None
-    """no | fp16 | bf16; None: fp16 on CUDA, no on CPU."""
+    """no | fp16 | bf16; None: fp16 on CUDA; on a CPU whichever of fp32 and bf16 runs the first
+    step faster (``model.cpu.choose_cpu_precision``: bf16 is 1.6x faster on an AMX Xeon and 18x
+    slower on an AVX2-only EPYC, so it is measured, never assumed)."""
     seed: int = 0
     save_every: int = 200
     save_minutes: float = 30.0
@@ -114,7 +126,7 @@ class TrainConfig:
             raise ValueError("--max-blocks must be >= 1")
         if self.mixed_precision not in (None, "no", "fp16", "bf16"):
             raise ValueError(f"--mixed-precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
-        if self.lr_schedule not in ("constant", "cosine"):
+        if self.lr_schedule not in (None, "constant", "cosine"):
             raise ValueError(f"--lr-schedule must be constant or cosine, got {self.lr_schedule!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError("--min-lr-ratio must be in [0, 1]")
@@ -122,14 +134,34 @@ class TrainConfig:
             raise ValueError(f"--val-sampling must be outer or uniform, got {self.val_sampling!r}")
         if self.save_every < 1 or self.log_every < 1 or self.keep_checkpoints < 1:
             raise ValueError("--save-every, --log-every and --keep-checkpoints must be >= 1")
-        if self.lr <= 0 or self.huber_delta <= 0 or self.kl_weight < 0:
+        if (self.lr is not None and self.lr <= 0) or self.huber_delta <= 0 or self.kl_weight < 0:
             raise ValueError("--lr and --huber-delta must be > 0, --kl-weight >= 0")
+        if (self.surface_weight is not None and self.surface_weight < 0) or self.surface_band <= 0:
+            raise ValueError("--surface-weight must be >= 0 and --surface-band > 0")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ValueError("--warmup-steps must be >= 0")
         from model.vae import RUNTIME_FIELDS
 
         bad = sorted(set(self.model_overrides) - set(RUNTIME_FIELDS))
         if bad:
             raise ValueError(f"model_overrides may only set runtime fields {RUNTIME_FIELDS}, not {bad}")
         return self
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with every "the preset's recipe" field (None) filled from ``RECIPES``."""
+        recipe = RECIPES[self.preset]
+        filled = {k: v for k, v in recipe.items() if getattr(self, k) is None}
+        return dataclasses.replace(self, **filled)
+
+
+RECIPES: dict[str, dict[str, Any]] = {
+    # The supplementary's A.6: constant 5e-5 for days on GPUs, plain Huber.
+    "paper": {"lr": 5e-5, "warmup_steps": 0, "lr_schedule": "constant", "surface_weight": 0.0},
+    # CPU presets get thousands of steps, not millions: a higher peak lr, a short warm-up and a
+    # cosine decay to the end of the run; the near-surface weighting (docs/training.md, "Objective").
+    "small": {"lr": 4e-4, "warmup_steps": 50, "lr_schedule": "cosine", "surface_weight": 4.0},
+    "tiny": {"lr": 2e-3, "warmup_steps": 20, "lr_schedule": "cosine", "surface_weight": 4.0},
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -171,6 +203,7 @@ class ShapeSchedule:
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
     """The lr of step ``step`` (0-based): a function of the step alone, so ``--resume`` replays it."""
+    cfg = cfg.resolved()
     warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
     if cfg.lr_schedule == "constant" or cfg.max_steps <= cfg.warmup_steps:
         return cfg.lr * warm
@@ -190,13 +223,32 @@ def select_window(coords: np.ndarray, max_blocks: int, rng: np.random.Generator)
     return np.sort(np.argsort(d2, kind="stable")[:max_blocks])
 
 
-def vae_loss(recon, target, mean, logvar, huber_delta: float, kl_weight: float):
-    """(total, huber, kl): Huber on every voxel of the 12³ blocks (mean), plus the KL of the
-    diagonal Gaussian posterior to N(0, I), summed over latent channels and averaged over blocks."""
+def voxel_weights(target, surface_weight: float, surface_band: float):
+    """Per-voxel loss weights: 1 everywhere, plus ``surface_weight`` tapering linearly from the zero
+    set to ``surface_band`` (normalised units). The mesh is cut at ε (0.25 in these units), so an
+    error there moves or tears the surface, while an error at the truncation value (1.0) changes
+    nothing that is extracted. None when the weighting is off (the paper's plain mean)."""
+    if surface_weight <= 0:
+        return None
+    import torch
+
+    return 1.0 + surface_weight * torch.clamp(1.0 - target.float() / surface_band, min=0.0)
+
+
+def vae_loss(recon, target, mean, logvar, huber_delta: float, kl_weight: float,
+             surface_weight: float = 0.0, surface_band: float = 0.5):
+    """(total, huber, kl): Huber on every voxel of the 12³ blocks — the plain mean (the paper), or
+    the ``voxel_weights``-weighted mean — plus the KL of the diagonal Gaussian posterior to
+    N(0, I), summed over latent channels and averaged over blocks."""
     import torch
     import torch.nn.functional as F
 
-    huber = F.huber_loss(recon.float(), target.float(), delta=huber_delta)
+    weights = voxel_weights(target, surface_weight, surface_band)
+    if weights is None:
+        huber = F.huber_loss(recon.float(), target.float(), delta=huber_delta)
+    else:
+        per_voxel = F.huber_loss(recon.float(), target.float(), delta=huber_delta, reduction="none")
+        huber = (per_voxel * weights).sum() / weights.sum().clamp_min(1e-12)
     m, lv = mean.float(), logvar.float()
     kl = 0.5 * (m.pow(2) + lv.exp() - 1.0 - lv).sum(dim=-1).mean() if m.numel() else torch.zeros((), device=m.device)
     return huber + kl_weight * kl, huber, kl
@@ -346,6 +398,48 @@ def export_weights(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
+OPTIMIZER_FILE = "optimizer.safetensors"
+SCALER_FILE = "scaler.json"
+
+
+def save_optimizer_state(optimizer, path: Path) -> None:
+    """The optimiser's state as safetensors (tensors) + JSON metadata (param groups, scalars): no
+    pickle, so resuming a run never executes code someone placed in its folder."""
+    from safetensors.torch import save_file
+
+    sd = optimizer.state_dict()
+    tensors: dict[str, Any] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, pstate in sd["state"].items():
+        for key, value in pstate.items():
+            if hasattr(value, "detach"):
+                tensors[f"{pid}/{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    meta = {"param_groups": sd["param_groups"], "scalars": scalars}
+    save_file(tensors, str(path), metadata={"log3d_optimizer": json.dumps(meta)})
+
+
+def load_optimizer_state(optimizer, path: Path, device) -> None:
+    """Inverse of ``save_optimizer_state``."""
+    from safetensors import safe_open
+
+    state: dict[int, dict[str, Any]] = {}
+    with safe_open(str(path), framework="pt", device=str(device)) as f:
+        meta = json.loads((f.metadata() or {})["log3d_optimizer"])
+        for name in f.keys():
+            pid, key = name.split("/", 1)
+            state.setdefault(int(pid), {})[key] = f.get_tensor(name)
+    for pid, values in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(values)
+    groups = meta["param_groups"]
+    for loaded, current in zip(groups, optimizer.param_groups):  # JSON turned tuples (betas) into lists
+        for key, value in current.items():
+            if isinstance(value, tuple) and isinstance(loaded.get(key), list):
+                loaded[key] = tuple(loaded[key])
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, scaler, state: dict[str, Any], keep: int) -> Path:
     """Write checkpoints/step_XXXXXXX atomically, point ``last`` at it, export model.safetensors and
     prune to the newest ``keep``."""
@@ -361,9 +455,9 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scaler, state: d
         shutil.rmtree(tmp)
     tmp.mkdir()
     save_model(model, tmp / "model.safetensors")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    save_optimizer_state(optimizer, tmp / OPTIMIZER_FILE)
     if scaler is not None:
-        torch.save(scaler.state_dict(), tmp / "scaler.pt")
+        (tmp / SCALER_FILE).write_text(json.dumps(scaler.state_dict()), encoding="utf-8")
     (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
@@ -505,7 +599,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[st
     from model.checkpoint import read_metadata
     from model.vae import LogVAE, VAEConfig, load_weights, preset
 
-    cfg.validate()
+    cfg = cfg.validate().resolved()
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     run_dir = Path(cfg.run_dir)
     if cfg.threads > 0:
@@ -514,7 +608,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[st
     use_cpu = cfg.device == "cpu" or not torch.cuda.is_available()
     if cfg.device.startswith("cuda") and use_cpu:
         raise RuntimeError("--device cuda was asked for but no CUDA GPU is available")
-    mixed = cfg.mixed_precision or ("no" if use_cpu else "fp16")
+    mixed = cfg.mixed_precision or ("fp16" if not use_cpu else probe_cpu_precision(cfg, log))
     accelerator = Accelerator(cpu=use_cpu, mixed_precision=mixed)
     device = accelerator.device
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -548,11 +642,14 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[st
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if resume_from is not None:
-        optimizer.load_state_dict(torch.load(resume_from / "optimizer.pt", map_location=device, weights_only=True))
+        if not (resume_from / OPTIMIZER_FILE).is_file():
+            raise ValueError(f"{resume_from} has no {OPTIMIZER_FILE} (checkpoints with a pickled optimizer.pt are "
+                             f"not loaded: unpickling runs code); restart with --init {resume_from / 'model.safetensors'}")
+        load_optimizer_state(optimizer, resume_from / OPTIMIZER_FILE, device)
     model, optimizer = accelerator.prepare(model, optimizer)
     scaler = getattr(accelerator, "scaler", None)
-    if resume_from is not None and scaler is not None and (resume_from / "scaler.pt").is_file():
-        scaler.load_state_dict(torch.load(resume_from / "scaler.pt", weights_only=True))
+    if resume_from is not None and scaler is not None and (resume_from / SCALER_FILE).is_file():
+        scaler.load_state_dict(json.loads((resume_from / SCALER_FILE).read_text(encoding="utf-8")))
     start_step = int(state.get("step", 0))
     if state and int(state.get("world_size", world)) != world:
         log(f"note: resuming a {state['world_size']}-process run with {world} process(es): the data order from "
@@ -589,7 +686,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[st
     def write_checkpoint(step: int) -> None:
         accelerator.wait_for_everyone()
         if is_main:
-            st = {"step": step, "seed": cfg.seed, "world_size": world, "bad_shards": loader.bad,
+            st = {"step": step, "seed": cfg.seed, "world_size": world, "bad_shards": loader.bad, "mixed_precision": mixed,
                   "config": asdict(cfg), "time": time.time()}
             save_checkpoint(run_dir, step, accelerator.unwrap_model(model), optimizer, scaler, st, cfg.keep_checkpoints)
         accelerator.wait_for_everyone()
@@ -645,7 +742,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[st
                 group["lr"] = lr
             torch.manual_seed(step_seed(cfg.seed, step, rank, stream=3))  # reparameterisation noise
             recon, mean, logvar = model(blocks, coords, sample=True)
-            loss, huber, kl = vae_loss(recon, blocks, mean, logvar, cfg.huber_delta, cfg.kl_weight)
+            loss, huber, kl = vae_loss(recon, blocks, mean, logvar, cfg.huber_delta, cfg.kl_weight,
+                                       cfg.surface_weight, cfg.surface_band)
             if not torch.isfinite(loss) and mixed != "fp16":
                 log(f"warning: non-finite loss at step {step} ({entry.id}); step skipped")
                 optimizer.zero_grad(set_to_none=True)
@@ -694,6 +792,44 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[st
     return summary
 
 
+def probe_cpu_precision(cfg: TrainConfig, log: Callable[[str], None]) -> str:
+    """fp32 ("no") or bf16 for a CPU run, by timing a forward + backward of the run's architecture
+    on a small slab of blocks in both (``model.cpu.choose_cpu_precision``). The probe's model is
+    thrown away and the global RNG restored, so the run itself is unchanged by it."""
+    import torch
+
+    from model.cpu import autocast_context, choose_cpu_precision
+    from model.vae import LogVAE, VAEConfig, preset
+    from model.checkpoint import read_metadata
+
+    pointer = last_checkpoint(Path(cfg.run_dir)) if cfg.resume else None
+    if pointer is not None:  # a resumed run keeps the precision it was started with
+        earlier = json.loads((pointer / "trainer_state.json").read_text(encoding="utf-8")).get("mixed_precision")
+        if earlier in ("no", "bf16"):
+            log(f"cpu precision: {earlier}, as the run was started")
+            return earlier
+    arch = (VAEConfig.from_dict(read_metadata(pointer / "model.safetensors")["config"]) if pointer is not None
+            else preset(cfg.preset))
+    rng_state = torch.get_rng_state()
+    try:
+        torch.manual_seed(0)
+        net = LogVAE(arch).train()
+        g = torch.arange(4)
+        coords = torch.stack(torch.meshgrid(g, g, torch.arange(2), indexing="ij"), -1).reshape(-1, 3) + 8
+        x = torch.rand(coords.shape[0], 12, 12, 12)
+
+        def step(precision: str) -> None:
+            with autocast_context("cpu", precision):
+                recon, mean, logvar = net(x, coords, sample=True)
+            vae_loss(recon, x, mean, logvar, cfg.huber_delta, cfg.kl_weight)[0].backward()
+            net.zero_grad(set_to_none=True)
+
+        choice, _ = choose_cpu_precision(step, log=log)
+    finally:
+        torch.set_rng_state(rng_state)
+    return choice
+
+
 def _agree(accelerator, flag: bool) -> bool:
     """The main process's answer, on every process (a checkpoint needs all of them)."""
     if accelerator.num_processes == 1:
@@ -733,6 +869,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         data=str(args.data), run_dir=str(args.out), preset=args.preset, max_steps=args.max_steps, lr=args.lr,
         weight_decay=args.weight_decay, huber_delta=args.huber_delta, kl_weight=args.kl_weight,
+        surface_weight=args.surface_weight, surface_band=args.surface_band,
         warmup_steps=args.warmup_steps, lr_schedule=args.lr_schedule, min_lr_ratio=args.min_lr_ratio,
         grad_clip=args.grad_clip, max_blocks=args.max_blocks,
         mixed_precision=args.mixed_precision, seed=args.seed, save_every=args.save_every,
@@ -762,17 +899,22 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR's last checkpoint (bit-for-bit)")
     p.add_argument("--init", type=Path, default=None, help="start from these weights (fine-tuning, e.g. 1024³ → 2048³)")
     g = p.add_argument_group("optimisation (defaults: the paper, A.6)")
-    g.add_argument("--lr", type=float, default=d.lr)
+    g.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's recipe, RECIPES)")
     g.add_argument("--weight-decay", type=float, default=d.weight_decay)
     g.add_argument("--huber-delta", type=float, default=d.huber_delta)
     g.add_argument("--kl-weight", type=float, default=d.kl_weight)
-    g.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="linear lr warm-up (default 0: none)")
-    g.add_argument("--lr-schedule", choices=("constant", "cosine"), default=d.lr_schedule,
-                   help="constant (the paper) or cosine decay to --min-lr-ratio × lr at --max-steps")
+    g.add_argument("--surface-weight", type=float, default=None,
+                   help="extra loss weight near the iso-level (0: the paper's plain Huber; default: the preset's recipe)")
+    g.add_argument("--surface-band", type=float, default=d.surface_band,
+                   help=f"width of that weighting in normalised UDF units (default {d.surface_band:g} = 2 voxels)")
+    g.add_argument("--warmup-steps", type=int, default=None, help="linear lr warm-up (default: the preset's recipe)")
+    g.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None,
+                   help="constant (the paper) or cosine decay to --min-lr-ratio × lr at --max-steps (default: the preset's recipe)")
     g.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio, help=f"cosine floor (default {d.min_lr_ratio:g})")
     g.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm (0: off)")
     g.add_argument("--max-blocks", type=int, default=None, help="blocks per step, a contiguous ball of the shape (default 4096 CUDA, 512 CPU)")
-    g.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=None, help="default fp16 on CUDA, no on CPU")
+    g.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=None,
+                   help="default fp16 on CUDA; on a CPU fp32 or bf16, whichever a probe step measures faster")
     g.add_argument("--seed", type=int, default=d.seed)
     g = p.add_argument_group("checkpoints, logs, validation")
     g.add_argument("--save-every", type=int, default=d.save_every, help=f"checkpoint every K steps (default {d.save_every})")

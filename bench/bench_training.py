@@ -6,7 +6,9 @@ coordinates are a closed sphere shell on the block grid (as in bench_network.py)
 random (they do not change the cost). One warm-up step, then ``--steps`` timed steps; best and
 median are reported because the 2-core machine is shared.
 
-CPU: float32 (the trainer's CPU default), L = ``--blocks`` (256; ``paper`` at ``--paper-blocks``).
+CPU: every precision in ``--cpu-precisions`` (fp32, and bf16 autocast where the CPU runs it) ×
+every thread count in ``--cpu-threads`` (default 1 and all cores), L = ``--blocks`` (256; ``paper``
+at ``--paper-blocks``); the CPU's model and its bf16-relevant flags are recorded.
 CUDA (when available): L = ``--cuda-blocks`` (4096, the trainer's GPU default for ``--max-blocks``)
 in fp32, fp16 (autocast + GradScaler, what Accelerate's ``mixed_precision="fp16"`` does on one GPU)
 and bf16 (autocast), with the peak allocated memory.
@@ -98,10 +100,10 @@ def measure(name: str, blocks: int, device: torch.device, precision: str, steps:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print(f"{'preset':<7} {'device':<6} {'prec':<5} {'L':>6} {'step best':>10} {'median':>8} {'blocks/s':>9} {'(median)':>9} {'mem GB':>7}")
+    print(f"{'preset':<7} {'device':<6} {'prec':<5} {'thr':>3} {'L':>6} {'step best':>10} {'median':>8} {'blocks/s':>9} {'(median)':>9} {'mem GB':>7}")
     for r in rows:
         mem = f"{r['peak_allocated_gb']:.2f}" if "peak_allocated_gb" in r else "-"
-        print(f"{r['preset']:<7} {r['device']:<6} {r['precision']:<5} {r['blocks']:>6} {r['step_s_best']:>9.3f}s "
+        print(f"{r['preset']:<7} {r['device']:<6} {r['precision']:<5} {r.get('threads', '-'):>3} {r['blocks']:>6} {r['step_s_best']:>9.3f}s "
               f"{r['step_s_median']:>7.3f}s {r['blocks_per_s_best']:>9.1f} {r['blocks_per_s_median']:>9.1f} {mem:>7}")
 
 
@@ -112,22 +114,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--paper-blocks", type=int, default=128, help="L per step for the paper preset on CPU")
     ap.add_argument("--cuda-blocks", type=int, default=4096, help="L per step on CUDA")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per measurement (after one warm-up)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: torch's)")
+    ap.add_argument("--cpu-threads", default=None, help="comma-separated thread counts (default: 1 and all cores)")
+    ap.add_argument("--cpu-precisions", default="fp32,bf16", help="comma-separated: fp32, bf16")
     ap.add_argument("--no-cuda", action="store_true")
     ap.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     presets = [p for p in args.presets.split(",") if p]
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
+    from model.cpu import cpu_features
+
+    cores = os.cpu_count() or 1
+    threads = [int(t) for t in args.cpu_threads.split(",")] if args.cpu_threads else sorted({1, cores})
+    precisions = [p for p in args.cpu_precisions.split(",") if p]
     results: dict[str, list[dict[str, Any]]] = {"cpu": []}
     for name in presets:
         L = args.paper_blocks if name == "paper" else args.blocks
-        results["cpu"].append(measure(name, L, torch.device("cpu"), "fp32", args.steps))
-        print_table(results["cpu"][-1:])
+        for n in threads:
+            torch.set_num_threads(n)
+            for precision in precisions:
+                row = measure(name, L, torch.device("cpu"), precision, args.steps)
+                row["threads"] = n
+                results["cpu"].append(row)
+                print_table(results["cpu"][-1:])
     if torch.cuda.is_available() and not args.no_cuda:
         results["cuda"] = []
         dev = torch.device("cuda")
@@ -145,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             "device": device,
             "device_name": torch.cuda.get_device_name(0) if device == "cuda" else cpu_name(),
             "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
+            "cpu_features": cpu_features() if device == "cpu" else None,
             "torch": torch.__version__,
             "python": platform.python_version(),
             "loadavg_before": load,

@@ -1,8 +1,10 @@
 """Starting `log3d serve` from Blender (the panel's *Start backend* button).
 
 The backend runs in the virtual environment install.py made (torch never enters Blender's Python):
-``<env>/bin/log3d serve --port P --device D [--checkpoint C] [--token-file T]``, in its own
-process group, with its output in a log file whose tail the panel shows when it fails to start.
+``<env>/bin/log3d serve --port P --device D [--checkpoint C] [--connection-file F]``, in its own
+process group, with its output in a private log file (a fresh 0700 temporary folder, not a
+predictable name in /tmp) whose tail the panel shows when it fails to start. The server writes the
+connection file with its CURVE keys; the add-on's client reads it (``backend.auth``).
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ def resolve_environment(env_path: str) -> Path:
                              "run `python3 install.py` and point the preference at its .venv")
 
 
-def serve_command(env: Path, port: int, device: str = "auto", checkpoint: str = "", token_file: str = "",
-                  host: str = "127.0.0.1") -> list[str]:
+def serve_command(env: Path, port: int, device: str = "auto", checkpoint: str = "", connection_file: str = "",
+                  host: str = "127.0.0.1", data_root: str = "") -> list[str]:
     """The command line of `log3d serve` in ``env`` (``python -m backend.cli`` if the script is missing)."""
     scripts = env / ("Scripts" if os.name == "nt" else "bin")
     exe = scripts / ("log3d.exe" if os.name == "nt" else "log3d")
@@ -46,8 +48,10 @@ def serve_command(env: Path, port: int, device: str = "auto", checkpoint: str = 
     cmd += ["serve", "--host", host, "--port", str(int(port)), "--device", device]
     if checkpoint:
         cmd += ["--checkpoint", checkpoint]
-    if token_file:
-        cmd += ["--token-file", token_file]
+    if connection_file:
+        cmd += ["--connection-file", connection_file]
+    if data_root:
+        cmd += ["--data-root", data_root]
     return cmd
 
 
@@ -56,7 +60,8 @@ class BackendProcess:
 
     def __init__(self, cmd: list[str], cwd: Path | None = None) -> None:
         self.cmd = cmd
-        self.log_path = Path(tempfile.gettempdir()) / f"log3d-serve-{os.getpid()}.log"
+        self._log_dir = Path(tempfile.mkdtemp(prefix="log3d-serve-"))  # 0700, unpredictable name
+        self.log_path = self._log_dir / "serve.log"
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}  # Blender's own
         kwargs: dict = {"start_new_session": True} if os.name != "nt" else {
             "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
@@ -69,10 +74,10 @@ class BackendProcess:
             raise BackendLaunchError(f"cannot run {cmd[0]}: {exc.strerror or exc}") from None
 
     @classmethod
-    def start(cls, env_path: str, port: int, device: str = "auto", checkpoint: str = "", token_file: str = "",
-              host: str = "127.0.0.1") -> "BackendProcess":
+    def start(cls, env_path: str, port: int, device: str = "auto", checkpoint: str = "", connection_file: str = "",
+              host: str = "127.0.0.1", data_root: str = "") -> "BackendProcess":
         env = resolve_environment(env_path)
-        cmd = serve_command(env, port, device, checkpoint, token_file, host)
+        cmd = serve_command(env, port, device, checkpoint, connection_file, host, data_root)
         # Relative paths the backend writes (training runs) land next to the environment, in the project.
         return cls(cmd, cwd=env.parent)
 

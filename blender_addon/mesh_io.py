@@ -75,6 +75,7 @@ def new_mesh(name: str, vertices: np.ndarray, faces: np.ndarray) -> bpy.types.Me
     """
     vertices = np.ascontiguousarray(vertices, dtype=np.float32).reshape(-1, 3)
     faces = np.ascontiguousarray(faces, dtype=np.int32).reshape(-1, 3)
+    check_result(vertices, faces)
     mesh = bpy.data.meshes.new(name)
     mesh.vertices.add(len(vertices))
     mesh.vertices.foreach_set("co", vertices.ravel())
@@ -86,5 +87,16 @@ def new_mesh(name: str, vertices: np.ndarray, faces: np.ndarray) -> bpy.types.Me
         mesh.loops.foreach_set("vertex_index", faces.ravel())
     mesh.polygons.add(len(faces))
     mesh.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
+    if bpy.app.version < (4, 0, 0):  # before 4.0 polygons store their size; left at 0, the next redraw crashes
+        mesh.polygons.foreach_set("loop_total", np.full(len(faces), 3, dtype=np.int32))
     mesh.update(calc_edges=True)
     return mesh
+
+
+def check_result(vertices: np.ndarray, faces: np.ndarray) -> None:
+    """Refuse a result Blender must not be handed: non-finite coordinates or indices out of range
+    (a bad mesh datablock can crash Blender later, far from the cause)."""
+    if vertices.size and not np.isfinite(vertices).all():
+        raise ValueError("the backend sent a result with NaN or Inf vertex coordinates")
+    if faces.size and (int(faces.min()) < 0 or int(faces.max()) >= len(vertices)):
+        raise ValueError(f"the backend sent face indices outside 0..{len(vertices) - 1}")

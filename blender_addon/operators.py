@@ -210,7 +210,8 @@ class LOG3D_OT_backend_start(bpy.types.Operator):
             manager.backend = BackendProcess.start(
                 bpy.path.abspath(prefs.env_path), int(prefs.port), prefs.device,
                 bpy.path.abspath(prefs.checkpoint) if prefs.checkpoint else "",
-                bpy.path.abspath(prefs.token_file) if prefs.token_file else "", prefs.host)
+                bpy.path.abspath(prefs.connection_file) if prefs.connection_file else "", prefs.host,
+                bpy.path.abspath(prefs.data_root) if prefs.data_root else "")
         except BackendLaunchError as exc:
             return _fail(self, str(exc))
         manager.clear_error()
@@ -253,9 +254,9 @@ class LOG3D_OT_train_start(bpy.types.Operator):
         manager = state.manager()
         training = context.scene.log3d.training
         if not training.dataset:
-            return _fail(self, "Choose a dataset folder for training first.")
+            return _fail(self, "Name a dataset (a cache in the backend's data folder) for training first.")
         try:
-            task = worker.TrainTask(preferences.connection(context), training.trainer_args())
+            task = worker.TrainTask(preferences.connection(context), training.train_options())
         except RuntimeError as exc:
             return _fail(self, str(exc))
         manager.training = state.TrainingState(state="starting")

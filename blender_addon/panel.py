@@ -105,8 +105,10 @@ class VIEW3D_PT_log3d_training(bpy.types.Panel):
         col = layout.column()
         col.enabled = manager.train_task is None
         col.prop(training, "dataset")
-        if training.dataset and not (Path(training.dataset_path()) / "index.json").is_file():
-            col.label(text="Not a `log3d prepare` cache (no index.json)", icon="INFO")
+        known = manager.datasets()
+        if known is not None and training.dataset and training.dataset.strip().strip("/") not in known:
+            col.label(text=f"The backend has no cache '{training.dataset}'"
+                           f"{' (it has: ' + ', '.join(known[:4]) + ')' if known else ''}", icon="INFO")
         col.prop(training, "preset")
         col.prop(training, "steps")
         row = layout.row(align=True)

@@ -24,7 +24,8 @@ DEFAULTS: dict[str, Any] = {
     "port": 5557,
     "device": "auto",
     "checkpoint": "",
-    "token_file": "",
+    "connection_file": "",
+    "data_root": "",
     "timeout_s": 5.0,
     "heartbeat_s": 3.0,
 }
@@ -49,9 +50,14 @@ class LOG3D_AddonPreferences(bpy.types.AddonPreferences):
     checkpoint: StringProperty(
         name="Checkpoint", subtype="FILE_PATH", default=DEFAULTS["checkpoint"],
         description="LoG-VAE weights for a backend started from Blender (empty: the shipped ones, if any)")
-    token_file: StringProperty(
-        name="Token file", subtype="FILE_PATH", default=DEFAULTS["token_file"],
-        description="File holding the shared secret of a backend started with --token-file (empty: none)")
+    connection_file: StringProperty(
+        name="Connection file", subtype="FILE_PATH", default=DEFAULTS["connection_file"],
+        description="The backend's keys (`log3d serve --connection-file`); empty: the file the backend on this "
+                    "port wrote in your runtime folder, found automatically")
+    data_root: StringProperty(
+        name="Training data folder", subtype="DIR_PATH", default=DEFAULTS["data_root"],
+        description="Folder holding UBlock caches that a backend started from Blender may train on "
+                    "(`log3d serve --data-root`); the training panel names a cache inside it")
     timeout_s: FloatProperty(name="Answer timeout (s)", default=DEFAULTS["timeout_s"], min=0.5, max=120.0,
                              description="How long the backend may take to answer a request")
     heartbeat_s: FloatProperty(
@@ -67,7 +73,8 @@ class LOG3D_AddonPreferences(bpy.types.AddonPreferences):
         row = layout.row()
         row.prop(self, "device")
         row.prop(self, "checkpoint")
-        layout.prop(self, "token_file")
+        layout.prop(self, "connection_file")
+        layout.prop(self, "data_root")
         row = layout.row()
         row.prop(self, "timeout_s")
         row.prop(self, "heartbeat_s")
@@ -85,14 +92,8 @@ def get(context: bpy.types.Context | None = None) -> Any:
 def connection(context: bpy.types.Context | None = None, timeout_s: float | None = None) -> Connection:
     """A :class:`Connection` from the preferences (read here, on the main thread)."""
     prefs = get(context)
-    token = None
-    if prefs.token_file:
-        path = Path(bpy.path.abspath(prefs.token_file))
-        try:
-            token = path.read_text(encoding="utf-8").strip() or None
-        except OSError as exc:
-            raise RuntimeError(f"cannot read the token file {path}: {exc.strerror}") from None
-    return Connection(host=prefs.host, port=int(prefs.port), token=token,
+    connection_file = str(Path(bpy.path.abspath(prefs.connection_file))) if prefs.connection_file else None
+    return Connection(host=prefs.host, port=int(prefs.port), connection_file=connection_file,
                       timeout_s=float(timeout_s if timeout_s is not None else prefs.timeout_s),
                       heartbeat_s=float(prefs.heartbeat_s))
 

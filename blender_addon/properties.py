@@ -16,21 +16,20 @@ RESOLUTIONS = ("64", "256", "512", "1024", "2048")
 
 
 class LOG3D_TrainingSettings(bpy.types.PropertyGroup):
-    dataset: StringProperty(name="Dataset", subtype="DIR_PATH",
-                            description="A UBlock cache written by `log3d prepare MESH_DIR CACHE_DIR` "
-                                        "(passed to `log3d train --data`)")
+    dataset: StringProperty(name="Dataset",
+                            description="Name of a UBlock cache (`log3d prepare MESH_DIR CACHE_DIR`) inside the "
+                                        "backend's data folder (`log3d serve --data-root`, or the add-on "
+                                        "preference 'Training data folder')")
     preset: EnumProperty(name="Preset", default="small",
                          items=[("tiny", "Tiny", "Smallest network, for trying things out"),
                                 ("small", "Small", "A network that trains on one consumer GPU"),
                                 ("paper", "Paper", "The paper's LoG-VAE (77M parameters)")])
     steps: IntProperty(name="Steps", default=10000, min=1, max=10_000_000, description="Training steps")
 
-    def dataset_path(self) -> str:
-        return bpy.path.abspath(self.dataset) if self.dataset else ""
-
-    def trainer_args(self) -> list[str]:
-        """The arguments ``train.start`` passes on to `log3d train` (the server adds --run-dir)."""
-        return ["--data", self.dataset_path(), "--preset", self.preset, "--max-steps", str(self.steps)]
+    def train_options(self) -> dict[str, Any]:
+        """The typed options of ``train.start`` (the server builds the trainer's command line and
+        names the run folder itself)."""
+        return {"data": self.dataset.strip().strip("/"), "preset": self.preset, "max_steps": int(self.steps)}
 
 
 class LOG3D_Settings(bpy.types.PropertyGroup):

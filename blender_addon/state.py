@@ -36,6 +36,7 @@ class BackendStatus:
     cleanup: dict[str, Any] | None = None
     message: str = ""
     checked_at: float = 0.0
+    datasets: tuple[str, ...] | None = None  # the training caches the backend may use (hello)
 
     @classmethod
     def from_hello(cls, endpoint: str, info: dict[str, Any]) -> "BackendStatus":
@@ -45,8 +46,10 @@ class BackendStatus:
         else:
             label = "none (direct mode only)"
         caps = info.get("capabilities", {})
+        datasets = info.get("datasets")
         return cls(True, endpoint, str(info.get("version", "")), str(info.get("device", "")), label,
-                   tuple(caps.get("modes", ("direct",))), caps.get("cleanup"), "", time.monotonic())
+                   tuple(caps.get("modes", ("direct",))), caps.get("cleanup"), "", time.monotonic(),
+                   tuple(str(d) for d in datasets) if isinstance(datasets, list) else None)
 
 
 @dataclass
@@ -107,6 +110,10 @@ class Manager:
 
     # -- errors ------------------------------------------------------------------------------
 
+    def datasets(self) -> tuple[str, ...] | None:
+        """The backend's training caches, when a connected backend told us (None: not known)."""
+        return self.status.datasets if self.status.connected else None
+
     def set_error(self, message: str) -> None:
         self.last_error = message
         self.redraw()
@@ -143,7 +150,7 @@ class Manager:
         if self.connection_factory is not None and time.monotonic() >= self._next_status_check:
             try:
                 self.check_status(self.connection_factory(timeout_s=STATUS_TIMEOUT_S))
-            except RuntimeError as exc:  # e.g. an unreadable token file
+            except RuntimeError as exc:  # e.g. unreadable preferences
                 self.status = BackendStatus(False, message=str(exc), checked_at=time.monotonic())
             starting = self.backend is not None and self.backend.running and not self.status.connected
             self._next_status_check = time.monotonic() + (

@@ -50,7 +50,7 @@ class Connection:
 
     host: str = "127.0.0.1"
     port: int = 5557
-    token: str | None = None
+    connection_file: str | None = None  # None: the default file of the backend on ``port``
     timeout_s: float = 5.0
     heartbeat_s: float = 3.0
 
@@ -61,7 +61,8 @@ class Connection:
     def client(self) -> Any:
         from .wire import Log3DClient
 
-        return Log3DClient(port=self.port, host=self.host, token=self.token, timeout_s=self.timeout_s)
+        return Log3DClient(port=self.port, host=self.host, timeout_s=self.timeout_s,
+                           connection_file=self.connection_file)
 
     def not_running_message(self) -> str:
         return (f"No LoG3D backend answers at {self.endpoint}. Press 'Start backend' in the LoG3D panel "
@@ -377,9 +378,9 @@ class TrainTask(Task):
     """Starts a training run (``train.start``) and follows it with ``train.status`` until it ends
     or :meth:`stop` is called (then ``train.stop``)."""
 
-    def __init__(self, connection: Connection, args: Sequence[str]) -> None:
+    def __init__(self, connection: Connection, options: dict[str, Any]) -> None:
         super().__init__(connection, "train")
-        self.args = list(args)
+        self.options = dict(options)
 
     def stop(self) -> None:
         self.cancel()
@@ -388,7 +389,7 @@ class TrainTask(Task):
         client = self.connection.client()
         try:
             hello(client, self.connection)
-            job = client.train_start(self.args)
+            job = client.train_start(**self.options)
             self.post(TrainUpdate(job, "running"))
             stop_sent = False
             while True:

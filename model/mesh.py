@@ -53,6 +53,13 @@ class Normalization:
         return np.asarray(points, dtype=np.float64) / self.scale + self.center
 
 
+MAX_COORDINATE = 1e30
+"""Inputs beyond this are refused: the output returns to the input's frame in float32 (max 3.4e38),
+and a mesh that large in any unit is a unit mistake, not a model."""
+DEGENERATE_AREA = 1e-14
+"""Twice a face's area, relative to the mesh's extent squared, below which it counts as zero."""
+
+
 def validate_arrays(vertices: object, faces: object, name: str = "mesh") -> Mesh:
     """Check raw arrays (from a file, Blender or the wire) and return them as a :class:`Mesh`.
 
@@ -87,9 +94,20 @@ def validate_arrays(vertices: object, faces: object, name: str = "mesh") -> Mesh
         raise MeshError(
             f"{name}: face index {offending} is out of range for {verts.shape[0]} vertices (valid: 0..{verts.shape[0] - 1})"
         )
+    big = np.abs(verts).max(axis=1) > MAX_COORDINATE
+    if big.any():
+        first = int(np.flatnonzero(big)[0])
+        raise MeshError(f"{name}: {int(big.sum())} vertices lie beyond ±{MAX_COORDINATE:g} (first: vertex {first} at "
+                        f"{verts[first].tolist()}); results are float32, whose range ends at 3.4e38: scale the mesh down")
     used = verts[np.unique(tris)]
-    if float((used.max(axis=0) - used.min(axis=0)).max()) <= 0.0:
+    extent = float((used.max(axis=0) - used.min(axis=0)).max())
+    if extent <= 0.0:
         raise MeshError(f"{name}: all faces collapse to a single point (zero extent)")
+    p0, p1, p2 = (verts[tris[:, k]] / extent for k in range(3))
+    doubled_area = np.linalg.norm(np.cross(p1 - p0, p2 - p0), axis=1)
+    if not (doubled_area > DEGENERATE_AREA).any():
+        raise MeshError(f"{name}: all {tris.shape[0]} faces have zero area (collinear or repeated vertices): "
+                        "there is no surface to remesh")
     return Mesh(vertices=verts, faces=tris)
 
 

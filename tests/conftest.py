@@ -19,6 +19,35 @@ def as_mesh(tm: trimesh.Trimesh) -> Mesh:
     return Mesh(vertices=np.asarray(tm.vertices, dtype=np.float64), faces=np.asarray(tm.faces, dtype=np.int64))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_runtime_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Servers started by the tests (in process or as children, which inherit the environment) write
+    their connection files here, and clients read them from here, not from the user's own folder."""
+    import os
+
+    path = tmp_path_factory.mktemp("runtime")
+    path.chmod(0o700)
+    old = os.environ.get("LOG3D_RUNTIME_DIR")
+    os.environ["LOG3D_RUNTIME_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("LOG3D_RUNTIME_DIR", None)
+    else:
+        os.environ["LOG3D_RUNTIME_DIR"] = old
+
+
+def keyed_dealer(port: int):
+    """A raw DEALER socket (not yet connected) carrying the CURVE keys of the server on ``port``:
+    for tests that send hand-made frames, which without the keys would never reach the server."""
+    import zmq
+
+    from backend import auth
+
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    auth.secure_client_socket(sock, auth.read_connection_file(auth.default_connection_file(port)))
+    return sock
+
+
 @pytest.fixture
 def sphere() -> Mesh:
     return as_mesh(trimesh.creation.icosphere(subdivisions=3, radius=1.0))

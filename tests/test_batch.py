@@ -96,3 +96,67 @@ def test_batch_refuses_bad_arguments(folder, tmp_path):
 def test_output_names_do_not_collide(tmp_path):
     names = output_paths([tmp_path / "a.obj", tmp_path / "a.stl", tmp_path / "b.ply"], tmp_path / "o", "ply")
     assert [p.name for p in names.values()] == ["a_obj.ply", "a_stl.ply", "b.ply"]
+
+
+def test_output_names_never_collide_even_with_tricky_inputs(tmp_path):
+    """a.obj and a.stl fall back to a_obj / a_stl; an input that is itself called a_obj.ply keeps its
+    natural name, so the fallback moves on; names differing only in case are one file on Windows
+    and macOS, so they count as taken too."""
+    inputs = [tmp_path / n for n in ("a.obj", "a.stl", "a_obj.ply", "B.obj", "b.ply", "c.off")]
+    names = {src.name: dst.name for src, dst in output_paths(inputs, tmp_path / "o", "ply").items()}
+    assert len({n.casefold() for n in names.values()}) == len(inputs), names
+    assert names["a_obj.ply"] == "a_obj.ply" and names["c.off"] == "c.ply"
+    again = {src.name: dst.name for src, dst in output_paths(list(reversed(inputs)), tmp_path / "o", "ply").items()}
+    assert again == names  # decided by the set of inputs alone: a rerun finds the same files
+
+
+def test_batch_of_colliding_names_writes_every_result(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    trimesh.creation.icosphere(subdivisions=2).export(str(src / "a.obj"))
+    trimesh.creation.box().export(str(src / "a.stl"))
+    trimesh.creation.torus(1.0, 0.3).export(str(src / "a_obj.ply"))
+    with Server(ServerConfig(port=0, device="cpu", load_default_weights=False)) as srv:
+        report = run_batch(BatchConfig(src, tmp_path / "o", resolution=64, port=srv.port, show_progress=False))
+    assert len(report.done) == 3 and not report.failed
+    written = sorted(p.name for p in (tmp_path / "o").iterdir())
+    assert len(written) == 3 and not [n for n in written if "partial" in n], written
+
+
+def test_a_killed_server_stops_the_batch_with_a_summary(tmp_path):
+    """The server dies mid-job: the batch notices through its heartbeat within seconds (not the
+    per-mesh timeout), reports every mesh it could not do, and leaves no partial file."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from backend import auth
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        trimesh.creation.icosphere(subdivisions=4).export(str(src / f"ball{i}.ply"))
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--port", str(port), "--device", "cpu",
+                               "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not auth.default_connection_file(port).is_file():
+            assert time.monotonic() < deadline and server.poll() is None, "the server did not start"
+            time.sleep(0.1)
+        killer = threading.Timer(4.0, server.kill)
+        killer.start()
+        start = time.monotonic()
+        report = run_batch(BatchConfig(src, tmp_path / "o", resolution=1024, port=port, show_progress=False,
+                                       heartbeat_s=1.0))
+        elapsed = time.monotonic() - start
+        killer.join()
+    finally:
+        server.kill()
+        server.wait()
+    assert elapsed < 30, elapsed
+    assert len(report.failed) + len(report.done) == 3 and report.failed, report.summary()
+    assert any("stopped answering" in why for _, why in report.failed), report.summary()
+    out = tmp_path / "o"
+    assert not [p for p in out.iterdir() if "partial" in p.name]

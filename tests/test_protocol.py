@@ -31,9 +31,9 @@ def frames(kind: str = "remesh", options: dict | None = None, arrays: dict | Non
     return [bytes(f) for f in out]
 
 
-def code_of(fr: list, limits: proto.Limits = LIMITS, token: str | None = None) -> str:
+def code_of(fr: list, limits: proto.Limits = LIMITS) -> str:
     with pytest.raises(proto.ProtocolError) as info:
-        proto.parse_request(fr, limits, token)
+        proto.parse_request(fr, limits)
     return info.value.code
 
 
@@ -174,21 +174,6 @@ def test_latent_checks(coords, latents, needle):
     with pytest.raises(proto.ProtocolError, match=needle) as info:
         proto.parse_request(fr, LIMITS)
     assert info.value.code == "bad_array"
-
-
-def test_token():
-    assert code_of(frames(), token="s3cret") == "unauthorized"
-    assert code_of(frames(token="wrong"), token="s3cret") == "unauthorized"
-    assert proto.parse_request(frames(token="s3cret"), LIMITS, "s3cret").type == "remesh"
-    assert proto.parse_request(frames(token="ignored"), LIMITS, None).type == "remesh"
-
-
-def test_token_file(tmp_path):
-    (tmp_path / "t").write_text("  abc\n")
-    assert proto.read_token_file(tmp_path / "t") == "abc"
-    (tmp_path / "e").write_text("\n")
-    with pytest.raises(ValueError, match="empty"):
-        proto.read_token_file(tmp_path / "e")
 
 
 def test_every_error_code_is_documented():

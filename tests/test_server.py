@@ -16,6 +16,7 @@ import trimesh
 import zmq
 
 from backend import protocol as proto
+from tests.conftest import keyed_dealer
 from backend.cli import main
 from backend.client import BackendError, Log3DClient
 from backend.server import Server, ServerConfig
@@ -76,7 +77,7 @@ def assert_stream(events: list[proto.Event], end: str) -> None:
 def test_hello_reports_version_device_and_capabilities(client):
     info = client.hello()
     assert info["protocol"] == proto.PROTOCOL_VERSION and info["server"] == "log3d-studio"
-    assert info["device"] == "cpu" and info["model"] is None and info["auth"] is False
+    assert info["device"] == "cpu" and info["model"] is None and info["auth"] == "curve"
     caps = info["capabilities"]
     assert caps["modes"] == ["direct"]
     assert caps["resolutions"] == {"min": 64, "max": 2048, "multiple_of": 8}
@@ -162,7 +163,7 @@ def test_malformed_messages_get_their_code_and_the_server_keeps_serving(server, 
         "vae without weights": (req({"options": {"resolution": 64, "mode": "vae"}}), "mode_unavailable"),
         "cancel unknown job": (proto.request_frames("cancel", "c", job="job-none"), "not_found"),
     }
-    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock = keyed_dealer(server.port)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(f"tcp://127.0.0.1:{server.port}")
     try:
@@ -207,20 +208,10 @@ def test_cancel_queued_and_running_jobs_and_the_queue_continues(server, client):
     assert info.value.code == "bad_option"
 
 
-def test_token_is_required_when_set():
-    with Server(config(token="s3cret")) as srv:
-        for token in (None, "wrong"):
-            with Log3DClient(port=srv.port, token=token, timeout_s=10) as c, pytest.raises(BackendError) as info:
-                c.hello()
-            assert info.value.code == "unauthorized"
-        with Log3DClient(port=srv.port, token="s3cret", timeout_s=10) as c:
-            assert c.hello()["auth"] is True
-
-
-def test_non_loopback_without_token_is_refused(tmp_path, capsys):
-    with pytest.raises(ValueError, match="token"):
+def test_non_loopback_needs_allow_remote(tmp_path, capsys):
+    with pytest.raises(ValueError, match="allow-remote"):
         ServerConfig(host="0.0.0.0").validate()
-    assert ServerConfig(host="0.0.0.0", token="t").validate().bind_address == "tcp://0.0.0.0:5557"
+    assert ServerConfig(host="0.0.0.0", allow_remote=True).validate().bind_address == "tcp://0.0.0.0:5557"
     assert main(["serve", "--host", "0.0.0.0", "--port", "0"]) == 2
     assert "refusing" in capsys.readouterr().err
 
@@ -268,32 +259,53 @@ def test_encode_decode_through_the_server_match_in_process(tiny_checkpoint):
         assert c.shutdown() == {"state": "stopping"}
 
 
+# Takes the command line the server builds from train.start's typed options (server.training_command).
 FAKE_TRAINER = textwrap.dedent("""
     import argparse, pathlib, sys, time
     p = argparse.ArgumentParser()
     p.add_argument("--run-dir", required=True)
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--fail", action="store_true")
+    p.add_argument("--data", required=True)
+    p.add_argument("--preset")
+    p.add_argument("--max-steps", type=int, default=2000)
+    p.add_argument("--seed")
+    p.add_argument("--val-every")
+    p.add_argument("--lr")
+    p.add_argument("--init")
+    p.add_argument("--resume", action="store_true")
     a = p.parse_args()
+    if "fail" in pathlib.Path(a.data).name:
+        print("fake trainer: diverged", file=sys.stderr)
+        sys.exit(3)
     with open(pathlib.Path(a.run_dir) / "metrics.csv", "w") as f:
         f.write("step,loss\\n")
         f.flush()
-        for step in range(1, min(a.steps, 2000) + 1):
+        for step in range(1, min(a.max_steps, 2000) + 1):
             f.write(f"{step},{1.0 / step}\\n")
             f.flush()
             time.sleep(0.02)
-    if a.fail:
-        print("fake trainer: diverged", file=sys.stderr)
-        sys.exit(3)
 """)
 
 
-def test_train_start_status_stop(tmp_path):
+def training_server_config(tmp_path, **changes):
+    """A server whose trainer is FAKE_TRAINER, with caches `cache` and `fail-cache` in its data root."""
     script = tmp_path / "fake_train.py"
     script.write_text(FAKE_TRAINER)
-    cfg = config(train_command=[sys.executable, str(script)], runs_dir=tmp_path / "runs", train_poll_s=0.05)
+    data = tmp_path / "data"
+    for name in ("cache", "fail-cache"):
+        (data / name).mkdir(parents=True, exist_ok=True)
+        (data / name / "index.json").write_text("{}")
+    return config(train_command=[sys.executable, str(script)], runs_dir=tmp_path / "runs", data_roots=(data,),
+                  train_poll_s=0.05, **changes)
+
+
+def test_train_start_status_stop(tmp_path):
+    cfg = training_server_config(tmp_path, max_train_runs=1)
     with Server(cfg) as srv, Log3DClient(port=srv.port, timeout_s=10, job_timeout_s=30) as c:
-        job = c.train_start(["--steps", "2000"])
+        assert c.hello()["datasets"] == ["cache", "fail-cache"]
+        job = c.train_start("cache", max_steps=2000)
+        with pytest.raises(BackendError) as busy:  # one run at a time by default
+            c.train_start("cache", max_steps=3)
+        assert busy.value.code == "queue_full"
         steps = []
         deadline = time.monotonic() + 20
         while len(steps) < 3:
@@ -316,10 +328,11 @@ def test_train_start_status_stop(tmp_path):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
 
-        done = c.train_start(["--steps", "3"], run_dir=str(tmp_path / "short"))
+        done = c.train_start("cache", max_steps=3)
         end = c.wait(done, timeout_s=20)
         assert end.type == "result" and end.data["state"] == "done" and end.data["step"] == 3
-        failed = c.train_start(["--steps", "2", "--fail"])
+        assert end.data["run_dir"] == str((tmp_path / "runs" / done).resolve())
+        failed = c.train_start("fail-cache", max_steps=2)
         with pytest.raises(BackendError) as info:
             c.wait(failed, timeout_s=20)
         assert info.value.code == "train_failed" and "diverged" in info.value.message
@@ -353,7 +366,7 @@ def test_random_garbage_never_gets_an_internal_error_nor_stops_the_server(server
               [{"name": "vertices", "dtype": "<f4", "shape": [1, 3]}]]
     keys = ["v", "type", "id", "job", "options", "arrays", "token", "zzz"]
     safe_types = [t for t in proto.REQUESTS if t not in ("shutdown", "train.start")]
-    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock = keyed_dealer(server.port)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(f"tcp://127.0.0.1:{server.port}")
     seen: dict[str, int] = {}

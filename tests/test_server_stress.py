@@ -46,6 +46,7 @@ import trimesh
 import zmq
 
 from backend import protocol as proto
+from tests.conftest import keyed_dealer
 from backend.client import BackendError, Log3DClient
 from model.cleanup import CleanupOptions
 from model.mesh import Mesh
@@ -628,7 +629,7 @@ def test_1000_malformed_messages_get_an_error_or_are_dropped_and_the_server_keep
     answered: dict[str, int] = {}
     dropped: dict[str, int] = {}
     wrong: list[str] = []
-    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock = keyed_dealer(server.port)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(f"tcp://127.0.0.1:{server.port}")
     start = time.perf_counter()
@@ -640,7 +641,7 @@ def test_1000_malformed_messages_get_an_error_or_are_dropped_and_the_server_keep
             if event is None:
                 dropped[category] = dropped.get(category, 0) + 1
                 sock.close()  # a fresh connection, in case the server reset this one
-                sock = zmq.Context.instance().socket(zmq.DEALER)
+                sock = keyed_dealer(server.port)
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.connect(f"tcp://127.0.0.1:{server.port}")
                 continue
@@ -792,7 +793,7 @@ CHILD_CLIENT = textwrap.dedent("""
             time.sleep(0.01)
         print(job, flush=True)
     else:  # a large message (about 200 MB), killed while it is on its way
-        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock = keyed_dealer(port)
         sock.connect(f"tcp://127.0.0.1:{port}")
         v = np.zeros((8_000_000, 3), np.float32)
         f = np.zeros((8_000_000, 3), np.int32)
@@ -854,7 +855,7 @@ def test_a_client_that_stops_reading_does_not_block_the_server(server):
     """A client that sends requests and never reads the replies: the ROUTER (no ROUTER_MANDATORY)
     drops what the peer's queue (high-water mark) cannot take instead of blocking the I/O thread, so
     others are served meanwhile."""
-    stalled = zmq.Context.instance().socket(zmq.DEALER)
+    stalled = keyed_dealer(server.port)
     stalled.setsockopt(zmq.LINGER, 0)
     stalled.setsockopt(zmq.RCVHWM, 10)
     stalled.setsockopt(zmq.RCVBUF, 4096)

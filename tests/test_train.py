@@ -22,6 +22,7 @@ from backend.dataset import Cache, CacheEntry
 from backend.prepare import PrepareOptions, prepare
 from backend.train import (
     METRIC_COLUMNS,
+    RECIPES,
     ShapeSchedule,
     TrainConfig,
     config_from_args,
@@ -31,6 +32,8 @@ from backend.train import (
     split_holdout,
     train,
     validate_shape,
+    vae_loss,
+    voxel_weights,
 )
 from model.checkpoint import ConfigMismatchError
 from model.grid import FAR
@@ -73,7 +76,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, str]]:
 
 def base_config(cache_dir: Path, run_dir: Path, **kw) -> TrainConfig:
     cfg = dict(data=str(cache_dir), run_dir=str(run_dir), preset="tiny", max_steps=6, save_every=3, val_every=0,
-               val_shapes=0, max_blocks=32, threads=1, device="cpu")
+               val_shapes=0, max_blocks=32, threads=1, device="cpu", mixed_precision="no")
     cfg.update(kw)
     return TrainConfig(**cfg)
 
@@ -89,7 +92,8 @@ def test_loss_falls_by_half(cache_dir: Path, tmp_path: Path) -> None:
     instead of at the data prior, so the loss has somewhere to fall in tens of steps; from the prior,
     `tiny` needs hundreds of steps to go below the best constant (docs/network.md)."""
     run = tmp_path / "run"
-    summary = train(base_config(cache_dir, run, max_steps=30, lr=1e-2, save_every=30,
+    summary = train(base_config(cache_dir, run, max_steps=30, lr=1e-2, save_every=30, warmup_steps=0,
+                                lr_schedule="constant", surface_weight=0.0,
                                 model_overrides={"output_init": 0.0}), log=quiet)
     rows = read_metrics(run)
     assert list(rows[0]) == METRIC_COLUMNS and len(rows) == 30 and summary["step"] == 30
@@ -107,7 +111,8 @@ def test_loss_falls_by_half(cache_dir: Path, tmp_path: Path) -> None:
 def _train_cmd(cache_dir: Path, run_dir: Path, steps: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "backend.cli", "train", "--data", str(cache_dir), "--run-dir", str(run_dir),
             "--preset", "tiny", "--max-steps", str(steps), "--save-every", "2", "--val-every", "0",
-            "--val-shapes", "0", "--max-blocks", "32", "--threads", "1", "--device", "cpu", *extra]
+            "--val-shapes", "0", "--max-blocks", "32", "--threads", "1", "--device", "cpu",
+            "--mixed-precision", "no", *extra]
 
 
 def test_kill_and_resume_is_bit_for_bit(cache_dir: Path, tmp_path: Path) -> None:
@@ -140,10 +145,11 @@ def test_kill_and_resume_is_bit_for_bit(cache_dir: Path, tmp_path: Path) -> None
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    opt_a = torch.load(last_checkpoint(ref) / "optimizer.pt", weights_only=True)
-    opt_b = torch.load(last_checkpoint(run) / "optimizer.pt", weights_only=True)
-    for i, st in opt_a["state"].items():
-        assert torch.equal(st["exp_avg_sq"], opt_b["state"][i]["exp_avg_sq"])
+    opt_a = load_file(last_checkpoint(ref) / "optimizer.safetensors")
+    opt_b = load_file(last_checkpoint(run) / "optimizer.safetensors")
+    assert opt_a.keys() == opt_b.keys() and any(k.endswith("/exp_avg_sq") for k in opt_a)
+    for k in opt_a:
+        assert torch.equal(opt_a[k], opt_b[k]), k
     # metrics.csv reads like one run: every step once, the same losses.
     ra, rb = read_metrics(ref), read_metrics(run)
     assert [r["step"] for r in rb] == [str(i) for i in range(1, steps + 1)]
@@ -156,7 +162,7 @@ def test_checkpoint_layout_and_export(cache_dir: Path, tmp_path: Path) -> None:
     train(base_config(cache_dir, run, max_steps=4, save_every=2, keep_checkpoints=1), log=quiet)
     assert (run / "last").read_text().strip() == "checkpoints/step_0000004"
     ckpt = last_checkpoint(run)
-    assert sorted(p.name for p in ckpt.iterdir()) == ["model.safetensors", "optimizer.pt", "trainer_state.json"]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["model.safetensors", "optimizer.safetensors", "trainer_state.json"]
     assert [s for s, _ in list_checkpoints(run)] == [4]
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".tmp")]
     model = load_model(run / "model.safetensors")  # what `log3d remesh --mode vae --checkpoint` loads
@@ -303,7 +309,15 @@ def test_cli_run_dir_alias_and_defaults() -> None:
     args = build_parser().parse_args(["train", "--data", "c", "--run-dir", "r", "--max-steps", "5"])
     cfg = config_from_args(args)
     assert cfg.run_dir == "r" and cfg.max_steps == 5 and cfg.preset == "small"
-    assert (cfg.lr, cfg.weight_decay, cfg.huber_delta, cfg.kl_weight) == (5e-5, 0.01, 0.2, 1e-6)
+    assert (cfg.weight_decay, cfg.huber_delta, cfg.kl_weight) == (0.01, 0.2, 1e-6)
+    # Unset recipe fields come from the preset: the paper's recipe for `paper`, CPU recipes otherwise.
+    paper = config_from_args(build_parser().parse_args(["train", "--data", "c", "--out", "r", "--preset", "paper"]))
+    assert paper.resolved().lr == 5e-5 and paper.resolved().lr_schedule == "constant"
+    assert paper.resolved().surface_weight == 0.0 and paper.resolved().warmup_steps == 0
+    assert cfg.resolved().lr == RECIPES["small"]["lr"] and cfg.resolved().lr_schedule == "cosine"
+    explicit = config_from_args(build_parser().parse_args(["train", "--data", "c", "--out", "r", "--lr", "1e-3",
+                                                           "--surface-weight", "0"]))
+    assert explicit.resolved().lr == 1e-3 and explicit.resolved().surface_weight == 0.0
     assert config_from_args(build_parser().parse_args(["train", "--data", "c", "--out", "r"])).run_dir == "r"
 
 
@@ -356,3 +370,72 @@ def test_ship_writes_half_precision_weights_that_load(tmp_path):
             assert torch.allclose(a, b, rtol=1e-3, atol=1e-4), name
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         ship_weights(tmp_path / "nothing", tmp_path / "x.safetensors")
+
+
+# ----------------------------------------------------------------------------------------------
+# Objective, optimiser state, CPU precision
+# ----------------------------------------------------------------------------------------------
+
+
+def test_surface_weighting_favours_the_iso_level() -> None:
+    """With the weighting on, the same error costs more at the zero set than at the truncation
+    value; with it off, the loss is the paper's plain mean Huber."""
+    target = torch.tensor([0.0, 0.25, 0.5, 1.0])
+    w = voxel_weights(target, 4.0, 0.5)
+    assert torch.allclose(w, torch.tensor([5.0, 3.0, 1.0, 1.0]))
+    assert voxel_weights(target, 0.0, 0.5) is None
+
+    target = torch.tensor([[0.1, 1.0]])
+    near = target + torch.tensor([[0.05, 0.0]])  # error at the surface
+    far = target - torch.tensor([[0.0, 0.05]])   # the same error at the truncation value
+    z = torch.zeros(1, 16)
+    plain_near = vae_loss(near, target, z, z, 0.2, 0.0)[1]
+    plain_far = vae_loss(far, target, z, z, 0.2, 0.0)[1]
+    assert torch.isclose(plain_near, plain_far)
+    assert torch.isclose(plain_near, torch.nn.functional.huber_loss(near, target, delta=0.2))
+    assert vae_loss(near, target, z, z, 0.2, 0.0, 4.0)[1] > 3 * vae_loss(far, target, z, z, 0.2, 0.0, 4.0)[1]
+
+
+def test_optimizer_state_round_trips_without_pickle(tmp_path: Path) -> None:
+    from backend.train import load_optimizer_state, save_optimizer_state
+
+    net = LogVAE(preset("tiny"))
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.01)
+    x = torch.rand(4, 12, 12, 12)
+    coords = torch.tensor([[0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0]])
+    for _ in range(2):
+        net(x, coords)[0].mean().backward()
+        opt.step()
+        opt.zero_grad()
+    save_optimizer_state(opt, tmp_path / "opt.safetensors")
+    assert b"exp_avg" in (tmp_path / "opt.safetensors").read_bytes()[:200_000]
+    fresh = torch.optim.AdamW(net.parameters(), lr=5.0)
+    load_optimizer_state(fresh, tmp_path / "opt.safetensors", "cpu")
+    a, b = opt.state_dict(), fresh.state_dict()
+    assert a["param_groups"] == b["param_groups"]
+    for i, st in a["state"].items():
+        for k, v in st.items():
+            assert torch.equal(torch.as_tensor(v), torch.as_tensor(b["state"][i][k])), (i, k)
+
+
+def test_a_pickled_optimizer_checkpoint_is_refused(cache_dir: Path, tmp_path: Path) -> None:
+    """A run folder someone else could write to must not get code executed by --resume."""
+    run = tmp_path / "run"
+    train(base_config(cache_dir, run, max_steps=2, save_every=2), log=quiet)
+    ckpt = last_checkpoint(run)
+    (ckpt / "optimizer.safetensors").unlink()
+    torch.save({"state": {}, "param_groups": []}, ckpt / "optimizer.pt")
+    with pytest.raises(ValueError, match="optimizer.safetensors"):
+        train(base_config(cache_dir, run, max_steps=4, resume=True), log=quiet)
+
+
+def test_cpu_precision_is_measured_not_assumed() -> None:
+    from model.cpu import bf16_works_on_cpu, choose_cpu_precision, cpu_features
+
+    assert cpu_features()["cores"] >= 1 and "avx512_bf16" in cpu_features()["flags"]
+    slow_bf16 = {"no": 0.01, "bf16": 0.05}
+    assert choose_cpu_precision(lambda p: time.sleep(slow_bf16[p]), repeats=1)[0] == "no"
+    if bf16_works_on_cpu():
+        fast_bf16 = {"no": 0.05, "bf16": 0.01}
+        choice, timings = choose_cpu_precision(lambda p: time.sleep(fast_bf16[p]), repeats=1)
+        assert choice == "bf16" and timings["bf16"] < timings["no"]

@@ -1,0 +1,335 @@
+"""The server's security review, written as the attacks themselves (issue: "The local server as
+trusted as Jupyter's kernels"): a web page's HTTP POST, peers without the keys, an impostor on the
+port, unsafe connection files, path traversal and symlinks in training requests, one client
+cancelling or listing another's jobs, a queue flood, and hostile mesh values."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import trimesh
+import zmq
+
+from backend import auth
+from backend import protocol as proto
+from backend.client import BackendError, Log3DClient
+from backend.server import Server, ServerConfig
+from tests.conftest import keyed_dealer
+
+LIMITS = proto.Limits(max_message_bytes=8 << 20)
+
+
+def config(**changes) -> ServerConfig:
+    base = dict(port=0, device="cpu", load_default_weights=False, limits=LIMITS, progress_interval_s=0.05)
+    return ServerConfig(**{**base, **changes})
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = Server(config()).start()
+    yield srv
+    srv.stop()
+
+
+def sphere(subdivisions: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    tm = trimesh.creation.icosphere(subdivisions=subdivisions)
+    return np.asarray(tm.vertices, np.float32), np.asarray(tm.faces, np.int32)
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. A browser's HTTP POST carrying ZMTP/1.0 frames
+# ----------------------------------------------------------------------------------------------
+
+
+def zmtp10_frame(body: bytes, more: bool = False) -> bytes:
+    """One ZMTP/1.0 frame: length (of flags + body), flags, body."""
+    size = len(body) + 1
+    head = bytes([size]) if size < 255 else b"\xff" + size.to_bytes(8, "big")
+    return head + bytes([1 if more else 0]) + body
+
+
+def http_post_with_request(kind: str) -> bytes:
+    """An HTTP POST whose 81-byte header block libzmq reads as a ZMTP/1.0 routing-id frame ('P' is
+    the length byte: 80 bytes of flags + body follow), and whose body is a ZMTP/1.0 message: what a page's fetch(..., {mode:
+    "no-cors"}) can send to 127.0.0.1."""
+    body = zmtp10_frame(msgpack.packb({"v": proto.PROTOCOL_VERSION, "type": kind, "id": 7, "options": {}}))
+    head = f"POST /x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n"
+    pad = 81 - len(head)
+    head = head.replace("/x", "/" + "x" * (pad + 1), 1)
+    assert len(head) == 81 and head[0] == "P"
+    return head.encode() + body
+
+
+def send_raw(port: int, payload: bytes, wait_s: float = 1.5) -> bytes:
+    """Send bytes on a plain TCP connection, return whatever comes back within ``wait_s``."""
+    got = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait_s) as s:
+        s.sendall(payload)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            got += chunk
+    return got
+
+
+def test_the_http_payload_is_a_real_attack_on_an_unprotected_router():
+    """Control: the same bytes against a plain (NULL-mechanism) ROUTER deliver the request, so the
+    refusal below is the server's doing, not a broken payload."""
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(http_post_with_request("shutdown"))
+            assert router.poll(3000), "an unprotected ROUTER did not take the HTTP-embedded message"
+            frames = router.recv_multipart()
+        assert msgpack.unpackb(frames[-1])["type"] == "shutdown"
+    finally:
+        router.close(linger=0)
+
+
+@pytest.mark.parametrize("kind", ["hello", "shutdown"])
+def test_http_embedded_requests_get_no_answer_and_have_no_effect(kind):
+    with Server(config()) as srv:
+        answer = send_raw(srv.port, http_post_with_request(kind))
+        assert b"log3d" not in answer and b"stopping" not in answer and len(answer) < 64, answer
+        time.sleep(0.3)
+        assert not srv.stopped
+        with Log3DClient(port=srv.port, timeout_s=10) as c:  # the legitimate client still works
+            assert c.hello()["server"] == "log3d-studio"
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. Peers without the keys, impostors, connection files
+# ----------------------------------------------------------------------------------------------
+
+
+def test_a_peer_with_other_keys_delivers_nothing(server):
+    other = auth.new_keys()
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    info = auth.read_connection_file(server.connection_file)
+    auth.secure_client_socket(sock, auth.ConnectionInfo("127.0.0.1", server.port, info.server_public,
+                                                        other.client_public, other.client_secret))
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://127.0.0.1:{server.port}")
+    refused = server._auth.refused
+    try:
+        sock.send_multipart(proto.request_frames("shutdown", 1))
+        assert not sock.poll(1500)
+    finally:
+        sock.close()
+    assert server._auth.refused > refused and not server.stopped
+    plain = zmq.Context.instance().socket(zmq.DEALER)  # no CURVE at all
+    plain.setsockopt(zmq.LINGER, 0)
+    plain.connect(f"tcp://127.0.0.1:{server.port}")
+    try:
+        plain.send_multipart(proto.request_frames("shutdown", 1))
+        assert not plain.poll(1500)
+    finally:
+        plain.close()
+    assert not server.stopped
+
+
+def test_the_client_refuses_an_impostor_on_the_port(tmp_path):
+    """A process that takes the port after the real server left cannot answer: it lacks the server
+    key the connection file pins, so no handshake completes and nothing reaches it."""
+    with Server(config()) as srv:
+        port, kept = srv.port, auth.read_connection_file(srv.connection_file)
+    impostor_keys = auth.new_keys()
+    ctx = zmq.Context.instance()
+    impostor = ctx.socket(zmq.ROUTER)
+    impostor.curve_server = True
+    impostor.curve_secretkey = impostor_keys.server_secret.encode()
+    impostor.bind(f"tcp://127.0.0.1:{port}")
+    path = tmp_path / "conn.json"
+    auth.write_connection_file(kept, path)
+    try:
+        with Log3DClient(port=port, timeout_s=1.5, connection_file=path) as c, pytest.raises(BackendError) as info:
+            c.hello()
+        assert info.value.code == "timeout"
+        assert not impostor.poll(200)  # the request never reached the impostor
+    finally:
+        impostor.close(linger=0)
+
+
+def test_connection_file_is_private_and_unsafe_files_are_refused(server, tmp_path):
+    path = server.connection_file
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o077 == 0
+    info = auth.read_connection_file(path)
+    assert info.port == server.port and len(info.client_secret) == 40
+    copy = tmp_path / "copy.json"
+    auth.write_connection_file(info, copy)
+    copy.chmod(0o644)
+    with pytest.raises(auth.AuthError, match="chmod 600"):
+        auth.read_connection_file(copy)
+    with Log3DClient(port=server.port, timeout_s=1.0, connection_file=copy) as c, pytest.raises(BackendError) as err:
+        c.hello()
+    assert "readable or writable by others" in err.value.message
+    link = tmp_path / "link.json"
+    copy.chmod(0o600)
+    link.symlink_to(copy)
+    with pytest.raises(auth.AuthError, match="cannot read"):
+        auth.read_connection_file(link)  # never followed: someone else's file could sit behind it
+    (tmp_path / "bad.json").write_text("{}")
+    (tmp_path / "bad.json").chmod(0o600)
+    with pytest.raises(auth.AuthError, match="malformed"):
+        auth.read_connection_file(tmp_path / "bad.json")
+
+
+def test_the_connection_file_goes_with_the_server():
+    srv = Server(config()).start()
+    path = srv.connection_file
+    assert path.is_file()
+    srv.stop()
+    assert not path.exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Training requests: no raw arguments, no paths outside the server's folders, no symlinks
+# ----------------------------------------------------------------------------------------------
+
+FAKE_TRAINER = """
+import argparse, pathlib
+p = argparse.ArgumentParser()
+for a in ("--run-dir", "--data", "--preset", "--max-steps", "--seed", "--val-every", "--lr", "--init"):
+    p.add_argument(a)
+p.add_argument("--resume", action="store_true")
+a = p.parse_args()
+(pathlib.Path(a.run_dir) / "metrics.csv").write_text("step,loss\\n1,0.5\\n")
+"""
+
+
+@pytest.fixture
+def training_server(tmp_path):
+    (tmp_path / "fake_train.py").write_text(FAKE_TRAINER)
+    data = tmp_path / "data"
+    (data / "cache").mkdir(parents=True)
+    (data / "cache" / "index.json").write_text("{}")
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "weights.safetensors").write_bytes(b"x")
+    (data / "escape").symlink_to(tmp_path / "secret")  # a symlink inside the root pointing out of it
+    cfg = config(train_command=[sys.executable, str(tmp_path / "fake_train.py")], runs_dir=tmp_path / "runs",
+                 data_roots=(data,), train_poll_s=0.05)
+    with Server(cfg) as srv:
+        yield srv, tmp_path
+
+
+@pytest.mark.parametrize("options, needle", [
+    ({"data": "../secret"}, "relative name"),
+    ({"data": "/etc"}, "relative name"),
+    ({"data": "cache/../../secret"}, "relative name"),
+    ({"data": "escape"}, "outside"),
+    ({"data": "missing"}, "no training cache"),
+    ({"data": "cache", "init": "escape/weights.safetensors"}, "outside"),
+    ({"data": "cache", "init": "../secret/weights.safetensors"}, "relative name"),
+    ({"data": "cache", "resume": "../runs"}, "relative name"),
+    ({"data": "cache", "resume": "nope"}, "no run"),
+    ({"data": "cache\nrm -rf ~"}, "relative name"),
+])
+def test_training_paths_stay_inside_the_servers_folders(training_server, options, needle):
+    srv, root = training_server
+    with Log3DClient(port=srv.port, timeout_s=10) as c, pytest.raises(BackendError) as info:
+        c.train_start(**options)
+    assert info.value.code == "bad_option" and needle in info.value.message
+    assert not any((root / "secret").glob("*.log")) and not srv.train_runs
+
+
+@pytest.mark.parametrize("options", [{"args": ["--out", "/tmp/x"]}, {"run_dir": "/tmp/x"}, {"keep_checkpoints": 1}])
+def test_raw_trainer_arguments_and_run_folders_are_not_options(training_server, options):
+    srv, _ = training_server
+    with Log3DClient(port=srv.port, timeout_s=10) as c, pytest.raises(BackendError) as info:
+        c.submit("train.start", {}, data="cache", **options)
+    assert info.value.code == "unknown_option"
+
+
+def test_a_symlinked_train_log_is_never_written_through(training_server):
+    srv, root = training_server
+    victim = root / "victim.txt"
+    victim.write_text("precious\n")
+    run = root / "runs" / "old-run"
+    run.mkdir(parents=True)
+    (run / "train.log").symlink_to(victim)
+    with Log3DClient(port=srv.port, timeout_s=10) as c, pytest.raises(BackendError) as info:
+        c.train_start("cache", resume="old-run")
+    assert info.value.code == "train_failed"
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_new_run_gets_a_fresh_server_named_folder(training_server):
+    srv, root = training_server
+    with Log3DClient(port=srv.port, timeout_s=10, job_timeout_s=20) as c:
+        job = c.train_start("cache", max_steps=1)
+        end = c.wait(job)
+    run_dir = Path(end.data["run_dir"])
+    assert run_dir == (root / "runs" / job).resolve() and (run_dir / "train.log").stat().st_mode & 0o077 == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. Clients are isolated; a flood does not lock others out
+# ----------------------------------------------------------------------------------------------
+
+
+def test_one_client_cannot_see_or_cancel_anothers_job(server):
+    v, f = sphere(3)
+    with Log3DClient(port=server.port, timeout_s=10, job_timeout_s=120) as a, \
+            Log3DClient(port=server.port, timeout_s=10) as b:
+        job = a.submit_remesh(v, f, resolution=128)
+        with pytest.raises(BackendError) as info:
+            b.cancel(job)
+        assert info.value.code == "not_found"
+        assert job not in {j["job"] for j in b.jobs()}
+        assert job in {j["job"] for j in a.jobs()}
+        assert a.wait(job).type == "result"  # B's cancel had no effect
+
+
+def test_a_flooding_client_is_capped_and_others_are_served_first():
+    limits = proto.Limits(max_message_bytes=8 << 20, max_queued_jobs_per_client=3)
+    v, f = sphere(3)
+    with Server(config(limits=limits)) as srv, \
+            Log3DClient(port=srv.port, timeout_s=10, job_timeout_s=120) as flood, \
+            Log3DClient(port=srv.port, timeout_s=10, job_timeout_s=120) as other:
+        jobs = [flood.submit_remesh(v, f, resolution=128)]  # starts running at once
+        time.sleep(0.2)
+        jobs += [flood.submit_remesh(v, f, resolution=128) for _ in range(3)]  # fills its own quota
+        with pytest.raises(BackendError) as info:
+            flood.submit_remesh(v, f, resolution=128)
+        assert info.value.code == "queue_full" and "per client" in info.value.message
+        mine = other.submit_remesh(v, f, resolution=64)  # not locked out...
+        other.wait(mine)
+        finished = {j["job"]: j["finished"] for j in flood.jobs() if j["finished"]}
+        # ...and served right after the job that was running, before the flood's queued ones
+        assert sum(1 for j in jobs if j in finished) <= 2, finished
+        for j in jobs:
+            flood.wait(j)
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. Hostile values in meshes
+# ----------------------------------------------------------------------------------------------
+
+
+def test_overflowing_coordinates_and_collinear_meshes_are_bad_meshes(server):
+    v, f = sphere(1)
+    with Log3DClient(port=server.port, timeout_s=10, job_timeout_s=60) as c:
+        huge = v.copy()
+        huge[0] = [3.4e38, -3.4e38, 0.0]
+        with pytest.raises(BackendError) as info:
+            c.remesh(huge, f, resolution=64)
+        assert info.value.code == "bad_mesh" and "beyond" in info.value.message
+        line = np.array([[0, 0, 0], [1, 1, 1], [2, 2, 2], [3, 3, 3]], np.float32)
+        with pytest.raises(BackendError) as info:
+            c.remesh(line, np.array([[0, 1, 2], [1, 2, 3]], np.int32), resolution=64)
+        assert info.value.code == "bad_mesh" and "zero area" in info.value.message
+        vertices, _, _ = c.remesh(v * 1e20, f, resolution=64)  # large but representable: fine, and finite
+        assert np.isfinite(vertices).all()
