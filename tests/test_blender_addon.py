@@ -272,7 +272,7 @@ def scenario_training(port: int, dataset: str) -> dict[str, Any]:
         manager.tick()
         time.sleep(0.1)
     run = manager.training
-    return {"args": training.trainer_args(), "started": started, "stopped": stopped, "seen": seen, "state": run.state,
+    return {"options": training.train_options(), "started": started, "stopped": stopped, "seen": seen, "state": run.state,
             "job": run.job,
             "run_dir": run.run_dir, "task_done": manager.train_task is None, "last_error": manager.last_error}
 
@@ -588,6 +588,8 @@ FAKE_TRAINER = textwrap.dedent("""
     p.add_argument("--data", required=True)
     p.add_argument("--preset", required=True)
     p.add_argument("--max-steps", type=int, required=True)
+    p.add_argument("--seed")
+    p.add_argument("--val-every")
     a = p.parse_args()
     assert pathlib.Path(a.data).is_dir() and a.preset == "tiny"
     with open(pathlib.Path(a.run_dir) / "metrics.csv", "w") as f:
@@ -603,15 +605,16 @@ FAKE_TRAINER = textwrap.dedent("""
 def test_training_panel_start_status_stop(tmp_path):
     trainer = tmp_path / "fake_train.py"
     trainer.write_text(FAKE_TRAINER)
-    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cache").mkdir(parents=True)
+    (tmp_path / "data" / "cache" / "index.json").write_text("{}")
     port = free_port()
     code = (f"from pathlib import Path\nfrom backend.server import Server, ServerConfig\n"
             f"Server(ServerConfig(port={port}, device='cpu', load_default_weights=False, "
             f"train_command=[{PYTHON!r}, {str(trainer)!r}], runs_dir=Path({str(tmp_path / 'runs')!r}), "
-            f"train_poll_s=0.05)).serve_forever()\n")
+            f"data_roots=(Path({str(tmp_path / 'data')!r}),), train_poll_s=0.05)).serve_forever()\n")
     process = start_backend(port, code=code)
     try:
-        out = drive("training", port=port, dataset=str(tmp_path / "data"))
+        out = drive("training", port=port, dataset="cache")
     finally:
         stop_backend(process)
     assert out["started"]["error"] is None and out["stopped"]["error"] is None, out
@@ -620,11 +623,19 @@ def test_training_panel_start_status_stop(tmp_path):
     assert all(loss == pytest.approx(1.0 / step) for step, loss in out["seen"])
     assert out["state"] == "cancelled" and out["task_done"] and out["job"] and out["last_error"] == ""
     assert Path(out["run_dir"]).parent == tmp_path / "runs"
-    # what the panel sends is what the real `log3d train` takes (the server appends --run-dir)
+    # what the panel sends is typed options; the command the server builds from them is what the
+    # real `log3d train` takes
+    from backend import protocol as proto
     from backend.cli import build_parser
+    from backend.server import ServerConfig, training_command
 
-    parsed = build_parser().parse_args(["train", *out["args"], "--run-dir", str(tmp_path / "r")])
-    assert (parsed.data, parsed.preset, parsed.max_steps) == (tmp_path / "data", "tiny", 5000)
+    assert out["options"] == {"data": "cache", "preset": "tiny", "max_steps": 5000}
+    options = proto._check_options("train.start", proto.REQUESTS["train.start"], out["options"])
+    cmd, run_dir = training_command(ServerConfig(runs_dir=tmp_path / "r", data_roots=(tmp_path / "data",),
+                                                 train_command=["log3d-train"]), options, "job-1")
+    parsed = build_parser().parse_args(["train", *cmd[1:]])
+    assert (parsed.data, parsed.preset, parsed.max_steps) == ((tmp_path / "data" / "cache").resolve(), "tiny", 5000)
+    assert parsed.out == run_dir
 
 
 def _load_install_py() -> Any:
@@ -701,7 +712,7 @@ def test_panel_draws_and_a_pumped_remesh(backend):
     assert out["created"] == ["Icosphere_log3d"] and not out["session"]
     assert not any(r.startswith("progress:") for r in d["after"])
     assert "label:Step 120 / 10,000   loss 0.0123" in d["training"] and "label:train-1: running" in d["training"]
-    assert "label:Not a `log3d prepare` cache (no index.json)" in d["training"]
+    assert "label:The backend has no cache '/nonexistent'" in d["training"]
     assert "prop:env_path" in d["preferences"] and "prop:port" in d["preferences"]
 
 
