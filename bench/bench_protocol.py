@@ -25,7 +25,13 @@ vertices + 12 MB of int32 faces on the wire). Rows, each the best and the median
    result, receive and parse it. **This is the number held against the 0.5 s target.**
 5. **download ~1M**: a 1,280-triangle icosphere remeshed at N=256 with the clean-up off (about 1M
    triangles back): the same subtraction, isolating the server→client half.
-6. **N=64 remesh of the 1M mesh** (default clean-up): client wall time − the server's ``elapsed_s``,
+6. **authentication: CURVE vs none, echo of 1M in + 1M out**: the cost the server's security adds,
+   measured side by side: a DEALER sends the 1M-triangle request frames to a ROUTER that sends them
+   straight back, once over plain sockets (NULL mechanism) and once over CurveZMQ sockets set up
+   exactly as server and client are (``backend.auth``: CURVE server + ZAP handler, pinned server
+   key), alternating; the row is the median of the per-pair differences, and the first message of
+   each fresh connection (the handshake) is included.
+7. **N=64 remesh of the 1M mesh** (default clean-up): client wall time − the server's ``elapsed_s``,
    and (row 7) client wall time − the in-process ``remesh`` of the same input in this process (the
    two alternate, one pair per repeat). The in-process subtraction carries the run-to-run noise of a
    10-15 s UDF of 1M triangles on 2 shared cores (a few tenths of a second quiet, seconds under load,
@@ -211,6 +217,53 @@ def in_process_remesh(v: np.ndarray, f: np.ndarray, resolution: int, repeats: in
 # ----------------------------------------------------------------------------------------------
 
 
+def auth_cost(v: np.ndarray, f: np.ndarray, repeats: int) -> dict:
+    """Plain vs CURVE echo of the 1M-triangle request, paired, each on a fresh connection."""
+    import zmq
+
+    from backend import auth, protocol as proto
+
+    frames = [bytes(memoryview(x)) if not isinstance(x, bytes) else x
+              for x in proto.request_frames("remesh", "echo", {"resolution": 64}, {"vertices": v, "faces": f})]
+
+    def echo(secure: bool) -> float:
+        ctx = zmq.Context()
+        server_auth = auth.ServerAuth(ctx) if secure else None
+        router = ctx.socket(zmq.ROUTER)
+        if server_auth is not None:
+            server_auth.start()
+            server_auth.secure(router)
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        dealer = ctx.socket(zmq.DEALER)
+        if server_auth is not None:
+            k = server_auth.keys
+            auth.secure_client_socket(dealer, auth.ConnectionInfo("127.0.0.1", port, k.server_public,
+                                                                  k.client_public, k.client_secret))
+        dealer.connect(f"tcp://127.0.0.1:{port}")
+        try:
+            t0 = time.perf_counter()
+            dealer.send_multipart(frames, copy=False)
+            got = router.recv_multipart(copy=False)
+            router.send_multipart(got, copy=False)
+            back = dealer.recv_multipart(copy=False)
+            elapsed = time.perf_counter() - t0
+            assert sum(len(x.buffer) for x in back) == sum(len(x) for x in frames)
+            return elapsed
+        finally:
+            dealer.close(linger=0)
+            router.close(linger=0)
+            if server_auth is not None:
+                server_auth.stop()
+            ctx.term()
+
+    plain, curve = [], []
+    for _ in range(max(repeats, 5)):
+        plain.append(echo(False))
+        curve.append(echo(True))
+    diffs = [c - p for p, c in zip(plain, curve)]
+    return {**summary(diffs), "median_diff_s": statistics.median(diffs), "plain": summary(plain), "curve": summary(curve)}
+
+
 def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -289,6 +342,10 @@ def main() -> int:
             down = remesh_overhead(c, sv, sf, 256, RAW, n)
             add("download ~1M", f"1,280 tris in, {down['result_faces']:,} tris ({down['result_bytes'] / 1e6:.1f} MB) out",
                 down, f"client wall {down['wall_best_s']:.2f} s − server compute {down['server_compute_best_s']:.2f} s (N=256, raw)")
+            cost = auth_cost(v, f, n)
+            add("authentication: CURVE − none, 1M echo (paired)", f"{mb:.1f} MB out and back", cost,
+                f"plain {cost['plain']['best_s']:.3f} s, CURVE {cost['curve']['best_s']:.3f} s (best; includes "
+                "the handshake of a fresh connection); the round-trip row above is over CURVE")
             in_process_remesh(sv, sf, 64, 1)  # load the compiled kernels in this process too
             pairs = []  # server and in-process runs alternate, so drift of the machine hits both alike
             for _ in range(n):
