@@ -183,6 +183,11 @@ class JobQueue:
         with self._cond:
             return self._find(job_id)
 
+    def queued_bytes(self) -> int:
+        """Input bytes held by the jobs waiting to run."""
+        with self._cond:
+            return sum(j.nbytes for j in self._queued)
+
     def counts(self) -> dict[str, int]:
         with self._cond:
             return {"queued": len(self._queued), "running": int(self._running is not None)}

@@ -53,7 +53,7 @@ ERROR_CODES: dict[str, str] = {
     "not_found": "no job with that id",
     "cancelled": "the job was cancelled (clients raise this code for a `cancelled` event)",
     "train_failed": "the training child process exited with an error",
-    "out_of_memory": "the job ran out of memory",
+    "out_of_memory": "the job ran out of memory, or its memory estimate does not fit (refused before queueing)",
     "internal": "a bug in the server; the message says what failed and the server keeps serving",
     "timeout": "client side only: no answer from the server in time",
 }

@@ -80,6 +80,7 @@ class ServerConfig:
     runs_dir: Path = Path("runs")  # every training run's folder is RUNS_DIR/<job id>, named by the server
     data_roots: tuple[Path, ...] = ()  # the only folders train.start may read caches and --init weights from
     max_train_runs: int = 1  # training children alive at once
+    check_memory: bool = True  # refuse jobs whose memory estimate exceeds what is available (backend.admission)
     train_poll_s: float = 0.25
     train_kill_after_s: float = 10.0  # a stopped trainer that ignores SIGTERM is killed after this
     shutdown_wait_s: float = 30.0  # how long shutdown waits for the running job to reach a stage boundary
@@ -603,6 +604,7 @@ class Server:
             raise proto.ProtocolError("bad_array", f"latents have {request.arrays['latents'].shape[1]} channels, "
                                                    f"the loaded LoG-VAE uses {self.model.latent_dim}", request.id)
         make_cleanup(request.options.get("cleanup") or {}, request.id)
+        self._admit(request)
         job = Job(id=self._ids.next("job"), type=request.type, owner=identity, request_id=request.id,
                   options=request.options, arrays=request.arrays)
         try:
@@ -613,6 +615,24 @@ class Server:
         # this thread, which is busy here until the accepted event is out.
         self._send(identity, proto.event_frames(proto.ACCEPTED, request.id, job.id,
                                                 {"type": job.type, "queue_position": position}))
+
+    def _admit(self, request: proto.Request) -> None:
+        """Refuse, before queueing, a job whose memory estimate does not fit (``backend.admission``)."""
+        if not self.config.check_memory:
+            return
+        from . import admission
+
+        arrays, options = request.arrays, request.options
+        input_bytes = sum(int(a.nbytes) for a in arrays.values())
+        if request.type == "decode":
+            estimate = admission.estimate_decode(int(arrays["latents"].shape[0]), options["chunk_blocks"], input_bytes)
+        else:
+            mode = "vae" if request.type == "encode" else options["mode"]
+            area = admission.surface_area(arrays["vertices"], arrays["faces"])
+            estimate = admission.estimate_job(area, options["resolution"], options["chunk_blocks"], mode, input_bytes)
+        why = admission.check_fits(estimate, self.queue.queued_bytes())
+        if why is not None:
+            raise proto.ProtocolError("out_of_memory", why, request.id)
 
     def _cancel(self, identity: bytes, request: proto.Request) -> None:
         assert request.job is not None

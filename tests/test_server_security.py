@@ -333,3 +333,26 @@ def test_overflowing_coordinates_and_collinear_meshes_are_bad_meshes(server):
         assert info.value.code == "bad_mesh" and "zero area" in info.value.message
         vertices, _, _ = c.remesh(v * 1e20, f, resolution=64)  # large but representable: fine, and finite
         assert np.isfinite(vertices).all()
+
+
+def test_a_job_that_cannot_fit_in_memory_is_refused_before_it_is_queued(server):
+    """The issue's example: 2048³ through the network with a million blocks per chunk."""
+    from backend import admission
+
+    tm = trimesh.creation.icosphere(subdivisions=3)
+    area = admission.surface_area(tm.vertices, tm.faces)
+    big = admission.estimate_job(area, 2048, 1 << 20, "vae", 0)
+    small = admission.estimate_job(area, 256, 16384, "direct", 0)
+    assert big.bytes > 100 * 2**30 and small.bytes < 2**30
+    assert admission.check_fits(big, available=64 * 2**30) is not None
+    assert admission.check_fits(small, available=64 * 2**30) is None
+    vae_server = Server(config(load_default_weights=True)).start()
+    try:
+        with Log3DClient(port=vae_server.port, timeout_s=10) as c:
+            v, f = sphere(3)
+            with pytest.raises(BackendError) as info:
+                c.submit("remesh", {"vertices": v, "faces": f}, resolution=2048, mode="vae", chunk_blocks=1 << 20)
+            assert info.value.code == "out_of_memory" and "GiB" in info.value.message
+            assert vae_server.queue.counts() == {"queued": 0, "running": 0}
+    finally:
+        vae_server.stop()
