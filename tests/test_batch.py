@@ -160,3 +160,17 @@ def test_a_killed_server_stops_the_batch_with_a_summary(tmp_path):
     assert any("stopped answering" in why for _, why in report.failed), report.summary()
     out = tmp_path / "o"
     assert not [p for p in out.iterdir() if "partial" in p.name]
+
+
+def test_a_missing_checkpoint_starts_no_server_and_leaves_nothing_behind(folder, tmp_path):
+    import os
+    import tempfile
+
+    port = free_port()
+    before = set(os.listdir(tempfile.gettempdir()))
+    with pytest.raises(RuntimeError, match="checkpoint not found"):
+        run_batch(BatchConfig(folder, tmp_path / "o", resolution=64, port=port, show_progress=False,
+                              checkpoint=tmp_path / "missing.safetensors"))
+    assert set(os.listdir(tempfile.gettempdir())) - before == set()  # no secret, no log file left
+    with Log3DClient(port=port, timeout_s=1.0) as c, pytest.raises(BackendError):
+        c.hello()  # and no server child answering
