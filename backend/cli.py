@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from backend.batch import add_batch_command
+from backend.latents import add_latent_commands
 from backend.prepare import add_prepare_command
 from backend.server import add_serve_command
 from backend.synthetic import add_synth_command
@@ -167,7 +168,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_remesh, _add_info, _add_eval, _add_benchmark,
                                                               add_serve_command, add_batch_command,
                                                               add_prepare_command, add_train_command, add_ship_command,
-                                                              add_synth_command]
+                                                              add_synth_command, add_latent_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # commands that re-launch themselves (log3d encode --workers) need their own line
     try:
         return int(args.func(args) or 0)
     except (MeshError, ResolutionError, ValueError) as exc:
