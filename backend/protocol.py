@@ -53,6 +53,7 @@ ERROR_CODES: dict[str, str] = {
     "not_found": "no job with that id",
     "cancelled": "the job was cancelled (clients raise this code for a `cancelled` event)",
     "train_failed": "the training child process exited with an error",
+    "wrong_model": "the latents were made by other LoG-VAE weights than the loaded ones",
     "out_of_memory": "the job ran out of memory, or its memory estimate does not fit (refused before queueing)",
     "internal": "a bug in the server; the message says what failed and the server keeps serving",
     "timeout": "client side only: no answer from the server in time",
@@ -251,6 +252,12 @@ def _relative_name(name: str, value: Any) -> str:
     return value
 
 
+def _hex_digest(name: str, value: Any) -> str:
+    if not isinstance(value, str) or len(value) != 64 or not all(c in "0123456789abcdef" for c in value):
+        raise ProtocolError("bad_option", f"option '{name}' must be a sha256 hex digest, got {value!r}")
+    return value
+
+
 def _optional(check: OptionCheck) -> OptionCheck:
     def optional(name: str, value: Any) -> Any:
         return None if value is None else check(name, value)
@@ -310,8 +317,9 @@ REQUESTS: dict[str, RequestSpec] = {
     "encode": RequestSpec(options={"resolution": check_resolution_value, "chunk_blocks": _CHUNK},
                           defaults={"resolution": 256, "chunk_blocks": 16384}, arrays=MESH_ARRAYS, is_job=True),
     "decode": RequestSpec(options={"resolution": check_resolution_value, "center": _vec3, "scale": _positive_float,
-                                   "chunk_blocks": _CHUNK, "cleanup": _cleanup_map},
-                          defaults={"chunk_blocks": 16384, "cleanup": {}}, required=("resolution", "center", "scale"),
+                                   "chunk_blocks": _CHUNK, "cleanup": _cleanup_map,
+                                   "weights_sha256": _optional(_hex_digest)},
+                          defaults={"chunk_blocks": 16384, "cleanup": {}, "weights_sha256": None}, required=("resolution", "center", "scale"),
                           arrays=LATENT_ARRAYS, is_job=True),
     "cancel": RequestSpec(needs_job=True),
     "jobs": RequestSpec(),

@@ -124,6 +124,15 @@ class LoadedModel:
     def latent_dim(self) -> int | None:
         return None if self.vae is None else int(self.vae.config.latent_dim)
 
+    @property
+    def weights_sha256(self) -> str | None:
+        """The identity latent files carry (``model.latent_file.weights_hash``)."""
+        if self.vae is None:
+            return None
+        from model.latent_file import weights_hash
+
+        return weights_hash(self.vae)
+
 
 def load_model(config: ServerConfig, vae: Any | None = None) -> LoadedModel:
     """Load the LoG-VAE once at start-up: the given one, ``config.checkpoint``, or the shipped weights.
@@ -143,7 +152,9 @@ def load_model(config: ServerConfig, vae: Any | None = None) -> LoadedModel:
         return LoadedModel(None, device, None)
     from model.vae import describe
 
-    info = {**describe(vae), "checkpoint": str(path) if path else None}
+    from model.latent_file import weights_hash
+
+    info = {**describe(vae), "checkpoint": str(path) if path else None, "weights_sha256": weights_hash(vae)}
     return LoadedModel(vae, str(vae.device), info)
 
 
@@ -603,6 +614,11 @@ class Server:
         if request.type == "decode" and request.arrays["latents"].shape[1] != self.model.latent_dim:
             raise proto.ProtocolError("bad_array", f"latents have {request.arrays['latents'].shape[1]} channels, "
                                                    f"the loaded LoG-VAE uses {self.model.latent_dim}", request.id)
+        wanted = request.options.get("weights_sha256") if request.type == "decode" else None
+        if wanted is not None and wanted != self.model.weights_sha256:
+            raise proto.ProtocolError("wrong_model", f"these latents were made by LoG-VAE weights {wanted[:12]}…; this "
+                                                     f"server has {str(self.model.weights_sha256)[:12]}… loaded: start it "
+                                                     "with the checkpoint that encoded them", request.id)
         make_cleanup(request.options.get("cleanup") or {}, request.id)
         self._admit(request)
         job = Job(id=self._ids.next("job"), type=request.type, owner=identity, request_id=request.id,

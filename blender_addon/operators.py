@@ -280,6 +280,47 @@ class LOG3D_OT_train_stop(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (LOG3D_OT_remesh_selected, LOG3D_OT_remesh_all, LOG3D_OT_cancel, LOG3D_OT_clear_error,
+class LOG3D_OT_import_latents(bpy.types.Operator):
+    """Decode a LoG-VAE latent file (`log3d encode`, or a generator's sample) through the backend and add it as a mesh"""
+
+    bl_idname = "log3d.import_latents"
+    bl_label = "Import Latents"
+    bl_options = {"UNDO"}
+
+    filepath: bpy.props.StringProperty(name="Latent file", subtype="FILE_PATH")
+    filter_glob: bpy.props.StringProperty(default="*.safetensors", options={"HIDDEN"})
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return state.manager().decode_task is None
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        manager = state.manager()
+        path = bpy.path.abspath(self.filepath)
+        try:
+            from .wire import read_latent_arrays
+
+            read_latent_arrays(path)  # a bad file is reported now, not from a thread
+            task = worker.DecodeTask(preferences.connection(context), path, context.scene.log3d.cleanup_options())
+        except (RuntimeError, ValueError) as exc:
+            return _fail(self, str(exc))
+        manager.clear_error()
+        if bpy.app.background:  # scripts and tests: synchronous, like the remesh operators
+            count = len(manager.decoded)
+            worker.run_blocking(task, lambda message: manager.apply(task, message))
+            if len(manager.decoded) == count:
+                return _fail(self, manager.last_error or "decoding the latent file failed")
+            return {"FINISHED"}
+        manager.decode_task = task
+        manager.run_side_task(task)  # the object appears when the backend answers (its own undo step)
+        self.report({"INFO"}, f"LoG3D: decoding {path} on the backend")
+        return {"FINISHED"}
+
+
+CLASSES = (LOG3D_OT_import_latents, LOG3D_OT_remesh_selected, LOG3D_OT_remesh_all, LOG3D_OT_cancel, LOG3D_OT_clear_error,
            LOG3D_OT_backend_check, LOG3D_OT_backend_start, LOG3D_OT_backend_stop,
            LOG3D_OT_train_start, LOG3D_OT_train_stop)

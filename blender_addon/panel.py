@@ -57,6 +57,7 @@ class VIEW3D_PT_log3d(bpy.types.Panel):
             row = col.row(align=True)
             row.operator("log3d.remesh_all", icon="SCENE_DATA")
             row.prop(settings, "scope", text="")
+            col.operator("log3d.import_latents", icon="IMPORT")
 
         if manager.last_error:
             box = layout.box()

@@ -76,6 +76,19 @@ def place_result(snapshot: Snapshot, world_vertices: np.ndarray, faces: np.ndarr
     return obj
 
 
+LATENTS_KEY = "log3d_latents"  # custom property on a decoded object: the latent file it came from
+
+
+def place_decoded(name: str, vertices: np.ndarray, faces: np.ndarray, source: str,
+                  collection: bpy.types.Collection) -> bpy.types.Object:
+    """A new object from a decoded latent file, in the frame the latents were encoded in."""
+    mesh = mesh_io.new_mesh(name, vertices, faces)
+    obj = bpy.data.objects.new(name, mesh)
+    obj[LATENTS_KEY] = source
+    collection.objects.link(obj)
+    return obj
+
+
 def _matrix(array: np.ndarray) -> Any:
     from mathutils import Matrix
 

@@ -103,6 +103,8 @@ class Manager:
         self.backend: BackendProcess | None = None
         self.training = TrainingState()
         self.train_task: worker.TrainTask | None = None
+        self.decode_task: worker.DecodeTask | None = None
+        self.decoded: list[str] = []  # names of the objects made from latent files, newest last
         self._status_task: worker.StatusTask | None = None
         self._side_tasks: list[worker.Task] = []
         self._next_status_check = 0.0
@@ -177,10 +179,32 @@ class Manager:
                 self.training.state = "failed"
                 self.training.message = message.message
             self.set_error(message.message)
+        elif isinstance(message, worker.MeshDone) and isinstance(task, worker.DecodeTask):
+            self._place_decoded(task, message)
+        elif isinstance(message, worker.Finished) and isinstance(task, worker.DecodeTask):
+            self.decode_task = None
         elif isinstance(message, worker.Finished) and isinstance(task, worker.TrainTask):
             if self.training.running:
                 self.training.state = "cancelled" if message.cancelled else "ended"
             self.train_task = None
+
+    def _place_decoded(self, task: "worker.DecodeTask", message: "worker.MeshDone") -> None:
+        """A decoded latent file becomes a new object in the scene (main thread), one undo step."""
+        import os
+
+        import bpy
+
+        from . import results
+
+        name = os.path.splitext(os.path.basename(task.path))[0] + "_decoded"
+        try:
+            obj = results.place_decoded(name, message.vertices, message.faces, task.path, bpy.context.scene.collection)
+        except ValueError as exc:  # a result Blender must not be handed (mesh_io.check_result)
+            self.set_error(str(exc))
+            return
+        self.decoded.append(obj.name)
+        if not bpy.app.background:
+            bpy.ops.ed.undo_push(message="LoG3D: import latents")
 
     def _backend_exited(self) -> bool:
         backend = self.backend

@@ -413,6 +413,36 @@ class TrainTask(Task):
             client.close()
 
 
+class DecodeTask(Task):
+    """Decodes one latent file through the backend (``decode``): the file is read here (numpy only)
+    and its arrays sent, so the backend never opens a path it is given. The result comes back as
+    a :class:`MeshDone` in the latents' original frame."""
+
+    def __init__(self, connection: Connection, path: str, cleanup: dict[str, Any]) -> None:
+        super().__init__(connection, "decode")
+        self.path = path
+        self.cleanup = dict(cleanup)
+
+    def work(self) -> None:
+        from .wire import read_latent_arrays
+
+        head, latents, coords = read_latent_arrays(self.path)
+        client = self.connection.client()
+        try:
+            hello(client, self.connection)
+            self.post(Progress(0, 1, head.get("source") or "latents", "decode", 0.0))
+
+            def on_progress(stage: str, fraction: float | None) -> None:
+                self.post(Progress(0, 1, str(head.get("source") or "latents"), stage, fraction))
+
+            vertices, faces, info = client.decode(latents, coords, int(head["resolution"]), head["center"],
+                                                  float(head["scale"]), on_progress=on_progress,
+                                                  cleanup=self.cleanup, weights_sha256=str(head["weights_sha256"]))
+            self.post(MeshDone(0, str(head.get("source") or "latents"), np.array(vertices), np.array(faces), info))
+        finally:
+            client.close()
+
+
 def stage_fraction(mode: str, stage: str | None, fraction: float | None) -> float:
     """Progress within one object's remesh, from the stage reached: each stage of the mode gets an
     equal share (the server's fractions are per stage)."""

@@ -23,16 +23,12 @@ from typing import Any
 import numpy as np
 
 from .autoencode import Latents
+from .latent_format import FORMAT, FORMAT_VERSION, METADATA_KEY, LatentFormatError, read_latent_arrays
 from .mesh import Normalization
 
-FORMAT = "log3d-latents"
-METADATA_KEY = "log3d_latents"
-FORMAT_VERSION = 1
 DTYPES = ("float16", "float32")
-
-
-class LatentFileError(ValueError):
-    """A latent file that cannot be read, or that belongs to another model."""
+LatentFileError = LatentFormatError
+"""A latent file that cannot be read, or that belongs to another model (a ValueError)."""
 
 
 @dataclass
@@ -109,33 +105,11 @@ def save_latent_file(path: str | Path, item: LatentFile, dtype: str = "float16")
 
 
 def load_latent_file(path: str | Path) -> LatentFile:
-    """Read and check a latent file (format, version, shapes, finiteness, coordinates on the grid)."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise LatentFileError(f"latent file not found: {path}")
+    """Read and check a latent file (container, format, version, shapes, finiteness, coordinates on
+    the grid, normalisation)."""
+    head, lat, coords = read_latent_arrays(path)
     try:
-        with safe_open(str(path), framework="numpy") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises its own types for truncated or foreign files
-        raise LatentFileError(f"{path}: not a readable safetensors file: {exc}") from None
-    try:
-        head = json.loads(meta[METADATA_KEY])
-        assert isinstance(head, dict)
-    except (KeyError, ValueError, AssertionError):
-        raise LatentFileError(f"{path} is not a LoG3D latent file (no '{METADATA_KEY}' metadata)") from None
-    if head.get("format") != FORMAT:
-        raise LatentFileError(f"{path} is not a LoG3D latent file (format={head.get('format')!r})")
-    if head.get("format_version") != FORMAT_VERSION:
-        raise LatentFileError(f"{path} has latent format version {head.get('format_version')!r}; "
-                              f"this code reads version {FORMAT_VERSION}")
-    if set(tensors) != {"latents", "coords"}:
-        raise LatentFileError(f"{path}: expected tensors latents and coords, found {sorted(tensors)}")
-    try:
-        latents = Latents(int(head["resolution"]), tensors["latents"].astype(np.float32),
-                          tensors["coords"].astype(np.int32)).validate()
+        latents = Latents(int(head["resolution"]), lat, coords).validate()
         center = np.asarray(head["center"], dtype=np.float64)
         scale = float(head["scale"])
         config = dict(head["model_config"])

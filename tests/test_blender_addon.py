@@ -173,6 +173,26 @@ def scenario_remesh(port: int) -> dict[str, Any]:
             "last_error": state.manager().last_error}
 
 
+def scenario_import_latents(port: int, good: str, foreign: str) -> dict[str, Any]:
+    """Import Latents: a file of the backend's own model becomes an object; one of other weights is
+    refused with the backend's wrong_model error and adds nothing."""
+    import bpy
+
+    _enable_from_repo(port)
+    from blender_addon import state
+
+    bpy.context.scene.log3d.raw = True
+    before = sorted(o.name for o in bpy.data.objects)
+    ok = _run_op(lambda: bpy.ops.log3d.import_latents(filepath=good))
+    made = sorted(set(o.name for o in bpy.data.objects) - set(before))
+    faces = [len(bpy.data.objects[n].data.polygons) for n in made]
+    source = [bpy.data.objects[n].get("log3d_latents") for n in made]
+    refused = _run_op(lambda: bpy.ops.log3d.import_latents(filepath=foreign))
+    after = sorted(set(o.name for o in bpy.data.objects) - set(before))
+    return {"ok": ok, "made": made, "faces": faces, "source": source, "refused": refused, "after": after,
+            "last_error": state.manager().last_error}
+
+
 def scenario_no_backend(port: int) -> dict[str, Any]:
     import bpy
 
@@ -753,3 +773,40 @@ def test_legacy_install_unpacks_the_wheel_for_this_platform(tmp_path):
     code = f"import sys; sys.path.insert(0, {str(target)!r}); import zmq, msgpack; print(zmq.__file__, msgpack.__file__)"
     done = subprocess.run([PYTHON, "-S", "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.count(str(target)) == 2, done.stdout + done.stderr
+
+
+@needs_bpy
+def test_import_latents_decodes_through_the_backend(tmp_path):
+    """A latent file written by `log3d encode` enters the scene as a mesh equal to the backend's
+    decode; latents of other weights are refused (wrong_model), nothing is added."""
+    import torch
+    import trimesh
+
+    from backend.cli import main
+    from model.vae import LogVAE, preset, save_model
+
+    torch.manual_seed(0)
+    save_model(LogVAE(preset("tiny").replace(output_init=0.1)), tmp_path / "tiny.safetensors")
+    torch.manual_seed(5)
+    save_model(LogVAE(preset("tiny").replace(output_init=0.1)), tmp_path / "other.safetensors")
+    trimesh.creation.icosphere(subdivisions=3).export(tmp_path / "ball.obj")
+    for ckpt, out in (("tiny", "good"), ("other", "foreign")):
+        assert main(["encode", str(tmp_path / "ball.obj"), str(tmp_path / f"{out}.safetensors"), "-n", "64",
+                     "--checkpoint", str(tmp_path / f"{ckpt}.safetensors"), "--device", "cpu", "--quiet"]) == 0
+    assert main(["decode", str(tmp_path / "good.safetensors"), str(tmp_path / "ref.ply"), "--raw", "--checkpoint",
+                 str(tmp_path / "tiny.safetensors"), "--device", "cpu", "--quiet"]) == 0
+    from model.mesh import load_mesh
+
+    expected = load_mesh(tmp_path / "ref.ply").num_faces
+    port = free_port()
+    process = start_backend(port, "--checkpoint", str(tmp_path / "tiny.safetensors"))
+    try:
+        out = drive("import_latents", port=port, good=str(tmp_path / "good.safetensors"),
+                    foreign=str(tmp_path / "foreign.safetensors"))
+    finally:
+        stop_backend(process)
+    assert out["ok"]["error"] is None and out["made"] == ["good_decoded"], out
+    assert out["faces"] == [expected] and out["source"] == [str(tmp_path / "good.safetensors")]
+    assert out["refused"]["error"] is not None, out
+    assert "latents were made by LoG-VAE weights" in out["last_error"], out
+    assert out["after"] == ["good_decoded"]

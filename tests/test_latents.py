@@ -146,3 +146,19 @@ def test_shards_split_a_folder_without_overlap(files):
     with pytest.raises(ValueError, match="RANK"):
         shard_from_env("3/3")
 
+
+
+def test_the_numpy_reader_agrees_with_the_safetensors_library(files, tmp_path):
+    """model.latent_format (what Blender uses: numpy only) reads exactly what safetensors wrote."""
+    from safetensors.numpy import load_file
+
+    from model.latent_format import read_latent_arrays
+
+    path = tmp_path / "ball.safetensors"
+    assert cli("encode", str(files / "meshes" / "ball.obj"), str(path), "-n", "64", "--checkpoint",
+               str(files / "tiny.safetensors")) == 0
+    head, latents, coords = read_latent_arrays(path)
+    ref = load_file(str(path))
+    np.testing.assert_array_equal(latents, ref["latents"].astype(np.float32))
+    np.testing.assert_array_equal(coords, ref["coords"].astype(np.int32))
+    assert head["resolution"] == 64 and head["format"] == "log3d-latents"
