@@ -10,7 +10,6 @@ run never leaves a half-written file that a rerun would skip.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -215,6 +214,7 @@ def _wait_with_heartbeat(client: Log3DClient, job: str, config: BatchConfig, on_
 def _remesh_one(client: Log3DClient, src: Path, dst: Path, config: BatchConfig, on_progress: Any) -> None:
     """Remesh ``src`` into ``dst``: written to a hidden partial name, flushed to disk, then renamed,
     so ``dst`` is either absent or whole; the partial file never outlives a failure."""
+    from model.atomic import atomic_output
     from model.mesh import Mesh, load_mesh, save_mesh
 
     mesh = load_mesh(src)
@@ -224,30 +224,8 @@ def _remesh_one(client: Log3DClient, src: Path, dst: Path, config: BatchConfig, 
     vertices, faces = event.arrays["vertices"], event.arrays["faces"]
     if vertices.size and not np.isfinite(vertices).all():
         raise BackendError("internal", "the server returned non-finite vertices")
-    partial = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
-    try:
+    with atomic_output(dst) as partial:
         save_mesh(Mesh(vertices=vertices.astype("f8"), faces=faces.astype("i8")), partial)
-        with open(partial, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(partial, dst)
-        _fsync_dir(dst.parent)
-    finally:
-        if partial.exists():
-            partial.unlink()
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename durable (POSIX; a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def run_batch(config: BatchConfig) -> BatchReport:

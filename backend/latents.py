@@ -103,6 +103,7 @@ def decode_file(src: Path, dst: Path, vae: Any, cleanup: Any = None, chunk_block
                 progress: Callable[[str, float], None] | None = None) -> int:
     """Decode one latent file into one mesh file (refusing latents of another model); returns the
     mesh file's size in bytes."""
+    from model.atomic import atomic_output
     from model.latent_file import check_same_model, load_latent_file
     from model.mesh import save_mesh
     from model.pipeline import RemeshOptions, decode_to_mesh
@@ -113,16 +114,8 @@ def decode_file(src: Path, dst: Path, vae: Any, cleanup: Any = None, chunk_block
     options = RemeshOptions(resolution=item.latents.resolution, mode="vae", chunk_blocks=chunk_blocks,
                             device=str(vae.device), **extra)
     mesh = decode_to_mesh(item.latents, item.normalization, options, progress, vae=vae)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    partial = dst.with_name(f".{dst.stem}.{os.getpid()}.partial{dst.suffix}")
-    try:
+    with atomic_output(dst) as partial:
         save_mesh(mesh, partial)
-        with open(partial, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(partial, dst)
-    finally:
-        if partial.exists():
-            partial.unlink()
     return dst.stat().st_size
 
 
@@ -233,17 +226,21 @@ def _argv_without_workers(argv: list[str]) -> list[str]:
     return out
 
 
+def _folder(args: argparse.Namespace, work: Callable[[Any, Path, Path], int], decode: bool, fmt: str, verb: str) -> int:
+    """A folder run: this process's shard, or ``--workers`` child processes that split it."""
+    if args.workers > 1:
+        return _finish(spawn_workers(_argv_without_workers(args.argv), args.workers), args, verb)
+    rank, world = shard_from_env(args.shard)
+    vae = _load(args)
+    report = run_folder(args.input, args.output, lambda s, d: work(vae, s, d), decode=decode, fmt=fmt, rank=rank,
+                        world=world, show_progress=not args.quiet)
+    return _finish(report, args, verb)
+
+
 def _cmd_encode(args: argparse.Namespace) -> int:
     if args.input.is_dir():
-        if args.workers > 1:
-            report = spawn_workers(_argv_without_workers(args.argv), args.workers)
-            return _finish(report, args, "encoded")
-        rank, world = shard_from_env(args.shard)
-        vae = _load(args)
-        report = run_folder(args.input, args.output, lambda s, d: encode_file(s, d, args.resolution, vae, args.dtype,
-                                                                              args.chunk_blocks),
-                            decode=False, fmt="", rank=rank, world=world, show_progress=not args.quiet)
-        return _finish(report, args, "encoded")
+        return _folder(args, lambda vae, s, d: encode_file(s, d, args.resolution, vae, args.dtype, args.chunk_blocks),
+                       decode=False, fmt="", verb="encoded")
     vae = _load(args)
     size = encode_file(args.input, args.output, args.resolution, vae, args.dtype, args.chunk_blocks)
     from model.latent_file import load_latent_file
@@ -260,14 +257,8 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
     cleanup = cleanup_from_args(args)
     if args.input.is_dir():
-        if args.workers > 1:
-            report = spawn_workers(_argv_without_workers(args.argv), args.workers)
-            return _finish(report, args, "decoded")
-        rank, world = shard_from_env(args.shard)
-        vae = _load(args)
-        report = run_folder(args.input, args.output, lambda s, d: decode_file(s, d, vae, cleanup, args.chunk_blocks),
-                            decode=True, fmt=args.format, rank=rank, world=world, show_progress=not args.quiet)
-        return _finish(report, args, "decoded")
+        return _folder(args, lambda vae, s, d: decode_file(s, d, vae, cleanup, args.chunk_blocks),
+                       decode=True, fmt=args.format, verb="decoded")
     vae = _load(args)
     size = decode_file(args.input, args.output, vae, cleanup, args.chunk_blocks)
     print(f"{args.input} -> {args.output}: {size / 1024:.1f} KiB")

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_output
 from .autoencode import Latents
 from .latent_format import FORMAT, FORMAT_VERSION, METADATA_KEY, LatentFormatError, read_latent_arrays
 from .mesh import Normalization
@@ -90,18 +90,9 @@ def save_latent_file(path: str | Path, item: LatentFile, dtype: str = "float16")
     # One metadata key holding sorted JSON: safetensors writes its metadata map in no fixed order, and
     # the same shape must give the same bytes whichever process encoded it.
     meta = {METADATA_KEY: json.dumps(header, sort_keys=True)}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path.stat().st_size
+    with atomic_output(path) as partial:
+        save_file(tensors, str(partial), metadata=meta)
+    return Path(path).stat().st_size
 
 
 def load_latent_file(path: str | Path) -> LatentFile:

@@ -36,6 +36,16 @@ def private_runtime_dir(tmp_path_factory: pytest.TempPathFactory):
         os.environ["LOG3D_RUNTIME_DIR"] = old
 
 
+def server_config(**changes):
+    """A test server's configuration: any free port, CPU, no weights, 8 MB messages, fast progress."""
+    from backend import protocol as proto
+    from backend.server import ServerConfig
+
+    base = dict(port=0, device="cpu", load_default_weights=False, limits=proto.Limits(max_message_bytes=8 << 20),
+                progress_interval_s=0.05)
+    return ServerConfig(**{**base, **changes})
+
+
 def keyed_dealer(port: int):
     """A raw DEALER socket (not yet connected) carrying the CURVE keys of the server on ``port``:
     for tests that send hand-made frames, which without the keys would never reach the server."""

@@ -17,6 +17,7 @@ import zmq
 
 from backend import protocol as proto
 from tests.conftest import keyed_dealer
+from tests.conftest import server_config as config
 from backend.cli import main
 from backend.client import BackendError, Log3DClient
 from backend.server import Server, ServerConfig
@@ -36,11 +37,6 @@ def sphere(subdivisions: int = 3, radius: float = 1.0) -> tuple[np.ndarray, np.n
 def reference(vertices: np.ndarray, faces: np.ndarray, resolution: int = 64):
     """The in-process result for exactly the float32 input the server receives."""
     return remesh(Mesh(vertices.astype(np.float64), faces.astype(np.int64)), RemeshOptions(resolution=resolution)).mesh
-
-
-def config(**changes) -> ServerConfig:
-    base = dict(port=0, device="cpu", load_default_weights=False, limits=LIMITS, progress_interval_s=0.05)
-    return ServerConfig(**{**base, **changes})
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,9 @@ from backend import protocol as proto
 from backend.client import BackendError, Log3DClient
 from backend.server import Server, ServerConfig
 from tests.conftest import keyed_dealer
+from tests.conftest import server_config as config
 
 LIMITS = proto.Limits(max_message_bytes=8 << 20)
-
-
-def config(**changes) -> ServerConfig:
-    base = dict(port=0, device="cpu", load_default_weights=False, limits=LIMITS, progress_interval_s=0.05)
-    return ServerConfig(**{**base, **changes})
 
 
 @pytest.fixture(scope="module")
