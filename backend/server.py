@@ -235,15 +235,6 @@ def _options(job: Job, model: LoadedModel, mode: str) -> Any:
                          device=model.device, **extra)
 
 
-def _request_mesh(job: Job) -> Any:
-    """The job's mesh, checked like a file's (``model.mesh.validate_arrays``): overflowing
-    coordinates or only zero-area faces are ``bad_mesh`` before any stage runs."""
-    from model.mesh import validate_arrays
-
-    assert job.arrays is not None
-    return validate_arrays(job.arrays["vertices"], job.arrays["faces"], name="the request's mesh")
-
-
 def _checked(mesh: Any) -> dict[str, np.ndarray]:
     """The result's arrays, refused if a vertex is not finite in float32 (never send Inf to a client)."""
     arrays = _mesh_arrays(mesh)
@@ -253,9 +244,11 @@ def _checked(mesh: Any) -> dict[str, np.ndarray]:
 
 
 def compute_remesh(job: Job, progress: Progress, should_cancel: Callable[[], bool], model: LoadedModel):
+    from model.mesh import Mesh
     from model.pipeline import remesh
 
-    mesh = _request_mesh(job)
+    assert job.arrays is not None  # checked by remesh (validate_arrays) before any stage: bad_mesh
+    mesh = Mesh(vertices=job.arrays["vertices"], faces=job.arrays["faces"])
     mode = job.options["mode"]
     result = remesh(mesh, _options(job, model, mode), progress, should_cancel, vae=model.vae if mode == "vae" else None)
     data = {"resolution": job.options["resolution"], "mode": mode, "num_blocks": result.num_blocks,
@@ -265,9 +258,11 @@ def compute_remesh(job: Job, progress: Progress, should_cancel: Callable[[], boo
 
 
 def compute_encode(job: Job, progress: Progress, should_cancel: Callable[[], bool], model: LoadedModel):
+    from model.mesh import Mesh
     from model.pipeline import encode_mesh
 
-    mesh = _request_mesh(job)
+    assert job.arrays is not None  # checked by encode_mesh (validate_arrays) before any stage: bad_mesh
+    mesh = Mesh(vertices=job.arrays["vertices"], faces=job.arrays["faces"])
     latents, norm = encode_mesh(mesh, _options(job, model, "vae"), progress, should_cancel, vae=model.vae)
     data = {"resolution": latents.resolution, "center": [float(x) for x in norm.center], "scale": float(norm.scale),
             "num_blocks": int(latents.coords.shape[0]), "latent_dim": int(latents.latents.shape[1])}
