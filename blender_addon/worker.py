@@ -31,9 +31,15 @@ STAGE_LABELS = {
     "decode": "Decoding",
     "pad_average": "Pad-Average",
     "extract": "Marching cubes",
+    "outer_shell": "Outer shell",
+    "contour": "Dual contouring",
+    "udf_closed": "Distance field (closed parts)",
     "cleanup": "Clean-up",
+    "decimate": "Decimation",
     "train": "Training",
 }
+STAGE_SLOT = {"outer_shell": "extract", "contour": "extract", "udf_closed": "extract", "decimate": "cleanup"}
+"""Stages that only some meshes go through, shown in the progress bar at the place of the main one."""
 STAGE_ORDER = {"direct": ("udf", "pad_average", "extract", "cleanup"),
                "vae": ("udf", "ublocks", "encode", "decode", "pad_average", "extract", "cleanup")}
 
@@ -447,6 +453,7 @@ def stage_fraction(mode: str, stage: str | None, fraction: float | None) -> floa
     """Progress within one object's remesh, from the stage reached: each stage of the mode gets an
     equal share (the server's fractions are per stage)."""
     order = STAGE_ORDER.get(mode, STAGE_ORDER["direct"])
+    stage = STAGE_SLOT.get(stage or "", stage)
     if stage not in order:
         return 0.0
     return (order.index(stage) + min(max(float(fraction or 0.0), 0.0), 1.0)) / len(order)

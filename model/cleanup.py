@@ -533,6 +533,16 @@ def fill_small_holes(vertices: np.ndarray, faces: np.ndarray, max_perimeter: flo
     return np.concatenate([vertices, centre]), np.concatenate([faces, fan.astype(faces.dtype)])
 
 
+def drop_specks(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """The faces without the pieces of less than :data:`MIN_PIECE_AREA` square voxels: a piece the
+    ε-surface cannot represent (a decoded field's stray dip below ε makes one)."""
+    count, component = face_components(len(vertices), faces)
+    if count == 1:
+        return faces
+    area = np.bincount(component, weights=face_normals_and_areas(vertices, faces)[1], minlength=count)
+    return faces[area[component] >= MIN_PIECE_AREA]
+
+
 def decimate(vertices: np.ndarray, faces: np.ndarray, target_faces: int) -> tuple[np.ndarray, np.ndarray]:
     """Quadric-error decimation to about ``target_faces`` faces."""
     if target_faces <= 0 or len(faces) <= target_faces:
@@ -583,6 +593,8 @@ def clean_surface(vertices: np.ndarray, faces: np.ndarray, field: SparseField, o
     report(0.5)
     if options.cuts_slabs and len(faces) and slab.any():
         vertices, faces = cut_slabs(vertices, before, faces, slab, component, surface)
+    if len(faces) and options.outer_shell:
+        faces = drop_specks(vertices, faces)
     if len(faces):
         vertices, faces = compact(vertices, faces)
     report(0.8)

@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 
 from .bvh import PrimitiveIndex, SurfaceIndex
-from .cleanup import CleanupOptions, clean_surface
+from .cleanup import CleanupOptions, clean_surface, decimate
+from .contour import dual_contour, open_faces, tidy_contour
 from .extract import marching_cubes_sparse
 from .grid import SparseField, check_resolution, iso_level, unit_margin, unit_to_voxel, voxel_to_unit
 from .mesh import Mesh, MeshError, Normalization, fit_unit_cube, used_vertices, validate_arrays
+from .shell import outer_shell_field
 from .udf import compute_udf
 from .ublocks import UBlocks, active_indices, extract_ublocks, iter_ublocks, pad_average
 
@@ -141,29 +143,79 @@ def input_surface(mesh: Mesh, normalization: Normalization, resolution: int) -> 
     return SurfaceIndex(unit_to_voxel(normalization.to_unit(mesh.vertices), resolution), mesh.faces)
 
 
+def input_surface_of(exact: Mesh) -> SurfaceIndex:
+    """:func:`input_surface` of a mesh already in voxel coordinates."""
+    return SurfaceIndex(exact.vertices, exact.faces)
+
+
+def _extract_closed(field_: SparseField, options: RemeshOptions, stages: _Stages,
+                    surface: PrimitiveIndex | None) -> tuple[np.ndarray, np.ndarray]:
+    """The ε-surface of closed shapes and its clean-up (voxel coordinates). A decoded field
+    (``surface`` None) is first flooded from outside (:mod:`model.shell`), so that the shell stays
+    closed where the network's zero set rises above ε."""
+    cleanup = dataclasses.replace(options.cleanup, target_faces=0)  # decimated once, at the end
+    level = iso_level()
+    if surface is None and cleanup.deflate and cleanup.outer_shell:
+        contoured = stages.run("outer_shell", lambda report: outer_shell_field(field_, level))
+    else:
+        contoured = field_
+    vertices, faces = stages.run("extract", lambda report: marching_cubes_sparse(contoured, level, report))  # type: ignore[misc]
+    if faces.shape[0] == 0 or not cleanup.active:
+        return vertices, faces
+    return stages.run("cleanup", lambda report: clean_surface(vertices, faces, field_, cleanup, report, surface))  # type: ignore[return-value]
+
+
+def _extract_direct(field_: SparseField, exact: Mesh, options: RemeshOptions, stages: _Stages) -> tuple[np.ndarray, np.ndarray]:
+    """Direct mode, where the zero set is the input itself (``exact``, voxel coordinates): open
+    pieces are dual-contoured from it (:mod:`model.contour`: one layer, the input's boundaries),
+    closed pieces take the ε-surface path with every vertex put onto them. A mesh with both gets
+    the UDF of its closed pieces alone, so that their shells do not merge with the sheets'."""
+    n = options.resolution
+    stages.check()
+    open_mask = open_faces(exact.vertices, exact.faces)
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    if open_mask.any():  # type: ignore[union-attr]
+        sheet = exact.faces[open_mask]
+        contoured = stages.run("contour", lambda report: dual_contour(exact.vertices, sheet, n))
+        parts.append(stages.run("cleanup", lambda report: tidy_contour(*contoured, exact.vertices, sheet)))  # type: ignore[misc]
+    closed = exact.faces[~open_mask]  # type: ignore[operator]
+    if len(closed):
+        if open_mask.any():  # type: ignore[union-attr]
+            unit = voxel_to_unit(exact.vertices, n)
+            field_ = stages.run("udf_closed", lambda report: compute_udf(unit, closed, n, report))  # type: ignore[assignment]
+        surface = input_surface_of(Mesh(vertices=exact.vertices, faces=closed))
+        parts.append(_extract_closed(field_, options, stages, surface))
+    return _concatenate(parts)
+
+
+def _concatenate(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.cumsum([0] + [len(v) for v, _ in parts[:-1]])
+    return (np.concatenate([v for v, _ in parts]) if parts else np.empty((0, 3)),
+            np.concatenate([f + o for (_, f), o in zip(parts, offsets)]) if parts else np.empty((0, 3), dtype=np.int64))
+
+
 def _reconstruct(chunks: Iterator[UBlocks], producer: str | None, coords: np.ndarray,
                  normalization: Normalization, options: RemeshOptions, stages: _Stages,
-                 surface: Callable[[], PrimitiveIndex] | None = None) -> Mesh:
-    """Pad-Average the block stream, extract the ε-surface and map it back to the input's frame.
+                 exact: Callable[[], Mesh] | None = None) -> Mesh:
+    """Pad-Average the block stream, extract the surface and map it back to the input's frame.
 
     ``chunks`` is consumed lazily inside Pad-Average; the time booked under ``producer`` (if any)
-    while making them is taken out of Pad-Average's own time. ``surface`` builds the exact zero
-    set when it is known (direct mode); it is built inside the clean-up stage, and only if needed."""
+    while making them is taken out of Pad-Average's own time. ``exact`` gives the input in voxel
+    coordinates when the zero set is known (direct mode); with the clean-up's single layer on, the
+    surface then comes from it (:func:`_extract_direct`); otherwise from the field's ε-surface."""
     resolution = options.resolution
     assembled = stages.run("pad_average", lambda report: pad_average(chunks, resolution, coords, report))
     if producer is not None:
         stages.timings["pad_average"] -= stages.timings.get(producer, 0.0)
-    vertices, faces = stages.run("extract", lambda report: marching_cubes_sparse(assembled, iso_level(), report))  # type: ignore[misc]
+    if exact is not None and options.cleanup.cuts_slabs:
+        vertices, faces = _extract_direct(assembled, exact(), options, stages)  # type: ignore[arg-type]
+    else:  # a decoded field, the raw ε-surface, or sheets kept as closed slabs at ε (--keep-slabs)
+        surface = input_surface_of(exact()) if exact is not None and options.cleanup.deflate else None
+        vertices, faces = _extract_closed(assembled, options, stages, surface)  # type: ignore[arg-type]
     if faces.shape[0] == 0:
-        raise MeshError(f"the ε-surface at N={resolution} is empty")
-    if options.cleanup.active:
-        def cleanup(report: Callable[[float], None]) -> tuple[np.ndarray, np.ndarray]:
-            exact = surface() if surface is not None and options.cleanup.deflate else None
-            return clean_surface(vertices, faces, assembled, options.cleanup, report, exact)  # type: ignore[arg-type]
-
-        vertices, faces = stages.run("cleanup", cleanup)  # type: ignore[misc]
-        if faces.shape[0] == 0:
-            raise MeshError(f"nothing is left of the surface at N={resolution} after clean-up")
+        raise MeshError(f"the surface at N={resolution} is empty")
+    if options.cleanup.target_faces:
+        vertices, faces = stages.run("decimate", lambda report: decimate(vertices, faces, int(options.cleanup.target_faces)))  # type: ignore[misc]
     return Mesh(vertices=normalization.from_unit(voxel_to_unit(vertices, resolution)), faces=faces)
 
 
@@ -250,5 +302,6 @@ def remesh(mesh: Mesh, options: RemeshOptions | None = None, progress: ProgressC
         raise MeshError("the mesh produced no active UBlocks")
     chunks = _timed(iter_ublocks(field_, options.chunk_blocks), "ublocks", stages)
     out = _reconstruct(chunks, "ublocks", coords, normalization, options, stages,
-                       surface=lambda: input_surface(mesh, normalization, options.resolution))
+                       exact=lambda: Mesh(vertices=unit_to_voxel(normalization.to_unit(mesh.vertices), options.resolution),
+                                          faces=mesh.faces))
     return RemeshResult(mesh=out, timings=stages.timings, num_blocks=int(coords.shape[0]))

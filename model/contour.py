@@ -1,0 +1,597 @@
+"""One surface at the exact zero set of a direct-mode field: dual contouring of the input's triangles
+on the N³ grid, for open sheets.
+
+Why not the ε-surface: around an open sheet the ε-level set of the UDF is a closed slab, and cutting
+a deflated slab back to one layer (the double-cover cut of DCUDF) tears wherever the two sides do not
+pair up cleanly — at the rim, at junctions, on folds. In direct mode the zero set is known exactly
+(it is the input), so we contour it instead, on the very grid the field lives on:
+
+* **Crossings.** Every grid edge (between two neighbouring voxel centres) is tested against the
+  input's triangles, exactly: per axis, each triangle is rasterised onto the grid lines along that
+  axis, with a tie rule that gives a line through a shared triangle edge to exactly one of the two
+  triangles (canonical edge direction by position, left side wins), so no crossing is counted twice
+  or lost at a seam. An edge is *crossed* when the surface meets it an odd number of times.
+* **Whole by construction.** The crossed edges form a mod-2 chain: each grid face (square) has an
+  even number of crossed edges around it unless the input's *boundary* passes through it. The dual
+  quads (one per crossed edge, joining the 4 cells around it) therefore have an odd number of quads
+  on a dual edge exactly where the input has a boundary: a closed input gives a closed output, an
+  open sheet one layer whose boundary loops follow the input's, junctions stay joined (a T-junction
+  of the input is a three-quad edge of the output, not a tear), and no hole appears anywhere else.
+* **Vertices.** One per cell, at the minimiser of the quadric of the tangent planes at its crossings
+  (Ju et al., "Dual Contouring of Hermite Data", SIGGRAPH 2002), around their mass point, with small
+  eigenvalues truncated and the result kept inside the cell; sharp creases are kept. Vertices on
+  the output's boundary are then put onto the input's boundary curve (its nearest point), so open
+  boundaries follow the input's, not the grid's staircase.
+
+Everything is sparse: crossings are listed per triangle, grouped by a sorted 64-bit edge key; no
+N³ array is made.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from .bvh import PrimitiveIndex
+from .mesh import face_normals_and_areas
+
+GRID_JITTER = np.array([0.7071067811865476, 0.5773502691896258, 0.4472135954999579]) * 1e-7
+"""A fixed shift (in voxels) of the input against the grid, so that no input vertex lies exactly on a
+grid line (CAD meshes and primitives put vertices at round coordinates); far below any precision
+that matters for the output."""
+
+EIGEN_CUTOFF = 0.1
+"""Eigenvalues of a cell's quadric below this fraction of the largest are treated as zero: along
+those directions the vertex stays at the crossings' mass point (flat and cylindrical regions)."""
+
+
+# --- crossings -------------------------------------------------------------------------------------
+
+
+@nb.njit(cache=True, inline="always")
+def _edge_fn(pu, pv, qu, qv, xu, xv):
+    return (qu - pu) * (xv - pv) - (qv - pv) * (xu - pu)
+
+
+@nb.njit(cache=True, inline="always")
+def _canonical(au, av, bu, bv):
+    """The edge's endpoints in a fixed order by position (so both triangles on an edge compute the
+    very same floating-point edge function)."""
+    if au < bu or (au == bu and av < bv):
+        return au, av, bu, bv
+    return bu, bv, au, av
+
+
+@nb.njit(cache=True, inline="always")
+def _inside_edge(au, av, bu, bv, ru, rv, xu, xv):
+    """Whether x lies on the triangle's side of edge ab (r: the third corner). On the edge itself the
+    triangle to the left of the canonical direction takes the point, so exactly one of two triangles
+    on opposite sides does, and both or neither when they lie on the same side (a fold in this
+    projection, where the line meets the surface twice or not at all: the same parity)."""
+    pu, pv, qu, qv = _canonical(au, av, bu, bv)
+    side = _edge_fn(pu, pv, qu, qv, ru, rv)
+    e = _edge_fn(pu, pv, qu, qv, xu, xv)
+    if side > 0.0:
+        return e >= 0.0
+    return e < 0.0
+
+
+@nb.njit(parallel=True, cache=True)
+def _rasterise(tri, axis, count_only, start, keys, where, owner, m):
+    """Crossings of the grid lines along ``axis`` with each triangle of ``tri`` [F, 3, 3] (voxel
+    coordinates). First call counts per triangle (``start`` receives the counts); the second writes
+    edge keys, crossing coordinates along the axis and the triangle index from ``start``."""
+    u_axis = (axis + 1) % 3
+    v_axis = (axis + 2) % 3
+    for t in nb.prange(tri.shape[0]):
+        au, av, aw = tri[t, 0, u_axis], tri[t, 0, v_axis], tri[t, 0, axis]
+        bu, bv, bw = tri[t, 1, u_axis], tri[t, 1, v_axis], tri[t, 1, axis]
+        cu, cv, cw = tri[t, 2, u_axis], tri[t, 2, v_axis], tri[t, 2, axis]
+        area = _edge_fn(au, av, bu, bv, cu, cv)
+        n = 0
+        if area != 0.0:
+            u0 = int(np.ceil(min(au, bu, cu)))
+            u1 = int(np.floor(max(au, bu, cu)))
+            v0 = int(np.ceil(min(av, bv, cv)))
+            v1 = int(np.floor(max(av, bv, cv)))
+            out = start[t]
+            for iu in range(u0, u1 + 1):
+                for iv in range(v0, v1 + 1):
+                    xu, xv = float(iu), float(iv)
+                    if not (_inside_edge(au, av, bu, bv, cu, cv, xu, xv)
+                            and _inside_edge(bu, bv, cu, cv, au, av, xu, xv)
+                            and _inside_edge(cu, cv, au, av, bu, bv, xu, xv)):
+                        continue
+                    if not count_only:
+                        # barycentric weights from the sub-areas, then the crossing along the axis
+                        wa = _edge_fn(bu, bv, cu, cv, xu, xv) / area
+                        wb = _edge_fn(cu, cv, au, av, xu, xv) / area
+                        w = wa * aw + wb * bw + (1.0 - wa - wb) * cw
+                        iw = int(np.floor(w))
+                        if axis == 0:
+                            nx, ny, nz = iw, iu, iv
+                        elif axis == 1:
+                            nx, ny, nz = iv, iw, iu
+                        else:
+                            nx, ny, nz = iu, iv, iw
+                        keys[out + n] = ((axis * m + nx) * m + ny) * m + nz
+                        where[out + n] = w
+                        owner[out + n] = t
+                    n += 1
+        if count_only:
+            start[t] = n
+
+
+def grid_crossings(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every crossing of a grid edge by a triangle: (edge key int64, coordinate along the edge's axis,
+    triangle index), sorted by key. ``vertices`` in voxel coordinates, inside [0, N)."""
+    tri = np.ascontiguousarray(np.asarray(vertices, dtype=np.float64)[faces] + GRID_JITTER)
+    m = resolution + 1
+    parts = []
+    for axis in range(3):
+        counts = np.zeros(len(faces), dtype=np.int64)
+        _rasterise(tri, axis, True, counts, np.empty(0, np.int64), np.empty(0), np.empty(0, np.int64), m)
+        start = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        total = int(counts.sum())
+        keys, where, owner = np.empty(total, np.int64), np.empty(total), np.empty(total, np.int64)
+        _rasterise(tri, axis, False, start, keys, where, owner, m)
+        parts.append((keys, where, owner))
+    keys = np.concatenate([p[0] for p in parts])
+    where = np.concatenate([p[1] for p in parts])
+    owner = np.concatenate([p[2] for p in parts])
+    order = np.argsort(keys, kind="stable")
+    return keys[order], where[order], owner[order]
+
+
+def odd_edges(keys: np.ndarray, patch: np.ndarray, piece: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(unique keys of the crossed edges, index of one crossing of each).
+
+    Parity is counted per manifold patch of the input; the patches of one piece (joined at
+    non-manifold edges: a fin on a body) cross an edge when any of them does, so a junction merges
+    in its cell instead of cancelling; separate pieces combine by parity again, so two pieces that
+    touch (a lid on a pot) fold into each other without a tear. ``keys`` sorted; ``patch`` and
+    ``piece`` per crossing."""
+    if len(keys) == 0:
+        return keys, np.empty(0, dtype=np.int64)
+    order = np.lexsort((patch, piece, keys))
+    k, c, p = keys[order], piece[order], patch[order]
+    first = np.flatnonzero(np.concatenate([[True], (k[1:] != k[:-1]) | (c[1:] != c[:-1]) | (p[1:] != p[:-1])]))
+    count = np.diff(np.concatenate([first, [len(k)]]))
+    odd = first[count % 2 == 1]
+    pick = odd + count[count % 2 == 1] // 2  # of an odd run, its middle crossing
+    # one vote per (edge, piece)
+    vote = np.concatenate([[True], (k[odd][1:] != k[odd][:-1]) | (c[odd][1:] != c[odd][:-1])])
+    voted_key, voted_pick = k[odd][vote], pick[vote]
+    start = np.flatnonzero(np.concatenate([[True], voted_key[1:] != voted_key[:-1]]))
+    votes = np.diff(np.concatenate([start, [len(voted_key)]]))
+    crossed = start[votes % 2 == 1]
+    return voted_key[crossed], order[voted_pick[crossed]]
+
+
+# --- dual contouring -------------------------------------------------------------------------------
+
+
+@nb.njit(cache=True)
+def _accumulate(cell_of, points, normals, out):
+    """Per cell: the quadric Σ n nᵀ (6), Σ n (n·p) (3), Σ p (3) and the crossing count."""
+    for i in range(cell_of.shape[0]):
+        px, py, pz = points[i, 0], points[i, 1], points[i, 2]
+        nx, ny, nz = normals[i, 0], normals[i, 1], normals[i, 2]
+        d = nx * px + ny * py + nz * pz
+        for s in range(4):
+            c = cell_of[i, s]
+            out[c, 0] += nx * nx
+            out[c, 1] += nx * ny
+            out[c, 2] += nx * nz
+            out[c, 3] += ny * ny
+            out[c, 4] += ny * nz
+            out[c, 5] += nz * nz
+            out[c, 6] += nx * d
+            out[c, 7] += ny * d
+            out[c, 8] += nz * d
+            out[c, 9] += px
+            out[c, 10] += py
+            out[c, 11] += pz
+            out[c, 12] += 1.0
+
+
+@nb.njit(cache=True)
+def _jacobi3(a, vectors):
+    """Eigen-decomposition of a symmetric 3×3 matrix in place (cyclic Jacobi): the diagonal of ``a``
+    holds the eigenvalues, the columns of ``vectors`` the eigenvectors."""
+    for i in range(3):
+        for j in range(3):
+            vectors[i, j] = 1.0 if i == j else 0.0
+    for _ in range(12):
+        off = a[0, 1] * a[0, 1] + a[0, 2] * a[0, 2] + a[1, 2] * a[1, 2]
+        if off < 1e-22:
+            break
+        for p in range(2):
+            for q in range(p + 1, 3):
+                if abs(a[p, q]) < 1e-30:
+                    continue
+                theta = (a[q, q] - a[p, p]) / (2.0 * a[p, q])
+                t = (1.0 if theta >= 0 else -1.0) / (abs(theta) + np.sqrt(theta * theta + 1.0))
+                c = 1.0 / np.sqrt(t * t + 1.0)
+                s = t * c
+                for k in range(3):  # A ← Jᵀ A J
+                    akp, akq = a[k, p], a[k, q]
+                    a[k, p] = c * akp - s * akq
+                    a[k, q] = s * akp + c * akq
+                for k in range(3):
+                    apk, aqk = a[p, k], a[q, k]
+                    a[p, k] = c * apk - s * aqk
+                    a[q, k] = s * apk + c * aqk
+                for k in range(3):
+                    vkp, vkq = vectors[k, p], vectors[k, q]
+                    vectors[k, p] = c * vkp - s * vkq
+                    vectors[k, q] = s * vkp + c * vkq
+
+
+@nb.njit(parallel=True, cache=True)
+def _solve_cells(acc, cells, m, cutoff, out):
+    """Each cell's vertex: the quadric's minimiser nearest the mass point, inside the cell."""
+    for c in nb.prange(acc.shape[0]):
+        k = acc[c, 12]
+        mx, my, mz = acc[c, 9] / k, acc[c, 10] / k, acc[c, 11] / k
+        a = np.empty((3, 3))
+        a[0, 0], a[0, 1], a[0, 2] = acc[c, 0], acc[c, 1], acc[c, 2]
+        a[1, 0], a[1, 1], a[1, 2] = acc[c, 1], acc[c, 3], acc[c, 4]
+        a[2, 0], a[2, 1], a[2, 2] = acc[c, 2], acc[c, 4], acc[c, 5]
+        # right-hand side around the mass point: Σ n (n·p) − A m
+        rx = acc[c, 6] - (a[0, 0] * mx + a[0, 1] * my + a[0, 2] * mz)
+        ry = acc[c, 7] - (a[1, 0] * mx + a[1, 1] * my + a[1, 2] * mz)
+        rz = acc[c, 8] - (a[2, 0] * mx + a[2, 1] * my + a[2, 2] * mz)
+        vectors = np.empty((3, 3))
+        _jacobi3(a, vectors)
+        largest = max(a[0, 0], a[1, 1], a[2, 2])
+        x, y, z = mx, my, mz
+        for e in range(3):
+            lam = a[e, e]
+            if lam <= cutoff * largest or lam <= 0.0:
+                continue
+            vx, vy, vz = vectors[0, e], vectors[1, e], vectors[2, e]
+            coef = (vx * rx + vy * ry + vz * rz) / lam
+            x += coef * vx
+            y += coef * vy
+            z += coef * vz
+        key = cells[c]
+        cx = key // (m * m)
+        cy = (key // m) % m
+        cz = key % m
+        out[c, 0] = min(max(x, cx), cx + 1.0)
+        out[c, 1] = min(max(y, cy), cy + 1.0)
+        out[c, 2] = min(max(z, cz), cz + 1.0)
+
+
+def dual_contour(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The zero set of ``faces`` as a dual-contoured triangle mesh on the N³ grid (voxel coordinates
+    in and out), and per output triangle the input face it came from. Whole by construction (see
+    the module's docstring); boundary vertices are not yet snapped — see :func:`snap_boundary`."""
+    vertices = np.asarray(vertices, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int64)
+    if len(faces) == 0:
+        return np.empty((0, 3)), np.empty((0, 3), dtype=np.int64), np.empty(0, dtype=np.int64)
+    keys, where, owner = grid_crossings(vertices, faces, resolution)
+    patch, piece = input_parts(vertices, faces)
+    edges, pick = odd_edges(keys, patch[owner], piece[owner])
+    if len(edges) == 0:
+        return np.empty((0, 3)), np.empty((0, 3), dtype=np.int64), np.empty(0, dtype=np.int64)
+    m = resolution + 1
+    axis = edges // (m * m * m)
+    node = np.stack([(edges // (m * m)) % m, (edges // m) % m, edges % m], axis=1)
+    points = node.astype(np.float64)
+    points[np.arange(len(edges)), axis] = where[pick]
+    normals, _ = face_normals_and_areas(vertices, faces[owner[pick]])
+
+    # the 4 cells around each edge, counter-clockwise about +axis: node − e_u − e_v, − e_v, 0, − e_u
+    u_axis, v_axis = (axis + 1) % 3, (axis + 2) % 3
+    rows = np.arange(len(edges))
+    e_u = np.zeros((len(edges), 3), dtype=np.int64)
+    e_v = np.zeros((len(edges), 3), dtype=np.int64)
+    e_u[rows, u_axis] = 1
+    e_v[rows, v_axis] = 1
+    corners = np.stack([node - e_u - e_v, node - e_v, node, node - e_u], axis=1)  # [E, 4, 3]
+    cell_keys = (corners[..., 0] * m + corners[..., 1]) * m + corners[..., 2]
+    cells, cell_of = np.unique(cell_keys.ravel(), return_inverse=True)
+    cell_of = cell_of.reshape(-1, 4).astype(np.int64)
+
+    acc = np.zeros((len(cells), 13))
+    _accumulate(cell_of, points, normals, acc)
+    out_vertices = np.empty((len(cells), 3))
+    _solve_cells(acc, cells.astype(np.int64), m, EIGEN_CUTOFF, out_vertices)
+
+    # orient each quad like the input's normal at its crossing; split along the shorter diagonal
+    flip = normals[rows, axis] < 0
+    quads = np.where(flip[:, None], cell_of[:, ::-1], cell_of)
+    q = out_vertices[quads]
+    diag02 = np.linalg.norm(q[:, 0] - q[:, 2], axis=1)
+    diag13 = np.linalg.norm(q[:, 1] - q[:, 3], axis=1)
+    split02 = diag02 <= diag13
+    tri_a = np.where(split02[:, None], quads[:, [0, 1, 2]], quads[:, [1, 2, 3]])
+    tri_b = np.where(split02[:, None], quads[:, [0, 2, 3]], quads[:, [1, 3, 0]])
+    source = owner[pick]
+    return out_vertices, np.concatenate([tri_a, tri_b]), np.concatenate([source, source])
+
+
+# --- boundaries and pieces -------------------------------------------------------------------------
+
+
+def edge_valence(num_vertices: int, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Undirected edges [E, 2] (smaller index first) and how many faces use each."""
+    e = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    key = e[:, 0] * np.int64(num_vertices + 1) + e[:, 1]
+    unique, counts = np.unique(key, return_counts=True)
+    return np.stack([unique // (num_vertices + 1), unique % (num_vertices + 1)], axis=1), counts
+
+
+def weld(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Merge vertices with identical coordinates (files split vertices at UV and normal seams, which
+    would otherwise read as boundaries)."""
+    unique, inverse = np.unique(np.asarray(vertices, dtype=np.float64), axis=0, return_inverse=True)
+    return unique, inverse.reshape(-1)[faces]
+
+
+def input_parts(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(manifold patch, piece) per face, after welding: patches are joined across edges that exactly
+    two faces share, pieces across any shared edge (see :func:`odd_edges` for why both)."""
+    from .cleanup import face_components
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    welded_vertices, welded = weld(vertices, faces)
+    owner, _, first, size = _half_edge_groups(welded)
+    two = first[size == 2]
+    graph = coo_matrix((np.ones(len(two), np.int8), (owner[two], owner[two + 1])), shape=(len(faces),) * 2)
+    patch = connected_components(graph, directed=False)[1]
+    shared = np.repeat(first, size)  # every half-edge to its group's first: pieces by shared edges
+    graph = coo_matrix((np.ones(len(shared), np.int8), (owner[shared], owner[np.arange(len(shared))])), shape=(len(faces),) * 2)
+    return patch, connected_components(graph, directed=False)[1]
+
+
+def open_faces(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Which faces belong to open pieces: edge-connected pieces (after welding) that have a boundary
+    edge, i.e. one used by a single face."""
+    from .cleanup import face_components
+
+    welded_vertices, welded = weld(vertices, faces)
+    edges, counts = edge_valence(len(welded_vertices), welded)
+    border = np.zeros(len(welded_vertices), dtype=bool)
+    border[edges[counts == 1].ravel()] = True
+    count, piece = face_components(len(welded_vertices), welded)
+    open_piece = np.zeros(count, dtype=bool)
+    open_piece[piece[border[welded].any(axis=1)]] = True
+    return open_piece[piece]
+
+
+def input_junctions(vertices: np.ndarray, faces: np.ndarray) -> PrimitiveIndex | None:
+    """The input's non-manifold edges (three or more faces) as segments, or None."""
+    welded_vertices, welded = weld(vertices, faces)
+    edges, counts = edge_valence(len(welded_vertices), welded)
+    return PrimitiveIndex(welded_vertices, edges[counts >= 3]) if (counts >= 3).any() else None
+
+
+def boundary_segments(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The input's boundary as segments: (welded vertices, [S, 2] edges used by one face)."""
+    welded_vertices, welded = weld(vertices, faces)
+    edges, counts = edge_valence(len(welded_vertices), welded)
+    return welded_vertices, edges[counts == 1]
+
+
+DETACH_DISTANCE = 1.5
+"""An output edge shared by three faces within this many voxels of the input's boundary is a sheet
+whose boundary runs through a cell of another sheet (one vertex per cell joins them there): the odd
+face is detached, so the boundary stays one loop instead of breaking into pieces at every contact."""
+
+FRAGMENT_EDGES = 4
+"""See :func:`trim_fragments`."""
+
+CRUMB_RATIO = 0.01
+"""See :func:`drop_crumbs`."""
+
+SNAP_DISTANCE = 2.0
+"""Output boundary vertices are put onto the input's boundary when it is at most this far (voxels)."""
+
+
+def _half_edge_groups(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Directed face edges sorted by undirected edge: (owner face, corner k of the edge's start,
+    group start offsets, group sizes)."""
+    num = int(faces.max()) + 1
+    start = faces.reshape(-1)  # corner k of face f starts edge (f, k)
+    end = np.roll(faces, -1, axis=1).reshape(-1)
+    key = np.minimum(start, end).astype(np.int64) * num + np.maximum(start, end)
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    first = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+    return order // 3, order % 3, first, np.diff(np.concatenate([first, [len(key)]]))
+
+
+def _fins(vertices: np.ndarray, faces: np.ndarray, near: np.ndarray):
+    """Edges shared by three faces with an end near the input's boundary: (half-edge ids [T, 3] of
+    their faces, which two of the three continue each other [T, 2]), plus the half-edge tables."""
+    owner, corner, first, size = _half_edge_groups(faces)
+    three = np.flatnonzero(size == 3)
+    start_vertex = faces[owner[first[three]], corner[first[three]]]
+    end_vertex = faces[owner[first[three]], (corner[first[three]] + 1) % 3]
+    three = three[near[start_vertex] | near[end_vertex]]
+    h = first[three][:, None] + np.arange(3)[None, :]
+    f = owner[h]
+    normals, _ = face_normals_and_areas(vertices, faces)
+    forward = faces[f, corner[h]] == faces[f[:, :1], corner[h[:, :1]]]  # same start as the first face
+    best = np.full(len(three), -np.inf)
+    pair = np.zeros((len(three), 2), dtype=np.int64)
+    for i, j in ((0, 1), (0, 2), (1, 2)):  # continuing faces run opposite ways along the edge
+        score = np.where(forward[:, i] != forward[:, j], 0.0, -10.0) + np.einsum("ij,ij->i", normals[f[:, i]], normals[f[:, j]])
+        better = score > best
+        best[better] = score[better]
+        pair[better] = (i, j)
+    return h, pair, (owner, corner, first, size)
+
+
+def detach_at_boundary(vertices: np.ndarray, faces: np.ndarray, near: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split the output where a sheet's boundary runs through a cell of another sheet.
+
+    ``near``: per vertex, whether it lies near the input's boundary. At each edge shared by three
+    faces with an end near, the two faces that continue each other (opposite directions along the
+    edge, normals most alike) stay joined and the third is cut loose; every other edge keeps all its
+    faces joined, and the vertices at such edges are duplicated per group of faces still joined
+    around them. A third face that stays attached through its other edges (a fin folded round the
+    vertex) is removed: it lies on the boundary, so the notch joins the boundary loop. Returns the
+    vertices, the faces and the index of each kept face in ``faces``."""
+    kept = np.arange(len(faces))
+    if len(faces) == 0:
+        return vertices, faces, kept
+    h, pair, (owner, corner, first, size) = _fins(vertices, faces, near)
+    if len(h) == 0:
+        return vertices, faces, kept
+    rows = np.arange(len(h))
+    third = h[rows, 3 - pair[:, 0] - pair[:, 1]]
+    cut_vertices = np.unique(np.concatenate([faces[owner[third], corner[third]], faces[owner[third], (corner[third] + 1) % 3]]))
+    affected = np.zeros(len(vertices), dtype=bool)
+    affected[cut_vertices] = True
+    # half-edge joins: each edge's first face to the others, except the cut third faces
+    group = np.repeat(np.arange(len(first)), size)
+    lead = first[group]
+    joined = np.arange(len(group)) != lead
+    joined[third] = False
+    joined[h[rows, pair[:, 1]]] = False  # re-joined to its partner below (the lead may be the third)
+    ha = np.concatenate([lead[joined], h[rows, pair[:, 0]]])
+    hb = np.concatenate([np.flatnonzero(joined), h[rows, pair[:, 1]]])
+    fa, ka, fb, kb = owner[ha], corner[ha], owner[hb], corner[hb]
+    va, vb = faces[fa, ka], faces[fa, (ka + 1) % 3]
+    same_start = faces[fb, kb] == va
+    kb_at_va = np.where(same_start, kb, (kb + 1) % 3)
+    kb_at_vb = np.where(same_start, (kb + 1) % 3, kb)
+    src = np.concatenate([3 * fa + ka, 3 * fa + (ka + 1) % 3])
+    dst = np.concatenate([3 * fb + kb_at_va, 3 * fb + kb_at_vb])
+    keep = affected[np.concatenate([va, vb])]  # only slots around cut vertices can part
+    src, dst = src[keep], dst[keep]
+    slots = np.flatnonzero(affected[faces.reshape(-1)])
+    local = np.full(3 * len(faces), -1, dtype=np.int64)
+    local[slots] = np.arange(len(slots))
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(src), np.int8), (local[src], local[dst])), shape=(len(slots), len(slots)))
+    _, component = connected_components(graph, directed=False)
+    slot_vertex = faces.reshape(-1)[slots]
+    pairs, copy = np.unique(np.stack([slot_vertex, component], axis=1), axis=0, return_inverse=True)
+    # the first group of each vertex keeps its index, the others become new vertices
+    first_of_vertex = np.concatenate([[True], pairs[1:, 0] != pairs[:-1, 0]])
+    new_index = np.where(first_of_vertex, pairs[:, 0], len(vertices) + np.cumsum(~first_of_vertex) - 1)
+    out_faces = faces.reshape(-1).copy()
+    out_faces[slots] = new_index[copy.reshape(-1)]
+    out_faces = out_faces.reshape(-1, 3)
+    out_vertices = np.concatenate([vertices, vertices[pairs[~first_of_vertex, 0]]])
+    # fins still attached through their other edges go
+    near_out = np.concatenate([near, near[pairs[~first_of_vertex, 0]]])
+    h2, pair2, (owner2, _, _, _) = _fins(out_vertices, out_faces, near_out)
+    if len(h2):
+        drop = np.unique(owner2[h2[np.arange(len(h2)), 3 - pair2[:, 0] - pair2[:, 1]]])
+        out_faces, kept = np.delete(out_faces, drop, axis=0), np.delete(kept, drop)
+    return out_vertices, out_faces, kept
+
+
+def snap_boundary(vertices: np.ndarray, faces: np.ndarray, boundary: PrimitiveIndex | None) -> np.ndarray:
+    """Put the output's boundary vertices onto the input's boundary curve (nearest point) when it is
+    within :data:`SNAP_DISTANCE`."""
+    if boundary is None or len(faces) == 0:
+        return vertices
+    edges, counts = edge_valence(len(vertices), faces)
+    on_border = np.unique(edges[counts == 1].ravel())
+    if len(on_border) == 0:
+        return vertices
+    out = vertices.copy()
+    dist, _, closest = boundary.closest_points(vertices[on_border])
+    close = dist <= SNAP_DISTANCE
+    out[on_border[close]] = closest[close]
+    return out
+
+
+def trim_fragments(vertices: np.ndarray, faces: np.ndarray, rounds: int = 4) -> np.ndarray:
+    """Which faces to keep after removing, a few rounds over, the faces along short open boundary
+    chains (at most :data:`FRAGMENT_EDGES` edges, ending at non-manifold vertices rather than closing
+    into a loop). Such a chain is a quad missing where three sheets of the input meet in one cell
+    and two crossings fall on one grid edge; removing the face beside it lets the notch join the
+    junction or the neighbouring boundary instead of counting as a loop of its own."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    keep = np.ones(len(faces), dtype=bool)
+    for _ in range(rounds):
+        alive = np.flatnonzero(keep)
+        owner, corner, first, size = _half_edge_groups(faces[alive])
+        border = first[size == 1]
+        if len(border) == 0:
+            break
+        f = faces[alive]
+        a, b = f[owner[border], corner[border]], f[owner[border], (corner[border] + 1) % 3]
+        nv = len(vertices)
+        graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(nv, nv))
+        _, label = connected_components(graph, directed=False)
+        chain = label[a]
+        edges_per_chain = np.bincount(chain, minlength=nv)
+        degree = np.bincount(np.concatenate([a, b]), minlength=nv)
+        open_chain = np.zeros(nv, dtype=bool)
+        open_chain[label[np.flatnonzero(degree == 1)]] = True
+        short = open_chain[chain] & (edges_per_chain[chain] <= FRAGMENT_EDGES)
+        if not short.any():
+            break
+        keep[alive[np.unique(owner[border[short]])]] = False
+    return keep
+
+
+def drop_crumbs(vertices: np.ndarray, faces: np.ndarray, source_piece: np.ndarray) -> np.ndarray:
+    """Which faces to keep: an output piece smaller than :data:`CRUMB_RATIO` of the largest output
+    piece made from the same input piece is a crumb (a sliver of the input thinner than a voxel,
+    cut off where the grid cannot follow it), not a part; ``source_piece`` per face."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    owner, _, first, size = _half_edge_groups(faces)
+    shared = np.repeat(first, size)
+    graph = coo_matrix((np.ones(len(shared), np.int8), (owner[shared], owner)), shape=(len(faces),) * 2)
+    count, piece = connected_components(graph, directed=False)
+    area = np.bincount(piece, weights=face_normals_and_areas(vertices, faces)[1], minlength=count)
+    origin = np.zeros(count, dtype=np.int64)
+    origin[piece] = source_piece
+    largest = np.zeros(int(source_piece.max()) + 1)
+    np.maximum.at(largest, origin, area)
+    return (area >= CRUMB_RATIO * largest[origin])[piece]
+
+
+def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.ndarray, vertices: np.ndarray,
+                 faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The clean-up of a dual-contoured sheet (``source``: input face per output face; ``vertices``,
+    ``faces``: the input in voxel coordinates): detached where its boundary touches another sheet,
+    without junction fragments and crumbs, boundaries on the input's."""
+    from .cleanup import compact
+
+    if len(out_faces) == 0:
+        return out_vertices, out_faces
+    welded_vertices, segments = boundary_segments(vertices, faces)
+    index = PrimitiveIndex(welded_vertices, segments) if len(segments) else None
+    if index is not None:
+        edges, counts = edge_valence(len(out_vertices), out_faces)
+        near = np.zeros(len(out_vertices), dtype=bool)
+        candidates = np.unique(edges[counts == 3].ravel())
+        near[candidates] = index.distance(out_vertices[candidates]) <= DETACH_DISTANCE
+        junctions = input_junctions(vertices, faces)
+        if junctions is not None:  # a real junction of the input stays joined
+            near[candidates] &= junctions.distance(out_vertices[candidates]) > DETACH_DISTANCE
+        out_vertices, out_faces, kept = detach_at_boundary(out_vertices, out_faces, near)
+        source = source[kept]
+    keep = trim_fragments(out_vertices, out_faces)
+    out_faces, source = out_faces[keep], source[keep]
+    keep = drop_crumbs(out_vertices, out_faces, input_parts(vertices, faces)[1][source])
+    out_vertices, out_faces = compact(out_vertices, out_faces[keep])
+    return snap_boundary(out_vertices, out_faces, index), out_faces
+
+
+def contour_open(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """Open sheets, contoured and tidied (voxel coordinates in and out)."""
+    return tidy_contour(*dual_contour(vertices, faces, resolution), vertices, faces)
+
+
+__all__ = ["boundary_segments", "tidy_contour", "trim_fragments", "drop_crumbs", "input_parts", "input_junctions", "contour_open", "detach_at_boundary", "dual_contour", "edge_valence", "grid_crossings", "odd_edges",
+           "open_faces", "snap_boundary", "weld"]

@@ -1,0 +1,272 @@
+"""The outside of a decoded field: which voxels the ε-surface's outer shell may enclose, found by a
+flood from the grid's border, so that the extracted surface is closed whatever the field's errors.
+
+Why: a decoded UDF is never exact, and where its minimum rises above ε (a patch of the surface the
+network reconstructs a little too far from zero) the ε-level set has a hole, the outer and inner
+shells join through it, and the shape comes out torn or doubled. Here the outside is flooded
+through voxels *clearly* off the surface (2 to 3.5 voxels, the least that keeps out of the interior
+the strictest flood finds), which a decoded field's small errors cannot open a way through; it then grows back a few voxels through
+voxels above ε, so concavities keep their ε-level detail. Every voxel the flood did not reach is
+inside. Marching cubes on the field with the inside clamped below ε then yields only the outer
+shell, closed by construction: a hole in the decoded ε-surface becomes a shallow dent, not a tear.
+
+Sparse throughout: voxels are flooded block by block (a worklist of 8³ blocks, with a local flood
+inside each); unstored blocks are taken whole, by their connected components on the block grid (a
+(N/8)³ byte array, 2 MB at N=1024, the only dense array and 512 times smaller than N³).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+from scipy import ndimage
+
+from .grid import BLOCK_SIZE, FAR, SparseField, block_keys, lookup_blocks, neighbor_table
+
+FACE_OFFSETS = np.array([(-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1)], dtype=np.int64)
+
+
+@dataclass
+class ShellOptions:
+    """``flood_levels``: the field values (normalised, like the field: 0.5 is 2 voxels) above which
+    the outside may flood (see :func:`flood_outside`: an interior reached from outside means the flood
+    found a hole in a closed wall); ``regrow_steps``: voxel
+    steps the outside then grows through values above the iso-level."""
+
+    flood_levels: tuple[float, ...] = (0.5, 0.625, 0.75, 0.875)
+    regrow_steps: int = 2
+
+
+@nb.njit(cache=True, inline="always")
+def _face_voxel(d, i, j):
+    """Local (x, y, z) of the voxel (i, j) on face d of a block (d: -x, +x, -y, +y, -z, +z)."""
+    axis = d >> 1
+    layer = 0 if (d & 1) == 0 else BLOCK_SIZE - 1
+    if axis == 0:
+        return layer, i, j
+    if axis == 1:
+        return i, layer, j
+    return i, j, layer
+
+
+@nb.njit(cache=True)
+def _flood(values, nbr, unstored_out, level, outside, queued, queue, label_blocks_start, label_blocks):
+    """Worklist flood: a voxel is outside when its value is above ``level`` and a face neighbour is
+    outside (a voxel of a neighbouring block, or an unstored block of an outside component).
+    ``nbr`` [M, 6]: stored neighbour index, or -1 - label of the unstored component (label 0: off
+    the grid). Unstored components reached from a stored voxel become outside too, and their
+    stored neighbours are queued (``label_blocks``: per label, the stored blocks that touch it)."""
+    m = values.shape[0]
+    head, tail = 0, 0
+    for b in range(m):
+        for d in range(6):
+            c = nbr[b, d]
+            if c < 0 and unstored_out[-1 - c]:
+                if not queued[b]:
+                    queued[b] = True
+                    queue[tail % m] = b
+                    tail += 1
+                break
+    s = BLOCK_SIZE
+    while head < tail:
+        b = queue[head % m]
+        head += 1
+        queued[b] = False
+        changed_any = False
+        # seeds from the faces
+        for d in range(6):
+            c = nbr[b, d]
+            for i in range(s):
+                for j in range(s):
+                    x, y, z = _face_voxel(d, i, j)
+                    if outside[b, x, y, z] or values[b, x, y, z] <= level:
+                        continue
+                    if c >= 0:
+                        ox, oy, oz = _face_voxel(d ^ 1, i, j)
+                        if outside[c, ox, oy, oz]:
+                            outside[b, x, y, z] = True
+                            changed_any = True
+                    elif unstored_out[-1 - c]:
+                        outside[b, x, y, z] = True
+                        changed_any = True
+        if not changed_any:
+            continue
+        # local flood inside the block, sweeping until nothing changes
+        changed = True
+        while changed:
+            changed = False
+            for x in range(s):
+                for y in range(s):
+                    for z in range(s):
+                        if outside[b, x, y, z] or values[b, x, y, z] <= level:
+                            continue
+                        if ((x > 0 and outside[b, x - 1, y, z]) or (x < s - 1 and outside[b, x + 1, y, z])
+                                or (y > 0 and outside[b, x, y - 1, z]) or (y < s - 1 and outside[b, x, y + 1, z])
+                                or (z > 0 and outside[b, x, y, z - 1]) or (z < s - 1 and outside[b, x, y, z + 1])):
+                            outside[b, x, y, z] = True
+                            changed = True
+        # pass it on: stored neighbours get queued, unstored components reached become outside
+        for d in range(6):
+            c = nbr[b, d]
+            reached = False
+            for i in range(s):
+                for j in range(s):
+                    x, y, z = _face_voxel(d, i, j)
+                    if outside[b, x, y, z]:
+                        reached = True
+                        break
+                if reached:
+                    break
+            if not reached:
+                continue
+            if c >= 0:
+                if not queued[c]:
+                    queued[c] = True
+                    queue[tail % m] = c
+                    tail += 1
+            elif not unstored_out[-1 - c]:
+                label = -1 - c
+                unstored_out[label] = True
+                for k in range(label_blocks_start[label], label_blocks_start[label + 1]):
+                    other = label_blocks[k]
+                    if not queued[other]:
+                        queued[other] = True
+                        queue[tail % m] = other
+                        tail += 1
+
+
+@nb.njit(cache=True)
+def _regrow_step(values, nbr, unstored_out, level, outside, grown):
+    """One synchronous step: voxels above ``level`` next to an outside voxel become outside."""
+    s = BLOCK_SIZE
+    count = 0
+    for b in range(values.shape[0]):
+        for x in range(s):
+            for y in range(s):
+                for z in range(s):
+                    grown[b, x, y, z] = False
+                    if outside[b, x, y, z] or values[b, x, y, z] <= level:
+                        continue
+                    hit = False
+                    for d in range(6):
+                        axis = d >> 1
+                        step = -1 if (d & 1) == 0 else 1
+                        nx, ny, nz = x, y, z
+                        if axis == 0:
+                            nx += step
+                        elif axis == 1:
+                            ny += step
+                        else:
+                            nz += step
+                        if 0 <= nx < s and 0 <= ny < s and 0 <= nz < s:
+                            if outside[b, nx, ny, nz]:
+                                hit = True
+                        else:
+                            c = nbr[b, d]
+                            if c >= 0:
+                                if outside[c, nx % s, ny % s, nz % s]:
+                                    hit = True
+                            elif unstored_out[-1 - c]:
+                                hit = True
+                        if hit:
+                            break
+                    if hit:
+                        grown[b, x, y, z] = True
+                        count += 1
+    for b in range(values.shape[0]):
+        for x in range(s):
+            for y in range(s):
+                for z in range(s):
+                    if grown[b, x, y, z]:
+                        outside[b, x, y, z] = True
+    return count
+
+
+def flood_outside(field: SparseField, iso: float, options: ShellOptions = ShellOptions()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(outside voxels bool [M, 8, 8, 8] of the stored blocks, coarse component labels of the unstored
+    blocks [g, g, g] (0 where stored), outside flag per label).
+
+    The interior is what the strictest of ``options.flood_levels`` does not reach and lies above
+    it (or is unstored): voxels enclosed by walls even then. The flood used is the most permissive
+    one that reaches none of it (concavities keep the most detail), else the strictest."""
+    g = field.grid
+    coords = field.coords.astype(np.int64)
+    stored = np.zeros((g, g, g), dtype=bool)
+    stored[coords[:, 0], coords[:, 1], coords[:, 2]] = True
+    labels, count = ndimage.label(~stored)  # 6-connected components of unstored blocks
+    unstored_out = np.zeros(count + 1, dtype=bool)
+    unstored_out[0] = True  # off the grid
+    border = np.unique(np.concatenate([labels[[0, -1], :, :].ravel(), labels[:, [0, -1], :].ravel(),
+                                       labels[:, :, [0, -1]].ravel()]))
+    unstored_out[border[border > 0]] = True
+
+    nbr = neighbor_table(field.keys, coords, g, FACE_OFFSETS)
+    for d, off in enumerate(FACE_OFFSETS):
+        missing = nbr[:, d] < 0
+        c = coords[missing] + off
+        inside = np.all((c >= 0) & (c < g), axis=1)
+        lab = np.zeros(int(missing.sum()), dtype=np.int64)
+        lab[inside] = labels[c[inside, 0], c[inside, 1], c[inside, 2]]
+        nbr[missing, d] = -1 - lab
+    # per unstored label, the stored blocks touching it (CSR)
+    touching = nbr < 0
+    block_ids = np.nonzero(touching)[0]
+    block_labels = -1 - nbr[touching]
+    order = np.argsort(block_labels, kind="stable")
+    label_blocks = block_ids[order].astype(np.int64)
+    label_blocks_start = np.searchsorted(block_labels[order], np.arange(count + 2)).astype(np.int64)
+
+    values = np.ascontiguousarray(field.values, dtype=np.float32)
+    m = values.shape[0]
+    border_out = unstored_out.copy()
+
+    def flood(level: float) -> tuple[np.ndarray, np.ndarray]:
+        reached = border_out.copy()
+        outside = np.zeros(values.shape, dtype=np.bool_)
+        _flood(values, nbr, reached, np.float32(level), outside, np.zeros(m, dtype=np.bool_),
+               np.empty(max(m, 1), dtype=np.int64), label_blocks_start, label_blocks)
+        return outside, reached
+
+    # the interior: what the strictest flood leaves, and that lies clearly off the surface
+    levels = sorted(options.flood_levels)
+    outside, unstored_out = flood(levels[-1])
+    interior_voxels = ~outside & (values > levels[-1])
+    interior_labels = ~unstored_out
+    for level in levels[:-1]:  # the most permissive flood that keeps out of the interior
+        trial, reached = flood(level)
+        if not (trial & interior_voxels).any() and not (reached & interior_labels).any():
+            outside, unstored_out = trial, reached
+            break
+    grown = np.empty_like(outside)
+    for _ in range(int(options.regrow_steps)):
+        if _regrow_step(values, nbr, unstored_out, np.float32(iso), outside, grown) == 0:
+            break
+    return outside, labels, unstored_out
+
+
+def outer_shell_field(field: SparseField, iso: float, options: ShellOptions = ShellOptions()) -> SparseField:
+    """The field with every voxel the outside flood did not reach clamped below ``iso``, so that its
+    ``iso`` level set is the outer shell, closed, plus a shell facing inwards where the stored band
+    meets the unstored interior (negative enclosed volume, at least τ away from the surface: the
+    clean-up's outer-shell step drops it). The unstored blocks next to stored ones are stored as
+    far (1.0), so that marching cubes finds an owner block for every edge that crosses."""
+    outside, labels, unstored_out = flood_outside(field, iso, options)
+    values = np.where(outside, field.values, np.minimum(field.values, np.float32(0.5 * iso))).astype(np.float32)
+    g = field.grid
+    coords = field.coords.astype(np.int64)
+    offsets = np.array([(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)], dtype=np.int64)
+    around = (coords[:, None, :] + offsets[None, :, :]).reshape(-1, 3)
+    around = np.unique(around[np.all((around >= 0) & (around < g), axis=1)], axis=0)
+    around = around[lookup_blocks(field.keys, around, g) < 0]
+    enclosed = around[~unstored_out[labels[around[:, 0], around[:, 1], around[:, 2]]]]
+    if len(enclosed) == 0:
+        return SparseField(field.resolution, field.keys, values)
+    keys = np.concatenate([field.keys, block_keys(enclosed, g)])
+    far = np.full((len(enclosed), BLOCK_SIZE, BLOCK_SIZE, BLOCK_SIZE), FAR, np.float32)
+    order = np.argsort(keys, kind="stable")
+    return SparseField(field.resolution, keys[order], np.concatenate([values, far])[order])
+
+
+__all__ = ["ShellOptions", "flood_outside", "outer_shell_field"]
