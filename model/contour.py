@@ -503,8 +503,13 @@ def snap_boundary(vertices: np.ndarray, faces: np.ndarray, boundary: PrimitiveIn
         return vertices
     out = vertices.copy()
     dist, _, closest = boundary.closest_points(vertices[on_border])
-    close = dist <= SNAP_DISTANCE
-    out[on_border[close]] = closest[close]
+    close = np.flatnonzero(dist <= SNAP_DISTANCE)
+    # at a corner of the input's boundary several vertices find the same nearest point: the nearest
+    # of them takes it, the others stay (coincident vertices would be a crack of zero width)
+    order = close[np.lexsort((dist[close], *closest[close].T[::-1]))]
+    first = np.concatenate([[True], np.any(closest[order][1:] != closest[order][:-1], axis=1)])
+    taken = order[first]
+    out[on_border[taken]] = closest[taken]
     return out
 
 

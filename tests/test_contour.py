@@ -1,0 +1,218 @@
+"""Dual contouring of the exact zero set (open sheets in direct mode) and the outside flood of decoded
+fields: whole by construction — closed stays closed, an open sheet keeps its own boundary loops,
+junctions stay joined — on primitives built here and on the shared meshes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+
+from model.cleanup import CleanupOptions, face_components, signed_volumes
+from model.contour import boundary_segments, dual_contour, contour_open, edge_valence, open_faces, weld
+from model.extract import marching_cubes_sparse
+from model.grid import iso_level, unit_margin, unit_to_voxel
+from model.mesh import Mesh, fit_unit_cube, load_mesh
+from model.pipeline import RemeshOptions, mesh_to_field, remesh
+from model.shell import ShellOptions, flood_outside, outer_shell_field
+from tests.conftest import as_mesh
+from tests.reference import point_triangle_distance
+
+N = 64
+
+
+def in_voxels(mesh: trimesh.Trimesh | Mesh, n: int = N) -> tuple[np.ndarray, np.ndarray]:
+    vertices, faces = np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64)
+    return unit_to_voxel(fit_unit_cube(vertices, unit_margin(n)).to_unit(vertices), n), faces
+
+
+def loops_and_border(vertices: np.ndarray, faces: np.ndarray) -> tuple[int, int, float]:
+    """(boundary loops, boundary edges, boundary length) after welding."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    v, f = weld(vertices, faces)
+    edges, counts = edge_valence(len(v), f)
+    border = edges[counts == 1]
+    if len(border) == 0:
+        return 0, 0, 0.0
+    graph = coo_matrix((np.ones(len(border)), (border[:, 0], border[:, 1])), shape=(len(v),) * 2)
+    _, label = connected_components(graph, directed=False)
+    loops = len(np.unique(label[np.unique(border)]))
+    return loops, len(border), float(np.linalg.norm(v[border[:, 0]] - v[border[:, 1]], axis=1).sum())
+
+
+def edge_pieces(faces: np.ndarray) -> int:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    e = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    owner = np.tile(np.arange(len(faces)), 3)
+    key = e[:, 0] * (faces.max() + 2) + e[:, 1]
+    order = np.argsort(key, kind="stable")
+    key, owner = key[order], owner[order]
+    same = key[1:] == key[:-1]
+    graph = coo_matrix((np.ones(int(same.sum())), (owner[:-1][same], owner[1:][same])), shape=(len(faces),) * 2)
+    return connected_components(graph, directed=False)[0]
+
+
+def area(vertices: np.ndarray, faces: np.ndarray) -> float:
+    return float(trimesh.Trimesh(vertices, faces, process=False).area)
+
+
+@pytest.mark.parametrize("shape", ["sphere", "box", "torus", "capsule"])
+def test_closed_input_gives_a_closed_surface_of_the_same_area(shape):
+    mesh = {"sphere": lambda: trimesh.creation.icosphere(4), "box": trimesh.creation.box,
+            "torus": lambda: trimesh.creation.torus(1.0, 0.35), "capsule": lambda: trimesh.creation.capsule(1.0, 0.4)}[shape]()
+    vertices, faces = in_voxels(mesh)
+    out_v, out_f, source = dual_contour(vertices, faces, N)
+    assert len(source) == len(out_f) and source.max() < len(faces)
+    loops, border, _ = loops_and_border(out_v, out_f)
+    assert border == 0 and edge_pieces(out_f) == 1
+    tm = trimesh.Trimesh(out_v, out_f, process=False)
+    assert tm.is_winding_consistent and tm.volume > 0  # oriented like the input: outwards
+    assert abs(area(out_v, out_f) / area(vertices, faces) - 1.0) < 0.02
+    # every output vertex lies on the input (the quadric's minimiser inside its cell)
+    assert point_triangle_distance(out_v[::7], vertices[faces]).max() < 0.3
+
+
+def test_mesh_on_grid_lines_stays_closed():
+    """Vertices exactly on grid lines (a box whose corners land on voxel centres) are the ties the
+    rasterisation must resolve: no crossing counted twice or lost."""
+    box = trimesh.creation.box(extents=(20.0, 20.0, 20.0))
+    vertices = np.asarray(box.vertices) + 30.0  # corners at 20 and 40: voxel centres
+    out_v, out_f, _ = dual_contour(vertices, np.asarray(box.faces), N)
+    assert loops_and_border(out_v, out_f)[1] == 0
+    assert abs(area(out_v, out_f) - 6 * 400.0) < 1e-6 * 2400
+
+
+def test_open_sheets_keep_their_boundary_loops_and_length():
+    # a box without its top (1 loop), an annulus (2 loops), a tube open at both ends (2 loops)
+    box = trimesh.creation.box()
+    cup = trimesh.Trimesh(box.vertices, box.faces[box.face_normals[:, 2] < 0.5]).subdivide().subdivide()
+    annulus = trimesh.creation.annulus(0.4, 1.0, 0.01, sections=64)
+    annulus = trimesh.Trimesh(annulus.vertices, annulus.faces[annulus.face_normals[:, 2] > 0.9])
+    tube = trimesh.creation.cylinder(1.0, 2.0, sections=64)
+    tube = trimesh.Trimesh(tube.vertices, tube.faces[np.abs(tube.face_normals[:, 2]) < 0.5])
+    for mesh, expected in ((cup, 1), (annulus, 2), (tube, 2)):
+        vertices, faces = in_voxels(mesh)
+        assert open_faces(vertices, faces).all()
+        out_v, out_f = contour_open(vertices, faces, N)
+        loops, border, length = loops_and_border(out_v, out_f)
+        in_loops, _, in_length = loops_and_border(vertices, faces)
+        assert in_loops == expected and loops == expected and edge_pieces(out_f) == 1
+        assert abs(length / in_length - 1.0) < 0.08  # snapped onto the input's boundary, not a staircase
+        assert abs(area(out_v, out_f) / area(vertices, faces) - 1.0) < 0.03
+        # the boundary vertices lie on the input's boundary curve
+        welded, segments = boundary_segments(vertices, faces)
+        from model.bvh import PrimitiveIndex
+
+        edges, counts = edge_valence(len(out_v), out_f)
+        on_border = np.unique(edges[counts == 1].ravel())
+        assert PrimitiveIndex(welded, segments).distance(out_v[on_border]).max() < 1e-9
+
+
+def test_a_fin_on_a_sheet_stays_joined():
+    """A T-junction (three faces on one edge) is a three-face edge of the output, not a tear: one
+    piece, and only the input's own loops (the square's outline and the fin's free edge)."""
+    #  F-----E-----H     the sheet, split at x = 0.13 so that the fin's foot C-D is an edge of both
+    #  |     D     |     halves; the fin stands on C-D (three faces on that edge)
+    #  |     C     |
+    #  A-----B-----G
+    points = [[-1, -1, 0], [0.13, -1, 0], [0.13, -0.61, 0], [0.13, 0.59, 0], [0.13, 1, 0], [-1, 1, 0], [1, -1, 0],
+              [1, 1, 0], [0.13, 0.59, 0.8], [0.13, -0.61, 0.8]]
+    A, B, C, D, E, F, G, H, D2, C2 = range(10)
+    tris = [[A, B, C], [A, C, D], [A, D, F], [D, E, F], [B, G, C], [C, G, D], [D, G, H], [D, H, E], [C, D, D2], [C, D2, C2]]
+    tm = trimesh.Trimesh(points, tris).subdivide().subdivide()
+    vertices, faces = in_voxels(tm)
+    assert loops_and_border(vertices, faces)[0] == 2
+    out_v, out_f = contour_open(vertices, faces, N)
+    loops, _, _ = loops_and_border(out_v, out_f)
+    assert edge_pieces(out_f) == 1
+    assert loops <= 2
+    assert abs(area(out_v, out_f) / area(vertices, faces) - 1.0) < 0.03
+
+
+def test_direct_remesh_of_open_shared_meshes_is_whole(shared_meshes):
+    for name, loops_in, pieces_in in (("woody.obj", 1, 1), ("suzanne.obj", 4, 3)):
+        mesh = load_mesh(shared_meshes / name)
+        out = remesh(mesh, RemeshOptions(resolution=128)).mesh
+        loops, _, length = loops_and_border(out.vertices, out.faces)
+        _, _, in_length = loops_and_border(mesh.vertices, mesh.faces)
+        assert loops <= loops_in + 2 and edge_pieces(out.faces) <= pieces_in
+        assert length <= 1.5 * in_length
+        assert abs(area(out.vertices, out.faces) / area(mesh.vertices, mesh.faces) - 1.0) < 0.03
+
+
+def test_mixed_mesh_keeps_closed_parts_closed_and_sheets_single():
+    """A closed ball touching an open sheet: the ball comes out closed, the sheet as one layer."""
+    ball = trimesh.creation.icosphere(3, radius=0.4)
+    ball.apply_translation((0.0, 0.0, 0.42))
+    sheet = trimesh.Trimesh([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]], [[0, 1, 2], [0, 2, 3]]).subdivide().subdivide()
+    mixed = as_mesh(trimesh.util.concatenate([ball, sheet]))
+    result = remesh(mixed, RemeshOptions(resolution=96))
+    assert {"contour", "udf_closed", "extract", "cleanup"} <= set(result.timings)
+    out = result.mesh
+    assert abs(area(out.vertices, out.faces) / area(mixed.vertices, mixed.faces) - 1.0) < 0.03
+    loops, _, _ = loops_and_border(out.vertices, out.faces)
+    assert loops == 1  # the sheet's outline; the ball adds none
+
+
+# --- decoded fields ---------------------------------------------------------------------------------
+
+
+def punctured_field(mesh: Mesh, n: int, hole_center: np.ndarray, hole_radius: float, raise_to: float):
+    """The exact field of ``mesh`` with a patch of its surface lifted above ε, as a decoder's error
+    would lift it: the ε-surface has a hole there."""
+    field_, normalization = mesh_to_field(mesh, n)
+    center = unit_to_voxel(normalization.to_unit(hole_center[None]), n)[0]
+    coords = field_.coords.astype(np.float64) * 8
+    local = np.stack(np.meshgrid(np.arange(8), np.arange(8), np.arange(8), indexing="ij"), axis=-1).reshape(-1, 3)
+    points = coords[:, None, :] + local[None, :, :]
+    near = np.linalg.norm(points - center, axis=2) < hole_radius
+    values = field_.values.reshape(len(coords), -1).copy()
+    values[near] = np.maximum(values[near], raise_to)
+    field_.values = values.reshape(field_.values.shape)
+    return field_
+
+
+def test_flood_keeps_a_punctured_decoded_shell_closed_and_single():
+    sphere = as_mesh(trimesh.creation.icosphere(4, radius=1.0))
+    n = 64
+    field_ = punctured_field(sphere, n, np.array([1.0, 0.0, 0.0]), 4.0, 0.45)  # 1.8 voxels: above ε, below the flood
+    raw_v, raw_f = marching_cubes_sparse(field_, iso_level())
+    count, _ = face_components(len(raw_v), raw_f)
+    assert count == 1  # the hole joins the inner and outer shells: the failure this guards against
+    shell = outer_shell_field(field_, iso_level())
+    v, f = marching_cubes_sparse(shell, iso_level())
+    count, component = face_components(len(v), f)
+    volumes = signed_volumes(v, f, component, count)
+    outer = component == int(np.argmax(volumes))
+    loops, border, _ = loops_and_border(v, f[outer])
+    assert border == 0  # closed where the decoded surface has its hole
+    true_volume = 4.0 / 3.0 * np.pi * (n - 10) ** 3 / 8  # the sphere's, in voxels (radius (N - 10) / 2)
+    assert 0.9 < volumes.max() / true_volume < 1.3  # the whole ball, not a thin shell around its wall
+    assert (volumes[volumes < 0]).size >= 1  # the inward shell at the unstored interior, dropped by the clean-up
+
+
+def test_flood_raises_its_level_when_a_hole_lets_it_into_the_interior():
+    sphere = as_mesh(trimesh.creation.icosphere(4, radius=1.0))
+    field_ = punctured_field(sphere, 64, np.array([1.0, 0.0, 0.0]), 4.0, 0.55)  # 2.2 voxels: above the first level
+    outside, labels, reached = flood_outside(field_, iso_level())
+    assert reached.sum() == 1 + 1  # off the grid and the exterior; the interior stays inside
+    leaky, _, reached_low = flood_outside(field_, iso_level(), ShellOptions(flood_levels=(0.5,)))
+    assert reached_low.sum() > reached.sum()  # a single low level floods the interior through the hole
+
+
+def test_vae_style_remesh_of_a_punctured_field_is_closed(monkeypatch):
+    """The whole decoded-field path (flood, marching cubes, clean-up) on a punctured exact field."""
+    from model import pipeline
+
+    sphere = as_mesh(trimesh.creation.icosphere(4, radius=1.0))
+    field_ = punctured_field(sphere, 64, np.array([0.0, 1.0, 0.0]), 5.0, 0.4)
+    options = RemeshOptions(resolution=64)
+    vertices, faces = pipeline._extract_closed(field_, options, pipeline._Stages(None, None), None)
+    loops, border, _ = loops_and_border(vertices, faces)
+    assert border == 0 and edge_pieces(faces) == 1
+    radius = np.linalg.norm(vertices - vertices.mean(axis=0), axis=1)
+    assert radius.std() / radius.mean() < 0.05  # one sphere, not a sphere and a shell inside it
