@@ -324,19 +324,26 @@ def deflate(vertices: np.ndarray, faces: np.ndarray, field: SparseField, surface
     point on it lies along their normal (cosine > :data:`EXACT_ALIGNMENT`) go exactly there.
     """
     normals = vertex_normals(vertices, faces)
-    out = np.empty_like(normals)
-    _deflate(field.keys, np.ascontiguousarray(field.values, dtype=np.float32), field.grid,
-             np.ascontiguousarray(vertices, dtype=np.float64), normals, float(FAR), TRUNCATION_VOXELS, ISO_VOXELS, out)
-    if surface is not None and len(vertices):
-        _, _, closest = surface.closest_points(vertices)
-        to_point = np.asarray(vertices, dtype=np.float64) - closest
-        length = np.linalg.norm(to_point, axis=1)
-        aligned = (to_point * normals).sum(axis=1) > EXACT_ALIGNMENT * length
-        aligned &= length <= 2.0 * ISO_VOXELS  # never further than the band the field estimate trusts
-        out[aligned] = closest[aligned]
-        rest = np.flatnonzero(~aligned)
-        if len(rest):  # near concave creases: the field's estimate, then onto the input from there
-            out[rest] = surface.closest_points(out[rest])[2]
+    vertices = np.ascontiguousarray(vertices, dtype=np.float64)
+    values = np.ascontiguousarray(field.values, dtype=np.float32)
+
+    def field_estimate(points: np.ndarray, directions: np.ndarray) -> np.ndarray:
+        moved = np.empty_like(points)
+        _deflate(field.keys, values, field.grid, np.ascontiguousarray(points), np.ascontiguousarray(directions),
+                 float(FAR), TRUNCATION_VOXELS, ISO_VOXELS, moved)
+        return moved
+
+    if surface is None or len(vertices) == 0:
+        return field_estimate(vertices, normals)
+    _, _, closest = surface.closest_points(vertices)
+    to_point = vertices - closest
+    length = np.linalg.norm(to_point, axis=1)
+    aligned = (to_point * normals).sum(axis=1) > EXACT_ALIGNMENT * length
+    aligned &= length <= 2.0 * ISO_VOXELS  # never further than the band the field estimate trusts
+    out = closest
+    rest = np.flatnonzero(~aligned)
+    if len(rest):  # near concave creases: the field's estimate, then onto the input from there
+        out[rest] = surface.closest_points(field_estimate(vertices[rest], normals[rest]))[2]
     return out
 
 

@@ -393,42 +393,84 @@ SNAP_DISTANCE = 2.0
 """Output boundary vertices are put onto the input's boundary when it is at most this far (voxels)."""
 
 
+@nb.njit(cache=True)
+def _group_half_edges(faces, num_vertices):
+    """Lists the half-edges of each undirected edge of ``faces`` together, without a sort: a
+    counting sort by the edge's lower vertex, then, within that vertex's few edges, by the upper.
+    Returns (half-edge ids in group order, group start offsets, group sizes)."""
+    n = faces.shape[0] * 3
+    count = np.zeros(num_vertices + 1, dtype=np.int64)
+    for h in range(n):
+        f, k = h // 3, h % 3
+        count[min(faces[f, k], faces[f, (k + 1) % 3]) + 1] += 1
+    for v in range(num_vertices):
+        count[v + 1] += count[v]
+    by_lower = np.empty(n, dtype=np.int64)
+    fill = count[:-1].copy()
+    for h in range(n):
+        f, k = h // 3, h % 3
+        lo = min(faces[f, k], faces[f, (k + 1) % 3])
+        by_lower[fill[lo]] = h
+        fill[lo] += 1
+    order = np.empty(n, dtype=np.int64)
+    first = np.empty(n, dtype=np.int64)
+    size = np.empty(n, dtype=np.int64)
+    done = np.zeros(n, dtype=np.bool_)
+    out, groups = 0, 0
+    for v in range(num_vertices):
+        start, stop = count[v], count[v + 1]
+        for i in range(start, stop):
+            if done[i]:
+                continue
+            hi_i = max(faces[by_lower[i] // 3, by_lower[i] % 3], faces[by_lower[i] // 3, (by_lower[i] % 3 + 1) % 3])
+            first[groups] = out
+            for j in range(i, stop):
+                if done[j]:
+                    continue
+                h = by_lower[j]
+                if max(faces[h // 3, h % 3], faces[h // 3, (h % 3 + 1) % 3]) == hi_i:
+                    done[j] = True
+                    order[out] = h
+                    out += 1
+            size[groups] = out - first[groups]
+            groups += 1
+    return order, first[:groups], size[:groups]
+
+
 def _half_edge_groups(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Directed face edges sorted by undirected edge: (owner face, corner k of the edge's start,
-    group start offsets, group sizes)."""
-    num = int(faces.max()) + 1
-    start = faces.reshape(-1)  # corner k of face f starts edge (f, k)
-    end = np.roll(faces, -1, axis=1).reshape(-1)
-    key = np.minimum(start, end).astype(np.int64) * num + np.maximum(start, end)
-    order = np.argsort(key, kind="stable")
-    key = key[order]
-    first = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
-    return order // 3, order % 3, first, np.diff(np.concatenate([first, [len(key)]]))
+    """Directed face edges grouped by undirected edge: (owner face and corner k of the edge's start,
+    per grouped half-edge; group start offsets; group sizes)."""
+    if len(faces) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty, empty
+    order, first, size = _group_half_edges(np.ascontiguousarray(faces, dtype=np.int64), int(faces.max()) + 1)
+    return order // 3, order % 3, first, size
 
 
-def _fins(vertices: np.ndarray, faces: np.ndarray, near: np.ndarray):
+def _fins(vertices: np.ndarray, faces: np.ndarray, near: np.ndarray, groups=None):
     """Edges shared by three faces with an end near the input's boundary: (half-edge ids [T, 3] of
     their faces, which two of the three continue each other [T, 2]), plus the half-edge tables."""
-    owner, corner, first, size = _half_edge_groups(faces)
+    owner, corner, first, size = groups if groups is not None else _half_edge_groups(faces)
     three = np.flatnonzero(size == 3)
     start_vertex = faces[owner[first[three]], corner[first[three]]]
     end_vertex = faces[owner[first[three]], (corner[first[three]] + 1) % 3]
     three = three[near[start_vertex] | near[end_vertex]]
     h = first[three][:, None] + np.arange(3)[None, :]
     f = owner[h]
-    normals, _ = face_normals_and_areas(vertices, faces)
+    normals = face_normals_and_areas(vertices, faces[f.ravel()])[0].reshape(len(three), 3, 3)
     forward = faces[f, corner[h]] == faces[f[:, :1], corner[h[:, :1]]]  # same start as the first face
     best = np.full(len(three), -np.inf)
     pair = np.zeros((len(three), 2), dtype=np.int64)
     for i, j in ((0, 1), (0, 2), (1, 2)):  # continuing faces run opposite ways along the edge
-        score = np.where(forward[:, i] != forward[:, j], 0.0, -10.0) + np.einsum("ij,ij->i", normals[f[:, i]], normals[f[:, j]])
+        score = np.where(forward[:, i] != forward[:, j], 0.0, -10.0) + np.einsum("ij,ij->i", normals[:, i], normals[:, j])
         better = score > best
         best[better] = score[better]
         pair[better] = (i, j)
     return h, pair, (owner, corner, first, size)
 
 
-def detach_at_boundary(vertices: np.ndarray, faces: np.ndarray, near: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def detach_at_boundary(vertices: np.ndarray, faces: np.ndarray, near: np.ndarray,
+                       groups=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Split the output where a sheet's boundary runs through a cell of another sheet.
 
     ``near``: per vertex, whether it lies near the input's boundary. At each edge shared by three
@@ -437,11 +479,15 @@ def detach_at_boundary(vertices: np.ndarray, faces: np.ndarray, near: np.ndarray
     faces joined, and the vertices at such edges are duplicated per group of faces still joined
     around them. A third face that stays attached through its other edges (a fin folded round the
     vertex) is removed: it lies on the boundary, so the notch joins the boundary loop. Returns the
-    vertices, the faces and the index of each kept face in ``faces``."""
+    vertices, the faces and the index of each kept face in ``faces``. ``groups``: the faces'
+    :func:`_half_edge_groups`, when the caller has them."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     kept = np.arange(len(faces))
     if len(faces) == 0:
         return vertices, faces, kept
-    h, pair, (owner, corner, first, size) = _fins(vertices, faces, near)
+    h, pair, (owner, corner, first, size) = _fins(vertices, faces, near, groups)
     if len(h) == 0:
         return vertices, faces, kept
     rows = np.arange(len(h))
@@ -449,14 +495,21 @@ def detach_at_boundary(vertices: np.ndarray, faces: np.ndarray, near: np.ndarray
     cut_vertices = np.unique(np.concatenate([faces[owner[third], corner[third]], faces[owner[third], (corner[third] + 1) % 3]]))
     affected = np.zeros(len(vertices), dtype=bool)
     affected[cut_vertices] = True
-    # half-edge joins: each edge's first face to the others, except the cut third faces
-    group = np.repeat(np.arange(len(first)), size)
-    lead = first[group]
-    joined = np.arange(len(group)) != lead
-    joined[third] = False
-    joined[h[rows, pair[:, 1]]] = False  # re-joined to its partner below (the lead may be the third)
+    # only the edges at cut vertices matter: there, each edge's first face joins the others (except
+    # the cut third faces, and the partner of a pair, which joins its own partner)
+    lead_vertex_a = faces[owner[first], corner[first]]
+    lead_vertex_b = faces[owner[first], (corner[first] + 1) % 3]
+    touched = np.flatnonzero((affected[lead_vertex_a] | affected[lead_vertex_b]) & (size >= 2))
+    member = np.repeat(touched, size[touched])
+    half = first[member] + (np.arange(len(member)) - np.repeat(np.cumsum(size[touched]) - size[touched], size[touched]))
+    lead = first[member]
+    joined = half != lead
+    excluded = np.zeros(len(owner), dtype=bool)
+    excluded[third] = True
+    excluded[h[rows, pair[:, 1]]] = True
+    joined &= ~excluded[half]
     ha = np.concatenate([lead[joined], h[rows, pair[:, 0]]])
-    hb = np.concatenate([np.flatnonzero(joined), h[rows, pair[:, 1]]])
+    hb = np.concatenate([half[joined], h[rows, pair[:, 1]]])
     fa, ka, fb, kb = owner[ha], corner[ha], owner[hb], corner[hb]
     va, vb = faces[fa, ka], faces[fa, (ka + 1) % 3]
     same_start = faces[fb, kb] == va
@@ -469,9 +522,6 @@ def detach_at_boundary(vertices: np.ndarray, faces: np.ndarray, near: np.ndarray
     slots = np.flatnonzero(affected[faces.reshape(-1)])
     local = np.full(3 * len(faces), -1, dtype=np.int64)
     local[slots] = np.arange(len(slots))
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     graph = coo_matrix((np.ones(len(src), np.int8), (local[src], local[dst])), shape=(len(slots), len(slots)))
     _, component = connected_components(graph, directed=False)
     slot_vertex = faces.reshape(-1)[slots]
@@ -483,37 +533,36 @@ def detach_at_boundary(vertices: np.ndarray, faces: np.ndarray, near: np.ndarray
     out_faces[slots] = new_index[copy.reshape(-1)]
     out_faces = out_faces.reshape(-1, 3)
     out_vertices = np.concatenate([vertices, vertices[pairs[~first_of_vertex, 0]]])
-    # fins still attached through their other edges go
-    near_out = np.concatenate([near, near[pairs[~first_of_vertex, 0]]])
-    h2, pair2, (owner2, _, _, _) = _fins(out_vertices, out_faces, near_out)
+    # fins still attached through their other edges go (looked for among the faces at cut vertices)
+    # (only edges at a cut vertex, all of whose faces are among these)
+    at_cut = np.concatenate([affected, np.ones(len(out_vertices) - len(vertices), dtype=bool)])
+    local_faces = np.unique(slots // 3)
+    h2, pair2, (owner2, _, _, _) = _fins(out_vertices, out_faces[local_faces], at_cut & np.concatenate([near, near[pairs[~first_of_vertex, 0]]]))
     if len(h2):
-        drop = np.unique(owner2[h2[np.arange(len(h2)), 3 - pair2[:, 0] - pair2[:, 1]]])
+        drop = local_faces[np.unique(owner2[h2[np.arange(len(h2)), 3 - pair2[:, 0] - pair2[:, 1]]])]
         out_faces, kept = np.delete(out_faces, drop, axis=0), np.delete(kept, drop)
     return out_vertices, out_faces, kept
 
 
-def snap_boundary(vertices: np.ndarray, faces: np.ndarray, boundary: PrimitiveIndex | None) -> np.ndarray:
-    """Put the output's boundary vertices onto the input's boundary curve (nearest point) when it is
-    within :data:`SNAP_DISTANCE`."""
-    if boundary is None or len(faces) == 0:
-        return vertices
-    edges, counts = edge_valence(len(vertices), faces)
-    on_border = np.unique(edges[counts == 1].ravel())
-    if len(on_border) == 0:
+def snap_boundary(vertices: np.ndarray, on_border: np.ndarray, boundary: PrimitiveIndex | None) -> np.ndarray:
+    """Put the output's boundary vertices (``on_border``) onto the input's boundary curve (nearest
+    point) when it is within :data:`SNAP_DISTANCE`."""
+    border = np.flatnonzero(on_border)
+    if boundary is None or len(border) == 0:
         return vertices
     out = vertices.copy()
-    dist, _, closest = boundary.closest_points(vertices[on_border])
+    dist, _, closest = boundary.closest_points(vertices[border])
     close = np.flatnonzero(dist <= SNAP_DISTANCE)
     # at a corner of the input's boundary several vertices find the same nearest point: the nearest
     # of them takes it, the others stay (coincident vertices would be a crack of zero width)
     order = close[np.lexsort((dist[close], *closest[close].T[::-1]))]
     first = np.concatenate([[True], np.any(closest[order][1:] != closest[order][:-1], axis=1)])
     taken = order[first]
-    out[on_border[taken]] = closest[taken]
+    out[border[taken]] = closest[taken]
     return out
 
 
-def trim_fragments(vertices: np.ndarray, faces: np.ndarray, rounds: int = 4) -> np.ndarray:
+def trim_fragments(vertices: np.ndarray, faces: np.ndarray, rounds: int = 4, groups=None) -> np.ndarray:
     """Which faces to keep after removing, a few rounds over, the faces along short open boundary
     chains (at most :data:`FRAGMENT_EDGES` edges, ending at non-manifold vertices rather than closing
     into a loop). Such a chain is a quad missing where three sheets of the input meet in one cell
@@ -523,9 +572,9 @@ def trim_fragments(vertices: np.ndarray, faces: np.ndarray, rounds: int = 4) -> 
     from scipy.sparse.csgraph import connected_components
 
     keep = np.ones(len(faces), dtype=bool)
-    for _ in range(rounds):
+    for round_ in range(rounds):
         alive = np.flatnonzero(keep)
-        owner, corner, first, size = _half_edge_groups(faces[alive])
+        owner, corner, first, size = groups if round_ == 0 and groups is not None else _half_edge_groups(faces[alive])
         border = first[size == 1]
         if len(border) == 0:
             break
@@ -546,23 +595,54 @@ def trim_fragments(vertices: np.ndarray, faces: np.ndarray, rounds: int = 4) -> 
     return keep
 
 
-def drop_crumbs(vertices: np.ndarray, faces: np.ndarray, source_piece: np.ndarray) -> np.ndarray:
+@nb.njit(cache=True)
+def _edge_pieces(num_faces, owner, first, size, alive):
+    """Edge-connected pieces of the alive faces: union-find over faces sharing an edge."""
+    parent = np.arange(num_faces)
+    for g in range(first.shape[0]):
+        a = -1
+        for h in range(first[g], first[g] + size[g]):
+            f = owner[h]
+            if not alive[f]:
+                continue
+            if a < 0:
+                a = f
+                continue
+            x, y = a, f
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            while parent[y] != y:
+                parent[y] = parent[parent[y]]
+                y = parent[y]
+            if x != y:
+                parent[max(x, y)] = min(x, y)
+    label = np.empty(num_faces, dtype=np.int64)
+    for f in range(num_faces):
+        r = f
+        while parent[r] != r:
+            r = parent[r]
+        label[f] = r
+    return label
+
+
+def drop_crumbs(vertices: np.ndarray, faces: np.ndarray, source_piece: np.ndarray, alive: np.ndarray | None = None,
+                groups=None) -> np.ndarray:
     """Which faces to keep: an output piece smaller than :data:`CRUMB_RATIO` of the largest output
     piece made from the same input piece is a crumb (a sliver of the input thinner than a voxel,
-    cut off where the grid cannot follow it), not a part; ``source_piece`` per face."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    owner, _, first, size = _half_edge_groups(faces)
-    shared = np.repeat(first, size)
-    graph = coo_matrix((np.ones(len(shared), np.int8), (owner[shared], owner)), shape=(len(faces),) * 2)
-    count, piece = connected_components(graph, directed=False)
-    area = np.bincount(piece, weights=face_normals_and_areas(vertices, faces)[1], minlength=count)
-    origin = np.zeros(count, dtype=np.int64)
-    origin[piece] = source_piece
-    largest = np.zeros(int(source_piece.max()) + 1)
-    np.maximum.at(largest, origin, area)
-    return (area >= CRUMB_RATIO * largest[origin])[piece]
+    cut off where the grid cannot follow it), not a part; ``source_piece`` per face; ``alive``:
+    the faces still there (default all)."""
+    alive = np.ones(len(faces), dtype=bool) if alive is None else alive
+    owner, _, first, size = groups if groups is not None else _half_edge_groups(faces)
+    label = _edge_pieces(len(faces), owner, first, size, alive)  # a piece is named by its smallest face
+    # size by face count: dual-contoured faces are all about half a square voxel
+    count = np.bincount(label[alive], minlength=len(faces))
+    origin = np.zeros(len(faces), dtype=np.int64)
+    origin[label[alive]] = source_piece[alive]
+    largest = np.zeros(int(source_piece.max()) + 1, dtype=np.int64)
+    np.maximum.at(largest, origin[count > 0], count[count > 0])
+    keep = alive & (count[label] >= CRUMB_RATIO * largest[origin[label]])
+    return keep
 
 
 def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.ndarray, vertices: np.ndarray,
@@ -576,21 +656,36 @@ def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.nda
         return out_vertices, out_faces
     welded_vertices, segments = boundary_segments(vertices, faces)
     index = PrimitiveIndex(welded_vertices, segments) if len(segments) else None
+    groups = _half_edge_groups(out_faces)
     if index is not None:
-        edges, counts = edge_valence(len(out_vertices), out_faces)
+        owner, corner, first, size = groups
+        three = first[size == 3]
+        candidates = np.unique(np.concatenate([out_faces[owner[three], corner[three]],
+                                               out_faces[owner[three], (corner[three] + 1) % 3]]))
         near = np.zeros(len(out_vertices), dtype=bool)
-        candidates = np.unique(edges[counts == 3].ravel())
         near[candidates] = index.distance(out_vertices[candidates]) <= DETACH_DISTANCE
         junctions = input_junctions(vertices, faces)
         if junctions is not None:  # a real junction of the input stays joined
             near[candidates] &= junctions.distance(out_vertices[candidates]) > DETACH_DISTANCE
-        out_vertices, out_faces, kept = detach_at_boundary(out_vertices, out_faces, near)
-        source = source[kept]
-    keep = trim_fragments(out_vertices, out_faces)
-    out_faces, source = out_faces[keep], source[keep]
-    keep = drop_crumbs(out_vertices, out_faces, input_parts(vertices, faces)[1][source])
+        if near.any():
+            out_vertices, out_faces, kept = detach_at_boundary(out_vertices, out_faces, near, groups)
+            source = source[kept]
+            groups = _half_edge_groups(out_faces)
+    keep = trim_fragments(out_vertices, out_faces, groups=groups)
+    keep &= drop_crumbs(out_vertices, out_faces, input_parts(vertices, faces)[1][source], keep, groups)
+    # boundary vertices of what is kept, before compaction renumbers them
+    owner, corner, first, size = groups
+    group_of = np.repeat(np.arange(len(first)), size)  # per sorted half-edge
+    alive = keep[owner]
+    alive_count = np.bincount(group_of[alive], minlength=len(first))
+    border_half = np.flatnonzero(alive & (alive_count[group_of] == 1))
+    on_border = np.zeros(len(out_vertices), dtype=bool)
+    on_border[out_faces[owner[border_half], corner[border_half]]] = True
+    on_border[out_faces[owner[border_half], (corner[border_half] + 1) % 3]] = True
+    used = np.zeros(len(out_vertices), dtype=bool)
+    used[out_faces[keep].ravel()] = True
     out_vertices, out_faces = compact(out_vertices, out_faces[keep])
-    return snap_boundary(out_vertices, out_faces, index), out_faces
+    return snap_boundary(out_vertices, on_border[used], index), out_faces
 
 
 def contour_open(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
