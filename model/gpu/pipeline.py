@@ -8,10 +8,11 @@ host and back. Here each stage consumes the previous stage's device tensors dire
     iter_ublocks_torch  → padded blocks [l, 12³] and their coordinates, a chunk at a time
     (vae) encode_tensors / decode_tensors → latents [L, 16] → decoded blocks [L, 12³]
     PadAverageTorch     → TorchField of the averaged blocks
-    marching_cubes_torch → ε-surface vertices [V, 3] (voxel units) and faces [F, 3]
-    clean_surface_torch → the cleaned surface
 
-and only the final vertices and faces are copied to the host. The stage names, their order, the
+and the averaged field is copied to the host, where the extraction that stays whole runs
+(:func:`model.pipeline._extract_direct` / ``_extract_closed``: dual contouring of open sheets, the
+outside flood of decoded fields). ``marching_cubes_torch`` and ``clean_surface_torch`` remain,
+tested against the numba kernels, for the unified pipeline to bring the extraction onto the device. The stage names, their order, the
 progress reports and the cancellation points are the numba driver's, so callers (CLI, server,
 Blender add-on) cannot tell the engines apart except by speed.
 
@@ -28,12 +29,12 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from ..grid import PADDED_SIZE, iso_level, unit_margin, voxel_to_unit
+from ..cleanup import decimate
+from ..grid import PADDED_SIZE, SparseField, unit_margin, unit_to_voxel, voxel_to_unit
 from ..mesh import Mesh, MeshError, fit_unit_cube, used_vertices, validate_arrays
-from ..pipeline import ProgressCallback, RemeshOptions, RemeshResult, _network, _Stages
+from ..pipeline import (ProgressCallback, RemeshOptions, RemeshResult, _extract_closed, _extract_direct, _network,
+                        _Stages, input_surface_of)
 from .blocks import PadAverageTorch, active_indices_torch, iter_ublocks_torch
-from .cleanup import clean_surface_torch
-from .extract import marching_cubes_torch
 from .field import TorchField, keys_to_coords
 from .udf import compute_udf_torch
 
@@ -184,21 +185,26 @@ def remesh_torch(mesh: Mesh, options: RemeshOptions, device: torch.device | str,
     n = options.resolution
     normalization = fit_unit_cube(used_vertices(mesh), unit_margin(n))
     unit_vertices = normalization.to_unit(mesh.vertices)
-    # the exact zero set only serves direct mode's deflation: don't keep it otherwise
-    exact = options.mode == "direct" and options.cleanup.active and options.cleanup.deflate
     with torch.inference_mode():
-        assembled, num_blocks, surface = _assemble(unit_vertices, mesh.faces, options, device, network, exact,
-                                                   udf_dtype or _default_udf_dtype(device), stages)
-        vertices, faces = stages.run("extract", lambda report: marching_cubes_torch(assembled, iso_level()))  # type: ignore[misc]
-        if faces.shape[0] == 0:
-            raise MeshError(f"the ε-surface at N={n} is empty")
-        if options.cleanup.active:
-            vertices, faces = stages.run("cleanup", lambda report: clean_surface_torch(  # type: ignore[misc]
-                vertices, faces, assembled, options.cleanup, report, surface=surface))
-            if faces.shape[0] == 0:
-                raise MeshError(f"nothing is left of the surface at N={n} after clean-up")
-        host_vertices = vertices.double().cpu().numpy()
-        host_faces = faces.cpu().numpy().astype(np.int64, copy=False)
+        assembled, num_blocks, _ = _assemble(unit_vertices, mesh.faces, options, device, network, False,
+                                             udf_dtype or _default_udf_dtype(device), stages)
+        # The extraction that stays whole (dual contouring of open sheets, the outside flood of
+        # decoded fields) runs on the host for now: the device clean-up's slab cut tore shapes
+        # (see model/pipeline.py); moving it onto the device is the unified pipeline's work.
+        host_field = SparseField(n, assembled.keys.cpu().numpy(), assembled.values.float().cpu().numpy())
+        del assembled
+    if options.mode == "direct" and options.cleanup.cuts_slabs:
+        exact = Mesh(vertices=unit_to_voxel(unit_vertices, n), faces=mesh.faces)
+        host_vertices, host_faces = _extract_direct(host_field, exact, options, stages)
+    else:
+        surface = (input_surface_of(Mesh(vertices=unit_to_voxel(unit_vertices, n), faces=mesh.faces))
+                   if options.mode == "direct" and options.cleanup.deflate else None)
+        host_vertices, host_faces = _extract_closed(host_field, options, stages, surface)
+    if host_faces.shape[0] == 0:
+        raise MeshError(f"the surface at N={n} is empty")
+    if options.cleanup.target_faces:
+        host_vertices, host_faces = stages.run("decimate", lambda report: decimate(host_vertices, host_faces,
+                                                                                   int(options.cleanup.target_faces)))
     out = Mesh(vertices=normalization.from_unit(voxel_to_unit(host_vertices, n)), faces=host_faces)
     return RemeshResult(mesh=out, timings=stages.timings, num_blocks=num_blocks, peak_gpu_bytes=_peak_bytes(device))
 
