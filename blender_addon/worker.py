@@ -30,15 +30,13 @@ STAGE_LABELS = {
     "encode": "Encoding",
     "decode": "Decoding",
     "pad_average": "Pad-Average",
-    "extract": "Marching cubes",
+    "extract": "Extraction",
     "outer_shell": "Outer shell",
-    "contour": "Dual contouring",
-    "udf_closed": "Distance field (closed parts)",
     "cleanup": "Clean-up",
     "decimate": "Decimation",
     "train": "Training",
 }
-STAGE_SLOT = {"outer_shell": "extract", "contour": "extract", "udf_closed": "extract", "decimate": "cleanup"}
+STAGE_SLOT = {"outer_shell": "extract", "decimate": "cleanup"}
 """Stages that only some meshes go through, shown in the progress bar at the place of the main one."""
 STAGE_ORDER = {"direct": ("udf", "pad_average", "extract", "cleanup"),
                "vae": ("udf", "ublocks", "encode", "decode", "pad_average", "extract", "cleanup")}

@@ -102,15 +102,16 @@ def _box_distance2(p0, p1, p2, lo, hi, node):
 
 
 @numba.njit(cache=True, parallel=True)
-def _bvh_nearest(points, vertices, elements, order, first, last, lo, hi, leaf_base):
+def _bvh_nearest(points, vertices, elements, order, first, last, lo, hi, leaf_base, limit2):
     """Exact nearest primitive per point: branch and bound over an implicit (heap-ordered) BVH,
-    nearer child first, pruning every box farther than the best hit so far."""
+    nearer child first, pruning every box farther than the best hit so far, or than ``limit2``
+    (squared) before any hit: a point with nothing that near gets primitive -1."""
     n = points.shape[0]
     dist = np.empty(n)
     prim = np.empty(n, dtype=np.int64)
     for q in numba.prange(n):
         p0, p1, p2 = points[q, 0], points[q, 1], points[q, 2]
-        best = np.inf
+        best = limit2
         best_p = -1
         stack = np.empty(256, dtype=np.int64)
         bound = np.empty(256)
@@ -229,20 +230,27 @@ class PrimitiveIndex:
             corners.min(axis=1), corners.max(axis=1), self.leaf_base
         )
 
-    def query(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Distance to the nearest primitive and that primitive's index, per point."""
+    def query(self, points: np.ndarray, near: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+        """Distance to the nearest primitive and that primitive's index, per point. ``near``: the
+        distance most points are expected within (a hint: the search prunes by it first, and
+        searches again without it for the points it leaves unanswered)."""
         pts = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
         if pts.shape[0] == 0:
             return np.zeros(0), np.zeros(0, dtype=np.int64)
-        return _bvh_nearest(pts, self.vertices, self.elements, self.order, self.first, self.last,
-                            self.lo, self.hi, self.leaf_base)
+        args = (self.vertices, self.elements, self.order, self.first, self.last, self.lo, self.hi, self.leaf_base)
+        dist, prim = _bvh_nearest(pts, *args, float(near) ** 2)
+        missed = np.flatnonzero(prim < 0)
+        if len(missed):
+            dist[missed], prim[missed] = _bvh_nearest(pts[missed], *args, np.inf)
+        return dist, prim
 
-    def distance(self, points: np.ndarray) -> np.ndarray:
-        return self.query(points)[0]
+    def distance(self, points: np.ndarray, near: float = np.inf) -> np.ndarray:
+        return self.query(points, near)[0]
 
-    def closest_points(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Distance, primitive index and the closest point itself, per point."""
-        dist, prim = self.query(points)
+    def closest_points(self, points: np.ndarray, near: float = np.inf) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Distance, primitive index and the closest point itself, per point (``near``: see
+        :meth:`query`)."""
+        dist, prim = self.query(points, near)
         pts = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
         return dist, prim, _project(pts, prim, self.vertices, self.elements)
 

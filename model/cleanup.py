@@ -130,6 +130,13 @@ class CleanupOptions:
         return self.single_layer and self.deflate
 
     @property
+    def full(self) -> bool:
+        """Every step on (the default): direct mode then contours the input itself, whose output is
+        one closed or open layer on the zero set by construction; turning a step off asks for the
+        field's ε-surface with the remaining steps instead."""
+        return self.deflate and self.outer_shell and self.single_layer
+
+    @property
     def active(self) -> bool:
         return self.deflate or self.outer_shell or self.target_faces > 0
 
@@ -335,7 +342,7 @@ def deflate(vertices: np.ndarray, faces: np.ndarray, field: SparseField, surface
 
     if surface is None or len(vertices) == 0:
         return field_estimate(vertices, normals)
-    _, _, closest = surface.closest_points(vertices)
+    _, _, closest = surface.closest_points(vertices, near=2.0 * ISO_VOXELS)  # ε-surface vertices lie ~ε away
     to_point = vertices - closest
     length = np.linalg.norm(to_point, axis=1)
     aligned = (to_point * normals).sum(axis=1) > EXACT_ALIGNMENT * length
@@ -343,7 +350,7 @@ def deflate(vertices: np.ndarray, faces: np.ndarray, field: SparseField, surface
     out = closest
     rest = np.flatnonzero(~aligned)
     if len(rest):  # near concave creases: the field's estimate, then onto the input from there
-        out[rest] = surface.closest_points(field_estimate(vertices[rest], normals[rest]))[2]
+        out[rest] = surface.closest_points(field_estimate(vertices[rest], normals[rest]), near=ISO_VOXELS)[2]
     return out
 
 

@@ -32,7 +32,9 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .bvh import PrimitiveIndex
+from dataclasses import dataclass
+
+from .bvh import PrimitiveIndex, SurfaceIndex
 from .mesh import face_normals_and_areas
 
 GRID_JITTER = np.array([0.7071067811865476, 0.5773502691896258, 0.4472135954999579]) * 1e-7
@@ -264,17 +266,19 @@ def _solve_cells(acc, cells, m, cutoff, out):
         out[c, 2] = min(max(z, cz), cz + 1.0)
 
 
-def dual_contour(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def dual_contour(vertices: np.ndarray, faces: np.ndarray, resolution: int,
+                 topology: "InputTopology | None" = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The zero set of ``faces`` as a dual-contoured triangle mesh on the N³ grid (voxel coordinates
     in and out), and per output triangle the input face it came from. Whole by construction (see
-    the module's docstring); boundary vertices are not yet snapped — see :func:`snap_boundary`."""
+    the module's docstring); not yet tidied — see :func:`tidy_contour`. ``topology``: the input's
+    :class:`InputTopology`, when the caller has it."""
     vertices = np.asarray(vertices, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64)
     if len(faces) == 0:
         return np.empty((0, 3)), np.empty((0, 3), dtype=np.int64), np.empty(0, dtype=np.int64)
     keys, where, owner = grid_crossings(vertices, faces, resolution)
-    patch, piece = input_parts(vertices, faces)
-    edges, pick = odd_edges(keys, patch[owner], piece[owner])
+    topology = topology or InputTopology.of(vertices, faces)
+    edges, pick = odd_edges(keys, topology.patch[owner], topology.piece[owner])
     if len(edges) == 0:
         return np.empty((0, 3)), np.empty((0, 3), dtype=np.int64), np.empty(0, dtype=np.int64)
     m = resolution + 1
@@ -328,54 +332,50 @@ def edge_valence(num_vertices: int, faces: np.ndarray) -> tuple[np.ndarray, np.n
 def weld(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Merge vertices with identical coordinates (files split vertices at UV and normal seams, which
     would otherwise read as boundaries)."""
-    unique, inverse = np.unique(np.asarray(vertices, dtype=np.float64), axis=0, return_inverse=True)
-    return unique, inverse.reshape(-1)[faces]
+    rows = np.ascontiguousarray(vertices, dtype=np.float64) + 0.0  # -0.0 becomes 0.0
+    # one 24-byte key per row: a single sort instead of numpy's three-column lexsort
+    unique, first, inverse = np.unique(rows.view(np.dtype((np.void, 24))).ravel(), return_index=True, return_inverse=True)
+    return rows[first], inverse.reshape(-1)[faces]
 
 
-def input_parts(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(manifold patch, piece) per face, after welding: patches are joined across edges that exactly
-    two faces share, pieces across any shared edge (see :func:`odd_edges` for why both)."""
-    from .cleanup import face_components
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+@dataclass
+class InputTopology:
+    """What the contouring needs to know about the input's connectivity, computed once (after
+    welding vertices with identical coordinates: files split them at UV and normal seams, which
+    would otherwise read as boundaries).
 
-    welded_vertices, welded = weld(vertices, faces)
-    owner, _, first, size = _half_edge_groups(welded)
-    two = first[size == 2]
-    graph = coo_matrix((np.ones(len(two), np.int8), (owner[two], owner[two + 1])), shape=(len(faces),) * 2)
-    patch = connected_components(graph, directed=False)[1]
-    shared = np.repeat(first, size)  # every half-edge to its group's first: pieces by shared edges
-    graph = coo_matrix((np.ones(len(shared), np.int8), (owner[shared], owner[np.arange(len(shared))])), shape=(len(faces),) * 2)
-    return patch, connected_components(graph, directed=False)[1]
+    ``patch``/``piece`` per face: patches are joined across edges that exactly two faces share,
+    pieces across any shared edge (see :func:`odd_edges` for why both). ``welded_vertices`` and the
+    input's ``boundary`` (edges of one face) and ``junctions`` (edges of three or more) as segments
+    [S, 2] into them."""
 
+    patch: np.ndarray
+    piece: np.ndarray
+    welded_vertices: np.ndarray
+    boundary: np.ndarray
+    junctions: np.ndarray
 
-def open_faces(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Which faces belong to open pieces: edge-connected pieces (after welding) that have a boundary
-    edge, i.e. one used by a single face."""
-    from .cleanup import face_components
+    @classmethod
+    def of(cls, vertices: np.ndarray, faces: np.ndarray) -> "InputTopology":
+        welded_vertices, welded = weld(vertices, faces)
+        owner, corner, first, size = _half_edge_groups(welded)
+        two = first[size == 2]
+        patch = _edge_pieces(len(faces), owner, first[size == 2], size[size == 2], np.ones(len(faces), dtype=bool))
+        piece = _edge_pieces(len(faces), owner, first, size, np.ones(len(faces), dtype=bool))
+        del two
+        ends = np.stack([welded[owner[first], corner[first]], welded[owner[first], (corner[first] + 1) % 3]], axis=1)
+        return cls(patch=patch, piece=piece, welded_vertices=welded_vertices, boundary=ends[size == 1],
+                   junctions=ends[size >= 3])
 
-    welded_vertices, welded = weld(vertices, faces)
-    edges, counts = edge_valence(len(welded_vertices), welded)
-    border = np.zeros(len(welded_vertices), dtype=bool)
-    border[edges[counts == 1].ravel()] = True
-    count, piece = face_components(len(welded_vertices), welded)
-    open_piece = np.zeros(count, dtype=bool)
-    open_piece[piece[border[welded].any(axis=1)]] = True
-    return open_piece[piece]
+    @property
+    def closed(self) -> bool:
+        return len(self.boundary) == 0
 
+    def boundary_index(self) -> PrimitiveIndex | None:
+        return PrimitiveIndex(self.welded_vertices, self.boundary) if len(self.boundary) else None
 
-def input_junctions(vertices: np.ndarray, faces: np.ndarray) -> PrimitiveIndex | None:
-    """The input's non-manifold edges (three or more faces) as segments, or None."""
-    welded_vertices, welded = weld(vertices, faces)
-    edges, counts = edge_valence(len(welded_vertices), welded)
-    return PrimitiveIndex(welded_vertices, edges[counts >= 3]) if (counts >= 3).any() else None
-
-
-def boundary_segments(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The input's boundary as segments: (welded vertices, [S, 2] edges used by one face)."""
-    welded_vertices, welded = weld(vertices, faces)
-    edges, counts = edge_valence(len(welded_vertices), welded)
-    return welded_vertices, edges[counts == 1]
+    def junction_index(self) -> PrimitiveIndex | None:
+        return PrimitiveIndex(self.welded_vertices, self.junctions) if len(self.junctions) else None
 
 
 DETACH_DISTANCE = 1.5
@@ -551,7 +551,7 @@ def snap_boundary(vertices: np.ndarray, on_border: np.ndarray, boundary: Primiti
     if boundary is None or len(border) == 0:
         return vertices
     out = vertices.copy()
-    dist, _, closest = boundary.closest_points(vertices[border])
+    dist, _, closest = boundary.closest_points(vertices[border], SNAP_DISTANCE)
     close = np.flatnonzero(dist <= SNAP_DISTANCE)
     # at a corner of the input's boundary several vertices find the same nearest point: the nearest
     # of them takes it, the others stay (coincident vertices would be a crack of zero width)
@@ -645,17 +645,18 @@ def drop_crumbs(vertices: np.ndarray, faces: np.ndarray, source_piece: np.ndarra
     return keep
 
 
-def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.ndarray, vertices: np.ndarray,
-                 faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The clean-up of a dual-contoured sheet (``source``: input face per output face; ``vertices``,
-    ``faces``: the input in voxel coordinates): detached where its boundary touches another sheet,
-    without junction fragments and crumbs, boundaries on the input's."""
+def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.ndarray, topology: InputTopology,
+                 surface: SurfaceIndex | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The clean-up of a dual-contoured surface (``source``: input face per output face; voxel
+    coordinates): detached where a sheet's boundary touches another sheet, without junction
+    fragments and crumbs, boundary vertices on the input's boundary and, given ``surface`` (the
+    input's triangles), every other vertex on the input (the quadric's minimiser is off a curved
+    surface by its curvature times a cell²)."""
     from .cleanup import compact
 
     if len(out_faces) == 0:
         return out_vertices, out_faces
-    welded_vertices, segments = boundary_segments(vertices, faces)
-    index = PrimitiveIndex(welded_vertices, segments) if len(segments) else None
+    index = topology.boundary_index()
     groups = _half_edge_groups(out_faces)
     if index is not None:
         owner, corner, first, size = groups
@@ -663,19 +664,21 @@ def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.nda
         candidates = np.unique(np.concatenate([out_faces[owner[three], corner[three]],
                                                out_faces[owner[three], (corner[three] + 1) % 3]]))
         near = np.zeros(len(out_vertices), dtype=bool)
-        near[candidates] = index.distance(out_vertices[candidates]) <= DETACH_DISTANCE
-        junctions = input_junctions(vertices, faces)
+        near[candidates] = index.distance(out_vertices[candidates], DETACH_DISTANCE) <= DETACH_DISTANCE
+        junctions = topology.junction_index()
         if junctions is not None:  # a real junction of the input stays joined
-            near[candidates] &= junctions.distance(out_vertices[candidates]) > DETACH_DISTANCE
+            near[candidates] &= junctions.distance(out_vertices[candidates], DETACH_DISTANCE) > DETACH_DISTANCE
         if near.any():
             out_vertices, out_faces, kept = detach_at_boundary(out_vertices, out_faces, near, groups)
             source = source[kept]
             groups = _half_edge_groups(out_faces)
-    keep = trim_fragments(out_vertices, out_faces, groups=groups)
-    keep &= drop_crumbs(out_vertices, out_faces, input_parts(vertices, faces)[1][source], keep, groups)
+        keep = trim_fragments(out_vertices, out_faces, groups=groups)
+    else:  # a closed input has no boundary, so no fragments of one
+        keep = np.ones(len(out_faces), dtype=bool)
+    keep &= drop_crumbs(out_vertices, out_faces, topology.piece[source], keep, groups)
     # boundary vertices of what is kept, before compaction renumbers them
     owner, corner, first, size = groups
-    group_of = np.repeat(np.arange(len(first)), size)  # per sorted half-edge
+    group_of = np.repeat(np.arange(len(first)), size)  # per grouped half-edge
     alive = keep[owner]
     alive_count = np.bincount(group_of[alive], minlength=len(first))
     border_half = np.flatnonzero(alive & (alive_count[group_of] == 1))
@@ -685,13 +688,18 @@ def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.nda
     used = np.zeros(len(out_vertices), dtype=bool)
     used[out_faces[keep].ravel()] = True
     out_vertices, out_faces = compact(out_vertices, out_faces[keep])
-    return snap_boundary(out_vertices, on_border[used], index), out_faces
+    on_border = on_border[used]
+    if surface is not None:
+        inner = np.flatnonzero(~on_border)
+        out_vertices[inner] = surface.closest_points(out_vertices[inner], near=1.0)[2]
+    return snap_boundary(out_vertices, on_border, index), out_faces
 
 
-def contour_open(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    """Open sheets, contoured and tidied (voxel coordinates in and out)."""
-    return tidy_contour(*dual_contour(vertices, faces, resolution), vertices, faces)
+def contour(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """The input's surface, dual-contoured on the N³ grid and tidied (voxel coordinates in and out)."""
+    topology = InputTopology.of(vertices, faces)
+    return tidy_contour(*dual_contour(vertices, faces, resolution, topology), topology, SurfaceIndex(vertices, faces))
 
 
-__all__ = ["boundary_segments", "tidy_contour", "trim_fragments", "drop_crumbs", "input_parts", "input_junctions", "contour_open", "detach_at_boundary", "dual_contour", "edge_valence", "grid_crossings", "odd_edges",
-           "open_faces", "snap_boundary", "weld"]
+__all__ = ["InputTopology", "contour", "detach_at_boundary", "drop_crumbs", "dual_contour", "edge_valence",
+           "grid_crossings", "odd_edges", "snap_boundary", "tidy_contour", "trim_fragments", "weld"]

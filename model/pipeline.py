@@ -16,7 +16,7 @@ import numpy as np
 
 from .bvh import PrimitiveIndex, SurfaceIndex
 from .cleanup import CleanupOptions, clean_surface, decimate
-from .contour import dual_contour, open_faces, tidy_contour
+from .contour import InputTopology, dual_contour, tidy_contour
 from .extract import marching_cubes_sparse
 from .grid import SparseField, check_resolution, iso_level, unit_margin, unit_to_voxel, voxel_to_unit
 from .mesh import Mesh, MeshError, Normalization, fit_unit_cube, used_vertices, validate_arrays
@@ -148,11 +148,11 @@ def input_surface_of(exact: Mesh) -> SurfaceIndex:
     return SurfaceIndex(exact.vertices, exact.faces)
 
 
-def _extract_closed(field_: SparseField, options: RemeshOptions, stages: _Stages,
+def _extract_field(field_: SparseField, options: RemeshOptions, stages: _Stages,
                     surface: PrimitiveIndex | None) -> tuple[np.ndarray, np.ndarray]:
-    """The ε-surface of closed shapes and its clean-up (voxel coordinates). A decoded field
-    (``surface`` None) is first flooded from outside (:mod:`model.shell`), so that the shell stays
-    closed where the network's zero set rises above ε."""
+    """The field's ε-surface and its clean-up (voxel coordinates). A decoded field (``surface``
+    None) is first flooded from outside (:mod:`model.shell`), so that the shell stays closed where
+    the network's zero set rises above ε."""
     cleanup = dataclasses.replace(options.cleanup, target_faces=0)  # decimated once, at the end
     level = iso_level()
     if surface is None and cleanup.deflate and cleanup.outer_shell:
@@ -165,33 +165,18 @@ def _extract_closed(field_: SparseField, options: RemeshOptions, stages: _Stages
     return stages.run("cleanup", lambda report: clean_surface(vertices, faces, field_, cleanup, report, surface))  # type: ignore[return-value]
 
 
-def _extract_direct(field_: SparseField, exact: Mesh, options: RemeshOptions, stages: _Stages) -> tuple[np.ndarray, np.ndarray]:
-    """Direct mode, where the zero set is the input itself (``exact``, voxel coordinates): open
-    pieces are dual-contoured from it (:mod:`model.contour`: one layer, the input's boundaries),
-    closed pieces take the ε-surface path with every vertex put onto them. A mesh with both gets
-    the UDF of its closed pieces alone, so that their shells do not merge with the sheets'."""
+def _extract_direct(exact: Mesh, options: RemeshOptions, stages: _Stages) -> tuple[np.ndarray, np.ndarray]:
+    """Direct mode, where the zero set is the input itself (``exact``, voxel coordinates): it is
+    dual-contoured on the N³ grid (:mod:`model.contour`: closed pieces stay closed, sheets keep their
+    own boundaries, junctions stay joined) and tidied, every vertex then put onto the input."""
     n = options.resolution
-    stages.check()
-    open_mask = open_faces(exact.vertices, exact.faces)
-    parts: list[tuple[np.ndarray, np.ndarray]] = []
-    if open_mask.any():  # type: ignore[union-attr]
-        sheet = exact.faces[open_mask]
-        contoured = stages.run("contour", lambda report: dual_contour(exact.vertices, sheet, n))
-        parts.append(stages.run("cleanup", lambda report: tidy_contour(*contoured, exact.vertices, sheet)))  # type: ignore[misc]
-    closed = exact.faces[~open_mask]  # type: ignore[operator]
-    if len(closed):
-        if open_mask.any():  # type: ignore[union-attr]
-            unit = voxel_to_unit(exact.vertices, n)
-            field_ = stages.run("udf_closed", lambda report: compute_udf(unit, closed, n, report))  # type: ignore[assignment]
-        surface = input_surface_of(Mesh(vertices=exact.vertices, faces=closed))
-        parts.append(_extract_closed(field_, options, stages, surface))
-    return _concatenate(parts)
 
+    def contour(report: Callable[[float], None]) -> tuple[InputTopology, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        topology = InputTopology.of(exact.vertices, exact.faces)
+        return topology, dual_contour(exact.vertices, exact.faces, n, topology)
 
-def _concatenate(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    offsets = np.cumsum([0] + [len(v) for v, _ in parts[:-1]])
-    return (np.concatenate([v for v, _ in parts]) if parts else np.empty((0, 3)),
-            np.concatenate([f + o for (_, f), o in zip(parts, offsets)]) if parts else np.empty((0, 3), dtype=np.int64))
+    topology, contoured = stages.run("extract", contour)  # type: ignore[misc]
+    return stages.run("cleanup", lambda report: tidy_contour(*contoured, topology, input_surface_of(exact)))  # type: ignore[return-value]
 
 
 def _reconstruct(chunks: Iterator[UBlocks], producer: str | None, coords: np.ndarray,
@@ -202,16 +187,18 @@ def _reconstruct(chunks: Iterator[UBlocks], producer: str | None, coords: np.nda
     ``chunks`` is consumed lazily inside Pad-Average; the time booked under ``producer`` (if any)
     while making them is taken out of Pad-Average's own time. ``exact`` gives the input in voxel
     coordinates when the zero set is known (direct mode); with the clean-up's single layer on, the
-    surface then comes from it (:func:`_extract_direct`); otherwise from the field's ε-surface."""
+    surface is then contoured from it on the field's grid (:func:`_extract_direct`: the field's
+    ε-surface of an open sheet is a slab that no cut splits cleanly), otherwise it is the field's
+    ε-surface (a decoded field, ``--raw``, ``--keep-slabs``)."""
     resolution = options.resolution
     assembled = stages.run("pad_average", lambda report: pad_average(chunks, resolution, coords, report))
     if producer is not None:
         stages.timings["pad_average"] -= stages.timings.get(producer, 0.0)
-    if exact is not None and options.cleanup.cuts_slabs:
-        vertices, faces = _extract_direct(assembled, exact(), options, stages)  # type: ignore[arg-type]
+    if exact is not None and options.cleanup.full:
+        vertices, faces = _extract_direct(exact(), options, stages)
     else:  # a decoded field, the raw ε-surface, or sheets kept as closed slabs at ε (--keep-slabs)
         surface = input_surface_of(exact()) if exact is not None and options.cleanup.deflate else None
-        vertices, faces = _extract_closed(assembled, options, stages, surface)  # type: ignore[arg-type]
+        vertices, faces = _extract_field(assembled, options, stages, surface)  # type: ignore[arg-type]
     if faces.shape[0] == 0:
         raise MeshError(f"the surface at N={resolution} is empty")
     if options.cleanup.target_faces:

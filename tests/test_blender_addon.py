@@ -728,7 +728,7 @@ def test_panel_draws_and_a_pumped_remesh(backend):
     assert out["status"]["connected"] and out["status"]["endpoint"] == f"tcp://127.0.0.1:{backend}"
     # the progress bar while the job ran: object name and stage names
     assert out["labels"] and all(label.startswith("progress:Icosphere: ") for label in out["labels"])
-    assert any("Distance field" in label or "Marching cubes" in label for label in out["labels"]), out["labels"]
+    assert any("Distance field" in label or "Extraction" in label for label in out["labels"]), out["labels"]
     assert out["created"] == ["Icosphere_log3d"] and not out["session"]
     assert not any(r.startswith("progress:") for r in d["after"])
     assert "label:Step 120 / 10,000   loss 0.0123" in d["training"] and "label:train-1: running" in d["training"]

@@ -9,7 +9,8 @@ import pytest
 import trimesh
 
 from model.cleanup import CleanupOptions, face_components, signed_volumes
-from model.contour import boundary_segments, dual_contour, contour_open, edge_valence, open_faces, weld
+from model.bvh import PrimitiveIndex
+from model.contour import InputTopology, contour, dual_contour, edge_valence, weld
 from model.extract import marching_cubes_sparse
 from model.grid import iso_level, unit_margin, unit_to_voxel
 from model.mesh import Mesh, fit_unit_cube, load_mesh
@@ -96,20 +97,18 @@ def test_open_sheets_keep_their_boundary_loops_and_length():
     tube = trimesh.Trimesh(tube.vertices, tube.faces[np.abs(tube.face_normals[:, 2]) < 0.5])
     for mesh, expected in ((cup, 1), (annulus, 2), (tube, 2)):
         vertices, faces = in_voxels(mesh)
-        assert open_faces(vertices, faces).all()
-        out_v, out_f = contour_open(vertices, faces, N)
+        assert not InputTopology.of(vertices, faces).closed
+        out_v, out_f = contour(vertices, faces, N)
         loops, border, length = loops_and_border(out_v, out_f)
         in_loops, _, in_length = loops_and_border(vertices, faces)
         assert in_loops == expected and loops == expected and edge_pieces(out_f) == 1
         assert abs(length / in_length - 1.0) < 0.08  # snapped onto the input's boundary, not a staircase
         assert abs(area(out_v, out_f) / area(vertices, faces) - 1.0) < 0.03
         # the boundary vertices lie on the input's boundary curve
-        welded, segments = boundary_segments(vertices, faces)
-        from model.bvh import PrimitiveIndex
-
+        topology = InputTopology.of(vertices, faces)
         edges, counts = edge_valence(len(out_v), out_f)
         on_border = np.unique(edges[counts == 1].ravel())
-        assert PrimitiveIndex(welded, segments).distance(out_v[on_border]).max() < 1e-9
+        assert PrimitiveIndex(topology.welded_vertices, topology.boundary).distance(out_v[on_border]).max() < 1e-9
 
 
 def test_a_fin_on_a_sheet_stays_joined():
@@ -126,7 +125,7 @@ def test_a_fin_on_a_sheet_stays_joined():
     tm = trimesh.Trimesh(points, tris).subdivide().subdivide()
     vertices, faces = in_voxels(tm)
     assert loops_and_border(vertices, faces)[0] == 2
-    out_v, out_f = contour_open(vertices, faces, N)
+    out_v, out_f = contour(vertices, faces, N)
     loops, _, _ = loops_and_border(out_v, out_f)
     assert edge_pieces(out_f) == 1
     assert loops <= 2
@@ -145,13 +144,14 @@ def test_direct_remesh_of_open_shared_meshes_is_whole(shared_meshes):
 
 
 def test_mixed_mesh_keeps_closed_parts_closed_and_sheets_single():
-    """A closed ball touching an open sheet: the ball comes out closed, the sheet as one layer."""
+    """A closed ball touching an open sheet: the ball comes out closed, the sheet as one layer, both
+    dual-contoured from the input."""
     ball = trimesh.creation.icosphere(3, radius=0.4)
     ball.apply_translation((0.0, 0.0, 0.42))
     sheet = trimesh.Trimesh([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]], [[0, 1, 2], [0, 2, 3]]).subdivide().subdivide()
     mixed = as_mesh(trimesh.util.concatenate([ball, sheet]))
     result = remesh(mixed, RemeshOptions(resolution=96))
-    assert {"contour", "udf_closed", "extract", "cleanup"} <= set(result.timings)
+    assert set(result.timings) == {"udf", "ublocks", "pad_average", "extract", "cleanup"}
     out = result.mesh
     assert abs(area(out.vertices, out.faces) / area(mixed.vertices, mixed.faces) - 1.0) < 0.03
     loops, _, _ = loops_and_border(out.vertices, out.faces)
@@ -211,7 +211,7 @@ def test_vae_style_remesh_of_a_punctured_field_is_closed(monkeypatch):
     sphere = as_mesh(trimesh.creation.icosphere(4, radius=1.0))
     field_ = punctured_field(sphere, 64, np.array([0.0, 1.0, 0.0]), 5.0, 0.4)
     options = RemeshOptions(resolution=64)
-    vertices, faces = pipeline._extract_closed(field_, options, pipeline._Stages(None, None), None)
+    vertices, faces = pipeline._extract_field(field_, options, pipeline._Stages(None, None), None)
     loops, border, _ = loops_and_border(vertices, faces)
     assert border == 0 and edge_pieces(faces) == 1
     radius = np.linalg.norm(vertices - vertices.mean(axis=0), axis=1)

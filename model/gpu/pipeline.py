@@ -10,7 +10,7 @@ host and back. Here each stage consumes the previous stage's device tensors dire
     PadAverageTorch     → TorchField of the averaged blocks
 
 and the averaged field is copied to the host, where the extraction that stays whole runs
-(:func:`model.pipeline._extract_direct` / ``_extract_closed``: dual contouring of open sheets, the
+(:func:`model.pipeline._extract_direct` / ``_extract_field``: dual contouring of open sheets, the
 outside flood of decoded fields). ``marching_cubes_torch`` and ``clean_surface_torch`` remain,
 tested against the numba kernels, for the unified pipeline to bring the extraction onto the device. The stage names, their order, the
 progress reports and the cancellation points are the numba driver's, so callers (CLI, server,
@@ -32,7 +32,7 @@ import torch
 from ..cleanup import decimate
 from ..grid import PADDED_SIZE, SparseField, unit_margin, unit_to_voxel, voxel_to_unit
 from ..mesh import Mesh, MeshError, fit_unit_cube, used_vertices, validate_arrays
-from ..pipeline import (ProgressCallback, RemeshOptions, RemeshResult, _extract_closed, _extract_direct, _network,
+from ..pipeline import (ProgressCallback, RemeshOptions, RemeshResult, _extract_field, _extract_direct, _network,
                         _Stages, input_surface_of)
 from .blocks import PadAverageTorch, active_indices_torch, iter_ublocks_torch
 from .field import TorchField, keys_to_coords
@@ -193,13 +193,13 @@ def remesh_torch(mesh: Mesh, options: RemeshOptions, device: torch.device | str,
         # (see model/pipeline.py); moving it onto the device is the unified pipeline's work.
         host_field = SparseField(n, assembled.keys.cpu().numpy(), assembled.values.float().cpu().numpy())
         del assembled
-    if options.mode == "direct" and options.cleanup.cuts_slabs:
+    if options.mode == "direct" and options.cleanup.full:
         exact = Mesh(vertices=unit_to_voxel(unit_vertices, n), faces=mesh.faces)
-        host_vertices, host_faces = _extract_direct(host_field, exact, options, stages)
+        host_vertices, host_faces = _extract_direct(exact, options, stages)
     else:
         surface = (input_surface_of(Mesh(vertices=unit_to_voxel(unit_vertices, n), faces=mesh.faces))
                    if options.mode == "direct" and options.cleanup.deflate else None)
-        host_vertices, host_faces = _extract_closed(host_field, options, stages, surface)
+        host_vertices, host_faces = _extract_field(host_field, options, stages, surface)
     if host_faces.shape[0] == 0:
         raise MeshError(f"the surface at N={n} is empty")
     if options.cleanup.target_faces:
