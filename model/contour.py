@@ -571,27 +571,29 @@ def trim_fragments(vertices: np.ndarray, faces: np.ndarray, rounds: int = 4, gro
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
+    owner, corner, first, size = groups if groups is not None else _half_edge_groups(faces)
+    group_of = np.repeat(np.arange(len(first)), size)
     keep = np.ones(len(faces), dtype=bool)
-    for round_ in range(rounds):
-        alive = np.flatnonzero(keep)
-        owner, corner, first, size = groups if round_ == 0 and groups is not None else _half_edge_groups(faces[alive])
-        border = first[size == 1]
+    for _ in range(rounds):
+        alive = keep[owner]
+        alive_count = np.bincount(group_of[alive], minlength=len(first))
+        border = np.flatnonzero(alive & (alive_count[group_of] == 1))  # removed faces just drop out
         if len(border) == 0:
             break
-        f = faces[alive]
-        a, b = f[owner[border], corner[border]], f[owner[border], (corner[border] + 1) % 3]
-        nv = len(vertices)
-        graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(nv, nv))
+        a, b = faces[owner[border], corner[border]], faces[owner[border], (corner[border] + 1) % 3]
+        ends, local = np.unique(np.concatenate([a, b]), return_inverse=True)
+        la, lb = local[: len(a)], local[len(a):]
+        graph = coo_matrix((np.ones(len(a), np.int8), (la, lb)), shape=(len(ends), len(ends)))
         _, label = connected_components(graph, directed=False)
-        chain = label[a]
-        edges_per_chain = np.bincount(chain, minlength=nv)
-        degree = np.bincount(np.concatenate([a, b]), minlength=nv)
-        open_chain = np.zeros(nv, dtype=bool)
-        open_chain[label[np.flatnonzero(degree == 1)]] = True
+        chain = label[la]
+        edges_per_chain = np.bincount(chain, minlength=len(ends))
+        degree = np.bincount(np.concatenate([la, lb]), minlength=len(ends))
+        open_chain = np.zeros(len(ends), dtype=bool)
+        open_chain[label[degree == 1]] = True
         short = open_chain[chain] & (edges_per_chain[chain] <= FRAGMENT_EDGES)
         if not short.any():
             break
-        keep[alive[np.unique(owner[border[short]])]] = False
+        keep[owner[border[short]]] = False
     return keep
 
 
@@ -629,19 +631,22 @@ def _edge_pieces(num_faces, owner, first, size, alive):
 def drop_crumbs(vertices: np.ndarray, faces: np.ndarray, source_piece: np.ndarray, alive: np.ndarray | None = None,
                 groups=None) -> np.ndarray:
     """Which faces to keep: an output piece smaller than :data:`CRUMB_RATIO` of the largest output
-    piece made from the same input piece is a crumb (a sliver of the input thinner than a voxel,
-    cut off where the grid cannot follow it), not a part; ``source_piece`` per face; ``alive``:
-    the faces still there (default all)."""
+    piece made (in part) from the same input piece is a crumb (a sliver of the input thinner than a
+    voxel, cut off where the grid cannot follow it), not a part; ``source_piece`` per face;
+    ``alive``: the faces still there (default all)."""
     alive = np.ones(len(faces), dtype=bool) if alive is None else alive
     owner, _, first, size = groups if groups is not None else _half_edge_groups(faces)
     label = _edge_pieces(len(faces), owner, first, size, alive)  # a piece is named by its smallest face
     # size by face count: dual-contoured faces are all about half a square voxel
     count = np.bincount(label[alive], minlength=len(faces))
-    origin = np.zeros(len(faces), dtype=np.int64)
-    origin[label[alive]] = source_piece[alive]
+    span = np.int64(source_piece.max()) + 1
+    pair_keys = np.unique(label[alive] * span + source_piece[alive])  # (piece, input piece)
+    pairs = np.stack([pair_keys // span, pair_keys % span], axis=1)
     largest = np.zeros(int(source_piece.max()) + 1, dtype=np.int64)
-    np.maximum.at(largest, origin[count > 0], count[count > 0])
-    keep = alive & (count[label] >= CRUMB_RATIO * largest[origin[label]])
+    np.maximum.at(largest, pairs[:, 1], count[pairs[:, 0]])
+    reference = np.zeros(len(faces), dtype=np.int64)  # per piece: the largest piece sharing an input piece
+    np.maximum.at(reference, pairs[:, 0], largest[pairs[:, 1]])
+    keep = alive & (count[label] >= CRUMB_RATIO * reference[label])
     return keep
 
 
@@ -691,7 +696,7 @@ def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.nda
     on_border = on_border[used]
     if surface is not None:
         inner = np.flatnonzero(~on_border)
-        out_vertices[inner] = surface.closest_points(out_vertices[inner], near=1.0)[2]
+        out_vertices[inner] = surface.closest_points(out_vertices[inner], near=0.5)[2]
     return snap_boundary(out_vertices, on_border, index), out_faces
 
 
