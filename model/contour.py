@@ -344,7 +344,8 @@ class InputTopology:
     welding vertices with identical coordinates: files split them at UV and normal seams, which
     would otherwise read as boundaries).
 
-    ``patch``/``piece`` per face: patches are joined across edges that exactly two faces share,
+    ``patch``/``piece`` per face: patches are joined across edges that an even number of faces share
+    (two: a manifold edge; four: two surfaces touching along it, a mod-2 cycle all the same),
     pieces across any shared edge (see :func:`odd_edges` for why both). ``welded_vertices`` and the
     input's ``boundary`` (edges of one face) and ``junctions`` (edges of three or more) as segments
     [S, 2] into them."""
@@ -359,10 +360,9 @@ class InputTopology:
     def of(cls, vertices: np.ndarray, faces: np.ndarray) -> "InputTopology":
         welded_vertices, welded = weld(vertices, faces)
         owner, corner, first, size = _half_edge_groups(welded)
-        two = first[size == 2]
-        patch = _edge_pieces(len(faces), owner, first[size == 2], size[size == 2], np.ones(len(faces), dtype=bool))
+        even = size % 2 == 0
+        patch = _edge_pieces(len(faces), owner, first[even], size[even], np.ones(len(faces), dtype=bool))
         piece = _edge_pieces(len(faces), owner, first, size, np.ones(len(faces), dtype=bool))
-        del two
         ends = np.stack([welded[owner[first], corner[first]], welded[owner[first], (corner[first] + 1) % 3]], axis=1)
         return cls(patch=patch, piece=piece, welded_vertices=welded_vertices, boundary=ends[size == 1],
                    junctions=ends[size >= 3])
