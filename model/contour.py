@@ -33,6 +33,7 @@ import numba as nb
 import numpy as np
 
 from dataclasses import dataclass
+from typing import Callable
 
 from .bvh import PrimitiveIndex, SurfaceIndex
 from .mesh import face_normals_and_areas
@@ -651,14 +652,17 @@ def drop_crumbs(vertices: np.ndarray, faces: np.ndarray, source_piece: np.ndarra
 
 
 def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.ndarray, topology: InputTopology,
-                 surface: SurfaceIndex | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 surface: SurfaceIndex | None = None,
+                 progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The clean-up of a dual-contoured surface (``source``: input face per output face; voxel
     coordinates): detached where a sheet's boundary touches another sheet, without junction
     fragments and crumbs, boundary vertices on the input's boundary and, given ``surface`` (the
     input's triangles), every other vertex on the input (the quadric's minimiser is off a curved
-    surface by its curvature times a cell²)."""
+    surface by its curvature times a cell²). ``progress`` is called between steps (the pipeline's
+    reporter also checks for cancellation there)."""
     from .cleanup import compact
 
+    report = progress or (lambda fraction: None)
     if len(out_faces) == 0:
         return out_vertices, out_faces
     index = topology.boundary_index()
@@ -680,6 +684,7 @@ def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.nda
         keep = trim_fragments(out_vertices, out_faces, groups=groups)
     else:  # a closed input has no boundary, so no fragments of one
         keep = np.ones(len(out_faces), dtype=bool)
+    report(0.2)
     keep &= drop_crumbs(out_vertices, out_faces, topology.piece[source], keep, groups)
     # boundary vertices of what is kept, before compaction renumbers them
     owner, corner, first, size = groups
@@ -694,9 +699,11 @@ def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.nda
     used[out_faces[keep].ravel()] = True
     out_vertices, out_faces = compact(out_vertices, out_faces[keep])
     on_border = on_border[used]
+    report(0.5)
     if surface is not None:
         inner = np.flatnonzero(~on_border)
         out_vertices[inner] = surface.closest_points(out_vertices[inner], near=0.5)[2]
+    report(0.8)
     return snap_boundary(out_vertices, on_border, index), out_faces
 
 

@@ -176,7 +176,7 @@ def _extract_direct(exact: Mesh, options: RemeshOptions, stages: _Stages) -> tup
         return topology, dual_contour(exact.vertices, exact.faces, n, topology)
 
     topology, contoured = stages.run("extract", contour)  # type: ignore[misc]
-    return stages.run("cleanup", lambda report: tidy_contour(*contoured, topology, input_surface_of(exact)))  # type: ignore[return-value]
+    return stages.run("cleanup", lambda report: tidy_contour(*contoured, topology, input_surface_of(exact), report))  # type: ignore[return-value]
 
 
 def _reconstruct(chunks: Iterator[UBlocks], producer: str | None, coords: np.ndarray,

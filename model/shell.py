@@ -252,6 +252,8 @@ def outer_shell_field(field: SparseField, iso: float, options: ShellOptions = Sh
     meets the unstored interior (negative enclosed volume, at least τ away from the surface: the
     clean-up's outer-shell step drops it). The unstored blocks next to stored ones are stored as
     far (1.0), so that marching cubes finds an owner block for every edge that crosses."""
+    if not (field.values < iso).any():  # no ε-surface at all (an untrained decoder): nothing to close
+        return field
     outside, labels, unstored_out = flood_outside(field, iso, options)
     values = np.where(outside, field.values, np.minimum(field.values, np.float32(0.5 * iso))).astype(np.float32)
     g = field.grid
