@@ -19,9 +19,10 @@ pair up cleanly — at the rim, at junctions, on folds. In direct mode the zero 
   of the input is a three-quad edge of the output, not a tear), and no hole appears anywhere else.
 * **Vertices.** One per cell, at the minimiser of the quadric of the tangent planes at its crossings
   (Ju et al., "Dual Contouring of Hermite Data", SIGGRAPH 2002), around their mass point, with small
-  eigenvalues truncated and the result kept inside the cell; sharp creases are kept. Vertices on
-  the output's boundary are then put onto the input's boundary curve (its nearest point), so open
-  boundaries follow the input's, not the grid's staircase.
+  eigenvalues truncated and the result kept inside the cell; sharp creases are kept. Then onto the
+  nearest of the triangles that cross the cell's edges, so every vertex lies on the input. Vertices
+  on the output's boundary are later put onto the input's boundary curve (its nearest point), so
+  open boundaries follow the input's, not the grid's staircase.
 
 Everything is sparse: crossings are listed per triangle, grouped by a sorted 64-bit edge key; no
 N³ array is made.
@@ -35,7 +36,7 @@ import numpy as np
 from dataclasses import dataclass
 from typing import Callable
 
-from .bvh import PrimitiveIndex, SurfaceIndex
+from .bvh import PrimitiveIndex, _closest_on_triangle
 from .mesh import face_normals_and_areas
 
 GRID_JITTER = np.array([0.7071067811865476, 0.5773502691896258, 0.4472135954999579]) * 1e-7
@@ -267,6 +268,24 @@ def _solve_cells(acc, cells, m, cutoff, out):
         out[c, 2] = min(max(z, cz), cz + 1.0)
 
 
+@nb.njit(parallel=True, cache=True)
+def _onto_crossing_triangles(points, start, candidates, tri):
+    """Each cell's vertex onto the nearest of the triangles that cross its edges (the input's own
+    surface, found without a search: the cell's crossings name their triangles)."""
+    for c in nb.prange(points.shape[0]):
+        p0, p1, p2 = points[c, 0], points[c, 1], points[c, 2]
+        best = np.inf
+        b0, b1, b2 = p0, p1, p2
+        for k in range(start[c], start[c + 1]):
+            t = candidates[k]
+            x, y, z = _closest_on_triangle(p0, p1, p2, tri[t, 0, 0], tri[t, 0, 1], tri[t, 0, 2], tri[t, 1, 0], tri[t, 1, 1],
+                                           tri[t, 1, 2], tri[t, 2, 0], tri[t, 2, 1], tri[t, 2, 2])
+            d = (x - p0) ** 2 + (y - p1) ** 2 + (z - p2) ** 2
+            if d < best:
+                best, b0, b1, b2 = d, x, y, z
+        points[c, 0], points[c, 1], points[c, 2] = b0, b1, b2
+
+
 def dual_contour(vertices: np.ndarray, faces: np.ndarray, resolution: int,
                  topology: "InputTopology | None" = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The zero set of ``faces`` as a dual-contoured triangle mesh on the N³ grid (voxel coordinates
@@ -305,6 +324,12 @@ def dual_contour(vertices: np.ndarray, faces: np.ndarray, resolution: int,
     _accumulate(cell_of, points, normals, acc)
     out_vertices = np.empty((len(cells), 3))
     _solve_cells(acc, cells.astype(np.int64), m, EIGEN_CUTOFF, out_vertices)
+    # then onto the input: the minimiser is off a curved surface by its curvature times a cell²
+    source = owner[pick]
+    pair_keys = np.unique(cell_of.ravel() * np.int64(len(faces)) + np.repeat(source, 4))
+    pair_cell, pair_tri = pair_keys // len(faces), pair_keys % len(faces)
+    start = np.searchsorted(pair_cell, np.arange(len(cells) + 1)).astype(np.int64)
+    _onto_crossing_triangles(out_vertices, start, pair_tri.astype(np.int64), np.ascontiguousarray(vertices[faces]))
 
     # orient each quad like the input's normal at its crossing; split along the shorter diagonal
     flip = normals[rows, axis] < 0
@@ -315,7 +340,6 @@ def dual_contour(vertices: np.ndarray, faces: np.ndarray, resolution: int,
     split02 = diag02 <= diag13
     tri_a = np.where(split02[:, None], quads[:, [0, 1, 2]], quads[:, [1, 2, 3]])
     tri_b = np.where(split02[:, None], quads[:, [0, 2, 3]], quads[:, [1, 3, 0]])
-    source = owner[pick]
     return out_vertices, np.concatenate([tri_a, tri_b]), np.concatenate([source, source])
 
 
@@ -652,14 +676,11 @@ def drop_crumbs(vertices: np.ndarray, faces: np.ndarray, source_piece: np.ndarra
 
 
 def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.ndarray, topology: InputTopology,
-                 surface: SurfaceIndex | None = None,
                  progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The clean-up of a dual-contoured surface (``source``: input face per output face; voxel
     coordinates): detached where a sheet's boundary touches another sheet, without junction
-    fragments and crumbs, boundary vertices on the input's boundary and, given ``surface`` (the
-    input's triangles), every other vertex on the input (the quadric's minimiser is off a curved
-    surface by its curvature times a cell²). ``progress`` is called between steps (the pipeline's
-    reporter also checks for cancellation there)."""
+    fragments and crumbs, boundary vertices on the input's boundary. ``progress`` is called between
+    steps (the pipeline's reporter also checks for cancellation there)."""
     from .cleanup import compact
 
     report = progress or (lambda fraction: None)
@@ -700,17 +721,13 @@ def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.nda
     out_vertices, out_faces = compact(out_vertices, out_faces[keep])
     on_border = on_border[used]
     report(0.5)
-    if surface is not None:
-        inner = np.flatnonzero(~on_border)
-        out_vertices[inner] = surface.closest_points(out_vertices[inner], near=0.5)[2]
-    report(0.8)
     return snap_boundary(out_vertices, on_border, index), out_faces
 
 
 def contour(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
     """The input's surface, dual-contoured on the N³ grid and tidied (voxel coordinates in and out)."""
     topology = InputTopology.of(vertices, faces)
-    return tidy_contour(*dual_contour(vertices, faces, resolution, topology), topology, SurfaceIndex(vertices, faces))
+    return tidy_contour(*dual_contour(vertices, faces, resolution, topology), topology)
 
 
 __all__ = ["InputTopology", "contour", "detach_at_boundary", "drop_crumbs", "dual_contour", "edge_valence",

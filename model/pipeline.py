@@ -168,7 +168,7 @@ def _extract_field(field_: SparseField, options: RemeshOptions, stages: _Stages,
 def _extract_direct(exact: Mesh, options: RemeshOptions, stages: _Stages) -> tuple[np.ndarray, np.ndarray]:
     """Direct mode, where the zero set is the input itself (``exact``, voxel coordinates): it is
     dual-contoured on the N³ grid (:mod:`model.contour`: closed pieces stay closed, sheets keep their
-    own boundaries, junctions stay joined) and tidied, every vertex then put onto the input."""
+    own boundaries, junctions stay joined; every vertex on the input) and tidied."""
     n = options.resolution
 
     def contour(report: Callable[[float], None]) -> tuple[InputTopology, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -176,7 +176,7 @@ def _extract_direct(exact: Mesh, options: RemeshOptions, stages: _Stages) -> tup
         return topology, dual_contour(exact.vertices, exact.faces, n, topology)
 
     topology, contoured = stages.run("extract", contour)  # type: ignore[misc]
-    return stages.run("cleanup", lambda report: tidy_contour(*contoured, topology, input_surface_of(exact), report))  # type: ignore[return-value]
+    return stages.run("cleanup", lambda report: tidy_contour(*contoured, topology, report))  # type: ignore[return-value]
 
 
 def _reconstruct(chunks: Iterator[UBlocks], producer: str | None, coords: np.ndarray,
