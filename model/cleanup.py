@@ -87,6 +87,12 @@ the two-colouring of the doubled faces frayed (at non-manifold junctions, e.g. t
 entering its body: 1064 of 1092 loops at N=512), not a boundary of the input."""
 
 
+DECODED_SPECK_AREA = 64.0
+"""Closed pieces of a decoded field under this many square voxels (a ball about 4.5 voxels across)
+are stray dips of the decoder below ε, not parts: cow at N=512 decoded two of 16–17 voxel² beside its
+267,000-voxel² body. The network cannot place a real part that small anyway."""
+
+
 RIM_STRIP_WIDTH = 1.0
 """After the single-layer cut, a kept piece whose mean width (2 × area / boundary length) is below
 this many voxels is a strip left over from the slab's rim, not a sheet."""
@@ -560,14 +566,14 @@ def fill_small_holes(vertices: np.ndarray, faces: np.ndarray, max_perimeter: flo
     return np.concatenate([vertices, centre]), np.concatenate([faces, fan.astype(faces.dtype)])
 
 
-def drop_specks(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """The faces without the pieces of less than :data:`MIN_PIECE_AREA` square voxels: a piece the
-    ε-surface cannot represent (a decoded field's stray dip below ε makes one)."""
+def drop_specks(vertices: np.ndarray, faces: np.ndarray, min_area: float = MIN_PIECE_AREA) -> np.ndarray:
+    """The faces without the pieces of less than ``min_area`` square voxels: a piece the ε-surface
+    cannot represent, or (:data:`DECODED_SPECK_AREA`) a decoded field's stray dip below ε."""
     count, component = face_components(len(vertices), faces)
     if count == 1:
         return faces
     area = np.bincount(component, weights=face_normals_and_areas(vertices, faces)[1], minlength=count)
-    return faces[area[component] >= MIN_PIECE_AREA]
+    return faces[area[component] >= min_area]
 
 
 def decimate(vertices: np.ndarray, faces: np.ndarray, target_faces: int) -> tuple[np.ndarray, np.ndarray]:
@@ -624,7 +630,7 @@ def clean_surface(vertices: np.ndarray, faces: np.ndarray, field: SparseField, o
     if options.cuts_slabs and len(faces) and slab.any():
         vertices, faces = cut_slabs(vertices, before, faces, slab, component, surface)
     if len(faces) and options.outer_shell:
-        faces = drop_specks(vertices, faces)
+        faces = drop_specks(vertices, faces, MIN_PIECE_AREA if surface is not None else DECODED_SPECK_AREA)
     if len(faces):
         vertices, faces = compact(vertices, faces)
     report(0.8)
