@@ -36,7 +36,7 @@ class ShellOptions:
     steps the outside then grows through values above the iso-level."""
 
     flood_levels: tuple[float, ...] = (0.5, 0.625, 0.75, 0.875)
-    regrow_steps: int = 4
+    regrow_steps: int = 2
 
 
 @nb.njit(cache=True, inline="always")
