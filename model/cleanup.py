@@ -242,20 +242,26 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return out
 
 
+@nb.njit(cache=True, inline="always")
+def union(parent, a, b):
+    """Join the sets of a and b in a union-find forest (path halving); the smaller index becomes the
+    root, so every root is its set's smallest member."""
+    while parent[a] != a:
+        parent[a] = parent[parent[a]]
+        a = parent[a]
+    while parent[b] != b:
+        parent[b] = parent[parent[b]]
+        b = parent[b]
+    if a != b:
+        parent[max(a, b)] = min(a, b)
+
+
 @nb.njit(cache=True)
 def _union_find_labels(num_vertices, faces):
     parent = np.arange(num_vertices)
     for f in range(faces.shape[0]):
         for k in (1, 2):
-            a, b = faces[f, 0], faces[f, k]
-            while parent[a] != a:
-                parent[a] = parent[parent[a]]
-                a = parent[a]
-            while parent[b] != b:
-                parent[b] = parent[parent[b]]
-                b = parent[b]
-            if a != b:
-                parent[max(a, b)] = min(a, b)
+            union(parent, faces[f, 0], faces[f, k])
     label = np.empty(num_vertices, dtype=np.int64)
     count = 0
     for v in range(num_vertices):  # roots are their own smallest member: number them in order

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .bvh import PrimitiveIndex, _closest_on_triangle
+from .cleanup import union
 from .mesh import face_normals_and_areas
 
 GRID_JITTER = np.array([0.7071067811865476, 0.5773502691896258, 0.4472135954999579]) * 1e-7
@@ -635,15 +636,7 @@ def _edge_pieces(num_faces, owner, first, size, alive):
             if a < 0:
                 a = f
                 continue
-            x, y = a, f
-            while parent[x] != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            while parent[y] != y:
-                parent[y] = parent[parent[y]]
-                y = parent[y]
-            if x != y:
-                parent[max(x, y)] = min(x, y)
+            union(parent, a, f)
     label = np.empty(num_faces, dtype=np.int64)
     for f in range(num_faces):
         r = f

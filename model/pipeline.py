@@ -194,16 +194,26 @@ def _reconstruct(chunks: Iterator[UBlocks], producer: str | None, coords: np.nda
     assembled = stages.run("pad_average", lambda report: pad_average(chunks, resolution, coords, report))
     if producer is not None:
         stages.timings["pad_average"] -= stages.timings.get(producer, 0.0)
+    vertices, faces = extract_surface(assembled, exact() if exact is not None else None, options, stages)  # type: ignore[arg-type]
+    return Mesh(vertices=normalization.from_unit(voxel_to_unit(vertices, resolution)), faces=faces)
+
+
+def extract_surface(field_: SparseField, exact: Mesh | None, options: RemeshOptions,
+                    stages: _Stages) -> tuple[np.ndarray, np.ndarray]:
+    """The surface of an averaged field in voxel coordinates, decimated if asked: the input
+    contoured when it is known (``exact``, voxel coordinates) and every clean-up step is on
+    (:func:`_extract_direct`), otherwise the field's ε-surface with the steps that are on (a decoded
+    field, ``--raw``, ``--keep-slabs``). Both engines end here."""
     if exact is not None and options.cleanup.full:
-        vertices, faces = _extract_direct(exact(), options, stages)
-    else:  # a decoded field, the raw ε-surface, or sheets kept as closed slabs at ε (--keep-slabs)
-        surface = input_surface_of(exact()) if exact is not None and options.cleanup.deflate else None
-        vertices, faces = _extract_field(assembled, options, stages, surface)  # type: ignore[arg-type]
+        vertices, faces = _extract_direct(exact, options, stages)
+    else:
+        surface = input_surface_of(exact) if exact is not None and options.cleanup.deflate else None
+        vertices, faces = _extract_field(field_, options, stages, surface)
     if faces.shape[0] == 0:
-        raise MeshError(f"the surface at N={resolution} is empty")
+        raise MeshError(f"the surface at N={options.resolution} is empty")
     if options.cleanup.target_faces:
         vertices, faces = stages.run("decimate", lambda report: decimate(vertices, faces, int(options.cleanup.target_faces)))  # type: ignore[misc]
-    return Mesh(vertices=normalization.from_unit(voxel_to_unit(vertices, resolution)), faces=faces)
+    return vertices, faces
 
 
 def _network(options: RemeshOptions, vae: object | None) -> object:

@@ -23,7 +23,7 @@ import numba as nb
 import numpy as np
 from scipy import ndimage
 
-from .grid import BLOCK_SIZE, FAR, SparseField, block_keys, lookup_blocks, neighbor_table
+from .grid import BLOCK_SIZE, FAR, NEIGHBOR_OFFSETS, SparseField, block_keys, lookup_blocks, neighbor_table
 
 FACE_OFFSETS = np.array([(-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1)], dtype=np.int64)
 
@@ -258,8 +258,7 @@ def outer_shell_field(field: SparseField, iso: float, options: ShellOptions = Sh
     values = np.where(outside, field.values, np.minimum(field.values, np.float32(0.5 * iso))).astype(np.float32)
     g = field.grid
     coords = field.coords.astype(np.int64)
-    offsets = np.array([(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)], dtype=np.int64)
-    around = (coords[:, None, :] + offsets[None, :, :]).reshape(-1, 3)
+    around = (coords[:, None, :] + NEIGHBOR_OFFSETS[None, :, :]).reshape(-1, 3)
     around = np.unique(around[np.all((around >= 0) & (around < g), axis=1)], axis=0)
     around = around[lookup_blocks(field.keys, around, g) < 0]
     enclosed = around[~unstored_out[labels[around[:, 0], around[:, 1], around[:, 2]]]]

@@ -29,11 +29,9 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from ..cleanup import decimate
 from ..grid import PADDED_SIZE, SparseField, unit_margin, unit_to_voxel, voxel_to_unit
 from ..mesh import Mesh, MeshError, fit_unit_cube, used_vertices, validate_arrays
-from ..pipeline import (ProgressCallback, RemeshOptions, RemeshResult, _extract_field, _extract_direct, _network,
-                        _Stages, input_surface_of)
+from ..pipeline import ProgressCallback, RemeshOptions, RemeshResult, _network, _Stages, extract_surface
 from .blocks import PadAverageTorch, active_indices_torch, iter_ublocks_torch
 from .field import TorchField, keys_to_coords
 from .udf import compute_udf_torch
@@ -111,9 +109,8 @@ def _gather_all(field: TorchField, active: torch.Tensor, chunk: int) -> torch.Te
 
 
 def _assemble(unit_vertices: np.ndarray, faces: np.ndarray, options: RemeshOptions, device: torch.device,
-              network: object | None, exact: bool, udf_dtype: torch.dtype, stages: _DeviceStages) -> tuple[TorchField, int, object | None]:
-    """UDF → UBlocks → (encode → decode) → Pad-Average: (averaged field, number of UBlocks, the
-    input's candidate triangles when ``exact``). One function so that each big intermediate (the
+              network: object | None, udf_dtype: torch.dtype, stages: _DeviceStages) -> tuple[TorchField, int]:
+    """UDF → UBlocks → (encode → decode) → Pad-Average: (averaged field, number of UBlocks). One function so that each big intermediate (the
     exact field, the padded blocks, the latents) is dropped as soon as the next one exists.
 
     Direct mode gathers lazily inside Pad-Average, so the gathering's time is taken out of
@@ -124,10 +121,7 @@ def _assemble(unit_vertices: np.ndarray, faces: np.ndarray, options: RemeshOptio
     from ..autoencode import decode_tensors, encode_tensors
 
     n, chunk = options.resolution, options.chunk_blocks
-    udf = stages.run("udf", lambda report: compute_udf_torch(unit_vertices, faces, n, device, dtype=udf_dtype,
-                                                                 return_candidates=exact))
-    field, surface = udf if exact else (udf, None)  # type: ignore[misc]
-    del udf
+    field = stages.run("udf", lambda report: compute_udf_torch(unit_vertices, faces, n, device, dtype=udf_dtype))
     active = active_indices_torch(field)
     if active.numel() == 0:
         raise MeshError("the mesh produced no active UBlocks")
@@ -137,7 +131,7 @@ def _assemble(unit_vertices: np.ndarray, faces: np.ndarray, options: RemeshOptio
         chunks = stages.timed(iter_ublocks_torch(field, chunk), "ublocks")
         assembled = stages.run("pad_average", lambda report: _pad_average(chunks, n, coords, report))
         stages.timings["pad_average"] -= stages.timings.get("ublocks", 0.0)
-        return assembled, count, surface  # type: ignore[return-value]
+        return assembled, count  # type: ignore[return-value]
     blocks = stages.run("ublocks", lambda report: _gather_all(field, active, chunk))
     del field, active
     latents = stages.run("encode", lambda report: encode_tensors(network, blocks, coords))
@@ -145,7 +139,7 @@ def _assemble(unit_vertices: np.ndarray, faces: np.ndarray, options: RemeshOptio
     decoded = stages.run("decode", lambda report: decode_tensors(network, latents, coords).to(device))
     del latents
     assembled = stages.run("pad_average", lambda report: _pad_average(_slices(decoded, coords, chunk), n, coords, report))
-    return assembled, count, None  # type: ignore[return-value]
+    return assembled, count  # type: ignore[return-value]
 
 
 def _default_udf_dtype(device: torch.device) -> torch.dtype:
@@ -186,25 +180,15 @@ def remesh_torch(mesh: Mesh, options: RemeshOptions, device: torch.device | str,
     normalization = fit_unit_cube(used_vertices(mesh), unit_margin(n))
     unit_vertices = normalization.to_unit(mesh.vertices)
     with torch.inference_mode():
-        assembled, num_blocks, _ = _assemble(unit_vertices, mesh.faces, options, device, network, False,
-                                             udf_dtype or _default_udf_dtype(device), stages)
+        assembled, num_blocks = _assemble(unit_vertices, mesh.faces, options, device, network,
+                                          udf_dtype or _default_udf_dtype(device), stages)
         # The extraction that stays whole (dual contouring of open sheets, the outside flood of
         # decoded fields) runs on the host for now: the device clean-up's slab cut tore shapes
         # (see model/pipeline.py); moving it onto the device is the unified pipeline's work.
         host_field = SparseField(n, assembled.keys.cpu().numpy(), assembled.values.float().cpu().numpy())
         del assembled
-    if options.mode == "direct" and options.cleanup.full:
-        exact = Mesh(vertices=unit_to_voxel(unit_vertices, n), faces=mesh.faces)
-        host_vertices, host_faces = _extract_direct(exact, options, stages)
-    else:
-        surface = (input_surface_of(Mesh(vertices=unit_to_voxel(unit_vertices, n), faces=mesh.faces))
-                   if options.mode == "direct" and options.cleanup.deflate else None)
-        host_vertices, host_faces = _extract_field(host_field, options, stages, surface)
-    if host_faces.shape[0] == 0:
-        raise MeshError(f"the surface at N={n} is empty")
-    if options.cleanup.target_faces:
-        host_vertices, host_faces = stages.run("decimate", lambda report: decimate(host_vertices, host_faces,
-                                                                                   int(options.cleanup.target_faces)))
+    exact = Mesh(vertices=unit_to_voxel(unit_vertices, n), faces=mesh.faces) if options.mode == "direct" else None
+    host_vertices, host_faces = extract_surface(host_field, exact, options, stages)
     out = Mesh(vertices=normalization.from_unit(voxel_to_unit(host_vertices, n)), faces=host_faces)
     return RemeshResult(mesh=out, timings=stages.timings, num_blocks=num_blocks, peak_gpu_bytes=_peak_bytes(device))
 
