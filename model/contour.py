@@ -422,23 +422,28 @@ SNAP_DISTANCE = 2.0
 @nb.njit(cache=True)
 def _group_half_edges(faces, num_vertices):
     """Lists the half-edges of each undirected edge of ``faces`` together, without a sort: a
-    counting sort by the edge's lower vertex, then, within that vertex's few edges, by the upper.
-    Returns (half-edge ids in group order, group start offsets, group sizes)."""
+    counting sort by the edge's lower vertex, then, within that vertex's few edges, by the upper
+    (kept beside the sorted half-edges, so the matching reads memory in order). Returns (owner face
+    and start corner per grouped half-edge, group start offsets, group sizes)."""
     n = faces.shape[0] * 3
     count = np.zeros(num_vertices + 1, dtype=np.int64)
-    for h in range(n):
-        f, k = h // 3, h % 3
-        count[min(faces[f, k], faces[f, (k + 1) % 3]) + 1] += 1
+    for f in range(faces.shape[0]):
+        for k in range(3):
+            count[min(faces[f, k], faces[f, (k + 1) % 3]) + 1] += 1
     for v in range(num_vertices):
         count[v + 1] += count[v]
     by_lower = np.empty(n, dtype=np.int64)
+    upper = np.empty(n, dtype=np.int64)
     fill = count[:-1].copy()
-    for h in range(n):
-        f, k = h // 3, h % 3
-        lo = min(faces[f, k], faces[f, (k + 1) % 3])
-        by_lower[fill[lo]] = h
-        fill[lo] += 1
-    order = np.empty(n, dtype=np.int64)
+    for f in range(faces.shape[0]):
+        for k in range(3):
+            a, b = faces[f, k], faces[f, (k + 1) % 3]
+            lo = min(a, b)
+            by_lower[fill[lo]] = 3 * f + k
+            upper[fill[lo]] = max(a, b)
+            fill[lo] += 1
+    owner = np.empty(n, dtype=np.int64)
+    corner = np.empty(n, dtype=np.int64)
     first = np.empty(n, dtype=np.int64)
     size = np.empty(n, dtype=np.int64)
     done = np.zeros(n, dtype=np.bool_)
@@ -448,19 +453,16 @@ def _group_half_edges(faces, num_vertices):
         for i in range(start, stop):
             if done[i]:
                 continue
-            hi_i = max(faces[by_lower[i] // 3, by_lower[i] % 3], faces[by_lower[i] // 3, (by_lower[i] % 3 + 1) % 3])
             first[groups] = out
             for j in range(i, stop):
-                if done[j]:
-                    continue
-                h = by_lower[j]
-                if max(faces[h // 3, h % 3], faces[h // 3, (h % 3 + 1) % 3]) == hi_i:
+                if not done[j] and upper[j] == upper[i]:
                     done[j] = True
-                    order[out] = h
+                    owner[out] = by_lower[j] // 3
+                    corner[out] = by_lower[j] % 3
                     out += 1
             size[groups] = out - first[groups]
             groups += 1
-    return order, first[:groups], size[:groups]
+    return owner, corner, first[:groups], size[:groups]
 
 
 def _half_edge_groups(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -469,8 +471,72 @@ def _half_edge_groups(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     if len(faces) == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty, empty
-    order, first, size = _group_half_edges(np.ascontiguousarray(faces, dtype=np.int64), int(faces.max()) + 1)
-    return order // 3, order % 3, first, size
+    return _group_half_edges(np.ascontiguousarray(faces, dtype=np.int64), int(faces.max()) + 1)
+
+
+@nb.njit(cache=True)
+def _border_half_edges(owner, first, size, alive):
+    """The half-edges whose undirected edge has exactly one alive face (a boundary edge of the
+    alive faces), as ids into the grouped half-edge arrays."""
+    out = np.empty(owner.shape[0], dtype=np.int64)
+    count = 0
+    for g in range(first.shape[0]):
+        alive_count, last = 0, -1
+        for h in range(first[g], first[g] + size[g]):
+            if alive[owner[h]]:
+                alive_count += 1
+                last = h
+        if alive_count == 1:
+            out[count] = last
+            count += 1
+    return out[:count]
+
+
+@nb.njit(cache=True)
+def _slot_groups(owner, corner, first, size, num_faces):
+    """The group of each face corner's half-edge (face f, corner k → entry 3f + k)."""
+    out = np.empty(3 * num_faces, dtype=np.int64)
+    for g in range(first.shape[0]):
+        for h in range(first[g], first[g] + size[g]):
+            out[3 * owner[h] + corner[h]] = g
+    return out
+
+
+@nb.njit(cache=True)
+def _split_groups(owner, corner, first, size, faces, num_vertices, touched):
+    """Regroups, in place, the ``touched`` groups after some of their ends were renumbered in
+    ``faces`` (a vertex split in two splits its edges' groups): within a group's run the half-edges
+    are ordered by their new edge, the first edge keeps the group, each other one becomes a group
+    appended at the end. Returns the new (first, size)."""
+    extra_first = np.empty(owner.shape[0], dtype=np.int64)
+    extra_size = np.empty(owner.shape[0], dtype=np.int64)
+    extra = 0
+    for g in touched:
+        start, stop = first[g], first[g] + size[g]
+        key = np.empty(stop - start, dtype=np.int64)
+        for i in range(start, stop):
+            a, b = faces[owner[i], corner[i]], faces[owner[i], (corner[i] + 1) % 3]
+            key[i - start] = min(a, b) * num_vertices + max(a, b)
+        order = np.argsort(key, kind="mergesort")
+        run_owner = owner[start:stop][order]
+        run_corner = corner[start:stop][order]
+        owner[start:stop] = run_owner
+        corner[start:stop] = run_corner
+        key = key[order]
+        size[g] = stop - start
+        split = False
+        for i in range(1, stop - start):
+            if key[i] == key[i - 1]:
+                continue
+            if not split:
+                size[g] = i
+                split = True
+            else:
+                extra_size[extra - 1] = start + i - extra_first[extra - 1]
+            extra_first[extra] = start + i
+            extra_size[extra] = stop - start - i
+            extra += 1
+    return np.concatenate((first, extra_first[:extra])), np.concatenate((size, extra_size[:extra]))
 
 
 def _fins(vertices: np.ndarray, faces: np.ndarray, near: np.ndarray, groups=None):
@@ -496,7 +562,7 @@ def _fins(vertices: np.ndarray, faces: np.ndarray, near: np.ndarray, groups=None
 
 
 def detach_at_boundary(vertices: np.ndarray, faces: np.ndarray, near: np.ndarray,
-                       groups=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       groups=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
     """Split the output where a sheet's boundary runs through a cell of another sheet.
 
     ``near``: per vertex, whether it lies near the input's boundary. At each edge shared by three
@@ -505,69 +571,77 @@ def detach_at_boundary(vertices: np.ndarray, faces: np.ndarray, near: np.ndarray
     faces joined, and the vertices at such edges are duplicated per group of faces still joined
     around them. A third face that stays attached through its other edges (a fin folded round the
     vertex) is removed: it lies on the boundary, so the notch joins the boundary loop. Returns the
-    vertices, the faces and the index of each kept face in ``faces``. ``groups``: the faces'
-    :func:`_half_edge_groups`, when the caller has them."""
+    vertices, the faces (same order: face ids stay valid), which faces are alive (removed fins are
+    not) and the new faces' half-edge groups, regrouped only around the cut vertices. ``groups``:
+    the faces' :func:`_half_edge_groups`, when the caller has them."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    kept = np.arange(len(faces))
+    alive = np.ones(len(faces), dtype=bool)
+    groups = groups if groups is not None else _half_edge_groups(faces)
     if len(faces) == 0:
-        return vertices, faces, kept
+        return vertices, faces, alive, groups
     h, pair, (owner, corner, first, size) = _fins(vertices, faces, near, groups)
     if len(h) == 0:
-        return vertices, faces, kept
+        return vertices, faces, alive, groups
     rows = np.arange(len(h))
     third = h[rows, 3 - pair[:, 0] - pair[:, 1]]
     cut_vertices = np.unique(np.concatenate([faces[owner[third], corner[third]], faces[owner[third], (corner[third] + 1) % 3]]))
     affected = np.zeros(len(vertices), dtype=bool)
     affected[cut_vertices] = True
-    # only the edges at cut vertices matter: there, each edge's first face joins the others (except
-    # the cut third faces, and the partner of a pair, which joins its own partner)
-    lead_vertex_a = faces[owner[first], corner[first]]
-    lead_vertex_b = faces[owner[first], (corner[first] + 1) % 3]
-    touched = np.flatnonzero((affected[lead_vertex_a] | affected[lead_vertex_b]) & (size >= 2))
+    # everything below happens among the faces at cut vertices: their corners are the only ones
+    # that can part, and every edge at a cut vertex has all its faces among them
+    local_faces = np.flatnonzero(affected[faces].any(axis=1))
+    local = faces[local_faces]
+    slot_group = _slot_groups(owner, corner, first, size, len(faces))
+    at_cut_edge = affected[local] | affected[np.roll(local, -1, axis=1)]  # edge k of a local face
+    touched = np.unique(slot_group[(3 * local_faces[:, None] + np.arange(3))[at_cut_edge]])
+    touched = touched[size[touched] >= 2]
+
+    def local_slot(half: np.ndarray, k: np.ndarray) -> np.ndarray:  # grouped half-edge, its corner k
+        return 3 * np.searchsorted(local_faces, owner[half]) + k
+
+    # at each touched edge the first face joins the others (except the cut third faces, and the
+    # partner of a pair, which joins its own partner)
     member = np.repeat(touched, size[touched])
     half = first[member] + (np.arange(len(member)) - np.repeat(np.cumsum(size[touched]) - size[touched], size[touched]))
     lead = first[member]
-    joined = half != lead
     excluded = np.zeros(len(owner), dtype=bool)
     excluded[third] = True
     excluded[h[rows, pair[:, 1]]] = True
-    joined &= ~excluded[half]
+    joined = (half != lead) & ~excluded[half]
     ha = np.concatenate([lead[joined], h[rows, pair[:, 0]]])
     hb = np.concatenate([half[joined], h[rows, pair[:, 1]]])
-    fa, ka, fb, kb = owner[ha], corner[ha], owner[hb], corner[hb]
-    va, vb = faces[fa, ka], faces[fa, (ka + 1) % 3]
-    same_start = faces[fb, kb] == va
-    kb_at_va = np.where(same_start, kb, (kb + 1) % 3)
-    kb_at_vb = np.where(same_start, (kb + 1) % 3, kb)
-    src = np.concatenate([3 * fa + ka, 3 * fa + (ka + 1) % 3])
-    dst = np.concatenate([3 * fb + kb_at_va, 3 * fb + kb_at_vb])
-    keep = affected[np.concatenate([va, vb])]  # only slots around cut vertices can part
-    src, dst = src[keep], dst[keep]
-    slots = np.flatnonzero(affected[faces.reshape(-1)])
-    local = np.full(3 * len(faces), -1, dtype=np.int64)
-    local[slots] = np.arange(len(slots))
-    graph = coo_matrix((np.ones(len(src), np.int8), (local[src], local[dst])), shape=(len(slots), len(slots)))
+    ka, kb = corner[ha], corner[hb]
+    va = faces[owner[ha], ka]
+    same_start = faces[owner[hb], kb] == va
+    src = np.concatenate([local_slot(ha, ka), local_slot(ha, (ka + 1) % 3)])
+    dst = np.concatenate([local_slot(hb, np.where(same_start, kb, (kb + 1) % 3)),
+                          local_slot(hb, np.where(same_start, (kb + 1) % 3, kb))])
+    slot_vertex = local.reshape(-1)
+    link = affected[slot_vertex[src]]  # only corners at cut vertices can part
+    graph = coo_matrix((np.ones(int(link.sum()), np.int8), (src[link], dst[link])), shape=(len(slot_vertex),) * 2)
     _, component = connected_components(graph, directed=False)
-    slot_vertex = faces.reshape(-1)[slots]
-    pairs, copy = np.unique(np.stack([slot_vertex, component], axis=1), axis=0, return_inverse=True)
+    slots = np.flatnonzero(affected[slot_vertex])
+    pairs, copy = np.unique(np.stack([slot_vertex[slots], component[slots]], axis=1), axis=0, return_inverse=True)
     # the first group of each vertex keeps its index, the others become new vertices
     first_of_vertex = np.concatenate([[True], pairs[1:, 0] != pairs[:-1, 0]])
     new_index = np.where(first_of_vertex, pairs[:, 0], len(vertices) + np.cumsum(~first_of_vertex) - 1)
-    out_faces = faces.reshape(-1).copy()
-    out_faces[slots] = new_index[copy.reshape(-1)]
-    out_faces = out_faces.reshape(-1, 3)
+    new_local = slot_vertex.copy()
+    new_local[slots] = new_index[copy.reshape(-1)]
+    new_local = new_local.reshape(-1, 3)
+    out_faces = faces.copy()
+    out_faces[local_faces] = new_local
     out_vertices = np.concatenate([vertices, vertices[pairs[~first_of_vertex, 0]]])
-    # fins still attached through their other edges go (looked for among the faces at cut vertices)
-    # (only edges at a cut vertex, all of whose faces are among these)
+    # fins still attached through their other edges go (only edges at a cut vertex matter: all
+    # their faces are local)
     at_cut = np.concatenate([affected, np.ones(len(out_vertices) - len(vertices), dtype=bool)])
-    local_faces = np.unique(slots // 3)
-    h2, pair2, (owner2, _, _, _) = _fins(out_vertices, out_faces[local_faces], at_cut & np.concatenate([near, near[pairs[~first_of_vertex, 0]]]))
+    h2, pair2, (owner2, _, _, _) = _fins(out_vertices, new_local, at_cut & np.concatenate([near, near[pairs[~first_of_vertex, 0]]]))
     if len(h2):
-        drop = local_faces[np.unique(owner2[h2[np.arange(len(h2)), 3 - pair2[:, 0] - pair2[:, 1]]])]
-        out_faces, kept = np.delete(out_faces, drop, axis=0), np.delete(kept, drop)
-    return out_vertices, out_faces, kept
+        alive[local_faces[owner2[h2[np.arange(len(h2)), 3 - pair2[:, 0] - pair2[:, 1]]]]] = False
+    owner, corner = owner.copy(), corner.copy()
+    first, size = _split_groups(owner, corner, first, size.copy(), out_faces, len(out_vertices), touched)
+    return out_vertices, out_faces, alive, (owner, corner, first, size)
 
 
 def snap_boundary(vertices: np.ndarray, on_border: np.ndarray, boundary: PrimitiveIndex | None) -> np.ndarray:
@@ -588,22 +662,21 @@ def snap_boundary(vertices: np.ndarray, on_border: np.ndarray, boundary: Primiti
     return out
 
 
-def trim_fragments(vertices: np.ndarray, faces: np.ndarray, rounds: int = 4, groups=None) -> np.ndarray:
+def trim_fragments(vertices: np.ndarray, faces: np.ndarray, rounds: int = 4, groups=None,
+                   alive: np.ndarray | None = None) -> np.ndarray:
     """Which faces to keep after removing, a few rounds over, the faces along short open boundary
     chains (at most :data:`FRAGMENT_EDGES` edges, ending at non-manifold vertices rather than closing
     into a loop). Such a chain is a quad missing where three sheets of the input meet in one cell
     and two crossings fall on one grid edge; removing the face beside it lets the notch join the
-    junction or the neighbouring boundary instead of counting as a loop of its own."""
+    junction or the neighbouring boundary instead of counting as a loop of its own. ``alive``: the
+    faces still there (default all)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     owner, corner, first, size = groups if groups is not None else _half_edge_groups(faces)
-    group_of = np.repeat(np.arange(len(first)), size)
-    keep = np.ones(len(faces), dtype=bool)
+    keep = np.ones(len(faces), dtype=bool) if alive is None else alive.copy()
     for _ in range(rounds):
-        alive = keep[owner]
-        alive_count = np.bincount(group_of[alive], minlength=len(first))
-        border = np.flatnonzero(alive & (alive_count[group_of] == 1))  # removed faces just drop out
+        border = _border_half_edges(owner, first, size, keep)  # removed faces just drop out
         if len(border) == 0:
             break
         a, b = faces[owner[border], corner[border]], faces[owner[border], (corner[border] + 1) % 3]
@@ -655,16 +728,31 @@ def drop_crumbs(vertices: np.ndarray, faces: np.ndarray, source_piece: np.ndarra
     alive = np.ones(len(faces), dtype=bool) if alive is None else alive
     owner, _, first, size = groups if groups is not None else _half_edge_groups(faces)
     label = _edge_pieces(len(faces), owner, first, size, alive)  # a piece is named by its smallest face
-    # size by face count: dual-contoured faces are all about half a square voxel
-    count = np.bincount(label[alive], minlength=len(faces))
-    span = np.int64(source_piece.max()) + 1
-    pair_keys = np.unique(label[alive] * span + source_piece[alive])  # (piece, input piece)
-    pairs = np.stack([pair_keys // span, pair_keys % span], axis=1)
-    largest = np.zeros(int(source_piece.max()) + 1, dtype=np.int64)
-    np.maximum.at(largest, pairs[:, 1], count[pairs[:, 0]])
-    reference = np.zeros(len(faces), dtype=np.int64)  # per piece: the largest piece sharing an input piece
-    np.maximum.at(reference, pairs[:, 0], largest[pairs[:, 1]])
-    keep = alive & (count[label] >= CRUMB_RATIO * reference[label])
+    return _large_pieces(label, np.ascontiguousarray(source_piece, dtype=np.int64), alive, CRUMB_RATIO)
+
+
+@nb.njit(cache=True)
+def _large_pieces(label, source_piece, alive, ratio):
+    """Alive faces whose piece (``label``) has at least ``ratio`` of the faces of the largest piece
+    sharing an input piece with it (size by face count: dual-contoured faces are all about half a
+    square voxel). Maxima need no list of (piece, input piece) pairs: each face visits its pair."""
+    count = np.zeros(label.shape[0], dtype=np.int64)
+    num_sources = 0
+    for f in range(label.shape[0]):
+        if alive[f]:
+            count[label[f]] += 1
+            num_sources = max(num_sources, source_piece[f] + 1)
+    largest = np.zeros(num_sources, dtype=np.int64)  # per input piece: its largest output piece
+    for f in range(label.shape[0]):
+        if alive[f]:
+            largest[source_piece[f]] = max(largest[source_piece[f]], count[label[f]])
+    reference = np.zeros(label.shape[0], dtype=np.int64)  # per piece: the largest sharing an input piece
+    for f in range(label.shape[0]):
+        if alive[f]:
+            reference[label[f]] = max(reference[label[f]], largest[source_piece[f]])
+    keep = np.zeros(label.shape[0], dtype=np.bool_)
+    for f in range(label.shape[0]):
+        keep[f] = alive[f] and count[label[f]] >= ratio * reference[label[f]]
     return keep
 
 
@@ -691,30 +779,22 @@ def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.nda
         junctions = topology.junction_index()
         if junctions is not None:  # a real junction of the input stays joined
             near[candidates] &= junctions.distance(out_vertices[candidates], DETACH_DISTANCE) > DETACH_DISTANCE
+        alive = None
         if near.any():
-            out_vertices, out_faces, kept = detach_at_boundary(out_vertices, out_faces, near, groups)
-            source = source[kept]
-            groups = _half_edge_groups(out_faces)
-        keep = trim_fragments(out_vertices, out_faces, groups=groups)
+            out_vertices, out_faces, alive, groups = detach_at_boundary(out_vertices, out_faces, near, groups)
+        keep = trim_fragments(out_vertices, out_faces, groups=groups, alive=alive)
     else:  # a closed input has no boundary, so no fragments of one
         keep = np.ones(len(out_faces), dtype=bool)
     report(0.2)
     keep &= drop_crumbs(out_vertices, out_faces, topology.piece[source], keep, groups)
-    # boundary vertices of what is kept, before compaction renumbers them
+    # boundary vertices of what is kept go onto the input's boundary, before compaction renumbers them
     owner, corner, first, size = groups
-    group_of = np.repeat(np.arange(len(first)), size)  # per grouped half-edge
-    alive = keep[owner]
-    alive_count = np.bincount(group_of[alive], minlength=len(first))
-    border_half = np.flatnonzero(alive & (alive_count[group_of] == 1))
+    border_half = _border_half_edges(owner, first, size, keep)
     on_border = np.zeros(len(out_vertices), dtype=bool)
     on_border[out_faces[owner[border_half], corner[border_half]]] = True
     on_border[out_faces[owner[border_half], (corner[border_half] + 1) % 3]] = True
-    used = np.zeros(len(out_vertices), dtype=bool)
-    used[out_faces[keep].ravel()] = True
-    out_vertices, out_faces = compact(out_vertices, out_faces[keep])
-    on_border = on_border[used]
     report(0.5)
-    return snap_boundary(out_vertices, on_border, index), out_faces
+    return compact(snap_boundary(out_vertices, on_border, index), out_faces[keep])
 
 
 def contour(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:

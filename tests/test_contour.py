@@ -132,6 +132,46 @@ def test_a_fin_on_a_sheet_stays_joined():
     assert abs(area(out_v, out_f) / area(vertices, faces) - 1.0) < 0.03
 
 
+def edge_groups(faces: np.ndarray, groups: tuple) -> set[tuple[tuple[int, int], frozenset]]:
+    """Each group as (its undirected edge, its set of (face, corner)); asserts one edge per group."""
+    owner, corner, first, size = groups
+    out = set()
+    for g in range(len(first)):
+        hs = range(first[g], first[g] + size[g])
+        edges = {tuple(sorted((faces[owner[h], corner[h]], faces[owner[h], (corner[h] + 1) % 3]))) for h in hs}
+        assert len(edges) == 1
+        out.add((edges.pop(), frozenset((int(owner[h]), int(corner[h])) for h in hs)))
+    return out
+
+
+def test_detach_splits_a_boundary_lying_on_another_sheet_and_regroups_only_there():
+    """A wall standing on a floor without sharing its edges (two input pieces): the wall's free
+    bottom edge runs through the floor's cells, where one vertex per cell joins them. Detaching
+    keeps them apart, and its locally updated half-edge groups equal a fresh grouping."""
+    from model.contour import DETACH_DISTANCE, _half_edge_groups, detach_at_boundary, tidy_contour
+
+    floor = trimesh.Trimesh([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]], [[0, 1, 2], [0, 2, 3]])
+    wall = trimesh.Trimesh([[0.05, -0.6, 0.0], [0.05, 0.6, 0.0], [0.05, 0.6, 0.7], [0.05, -0.6, 0.7]], [[0, 1, 2], [0, 2, 3]])
+    tm = trimesh.util.concatenate([floor.subdivide().subdivide(), wall.subdivide().subdivide()])
+    vertices, faces = in_voxels(tm)
+    topology = InputTopology.of(vertices, faces)
+    out_v, out_f, source = dual_contour(vertices, faces, N, topology)
+    groups = _half_edge_groups(out_f)
+    owner, corner, first, size = groups
+    three = first[size == 3]
+    ends = np.unique(np.concatenate([out_f[owner[three], corner[three]], out_f[owner[three], (corner[three] + 1) % 3]]))
+    near = np.zeros(len(out_v), dtype=bool)
+    near[ends] = topology.boundary_index().distance(out_v[ends], DETACH_DISTANCE) <= DETACH_DISTANCE
+    assert near.sum() > 10  # the wall's foot is on the floor
+    new_v, new_f, alive, new_groups = detach_at_boundary(out_v, out_f, near, groups)
+    assert len(new_v) > len(out_v) and len(new_f) == len(out_f)
+    assert edge_groups(new_f, new_groups) == edge_groups(new_f, _half_edge_groups(new_f))
+    # tidied: two pieces (the floor's 1 loop, the wall's 1 loop), nothing lost
+    tidy_v, tidy_f = tidy_contour(out_v, out_f, source, topology)
+    assert edge_pieces(tidy_f) == 2 and loops_and_border(tidy_v, tidy_f)[0] == 2
+    assert abs(area(tidy_v, tidy_f) / area(vertices, faces) - 1.0) < 0.03
+
+
 def test_direct_remesh_of_open_shared_meshes_is_whole(shared_meshes):
     for name, loops_in, pieces_in in (("woody.obj", 1, 1), ("suzanne.obj", 4, 3)):
         mesh = load_mesh(shared_meshes / name)
