@@ -33,7 +33,8 @@ from backend.evaluate import default_methods  # noqa: E402
 from model.cleanup import CleanupOptions  # noqa: E402
 from model.mesh import Mesh, face_normals_and_areas, fit_unit_cube, load_mesh  # noqa: E402
 from model.metrics import MetricsConfig, compute_metrics  # noqa: E402
-from model.contour import edge_valence, weld  # noqa: E402
+from model.contour import weld  # noqa: E402
+from model.edges import edge_valence  # noqa: E402
 from model.pipeline import RemeshOptions, remesh  # noqa: E402
 
 SHARED_MESHES = REPO.parent / "shared" / "meshes"

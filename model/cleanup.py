@@ -44,6 +44,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from .bvh import PrimitiveIndex
+from .edges import boundary_half_edges
 from .extract import lower_bound
 from .grid import BLOCK_SIZE, FAR, ISO_VOXELS, TRUNCATION_VOXELS, SparseField
 from .mesh import face_normals_and_areas
@@ -530,15 +531,6 @@ def _leftovers(vertices: np.ndarray, faces: np.ndarray, kept: np.ndarray, areas:
     out = np.zeros(len(faces), dtype=bool)
     out[idx[strip[piece]]] = True
     return out
-
-
-def boundary_half_edges(num_vertices: int, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The faces' directed edges [3F, 2] (all first edges, then all second, then all third) and which
-    of them lie on the boundary (their edge belongs to one face only)."""
-    half = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    key = half.min(axis=1) * (num_vertices + 1) + half.max(axis=1)
-    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-    return half, counts[inverse] == 1
 
 
 def fill_small_holes(vertices: np.ndarray, faces: np.ndarray, max_perimeter: float,

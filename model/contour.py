@@ -38,6 +38,7 @@ from typing import Callable
 
 from .bvh import PrimitiveIndex, _closest_on_triangle
 from .cleanup import union
+from .edges import border_half_edges, half_edge_groups, slot_groups, split_groups
 from .mesh import face_normals_and_areas
 
 GRID_JITTER = np.array([0.7071067811865476, 0.5773502691896258, 0.4472135954999579]) * 1e-7
@@ -347,14 +348,6 @@ def dual_contour(vertices: np.ndarray, faces: np.ndarray, resolution: int,
 # --- boundaries and pieces -------------------------------------------------------------------------
 
 
-def edge_valence(num_vertices: int, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Undirected edges [E, 2] (smaller index first) and how many faces use each."""
-    e = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
-    key = e[:, 0] * np.int64(num_vertices + 1) + e[:, 1]
-    unique, counts = np.unique(key, return_counts=True)
-    return np.stack([unique // (num_vertices + 1), unique % (num_vertices + 1)], axis=1), counts
-
-
 def weld(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Merge vertices with identical coordinates (files split vertices at UV and normal seams, which
     would otherwise read as boundaries)."""
@@ -385,7 +378,7 @@ class InputTopology:
     @classmethod
     def of(cls, vertices: np.ndarray, faces: np.ndarray) -> "InputTopology":
         welded_vertices, welded = weld(vertices, faces)
-        owner, corner, first, size = _half_edge_groups(welded)
+        owner, corner, first, size = half_edge_groups(welded)
         even = size % 2 == 0
         patch = _edge_pieces(len(faces), owner, first[even], size[even], np.ones(len(faces), dtype=bool))
         piece = _edge_pieces(len(faces), owner, first, size, np.ones(len(faces), dtype=bool))
@@ -419,130 +412,10 @@ SNAP_DISTANCE = 2.0
 """Output boundary vertices are put onto the input's boundary when it is at most this far (voxels)."""
 
 
-@nb.njit(cache=True)
-def _group_half_edges(faces, num_vertices):
-    """Lists the half-edges of each undirected edge of ``faces`` together, without a sort: a
-    counting sort by the edge's lower vertex, then, within that vertex's few edges, by the upper
-    (kept beside the sorted half-edges, so the matching reads memory in order). Returns (owner face
-    and start corner per grouped half-edge, group start offsets, group sizes)."""
-    n = faces.shape[0] * 3
-    count = np.zeros(num_vertices + 1, dtype=np.int64)
-    for f in range(faces.shape[0]):
-        for k in range(3):
-            count[min(faces[f, k], faces[f, (k + 1) % 3]) + 1] += 1
-    for v in range(num_vertices):
-        count[v + 1] += count[v]
-    by_lower = np.empty(n, dtype=np.int64)
-    upper = np.empty(n, dtype=np.int64)
-    fill = count[:-1].copy()
-    for f in range(faces.shape[0]):
-        for k in range(3):
-            a, b = faces[f, k], faces[f, (k + 1) % 3]
-            lo = min(a, b)
-            by_lower[fill[lo]] = 3 * f + k
-            upper[fill[lo]] = max(a, b)
-            fill[lo] += 1
-    owner = np.empty(n, dtype=np.int64)
-    corner = np.empty(n, dtype=np.int64)
-    first = np.empty(n, dtype=np.int64)
-    size = np.empty(n, dtype=np.int64)
-    done = np.zeros(n, dtype=np.bool_)
-    out, groups = 0, 0
-    for v in range(num_vertices):
-        start, stop = count[v], count[v + 1]
-        for i in range(start, stop):
-            if done[i]:
-                continue
-            first[groups] = out
-            for j in range(i, stop):
-                if not done[j] and upper[j] == upper[i]:
-                    done[j] = True
-                    owner[out] = by_lower[j] // 3
-                    corner[out] = by_lower[j] % 3
-                    out += 1
-            size[groups] = out - first[groups]
-            groups += 1
-    return owner, corner, first[:groups], size[:groups]
-
-
-def _half_edge_groups(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Directed face edges grouped by undirected edge: (owner face and corner k of the edge's start,
-    per grouped half-edge; group start offsets; group sizes)."""
-    if len(faces) == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty, empty
-    return _group_half_edges(np.ascontiguousarray(faces, dtype=np.int64), int(faces.max()) + 1)
-
-
-@nb.njit(cache=True)
-def _border_half_edges(owner, first, size, alive):
-    """The half-edges whose undirected edge has exactly one alive face (a boundary edge of the
-    alive faces), as ids into the grouped half-edge arrays."""
-    out = np.empty(owner.shape[0], dtype=np.int64)
-    count = 0
-    for g in range(first.shape[0]):
-        alive_count, last = 0, -1
-        for h in range(first[g], first[g] + size[g]):
-            if alive[owner[h]]:
-                alive_count += 1
-                last = h
-        if alive_count == 1:
-            out[count] = last
-            count += 1
-    return out[:count]
-
-
-@nb.njit(cache=True)
-def _slot_groups(owner, corner, first, size, num_faces):
-    """The group of each face corner's half-edge (face f, corner k → entry 3f + k)."""
-    out = np.empty(3 * num_faces, dtype=np.int64)
-    for g in range(first.shape[0]):
-        for h in range(first[g], first[g] + size[g]):
-            out[3 * owner[h] + corner[h]] = g
-    return out
-
-
-@nb.njit(cache=True)
-def _split_groups(owner, corner, first, size, faces, num_vertices, touched):
-    """Regroups, in place, the ``touched`` groups after some of their ends were renumbered in
-    ``faces`` (a vertex split in two splits its edges' groups): within a group's run the half-edges
-    are ordered by their new edge, the first edge keeps the group, each other one becomes a group
-    appended at the end. Returns the new (first, size)."""
-    extra_first = np.empty(owner.shape[0], dtype=np.int64)
-    extra_size = np.empty(owner.shape[0], dtype=np.int64)
-    extra = 0
-    for g in touched:
-        start, stop = first[g], first[g] + size[g]
-        key = np.empty(stop - start, dtype=np.int64)
-        for i in range(start, stop):
-            a, b = faces[owner[i], corner[i]], faces[owner[i], (corner[i] + 1) % 3]
-            key[i - start] = min(a, b) * num_vertices + max(a, b)
-        order = np.argsort(key, kind="mergesort")
-        run_owner = owner[start:stop][order]
-        run_corner = corner[start:stop][order]
-        owner[start:stop] = run_owner
-        corner[start:stop] = run_corner
-        key = key[order]
-        size[g] = stop - start
-        split = False
-        for i in range(1, stop - start):
-            if key[i] == key[i - 1]:
-                continue
-            if not split:
-                size[g] = i
-                split = True
-            else:
-                extra_size[extra - 1] = start + i - extra_first[extra - 1]
-            extra_first[extra] = start + i
-            extra_size[extra] = stop - start - i
-            extra += 1
-    return np.concatenate((first, extra_first[:extra])), np.concatenate((size, extra_size[:extra]))
-
-
 def _fins(vertices: np.ndarray, faces: np.ndarray, near: np.ndarray, groups=None):
     """Edges shared by three faces with an end near the input's boundary: (half-edge ids [T, 3] of
     their faces, which two of the three continue each other [T, 2]), plus the half-edge tables."""
-    owner, corner, first, size = groups if groups is not None else _half_edge_groups(faces)
+    owner, corner, first, size = groups if groups is not None else half_edge_groups(faces)
     three = np.flatnonzero(size == 3)
     start_vertex = faces[owner[first[three]], corner[first[three]]]
     end_vertex = faces[owner[first[three]], (corner[first[three]] + 1) % 3]
@@ -573,12 +446,12 @@ def detach_at_boundary(vertices: np.ndarray, faces: np.ndarray, near: np.ndarray
     vertex) is removed: it lies on the boundary, so the notch joins the boundary loop. Returns the
     vertices, the faces (same order: face ids stay valid), which faces are alive (removed fins are
     not) and the new faces' half-edge groups, regrouped only around the cut vertices. ``groups``:
-    the faces' :func:`_half_edge_groups`, when the caller has them."""
+    the faces' :func:`model.edges.half_edge_groups`, when the caller has them."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     alive = np.ones(len(faces), dtype=bool)
-    groups = groups if groups is not None else _half_edge_groups(faces)
+    groups = groups if groups is not None else half_edge_groups(faces)
     if len(faces) == 0:
         return vertices, faces, alive, groups
     h, pair, (owner, corner, first, size) = _fins(vertices, faces, near, groups)
@@ -593,7 +466,7 @@ def detach_at_boundary(vertices: np.ndarray, faces: np.ndarray, near: np.ndarray
     # that can part, and every edge at a cut vertex has all its faces among them
     local_faces = np.flatnonzero(affected[faces].any(axis=1))
     local = faces[local_faces]
-    slot_group = _slot_groups(owner, corner, first, size, len(faces))
+    slot_group = slot_groups(owner, corner, first, size, len(faces))
     at_cut_edge = affected[local] | affected[np.roll(local, -1, axis=1)]  # edge k of a local face
     touched = np.unique(slot_group[(3 * local_faces[:, None] + np.arange(3))[at_cut_edge]])
     touched = touched[size[touched] >= 2]
@@ -640,7 +513,7 @@ def detach_at_boundary(vertices: np.ndarray, faces: np.ndarray, near: np.ndarray
     if len(h2):
         alive[local_faces[owner2[h2[np.arange(len(h2)), 3 - pair2[:, 0] - pair2[:, 1]]]]] = False
     owner, corner = owner.copy(), corner.copy()
-    first, size = _split_groups(owner, corner, first, size.copy(), out_faces, len(out_vertices), touched)
+    first, size = split_groups(owner, corner, first, size.copy(), out_faces, len(out_vertices), touched)
     return out_vertices, out_faces, alive, (owner, corner, first, size)
 
 
@@ -673,10 +546,10 @@ def trim_fragments(vertices: np.ndarray, faces: np.ndarray, rounds: int = 4, gro
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    owner, corner, first, size = groups if groups is not None else _half_edge_groups(faces)
+    owner, corner, first, size = groups if groups is not None else half_edge_groups(faces)
     keep = np.ones(len(faces), dtype=bool) if alive is None else alive.copy()
     for _ in range(rounds):
-        border = _border_half_edges(owner, first, size, keep)  # removed faces just drop out
+        border = border_half_edges(owner, first, size, keep)  # removed faces just drop out
         if len(border) == 0:
             break
         a, b = faces[owner[border], corner[border]], faces[owner[border], (corner[border] + 1) % 3]
@@ -726,7 +599,7 @@ def drop_crumbs(vertices: np.ndarray, faces: np.ndarray, source_piece: np.ndarra
     voxel, cut off where the grid cannot follow it), not a part; ``source_piece`` per face;
     ``alive``: the faces still there (default all)."""
     alive = np.ones(len(faces), dtype=bool) if alive is None else alive
-    owner, _, first, size = groups if groups is not None else _half_edge_groups(faces)
+    owner, _, first, size = groups if groups is not None else half_edge_groups(faces)
     label = _edge_pieces(len(faces), owner, first, size, alive)  # a piece is named by its smallest face
     return _large_pieces(label, np.ascontiguousarray(source_piece, dtype=np.int64), alive, CRUMB_RATIO)
 
@@ -768,7 +641,7 @@ def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.nda
     if len(out_faces) == 0:
         return out_vertices, out_faces
     index = topology.boundary_index()
-    groups = _half_edge_groups(out_faces)
+    groups = half_edge_groups(out_faces)
     if index is not None:
         owner, corner, first, size = groups
         three = first[size == 3]
@@ -789,7 +662,7 @@ def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.nda
     keep &= drop_crumbs(out_vertices, out_faces, topology.piece[source], keep, groups)
     # boundary vertices of what is kept go onto the input's boundary, before compaction renumbers them
     owner, corner, first, size = groups
-    border_half = _border_half_edges(owner, first, size, keep)
+    border_half = border_half_edges(owner, first, size, keep)
     on_border = np.zeros(len(out_vertices), dtype=bool)
     on_border[out_faces[owner[border_half], corner[border_half]]] = True
     on_border[out_faces[owner[border_half], (corner[border_half] + 1) % 3]] = True
@@ -803,5 +676,5 @@ def contour(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> tuple[n
     return tidy_contour(*dual_contour(vertices, faces, resolution, topology), topology)
 
 
-__all__ = ["InputTopology", "contour", "detach_at_boundary", "drop_crumbs", "dual_contour", "edge_valence",
+__all__ = ["InputTopology", "contour", "detach_at_boundary", "drop_crumbs", "dual_contour",
            "grid_crossings", "odd_edges", "snap_boundary", "tidy_contour", "trim_fragments", "weld"]

@@ -10,7 +10,8 @@ import trimesh
 
 from model.cleanup import CleanupOptions, face_components, signed_volumes
 from model.bvh import PrimitiveIndex
-from model.contour import InputTopology, contour, dual_contour, edge_valence, weld
+from model.contour import InputTopology, contour, dual_contour, weld
+from model.edges import edge_valence, half_edge_groups
 from model.extract import marching_cubes_sparse
 from model.grid import iso_level, unit_margin, unit_to_voxel
 from model.mesh import Mesh, fit_unit_cube, load_mesh
@@ -148,7 +149,7 @@ def test_detach_splits_a_boundary_lying_on_another_sheet_and_regroups_only_there
     """A wall standing on a floor without sharing its edges (two input pieces): the wall's free
     bottom edge runs through the floor's cells, where one vertex per cell joins them. Detaching
     keeps them apart, and its locally updated half-edge groups equal a fresh grouping."""
-    from model.contour import DETACH_DISTANCE, _half_edge_groups, detach_at_boundary, tidy_contour
+    from model.contour import DETACH_DISTANCE, detach_at_boundary, tidy_contour
 
     floor = trimesh.Trimesh([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]], [[0, 1, 2], [0, 2, 3]])
     wall = trimesh.Trimesh([[0.05, -0.6, 0.0], [0.05, 0.6, 0.0], [0.05, 0.6, 0.7], [0.05, -0.6, 0.7]], [[0, 1, 2], [0, 2, 3]])
@@ -156,7 +157,7 @@ def test_detach_splits_a_boundary_lying_on_another_sheet_and_regroups_only_there
     vertices, faces = in_voxels(tm)
     topology = InputTopology.of(vertices, faces)
     out_v, out_f, source = dual_contour(vertices, faces, N, topology)
-    groups = _half_edge_groups(out_f)
+    groups = half_edge_groups(out_f)
     owner, corner, first, size = groups
     three = first[size == 3]
     ends = np.unique(np.concatenate([out_f[owner[three], corner[three]], out_f[owner[three], (corner[three] + 1) % 3]]))
@@ -165,7 +166,7 @@ def test_detach_splits_a_boundary_lying_on_another_sheet_and_regroups_only_there
     assert near.sum() > 10  # the wall's foot is on the floor
     new_v, new_f, alive, new_groups = detach_at_boundary(out_v, out_f, near, groups)
     assert len(new_v) > len(out_v) and len(new_f) == len(out_f)
-    assert edge_groups(new_f, new_groups) == edge_groups(new_f, _half_edge_groups(new_f))
+    assert edge_groups(new_f, new_groups) == edge_groups(new_f, half_edge_groups(new_f))
     # tidied: two pieces (the floor's 1 loop, the wall's 1 loop), nothing lost
     tidy_v, tidy_f = tidy_contour(out_v, out_f, source, topology)
     assert edge_pieces(tidy_f) == 2 and loops_and_border(tidy_v, tidy_f)[0] == 2

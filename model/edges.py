@@ -1,0 +1,162 @@
+"""Edges of a triangle mesh, found once: every directed face edge (half-edge) grouped with the others
+on the same undirected edge, by a counting sort (no argsort over millions of keys). The contour's
+tidy-up, the clean-up's boundary tests and the benchmarks' edge counts all read these groups.
+
+A grouping is four arrays: per grouped half-edge its face (``owner``) and the corner its edge starts
+at (``corner``: edge k runs from corner k to corner k+1); per group the offset of its first
+half-edge (``first``) and its number of half-edges (``size``: 1 on a boundary, 2 inside a manifold,
+3+ at a junction).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+
+@nb.njit(cache=True)
+def _group_half_edges(faces, num_vertices):
+    """Lists the half-edges of each undirected edge of ``faces`` together, without a sort: a
+    counting sort by the edge's lower vertex, then, within that vertex's few edges, by the upper
+    (kept beside the sorted half-edges, so the matching reads memory in order). Returns (owner face
+    and start corner per grouped half-edge, group start offsets, group sizes)."""
+    n = faces.shape[0] * 3
+    count = np.zeros(num_vertices + 1, dtype=np.int64)
+    for f in range(faces.shape[0]):
+        for k in range(3):
+            count[min(faces[f, k], faces[f, (k + 1) % 3]) + 1] += 1
+    for v in range(num_vertices):
+        count[v + 1] += count[v]
+    by_lower = np.empty(n, dtype=np.int64)
+    upper = np.empty(n, dtype=np.int64)
+    fill = count[:-1].copy()
+    for f in range(faces.shape[0]):
+        for k in range(3):
+            a, b = faces[f, k], faces[f, (k + 1) % 3]
+            lo = min(a, b)
+            by_lower[fill[lo]] = 3 * f + k
+            upper[fill[lo]] = max(a, b)
+            fill[lo] += 1
+    owner = np.empty(n, dtype=np.int64)
+    corner = np.empty(n, dtype=np.int64)
+    first = np.empty(n, dtype=np.int64)
+    size = np.empty(n, dtype=np.int64)
+    done = np.zeros(n, dtype=np.bool_)
+    out, groups = 0, 0
+    for v in range(num_vertices):
+        start, stop = count[v], count[v + 1]
+        for i in range(start, stop):
+            if done[i]:
+                continue
+            first[groups] = out
+            for j in range(i, stop):
+                if not done[j] and upper[j] == upper[i]:
+                    done[j] = True
+                    owner[out] = by_lower[j] // 3
+                    corner[out] = by_lower[j] % 3
+                    out += 1
+            size[groups] = out - first[groups]
+            groups += 1
+    return owner, corner, first[:groups], size[:groups]
+
+
+def half_edge_groups(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Directed face edges grouped by undirected edge: (owner face and corner k of the edge's start,
+    per grouped half-edge; group start offsets; group sizes)."""
+    if len(faces) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty, empty
+    return _group_half_edges(np.ascontiguousarray(faces, dtype=np.int64), int(faces.max()) + 1)
+
+
+@nb.njit(cache=True)
+def border_half_edges(owner, first, size, alive):
+    """The half-edges whose undirected edge has exactly one alive face (a boundary edge of the
+    alive faces), as ids into the grouped half-edge arrays."""
+    out = np.empty(owner.shape[0], dtype=np.int64)
+    count = 0
+    for g in range(first.shape[0]):
+        alive_count, last = 0, -1
+        for h in range(first[g], first[g] + size[g]):
+            if alive[owner[h]]:
+                alive_count += 1
+                last = h
+        if alive_count == 1:
+            out[count] = last
+            count += 1
+    return out[:count]
+
+
+@nb.njit(cache=True)
+def slot_groups(owner, corner, first, size, num_faces):
+    """The group of each face corner's half-edge (face f, corner k → entry 3f + k)."""
+    out = np.empty(3 * num_faces, dtype=np.int64)
+    for g in range(first.shape[0]):
+        for h in range(first[g], first[g] + size[g]):
+            out[3 * owner[h] + corner[h]] = g
+    return out
+
+
+@nb.njit(cache=True)
+def split_groups(owner, corner, first, size, faces, num_vertices, touched):
+    """Regroups, in place, the ``touched`` groups after some of their ends were renumbered in
+    ``faces`` (a vertex split in two splits its edges' groups): within a group's run the half-edges
+    are ordered by their new edge, the first edge keeps the group, each other one becomes a group
+    appended at the end. Returns the new (first, size)."""
+    extra_first = np.empty(owner.shape[0], dtype=np.int64)
+    extra_size = np.empty(owner.shape[0], dtype=np.int64)
+    extra = 0
+    for g in touched:
+        start, stop = first[g], first[g] + size[g]
+        key = np.empty(stop - start, dtype=np.int64)
+        for i in range(start, stop):
+            a, b = faces[owner[i], corner[i]], faces[owner[i], (corner[i] + 1) % 3]
+            key[i - start] = min(a, b) * num_vertices + max(a, b)
+        order = np.argsort(key, kind="mergesort")
+        run_owner = owner[start:stop][order]
+        run_corner = corner[start:stop][order]
+        owner[start:stop] = run_owner
+        corner[start:stop] = run_corner
+        key = key[order]
+        size[g] = stop - start
+        split = False
+        for i in range(1, stop - start):
+            if key[i] == key[i - 1]:
+                continue
+            if not split:
+                size[g] = i
+                split = True
+            else:
+                extra_size[extra - 1] = start + i - extra_first[extra - 1]
+            extra_first[extra] = start + i
+            extra_size[extra] = stop - start - i
+            extra += 1
+    return np.concatenate((first, extra_first[:extra])), np.concatenate((size, extra_size[:extra]))
+
+
+def edge_valence(num_vertices: int, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Undirected edges [E, 2] (smaller index first, sorted) and how many faces use each."""
+    if len(faces) == 0:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
+    owner, corner, first, size = half_edge_groups(faces)
+    lead = first
+    a = faces[owner[lead], corner[lead]].astype(np.int64)
+    b = faces[owner[lead], (corner[lead] + 1) % 3].astype(np.int64)
+    edges = np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1)
+    order = np.lexsort((edges[:, 1], edges[:, 0]))
+    return edges[order], size[order]
+
+
+def boundary_half_edges(num_vertices: int, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The faces' directed edges [3F, 2] (all first edges, then all second, then all third) and which
+    of them lie on the boundary (their edge belongs to one face only)."""
+    half = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    on_border = np.zeros(len(half), dtype=bool)
+    if len(faces):
+        owner, corner, first, size = half_edge_groups(faces)
+        lone = first[size == 1]
+        on_border[corner[lone] * len(faces) + owner[lone]] = True
+    return half, on_border
+
+
+__all__ = ["border_half_edges", "boundary_half_edges", "edge_valence", "half_edge_groups", "slot_groups", "split_groups"]
