@@ -1,7 +1,8 @@
 """LoG3D Studio for Blender: remesh objects through the local LoG3D backend (`log3d serve`).
 
 A Blender 4.2+ extension (blender_manifest.toml) that also installs as a legacy add-on (bl_info
-below). No torch inside Blender: meshes go over ZeroMQ to the backend, which runs in its own
+below) into Blender 3.4 – 4.1; older Blenders are refused at enable time with a message (3.4 is the
+oldest tested: Debian's, in the real-window suite). No torch inside Blender: meshes go over ZeroMQ to the backend, which runs in its own
 environment. The package is importable under any name — ``bl_ext.<repo>.log3d`` (extension),
 ``log3d`` (legacy add-on) or ``blender_addon`` (from the repository, for tests) — so every import
 here is relative.
@@ -20,11 +21,13 @@ bl_info = {
     "name": "LoG3D Studio",
     "author": "LoG3D Studio",
     "version": (0, 1, 0),
-    "blender": (4, 2, 0),
+    "blender": (3, 4, 0),
     "location": "3D Viewport > Sidebar (N) > LoG3D",
     "description": "Ultra-high-resolution remeshing through a local LoG3D backend",
     "category": "Mesh",
 }
+
+OLDEST_BLENDER = (3, 4, 0)  # the oldest Blender the add-on is tested in (tests/test_blender_window.py)
 
 _registered_classes: list[type] = []
 
@@ -38,6 +41,9 @@ def _classes() -> list[type]:
 def register() -> None:
     import bpy
 
+    if bpy.app.version < OLDEST_BLENDER:
+        raise RuntimeError(f"LoG3D Studio needs Blender {'.'.join(map(str, OLDEST_BLENDER))} or newer; "
+                           f"this is Blender {bpy.app.version_string}.")
     from . import bootstrap, operators, properties, state
 
     problem = bootstrap.ensure_dependencies(Path(__file__).resolve().parent)

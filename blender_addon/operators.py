@@ -14,17 +14,22 @@ message) and kept in the panel as the last error.
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import bpy
 
 from . import preferences, results, state, worker
 from .backend_process import BackendLaunchError, BackendProcess
-from .session import RemeshSession, UserError
+from .session import Outcome, RemeshSession, UserError
 
 TIMER_S = 0.1
+_APPLIED = object()  # the end of RemeshSession.apply_steps
 
 
 def redraw_viewports() -> None:
-    """Tag every 3D Viewport for redraw (the panel lives there)."""
+    """Tag the 3D Viewports' sidebars for redraw (the panel lives there). Only the sidebar: a
+    progress message arrives many times a second, and redrawing the whole viewport each time (the
+    scene, in software GL on a machine without a GPU) would cost the UI more than the remesh does."""
     wm = bpy.context.window_manager
     if wm is None:
         return
@@ -34,7 +39,9 @@ def redraw_viewports() -> None:
             continue
         for area in screen.areas:
             if area.type == "VIEW_3D":
-                area.tag_redraw()
+                for region in area.regions:
+                    if region.type == "UI":
+                        region.tag_redraw()
 
 
 def _fail(op: bpy.types.Operator, message: str) -> set[str]:
@@ -49,6 +56,7 @@ class _Remesh:
     bl_options = {"UNDO"}  # one undo step; no redo panel (a redo would send everything again)
 
     _session: RemeshSession | None = None
+    _applying: Iterator[None] | None = None  # the results entering the scene, a slice per tick
     _timer = None
 
     @classmethod
@@ -94,27 +102,40 @@ class _Remesh:
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         session = self._session
         assert session is not None
-        if event.type == "ESC" and event.value == "PRESS":
+        if event.type == "ESC" and event.value == "PRESS" and self._applying is None:
             session.cancel()
             return {"RUNNING_MODAL"}
-        if event.type != "TIMER" or not session.pump():
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        if self._applying is None:
+            if not session.pump():
+                return {"PASS_THROUGH"}
+            self._applying = session.apply_steps(context.scene, context.view_layer)
+        # results enter the scene one step (one bulk copy) per tick, so the UI answers between them
+        if next(self._applying, _APPLIED) is not _APPLIED:
             return {"PASS_THROUGH"}
         context.window_manager.event_timer_remove(self._timer)
         self._timer = None
         self._session = None
-        return self._finish(context, session)
+        self._applying = None
+        return self._report(session.outcome)
 
     def cancel(self, context: bpy.types.Context) -> None:
         """Blender ends the modal operator (window closed, file loaded): stop the task, keep nothing."""
         if self._timer is not None:
             context.window_manager.event_timer_remove(self._timer)
             self._timer = None
+        if self._applying is not None:
+            self._applying.close()  # ends the session; objects already linked stay
+            self._applying = None
         if self._session is not None:
             self._session.abandon()
             self._session = None
 
     def _finish(self, context: bpy.types.Context, session: RemeshSession) -> set[str]:
-        outcome = session.apply(context)
+        return self._report(session.apply(context))
+
+    def _report(self, outcome: Outcome) -> set[str]:
         level, message = outcome.summary()
         self.report({level}, message)
         return {"FINISHED"} if outcome.created else {"CANCELLED"}

@@ -48,7 +48,10 @@ class VIEW3D_PT_log3d(bpy.types.Panel):
         if manager.session is not None and manager.progress is not None:
             progress = manager.progress
             row = layout.row(align=True)
-            row.progress(factor=progress.overall, type="BAR", text=progress.label)
+            if hasattr(row, "progress"):  # Blender 4.0+
+                row.progress(factor=progress.overall, type="BAR", text=progress.label)
+            else:  # no progress bar widget before 4.0
+                row.label(text=f"{progress.overall:4.0%}  {progress.label}", icon="SORTTIME")
             row.operator("log3d.cancel", text="", icon="CANCEL")
         else:
             col = layout.column(align=True)

@@ -10,12 +10,13 @@ input, so every face uses the first material slot. The original can be hidden in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import bpy
 import numpy as np
 
 from . import mesh_io
+from .mesh_arrays import MeshArrays
 
 RESULT_SUFFIX = "_log3d"
 SOURCE_KEY = "log3d_source"  # custom property on a result: the name of its original
@@ -50,13 +51,27 @@ def is_result(obj: bpy.types.Object) -> bool:
     return SOURCE_KEY in obj.keys()
 
 
-def place_result(snapshot: Snapshot, world_vertices: np.ndarray, faces: np.ndarray, hide_original: bool,
-                 scene: bpy.types.Scene, info: dict[str, Any] | None = None) -> bpy.types.Object:
-    """Create ``<name>_log3d`` from a world-space result; returns the new object."""
+def place_result(snapshot: Snapshot, result: MeshArrays, hide_original: bool, scene: bpy.types.Scene,
+                 info: dict[str, Any] | None = None) -> bpy.types.Object:
+    """Create ``<name>_log3d`` from a world-space result in one go; returns the new object."""
+    obj = None
+    for obj in result_steps(snapshot, result, hide_original, scene, info):
+        pass
+    return obj
+
+
+def result_steps(snapshot: Snapshot, result: MeshArrays, hide_original: bool, scene: bpy.types.Scene,
+                 info: dict[str, Any] | None = None) -> Iterator[bpy.types.Object | None]:
+    """Create ``<name>_log3d`` from a world-space result in steps short enough for one UI tick each
+    (:func:`mesh_io.mesh_build_steps`): yields None between steps, the new object last. Nothing is
+    linked into the scene before the last step, so a half-built result is never drawn."""
     original = snapshot.original()
     matrix_world = snapshot.matrix_world if original is None else mesh_io.matrix_array(original.matrix_world)
     name = f"{original.name if original else snapshot.name}{RESULT_SUFFIX}"
-    mesh = mesh_io.new_mesh(name, mesh_io.to_local(world_vertices, matrix_world), faces)
+    mesh = None
+    for mesh in mesh_io.mesh_build_steps(name, result, mesh_io.to_local(result.vertices, matrix_world)):
+        yield None
+    original = snapshot.original()  # the user may have deleted it meanwhile
     obj = bpy.data.objects.new(name, mesh)
     obj[SOURCE_KEY] = original.name if original else snapshot.name
     if info:
@@ -65,7 +80,8 @@ def place_result(snapshot: Snapshot, world_vertices: np.ndarray, faces: np.ndarr
     if original is None:
         scene.collection.objects.link(obj)
         obj.matrix_world = _matrix(matrix_world)
-        return obj
+        yield obj
+        return
     _copy_materials(original, obj)
     _copy_placement(original, obj)
     collections = list(original.users_collection) or [scene.collection]
@@ -73,16 +89,17 @@ def place_result(snapshot: Snapshot, world_vertices: np.ndarray, faces: np.ndarr
         collection.objects.link(obj)
     if hide_original:
         _hide(original)
-    return obj
+    yield obj
 
 
 LATENTS_KEY = "log3d_latents"  # custom property on a decoded object: the latent file it came from
 
 
-def place_decoded(name: str, vertices: np.ndarray, faces: np.ndarray, source: str,
-                  collection: bpy.types.Collection) -> bpy.types.Object:
+def place_decoded(name: str, result: MeshArrays, source: str, collection: bpy.types.Collection) -> bpy.types.Object:
     """A new object from a decoded latent file, in the frame the latents were encoded in."""
-    mesh = mesh_io.new_mesh(name, vertices, faces)
+    mesh = None
+    for mesh in mesh_io.mesh_build_steps(name, result):
+        pass
     obj = bpy.data.objects.new(name, mesh)
     obj[LATENTS_KEY] = source
     collection.objects.link(obj)

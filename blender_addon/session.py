@@ -1,9 +1,10 @@
 """One Remesh Selected / Remesh All, on the main thread.
 
 ``RemeshSession.start`` reads the evaluated meshes (main thread, foreach_get) and starts the
-network task; ``pump`` applies the task's messages to the manager's progress; ``apply`` creates the
-result objects — all of them at the end, in one go, so the whole remesh is a single undo step and a
-cancelled or failed batch still keeps every result that came back. Nothing here ever writes to an
+network task; ``pump`` applies the task's messages to the manager's progress; ``apply_steps`` creates the
+result objects — all of them at the end (in slices short enough for one UI tick), so the whole
+remesh is a single undo step and a cancelled or failed batch still keeps every result that came
+back. Nothing here ever writes to an
 original object or its mesh.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import bpy
 
@@ -95,7 +96,13 @@ class RemeshSession:
         return session
 
     def cancel(self) -> None:
+        """Esc or the Cancel button: the backend is told to stop, and the session ends at the next
+        pump without waiting for its answer (a job can take seconds to reach a point where it
+        stops); results that already came back are kept, later ones are dropped."""
         self.task.cancel()
+        if not self.finished:
+            self.outcome.cancelled = self.outcome.error is None
+            self.finished = True
 
     def pump(self) -> bool:
         """Apply the messages received so far; True once the task has finished."""
@@ -125,32 +132,42 @@ class RemeshSession:
         elif isinstance(message, worker.Failed):
             self.outcome.error = message
         elif isinstance(message, worker.Finished):
-            self.outcome.cancelled = message.cancelled and self.outcome.error is None
+            self.outcome.cancelled = (self.outcome.cancelled or message.cancelled) and self.outcome.error is None
             self.finished = True
         self.manager.redraw()
 
     def apply(self, context: bpy.types.Context) -> Outcome:
-        """Create every result that came back (main thread) and end the session."""
-        settings = context.scene.log3d
+        """Create every result that came back, in one go (background mode, scripts)."""
+        for _ in self.apply_steps(context.scene, context.view_layer):
+            pass
+        return self.outcome
+
+    def apply_steps(self, scene: bpy.types.Scene, view_layer: bpy.types.ViewLayer) -> Iterator[None]:
+        """Create every result that came back (main thread) and end the session, in steps short
+        enough for one UI timer tick each (the modal operator runs a few per tick): a 1024³ result
+        has millions of faces, and built in one call it would freeze the UI for seconds."""
+        hide_original = scene.log3d.hide_original
         try:
             for index in sorted(self.results):
                 done = self.results.pop(index)
-                self.outcome.created.append(results.place_result(
-                    self.snapshots[index], done.vertices, done.faces, settings.hide_original, context.scene, done.info))
+                for obj in results.result_steps(self.snapshots[index], done.mesh, hide_original, scene, done.info):
+                    if obj is None:
+                        yield None
+                    else:
+                        self.outcome.created.append(obj)
             if self.outcome.created:
-                for obj in context.view_layer.objects.selected:
+                for obj in view_layer.objects.selected:
                     obj.select_set(False)
                 for obj in self.outcome.created:
-                    if obj.name in context.view_layer.objects:
+                    if obj.name in view_layer.objects:
                         obj.select_set(True)
-                        context.view_layer.objects.active = obj
+                        view_layer.objects.active = obj
         finally:
             self.outcome.elapsed_s = time.monotonic() - self.started
             self._end()
         level, message = self.outcome.summary()
         if level == "ERROR" or self.outcome.object_errors:
             self.manager.set_error(message)
-        return self.outcome
 
     def abandon(self) -> None:
         """Stop without creating anything (a new file was loaded, the add-on was disabled)."""

@@ -197,11 +197,7 @@ class Manager:
         from . import results
 
         name = os.path.splitext(os.path.basename(task.path))[0] + "_decoded"
-        try:
-            obj = results.place_decoded(name, message.vertices, message.faces, task.path, bpy.context.scene.collection)
-        except ValueError as exc:  # a result Blender must not be handed (mesh_io.check_result)
-            self.set_error(str(exc))
-            return
+        obj = results.place_decoded(name, message.mesh, task.path, bpy.context.scene.collection)
         self.decoded.append(obj.name)
         if not bpy.app.background:
             bpy.ops.ed.undo_push(message="LoG3D: import latents")

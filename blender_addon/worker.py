@@ -20,6 +20,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .mesh_arrays import MeshArrays
+
 POLL_INTERVAL_S = 0.05
 TRAIN_STATUS_INTERVAL_S = 1.0
 
@@ -97,12 +99,12 @@ class Progress:
 
 @dataclass(frozen=True)
 class MeshDone:
-    """One object's remeshed surface, in the frame it was sent in."""
+    """One object's remeshed surface, in the frame it was sent in, checked and with its edges
+    derived here (off the main thread, see :mod:`mesh_arrays`)."""
 
     index: int
     name: str
-    vertices: np.ndarray
-    faces: np.ndarray
+    mesh: MeshArrays
     info: dict[str, Any]
 
 
@@ -349,8 +351,12 @@ class RemeshTask(Task):
                     self.stage = str(event.data.get("stage"))
                     self.post(Progress(index, total, job.name, self.stage, event.data.get("fraction")))
                 elif event.type == "result":
-                    self.post(MeshDone(index, job.name, event.arrays["vertices"], event.arrays["faces"],
-                                       {**event.data, "job": job_id}))
+                    try:
+                        arrays = MeshArrays.of(event.arrays["vertices"], event.arrays["faces"])
+                    except ValueError as exc:  # a result Blender must not be handed
+                        self.post(ObjectFailed(index, job.name, "bad_result", str(exc)))
+                        return
+                    self.post(MeshDone(index, job.name, arrays, {**event.data, "job": job_id}))
                     return
                 elif event.type == "error":
                     raise BackendError(str(event.data.get("code", "internal")), str(event.data.get("message", "")))
@@ -428,7 +434,7 @@ class DecodeTask(Task):
         self.cleanup = dict(cleanup)
 
     def work(self) -> None:
-        from .wire import read_latent_arrays
+        from .wire import BackendError, read_latent_arrays
 
         head, latents, coords = read_latent_arrays(self.path)
         client = self.connection.client()
@@ -442,7 +448,11 @@ class DecodeTask(Task):
             vertices, faces, info = client.decode(latents, coords, int(head["resolution"]), head["center"],
                                                   float(head["scale"]), on_progress=on_progress,
                                                   cleanup=self.cleanup, weights_sha256=str(head["weights_sha256"]))
-            self.post(MeshDone(0, str(head.get("source") or "latents"), np.array(vertices), np.array(faces), info))
+            try:
+                arrays = MeshArrays.of(np.array(vertices), np.array(faces))
+            except ValueError as exc:  # a result Blender must not be handed
+                raise BackendError("bad_result", str(exc)) from None
+            self.post(MeshDone(0, str(head.get("source") or "latents"), arrays, info))
         finally:
             client.close()
 
