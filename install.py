@@ -270,7 +270,7 @@ def addon_install_script(zip_path: Path, env_path: Path) -> str:
     return "\n".join([
         "import addon_utils, bpy",
         f"zip_path, env_path = {str(zip_path)!r}, {str(env_path)!r}",
-        "if hasattr(bpy.ops.extensions, 'package_install_files'):  # Blender 4.2+: an extension",
+        "if bpy.app.version >= (4, 2, 0):  # an extension (bpy.ops answers hasattr for any name, so ask the version)",
         "    bpy.ops.extensions.package_install_files(filepath=zip_path, repo='user_default', enable_on_install=True)",
         f"    module = 'bl_ext.user_default.{ADDON_PACKAGE}'",
         "else:  # a legacy add-on",

@@ -187,3 +187,16 @@ def test_a_large_result_enters_the_scene_without_freezing_the_ui(runtime, backen
     assert gaps.get("finishing", 0.0) <= 1.5 and gaps.get("after", 0.0) <= 2.5, gaps
     if resolution >= 1024:
         assert faces > 2_000_000
+
+
+def test_install_py_installs_and_enables_the_add_on_in_this_blender(runtime, tmp_path):
+    """What `python3 install.py` does when it finds a Blender: headless install + enable (the legacy
+    route before 4.2), the backend environment stored in the add-on's preferences."""
+    install = _load_install_py()
+    user = tmp_path / "blender_user"
+    env = {**os.environ, "BLENDER_USER_SCRIPTS": str(user / "scripts"), "BLENDER_USER_CONFIG": str(user / "config")}
+    script = install.addon_install_script(Path(runtime["zip"]), REPO / ".venv")
+    done = subprocess.run([BLENDER, "-b", "--factory-startup", "--python-exit-code", "1", "--python-expr", script],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "LOG3D_ADDON_ENABLED log3d" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (user / "scripts" / "addons" / "log3d" / "__init__.py").is_file()
