@@ -296,6 +296,26 @@ def find_blender(explicit: str | None) -> str | None:
     return str(Path(found).resolve()) if found else None
 
 
+def blender_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment to run a Blender in: PATH without this Python's own folders (a pyenv or venv
+    Python first on PATH makes a Blender built on the system Python take that Python's prefix, and
+    lose the system's site-packages, numpy among them)."""
+    env = dict(os.environ if base is None else base)
+    own = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix) if p}
+    if env.get("PYENV_ROOT"):
+        own.add(Path(env["PYENV_ROOT"]).resolve())
+
+    def foreign(entry: str) -> bool:
+        try:
+            resolved = Path(entry).resolve()
+        except OSError:
+            return True
+        return not any(resolved == root or root in resolved.parents for root in own)
+
+    env["PATH"] = os.pathsep.join(e for e in env.get("PATH", "").split(os.pathsep) if e and foreign(e))
+    return env
+
+
 def install_addon_into_blender(blender: str, zip_path: Path, force: bool = False) -> None:
     """Install and enable the add-on in ``blender`` (headless), unless this very zip already is."""
     state = {"blender": blender, "zip_sha256": hashlib.sha256(zip_path.read_bytes()).hexdigest(), "env": str(VENV)}
@@ -307,7 +327,7 @@ def install_addon_into_blender(blender: str, zip_path: Path, force: bool = False
         pass
     cmd = [blender, "-b", "--python-exit-code", "1", "--python-expr", addon_install_script(zip_path, VENV)]
     say(f"installing the add-on into {blender}")
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=blender_env())
     if done.returncode != 0 or "LOG3D_ADDON_ENABLED" not in done.stdout:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
         raise SystemExit(f"[install] FAILED to install the add-on into {blender} (exit {done.returncode}):\n{tail}")

@@ -76,7 +76,7 @@ def run_window(runtime: dict[str, str], name: str, tmp_path: Path, timeout_s: fl
     shots.mkdir(parents=True, exist_ok=True)
     out = tmp_path / f"{name}.json"
     user = tmp_path / "blender_user"
-    env = {**os.environ, "LOG3D_RUNTIME_DIR": runtime["LOG3D_RUNTIME_DIR"],
+    env = {**_load_install_py().blender_env(), "LOG3D_RUNTIME_DIR": runtime["LOG3D_RUNTIME_DIR"],
            "BLENDER_USER_SCRIPTS": str(user / "scripts"), "BLENDER_USER_CONFIG": str(user / "config"),
            "BLENDER_USER_DATAFILES": str(user / "datafiles")}
     payload = {"scenario": name, "zip": runtime["zip"], "out": str(out), "shots": str(shots),
@@ -194,7 +194,7 @@ def test_install_py_installs_and_enables_the_add_on_in_this_blender(runtime, tmp
     route before 4.2), the backend environment stored in the add-on's preferences."""
     install = _load_install_py()
     user = tmp_path / "blender_user"
-    env = {**os.environ, "BLENDER_USER_SCRIPTS": str(user / "scripts"), "BLENDER_USER_CONFIG": str(user / "config")}
+    env = {**install.blender_env(), "BLENDER_USER_SCRIPTS": str(user / "scripts"), "BLENDER_USER_CONFIG": str(user / "config")}
     script = install.addon_install_script(Path(runtime["zip"]), REPO / ".venv")
     done = subprocess.run([BLENDER, "-b", "--factory-startup", "--python-exit-code", "1", "--python-expr", script],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
