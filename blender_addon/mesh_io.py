@@ -16,7 +16,7 @@ from typing import Iterator
 import bpy
 import numpy as np
 
-from .mesh_arrays import MeshArrays, check_result  # noqa: F401 - check_result: the results' guard lives there
+from .mesh_arrays import MeshArrays
 
 
 def matrix_array(matrix: object) -> np.ndarray:
