@@ -31,7 +31,9 @@ def _closest_on_triangle(p0, p1, p2, a0, a1, a2, b0, b1, b2, c0, c1, c2):
     if d3 >= 0.0 and d4 <= d3:
         return b0, b1, b2
     vc = d1 * d4 - d3 * d2
-    if vc <= 0.0 and d1 >= 0.0 and d3 <= 0.0:
+    # d1 − d3 = |ab|², d2 − d6 = |ac|², (d4 − d3) + (d5 − d6) = |bc|²: an edge of zero length (a
+    # degenerate triangle) is skipped, and the point's region is found on the triangle's other edges
+    if vc <= 0.0 and d1 >= 0.0 and d3 <= 0.0 and d1 > d3:
         v = d1 / (d1 - d3)
         return a0 + v * ab0, a1 + v * ab1, a2 + v * ab2
     cp0, cp1, cp2 = p0 - c0, p1 - c1, p2 - c2
@@ -40,11 +42,11 @@ def _closest_on_triangle(p0, p1, p2, a0, a1, a2, b0, b1, b2, c0, c1, c2):
     if d6 >= 0.0 and d5 <= d6:
         return c0, c1, c2
     vb = d5 * d2 - d1 * d6
-    if vb <= 0.0 and d2 >= 0.0 and d6 <= 0.0:
+    if vb <= 0.0 and d2 >= 0.0 and d6 <= 0.0 and d2 > d6:
         w = d2 / (d2 - d6)
         return a0 + w * ac0, a1 + w * ac1, a2 + w * ac2
     va = d3 * d6 - d5 * d4
-    if va <= 0.0 and (d4 - d3) >= 0.0 and (d5 - d6) >= 0.0:
+    if va <= 0.0 and (d4 - d3) >= 0.0 and (d5 - d6) >= 0.0 and (d4 - d3) + (d5 - d6) > 0.0:
         w = (d4 - d3) / ((d4 - d3) + (d5 - d6))
         return b0 + w * (c0 - b0), b1 + w * (c1 - b1), b2 + w * (c2 - b2)
     denom = va + vb + vc

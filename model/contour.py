@@ -50,6 +50,10 @@ EIGEN_CUTOFF = 0.1
 """Eigenvalues of a cell's quadric below this fraction of the largest are treated as zero: along
 those directions the vertex stays at the crossings' mass point (flat and cylindrical regions)."""
 
+BEND_TOLERANCE = 0.02
+"""A quad whose two triangles pass farther than this (voxels) from the input's crossing on its grid
+edge is fanned around that crossing (an input finer than the grid bends inside one cell)."""
+
 
 # --- crossings -------------------------------------------------------------------------------------
 
@@ -288,12 +292,30 @@ def _onto_crossing_triangles(points, start, candidates, tri):
         points[c, 0], points[c, 1], points[c, 2] = b0, b1, b2
 
 
+@nb.njit(parallel=True, cache=True)
+def _chord_errors(crossings, tri_a, tri_b):
+    """Per quad, how far its two triangles pass from the input's crossing on the quad's grid edge
+    (voxels): the chordal error a flat quad makes where the input bends inside a cell."""
+    out = np.empty(crossings.shape[0])
+    for e in nb.prange(crossings.shape[0]):
+        p0, p1, p2 = crossings[e, 0], crossings[e, 1], crossings[e, 2]
+        best = np.inf
+        for t in (tri_a[e], tri_b[e]):
+            x, y, z = _closest_on_triangle(p0, p1, p2, t[0, 0], t[0, 1], t[0, 2], t[1, 0], t[1, 1], t[1, 2],
+                                           t[2, 0], t[2, 1], t[2, 2])
+            best = min(best, (x - p0) ** 2 + (y - p1) ** 2 + (z - p2) ** 2)
+        out[e] = np.sqrt(best)
+    return out
+
+
 def dual_contour(vertices: np.ndarray, faces: np.ndarray, resolution: int,
-                 topology: "InputTopology | None" = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 topology: "InputTopology | None" = None,
+                 bend_tolerance: float = BEND_TOLERANCE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The zero set of ``faces`` as a dual-contoured triangle mesh on the N³ grid (voxel coordinates
     in and out), and per output triangle the input face it came from. Whole by construction (see
     the module's docstring); not yet tidied — see :func:`tidy_contour`. ``topology``: the input's
-    :class:`InputTopology`, when the caller has it."""
+    :class:`InputTopology`, when the caller has it; ``bend_tolerance``: the chordal error (voxels)
+    above which a quad gets its crossing as a fifth vertex."""
     vertices = np.asarray(vertices, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64)
     if len(faces) == 0:
@@ -342,7 +364,17 @@ def dual_contour(vertices: np.ndarray, faces: np.ndarray, resolution: int,
     split02 = diag02 <= diag13
     tri_a = np.where(split02[:, None], quads[:, [0, 1, 2]], quads[:, [1, 2, 3]])
     tri_b = np.where(split02[:, None], quads[:, [0, 2, 3]], quads[:, [1, 3, 0]])
-    return out_vertices, np.concatenate([tri_a, tri_b]), np.concatenate([source, source])
+    # where the two triangles pass far from the input's crossing (the input bends within a cell), the
+    # crossing becomes a fifth vertex and the quad a fan of four: a subdivision inside the quad, so
+    # the quads' shared edges — and with them the output's wholeness — are untouched
+    bent = np.flatnonzero(_chord_errors(points, out_vertices[tri_a], out_vertices[tri_b]) > bend_tolerance)
+    flat = np.ones(len(edges), dtype=bool)
+    flat[bent] = False
+    centre = (len(out_vertices) + np.arange(len(bent)))[:, None]
+    fans = [np.concatenate([quads[bent][:, [k, (k + 1) % 4]], centre], axis=1) for k in range(4)]
+    out_faces = np.concatenate([tri_a[flat], tri_b[flat], *fans])
+    out_source = np.concatenate([source[flat], source[flat], *([source[bent]] * 4)])
+    return np.concatenate([out_vertices, points[bent]]), out_faces, out_source
 
 
 # --- boundaries and pieces -------------------------------------------------------------------------

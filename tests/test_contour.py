@@ -88,6 +88,38 @@ def test_mesh_on_grid_lines_stays_closed():
     assert abs(area(out_v, out_f) - 6 * 400.0) < 1e-6 * 2400
 
 
+def test_quads_bent_over_a_fine_input_get_its_crossing_and_stay_closed():
+    """A sphere a few cells across bends inside each cell: a flat quad misses the input by a good part
+    of a voxel there. Fanned around their crossings, the quads come closer, and the surface stays
+    closed and oriented (the fan subdivides inside each quad)."""
+    vertices, faces = in_voxels(trimesh.creation.icosphere(4), 16)
+    samples = np.asarray(trimesh.sample.sample_surface(trimesh.Trimesh(vertices, faces), 2000, seed=1)[0])
+    flat_v, flat_f, _ = dual_contour(vertices, faces, 16, bend_tolerance=np.inf)
+    bent_v, bent_f, source = dual_contour(vertices, faces, 16, bend_tolerance=0.02)
+    assert len(bent_f) > len(flat_f) and len(source) == len(bent_f)
+    assert len(bent_v) - len(flat_v) == (len(bent_f) - len(flat_f)) // 2  # one vertex per fanned quad
+    flat_error = point_triangle_distance(samples, flat_v[flat_f]).mean()
+    bent_error = point_triangle_distance(samples, bent_v[bent_f]).mean()
+    assert bent_error < 0.8 * flat_error
+    assert loops_and_border(bent_v, bent_f)[1] == 0 and edge_pieces(bent_f) == 1
+    tm = trimesh.Trimesh(bent_v, bent_f, process=False)
+    assert tm.is_winding_consistent and tm.volume > 0
+    # the fifth vertices are crossings: on the input
+    assert point_triangle_distance(bent_v[len(flat_v):], vertices[faces]).max() < 1e-6  # GRID_JITTER: 1e-7
+
+
+def test_closest_point_on_degenerate_triangles():
+    """Coincident or collinear corners (a contoured quad with two vertices on one sharp input point)
+    must give the closest point on the segment they span, never a division by zero."""
+    from model.bvh import _closest_on_triangle
+
+    p = (1.0, 1.0, 1.0)
+    assert _closest_on_triangle(*p, 0, 0, 0, 0, 0, 0, 0, 0, 0) == (0, 0, 0)
+    for corners in ((0, 0, 0, 0, 0, 0, 2, 0, 0), (0, 0, 0, 2, 0, 0, 2, 0, 0), (2, 0, 0, 0, 0, 0, 2, 0, 0),
+                    (0, 0, 0, 1, 0, 0, 2, 0, 0)):
+        assert np.allclose(_closest_on_triangle(*p, *map(float, corners)), (1.0, 0.0, 0.0))
+
+
 def test_open_sheets_keep_their_boundary_loops_and_length():
     # a box without its top (1 loop), an annulus (2 loops), a tube open at both ends (2 loops)
     box = trimesh.creation.box()
