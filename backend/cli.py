@@ -9,64 +9,15 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from backend.arguments import StageBars, add_cleanup_arguments, cleanup_from_args
 from backend.batch import add_batch_command
 from backend.latents import add_latent_commands
 from backend.prepare import add_prepare_command
 from backend.server import add_serve_command
 from backend.synthetic import add_synth_command
 from backend.train import add_ship_command, add_train_command
-from model.grid import ResolutionError
+from model.grid import CHUNK_BLOCKS, ResolutionError
 from model.mesh import MeshError
-
-
-class StageBars:
-    """One tqdm progress bar per pipeline stage, on stderr."""
-
-    def __init__(self, enabled: bool = True) -> None:
-        from tqdm import tqdm
-
-        self._tqdm = tqdm
-        self._enabled = enabled
-        self._stage: str | None = None
-        self._bar = None
-
-    def __call__(self, stage: str, fraction: float) -> None:
-        if not self._enabled:
-            return
-        if stage != self._stage:
-            self.close()
-            self._stage = stage
-            self._bar = self._tqdm(total=100, desc=f"{stage:<12}", unit="%", leave=True, file=sys.stderr,
-                                   bar_format="{desc} {bar} {percentage:3.0f}% [{elapsed}]")
-        assert self._bar is not None
-        self._bar.n = int(round(100 * min(max(fraction, 0.0), 1.0)))
-        self._bar.refresh()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-
-def add_cleanup_arguments(p: argparse.ArgumentParser) -> None:
-    """The clean-up switches, shared by every command that remeshes."""
-    g = p.add_argument_group("clean-up (deflate, outer shell and single layer on by default)")
-    g.add_argument("--raw", action="store_true", help="the paper's output: the ε-surface, no clean-up at all")
-    g.add_argument("--no-deflate", action="store_true", help="leave the surface at ε = 1/N instead of on the zero set")
-    g.add_argument("--keep-inner", action="store_true", help="keep the inner shells of closed surfaces")
-    g.add_argument("--keep-slabs", action="store_true",
-                   help="leave an open sheet as a thin closed slab at ε instead of one open layer")
-    g.add_argument("--target-faces", type=int, default=0, help="decimate to about this many faces (0: all)")
-
-
-def cleanup_from_args(args: argparse.Namespace) -> "CleanupOptions":  # noqa: F821
-    from model.cleanup import CleanupOptions
-
-    if args.raw:
-        return CleanupOptions.none()
-    deflate = not args.no_deflate
-    return CleanupOptions(deflate=deflate, outer_shell=not args.keep_inner,
-                          single_layer=deflate and not args.keep_slabs, target_faces=args.target_faces)
 
 
 def _cmd_remesh(args: argparse.Namespace) -> int:
@@ -105,7 +56,7 @@ def _add_remesh(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution", "-n", type=int, default=256, help="grid resolution N (multiple of 8, 64..2048; default 256)")
     p.add_argument("--mode", choices=("direct", "vae"), default="direct",
                    help="direct: exact UDF blocks; vae: round trip through the LoG-VAE (default: direct)")
-    p.add_argument("--chunk-blocks", type=int, default=16384, help="UBlocks processed per chunk (bounds memory)")
+    p.add_argument("--chunk-blocks", type=int, default=CHUNK_BLOCKS, help="UBlocks processed per chunk (bounds memory)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (the network's device, and the stages' with the torch engine)")
     p.add_argument("--engine", choices=("auto", "numba", "torch"), default="auto",
                    help="numba: geometry stages on the CPU; torch: every stage on --device; auto: torch when --device resolves to CUDA")

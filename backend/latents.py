@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from model.grid import CHUNK_BLOCKS
+
+from .arguments import add_cleanup_arguments, cleanup_from_args
 from .batch import MESH_EXTENSIONS, find_inputs, output_paths
 
 LATENT_SUFFIX = ".safetensors"
@@ -86,7 +89,7 @@ def process_device(device: str) -> str:
 
 
 def encode_file(src: Path, dst: Path, resolution: int, vae: Any, dtype: str = "float16",
-                chunk_blocks: int = 16384, progress: Callable[[str, float], None] | None = None) -> int:
+                chunk_blocks: int = CHUNK_BLOCKS, progress: Callable[[str, float], None] | None = None) -> int:
     """Encode one mesh file into one latent file; returns the latent file's size in bytes."""
     from model.latent_file import LatentFile, model_identity, save_latent_file
     from model.mesh import load_mesh
@@ -99,7 +102,7 @@ def encode_file(src: Path, dst: Path, resolution: int, vae: Any, dtype: str = "f
     return save_latent_file(dst, LatentFile(latents, normalization, config, digest, source=src.name), dtype)
 
 
-def decode_file(src: Path, dst: Path, vae: Any, cleanup: Any = None, chunk_blocks: int = 16384,
+def decode_file(src: Path, dst: Path, vae: Any, cleanup: Any = None, chunk_blocks: int = CHUNK_BLOCKS,
                 progress: Callable[[str, float], None] | None = None) -> int:
     """Decode one latent file into one mesh file (refusing latents of another model); returns the
     mesh file's size in bytes."""
@@ -253,7 +256,6 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
-    from backend.cli import cleanup_from_args
 
     cleanup = cleanup_from_args(args)
     if args.input.is_dir():
@@ -268,7 +270,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, default=None, help="LoG-VAE weights (default: the shipped ones)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (under torchrun/accelerate: cuda:LOCAL_RANK)")
-    p.add_argument("--chunk-blocks", type=int, default=16384, help="UBlocks per chunk (bounds memory)")
+    p.add_argument("--chunk-blocks", type=int, default=CHUNK_BLOCKS, help="UBlocks per chunk (bounds memory)")
     p.add_argument("--workers", type=int, default=1, help="processes on this machine for a folder (each takes a share)")
     p.add_argument("--shard", default=None, help="RANK/WORLD: this process's share of a folder "
                                                  "(default: RANK and WORLD_SIZE from torchrun/accelerate, else 0/1)")
@@ -292,7 +294,6 @@ def add_latent_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("output", type=Path, help="a mesh file (format from the extension), or a folder")
     p.add_argument("--format", choices=("ply", "obj", "stl", "off", "glb"), default="ply", help="output format for a folder")
     _common(p)
-    from backend.cli import add_cleanup_arguments  # here: backend.cli imports this module
 
     add_cleanup_arguments(p)
     p.set_defaults(func=_cmd_decode)

@@ -21,6 +21,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import msgpack
 import numpy as np
 
+WIRE_CHUNK_BLOCKS = 16384
+"""model.grid.CHUNK_BLOCKS, written out: this module travels inside the Blender add-on, which has no
+``model`` package (a test keeps the two equal)."""
+
 PROTOCOL_VERSION = 1
 DEFAULT_PORT = 5557
 DEFAULT_HOST = "127.0.0.1"
@@ -312,14 +316,14 @@ REQUESTS: dict[str, RequestSpec] = {
     "hello": RequestSpec(),
     "remesh": RequestSpec(options={"resolution": check_resolution_value, "mode": _mode, "chunk_blocks": _CHUNK,
                                    "cleanup": _cleanup_map},
-                          defaults={"resolution": 256, "mode": "direct", "chunk_blocks": 16384, "cleanup": {}},
+                          defaults={"resolution": 256, "mode": "direct", "chunk_blocks": WIRE_CHUNK_BLOCKS, "cleanup": {}},
                           arrays=MESH_ARRAYS, is_job=True),
     "encode": RequestSpec(options={"resolution": check_resolution_value, "chunk_blocks": _CHUNK},
-                          defaults={"resolution": 256, "chunk_blocks": 16384}, arrays=MESH_ARRAYS, is_job=True),
+                          defaults={"resolution": 256, "chunk_blocks": WIRE_CHUNK_BLOCKS}, arrays=MESH_ARRAYS, is_job=True),
     "decode": RequestSpec(options={"resolution": check_resolution_value, "center": _vec3, "scale": _positive_float,
                                    "chunk_blocks": _CHUNK, "cleanup": _cleanup_map,
                                    "weights_sha256": _optional(_hex_digest)},
-                          defaults={"chunk_blocks": 16384, "cleanup": {}, "weights_sha256": None}, required=("resolution", "center", "scale"),
+                          defaults={"chunk_blocks": WIRE_CHUNK_BLOCKS, "cleanup": {}, "weights_sha256": None}, required=("resolution", "center", "scale"),
                           arrays=LATENT_ARRAYS, is_job=True),
     "cancel": RequestSpec(needs_job=True),
     "jobs": RequestSpec(),

@@ -42,6 +42,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from model.grid import CHUNK_BLOCKS
+
 from .dataset import Cache, CacheEntry, ShardError, atomic_write_bytes
 
 CHECKPOINT_DIR = "checkpoints"
@@ -487,7 +489,7 @@ def reference_mesh(ublocks):
     from model.mesh import Mesh, MeshError
     from model.ublocks import pad_average
 
-    field_ = pad_average(iter_chunks(ublocks, 16384), ublocks.resolution, ublocks.coords)
+    field_ = pad_average(iter_chunks(ublocks, CHUNK_BLOCKS), ublocks.resolution, ublocks.coords)
     verts, faces = marching_cubes_sparse(field_, iso_level())
     if faces.shape[0] == 0:
         raise MeshError("the cached blocks have an empty ε-surface")

@@ -23,6 +23,9 @@ ISO_VOXELS = 1.0  # ε = 1/N (seed A.5)
 MIN_RESOLUTION = 64
 MAX_RESOLUTION = 2048
 FAR = 1.0  # the normalised value of every voxel at distance ≥ τ
+CHUNK_BLOCKS = 16384
+"""UBlocks gathered, encoded or decoded at a time: bounds the memory of every stage that walks the
+blocks (16384 padded blocks are 113 MB of float32 values) whatever N is."""
 
 
 class ResolutionError(ValueError):

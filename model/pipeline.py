@@ -10,22 +10,20 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
+from .autoencode import Latents, ModeUnavailable, decode_blocks, encode_blocks, iter_chunks, load_vae, resolve_device
 from .bvh import PrimitiveIndex, SurfaceIndex
 from .cleanup import CleanupOptions, clean_surface, decimate
 from .contour import InputTopology, dual_contour, tidy_contour
 from .extract import marching_cubes_sparse
-from .grid import SparseField, check_resolution, iso_level, unit_margin, unit_to_voxel, voxel_to_unit
+from .grid import CHUNK_BLOCKS, SparseField, check_resolution, iso_level, unit_margin, unit_to_voxel, voxel_to_unit
 from .mesh import Mesh, MeshError, Normalization, fit_unit_cube, used_vertices, validate_arrays
 from .shell import outer_shell_field
 from .udf import compute_udf
 from .ublocks import UBlocks, active_indices, extract_ublocks, iter_ublocks, pad_average
-
-if TYPE_CHECKING:
-    from .autoencode import Latents
 
 MODES = ("direct", "vae")
 ENGINES = ("auto", "numba", "torch")
@@ -36,10 +34,6 @@ ProgressCallback = Callable[[str, float], None]
 
 class Cancelled(Exception):
     """The caller asked to stop; raised at the next stage or chunk boundary."""
-
-
-class ModeUnavailable(RuntimeError):
-    """A remesh mode that this installation cannot run (e.g. no trained weights)."""
 
 
 @dataclass
@@ -53,7 +47,7 @@ class RemeshOptions:
 
     resolution: int = 256
     mode: str = "direct"
-    chunk_blocks: int = 16384
+    chunk_blocks: int = CHUNK_BLOCKS
     device: str = "auto"
     checkpoint: str | None = None
     cleanup: CleanupOptions = field(default_factory=CleanupOptions)
@@ -219,17 +213,13 @@ def extract_surface(field_: SparseField, exact: Mesh | None, options: RemeshOpti
 def _network(options: RemeshOptions, vae: object | None) -> object:
     if vae is not None:
         return vae
-    from .autoencode import load_vae
-
     return load_vae(options.checkpoint, options.device)
 
 
 def encode_mesh(mesh: Mesh, options: RemeshOptions | None = None, progress: ProgressCallback | None = None,
                 should_cancel: Callable[[], bool] | None = None, vae: object | None = None,
-                stages: _Stages | None = None) -> tuple["Latents", Normalization]:
+                stages: _Stages | None = None) -> tuple[Latents, Normalization]:
     """A mesh as LoG-VAE latents [L, 16] on its block coordinates, plus the transform back to its frame."""
-    from .autoencode import encode_blocks
-
     options = (options or RemeshOptions(mode="vae")).validate()
     network = _network(options, vae)
     mesh = validate_arrays(mesh.vertices, mesh.faces)
@@ -243,12 +233,10 @@ def encode_mesh(mesh: Mesh, options: RemeshOptions | None = None, progress: Prog
     return latents, normalization  # type: ignore[return-value]
 
 
-def decode_to_mesh(latents: "Latents", normalization: Normalization, options: RemeshOptions | None = None,
+def decode_to_mesh(latents: Latents, normalization: Normalization, options: RemeshOptions | None = None,
                    progress: ProgressCallback | None = None, should_cancel: Callable[[], bool] | None = None,
                    vae: object | None = None, stages: _Stages | None = None) -> Mesh:
     """Decode latents to UBlocks, Pad-Average them and extract the mesh in the original frame."""
-    from .autoencode import decode_blocks, iter_chunks
-
     options = (options or RemeshOptions(mode="vae")).validate()
     network = _network(options, vae)
     latents.validate()
@@ -265,8 +253,6 @@ def torch_device(options: RemeshOptions) -> "torch.device | None":  # noqa: F821
     ``device="cpu"`` decides without importing torch (it takes a second to load)."""
     if options.engine == "numba" or (options.engine == "auto" and options.device == "cpu"):
         return None
-    from .autoencode import resolve_device
-
     device = resolve_device(options.device)
     return device if options.engine == "torch" or device.type == "cuda" else None
 

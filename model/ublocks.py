@@ -16,6 +16,7 @@ import numpy as np
 
 from .grid import (
     BLOCK_SIZE,
+    CHUNK_BLOCKS,
     FAR,
     NEIGHBOR_OFFSETS,
     PAD,
@@ -89,7 +90,7 @@ def _scatter_padded(blocks, targets, order, class_start, pad_neighbor, pad_local
                             counts[t, li, lj, pad_local[pk]] += 1
 
 
-def iter_ublocks(field: SparseField, chunk_size: int = 16384) -> Iterator[UBlocks]:
+def iter_ublocks(field: SparseField, chunk_size: int = CHUNK_BLOCKS) -> Iterator[UBlocks]:
     """Active UBlocks of a field, ``chunk_size`` blocks at a time, each padded with the true field
     values of its neighbourhood (FAR where the neighbour block holds no surface)."""
     if chunk_size <= 0:

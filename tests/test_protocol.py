@@ -231,3 +231,12 @@ def test_metrics_reader_reads_complete_rows_incrementally(tmp_path):
         f.write(",0.001\n3,nan,0.001\nbroken\n")
     rows = r.poll()
     assert [row["step"] for row in rows] == [2, 3] and np.isnan(rows[1]["loss"])
+
+
+def test_the_wire_default_chunk_equals_the_model_s():
+    """protocol.py travels inside the add-on without ``model``, so it writes the number out."""
+    from backend.protocol import WIRE_CHUNK_BLOCKS
+    from model.grid import CHUNK_BLOCKS
+    from model.pipeline import RemeshOptions
+
+    assert WIRE_CHUNK_BLOCKS == CHUNK_BLOCKS == RemeshOptions().chunk_blocks

@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..grid import BLOCK_SIZE, FAR, NEIGHBOR_OFFSETS, PAD, PADDED_SIZE, check_resolution
+from ..grid import BLOCK_SIZE, CHUNK_BLOCKS, FAR, NEIGHBOR_OFFSETS, PAD, PADDED_SIZE, check_resolution
 from .field import TorchField, coords_to_keys, keys_to_coords, lookup_keys
 
 VOXELS_PER_BLOCK = BLOCK_SIZE**3
@@ -66,7 +66,7 @@ def gather_ublocks_torch(field: TorchField, indices: torch.Tensor) -> torch.Tens
     return torch.where(present, values, torch.full_like(values, FAR)).reshape(-1, *size)
 
 
-def iter_ublocks_torch(field: TorchField, chunk_size: int = 16384) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def iter_ublocks_torch(field: TorchField, chunk_size: int = CHUNK_BLOCKS) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(padded blocks [l, 12, 12, 12], int64 block coordinates [l, 3]) of the active blocks,
     ``chunk_size`` at a time in key order, so the padded tensor never exceeds one chunk."""
     if chunk_size <= 0:

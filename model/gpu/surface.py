@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from ..grid import BLOCK_SIZE, TRUNCATION_VOXELS
-from .field import lookup_keys
+from .field import coords_to_keys, lookup_keys
 
 EXACT_RADIUS = TRUNCATION_VOXELS + (BLOCK_SIZE - 1) / 2 * math.sqrt(3.0) - BLOCK_SIZE / 2 * math.sqrt(3.0)
 """Points at most this far (voxels) from the input get their exact closest point: τ − √3/2."""
@@ -163,8 +163,7 @@ def _point_blocks(points: torch.Tensor, candidates: BlockCandidates) -> torch.Te
     """Index into ``candidates.keys`` of the block whose centre is nearest each point (clamped to the
     grid), -1 where that block has no candidates."""
     coords = (torch.floor(points + 0.5).long() >> 3).clamp_(0, candidates.grid - 1)
-    g = candidates.grid
-    return lookup_keys(candidates.keys, (coords[:, 0] * g + coords[:, 1]) * g + coords[:, 2])
+    return lookup_keys(candidates.keys, coords_to_keys(coords, candidates.grid))
 
 
 def _bounds(corners: torch.Tensor) -> torch.Tensor:

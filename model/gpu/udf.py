@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..grid import BLOCK_SIZE, TRUNCATION_VOXELS, check_resolution
-from .field import TorchField, keys_to_coords
+from .field import TorchField, coords_to_keys, keys_to_coords
 from .surface import BlockCandidates, candidates_from_pairs
 
 VOXELS_PER_BLOCK = BLOCK_SIZE**3
@@ -235,7 +235,7 @@ def _cull_pairs(tris: _Triangles, grid: int, candidate_chunk: int, split_volume:
             pending.append(children.select(_near(tris, children)))
     tri = torch.cat([b.tri for b in kept]) if kept else everything[:0]
     coords = torch.cat([b.lo for b in kept]) if kept else tris.block_lo[:0]
-    return tri, (coords[:, 0] * grid + coords[:, 1]) * grid + coords[:, 2]
+    return tri, coords_to_keys(coords, grid)
 
 
 def _local_voxels(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
