@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .arguments import add_cleanup_arguments, cleanup_from_args
 from .client import BackendError, Log3DClient
 from .protocol import DEFAULT_HOST, DEFAULT_PORT, ProtocolError, check_resolution_value
 
@@ -275,7 +276,6 @@ def run_batch(config: BatchConfig) -> BatchReport:
 def _cmd_batch(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from backend.cli import cleanup_from_args  # the same switches as `log3d remesh`
 
     config = BatchConfig(cleanup=dataclasses.asdict(cleanup_from_args(args)), in_dir=args.in_dir, out_dir=args.out_dir, resolution=args.resolution, mode=args.mode,
                          fmt=args.format, host=args.host, port=args.port, connection_file=args.connection_file,
@@ -299,7 +299,6 @@ def add_batch_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="device for a server this command starts")
     p.add_argument("--checkpoint", type=Path, default=None, help="LoG-VAE weights for a server this command starts")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    from backend.cli import add_cleanup_arguments  # here, not at import time: backend.cli imports this module
 
     add_cleanup_arguments(p)
     p.set_defaults(func=_cmd_batch)

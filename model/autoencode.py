@@ -51,10 +51,12 @@ def resolve_device(name: str = "auto") -> "torch.device":  # noqa: F821
     return device
 
 
+class ModeUnavailable(RuntimeError):
+    """A remesh mode that this installation cannot run (e.g. no trained weights)."""
+
+
 def checkpoint_path(checkpoint: str | Path | None) -> Path:
     """The weights to use: the given file, else the ones shipped in model/weights/."""
-    from .pipeline import ModeUnavailable
-
     path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
     if not path.is_file():
         if checkpoint:
