@@ -21,8 +21,7 @@ from model.mesh import MeshError
 
 
 def _cmd_remesh(args: argparse.Namespace) -> int:
-    from model.mesh import load_mesh, save_mesh
-    from model.pipeline import RemeshOptions, remesh
+    from model import RemeshOptions, load_mesh, remesh, save_mesh
 
     options = RemeshOptions(resolution=args.resolution, mode=args.mode, chunk_blocks=args.chunk_blocks,
                             device=args.device, checkpoint=args.checkpoint, cleanup=cleanup_from_args(args),

@@ -50,7 +50,7 @@ MethodFn = Callable[[Mesh, int], MethodOutput]
 
 def _log3d_method(mode: str) -> MethodFn:
     def run(mesh: Mesh, resolution: int) -> MethodOutput:
-        from model.pipeline import RemeshOptions, remesh  # lazy: heavy, and written in parallel
+        from model import RemeshOptions, remesh  # lazy: heavy, and written in parallel
 
         start = time.perf_counter()
         result = remesh(mesh, RemeshOptions(resolution=resolution, mode=mode))

@@ -92,12 +92,11 @@ def encode_file(src: Path, dst: Path, resolution: int, vae: Any, dtype: str = "f
                 chunk_blocks: int = CHUNK_BLOCKS, progress: Callable[[str, float], None] | None = None) -> int:
     """Encode one mesh file into one latent file; returns the latent file's size in bytes."""
     from model.latent_file import LatentFile, model_identity, save_latent_file
-    from model.mesh import load_mesh
-    from model.pipeline import RemeshOptions, encode_mesh
+    from model import RemeshOptions, encode, load_mesh
 
     mesh = load_mesh(src)
     options = RemeshOptions(resolution=resolution, mode="vae", chunk_blocks=chunk_blocks, device=str(vae.device))
-    latents, normalization = encode_mesh(mesh, options, progress, vae=vae)
+    latents, normalization = encode(mesh, options, progress, vae=vae)
     config, digest = model_identity(vae)
     return save_latent_file(dst, LatentFile(latents, normalization, config, digest, source=src.name), dtype)
 
@@ -108,15 +107,14 @@ def decode_file(src: Path, dst: Path, vae: Any, cleanup: Any = None, chunk_block
     mesh file's size in bytes."""
     from model.atomic import atomic_output
     from model.latent_file import check_same_model, load_latent_file
-    from model.mesh import save_mesh
-    from model.pipeline import RemeshOptions, decode_to_mesh
+    from model import RemeshOptions, decode, save_mesh
 
     item = load_latent_file(src)
     check_same_model(item, vae, src)
     extra = {"cleanup": cleanup} if cleanup is not None else {}
     options = RemeshOptions(resolution=item.latents.resolution, mode="vae", chunk_blocks=chunk_blocks,
                             device=str(vae.device), **extra)
-    mesh = decode_to_mesh(item.latents, item.normalization, options, progress, vae=vae)
+    mesh = decode(item.latents, item.normalization, options, progress, vae=vae)
     with atomic_output(dst) as partial:
         save_mesh(mesh, partial)
     return dst.stat().st_size

@@ -244,8 +244,7 @@ def _checked(mesh: Any) -> dict[str, np.ndarray]:
 
 
 def compute_remesh(job: Job, progress: Progress, should_cancel: Callable[[], bool], model: LoadedModel):
-    from model.mesh import Mesh
-    from model.pipeline import remesh
+    from model import Mesh, remesh
 
     assert job.arrays is not None  # checked by remesh (validate_arrays) before any stage: bad_mesh
     mesh = Mesh(vertices=job.arrays["vertices"], faces=job.arrays["faces"])
@@ -258,12 +257,11 @@ def compute_remesh(job: Job, progress: Progress, should_cancel: Callable[[], boo
 
 
 def compute_encode(job: Job, progress: Progress, should_cancel: Callable[[], bool], model: LoadedModel):
-    from model.mesh import Mesh
-    from model.pipeline import encode_mesh
+    from model import Mesh, encode
 
     assert job.arrays is not None  # checked by encode_mesh (validate_arrays) before any stage: bad_mesh
     mesh = Mesh(vertices=job.arrays["vertices"], faces=job.arrays["faces"])
-    latents, norm = encode_mesh(mesh, _options(job, model, "vae"), progress, should_cancel, vae=model.vae)
+    latents, norm = encode(mesh, _options(job, model, "vae"), progress, should_cancel, vae=model.vae)
     data = {"resolution": latents.resolution, "center": [float(x) for x in norm.center], "scale": float(norm.scale),
             "num_blocks": int(latents.coords.shape[0]), "latent_dim": int(latents.latents.shape[1])}
     return data, {"latents": np.ascontiguousarray(latents.latents, dtype="<f4"),
@@ -271,15 +269,14 @@ def compute_encode(job: Job, progress: Progress, should_cancel: Callable[[], boo
 
 
 def compute_decode(job: Job, progress: Progress, should_cancel: Callable[[], bool], model: LoadedModel):
-    from model.autoencode import Latents
+    from model import Latents, decode
     from model.mesh import Normalization
-    from model.pipeline import decode_to_mesh
 
     assert job.arrays is not None
     latents = Latents(job.options["resolution"], np.array(job.arrays["latents"], dtype=np.float32),
                       np.array(job.arrays["coords"], dtype=np.int32))
     norm = Normalization(center=np.asarray(job.options["center"], dtype=np.float64), scale=job.options["scale"])
-    mesh = decode_to_mesh(latents, norm, _options(job, model, "vae"), progress, should_cancel, vae=model.vae)
+    mesh = decode(latents, norm, _options(job, model, "vae"), progress, should_cancel, vae=model.vae)
     data = {"resolution": latents.resolution, "num_blocks": int(latents.coords.shape[0]),
             "num_vertices": mesh.num_vertices, "num_faces": mesh.num_faces}
     return data, _checked(mesh)
@@ -293,9 +290,7 @@ _SURFACE_STAGES = ("decode", "pad_average", "extract", "cleanup")
 def classify_error(exc: BaseException, job: Job) -> tuple[str, str]:
     """The stable error code for an exception a job raised. A MeshError after the field is built
     means the *result* has no surface (an untrained or diverged network), not a bad input."""
-    from model.grid import ResolutionError
-    from model.mesh import MeshError
-    from model.pipeline import ModeUnavailable
+    from model import MeshError, ModeUnavailable, ResolutionError
 
     if isinstance(exc, ResolutionError):
         return "bad_resolution", str(exc)

@@ -95,3 +95,18 @@ def test_the_import_graph_has_no_cycles_but_the_known_one():
     graph = import_graph()
     assert "model.pipeline" in graph and "model.autoencode" in graph["model.pipeline"]  # the parse sees imports
     assert set(cycles(graph)) <= KNOWN_CYCLES, [sorted(c) for c in cycles(graph) if c not in KNOWN_CYCLES]
+
+
+def test_the_public_api_is_at_the_top_of_model_and_loads_on_first_use():
+    import subprocess
+    import sys
+
+    code = ("import sys, model.grid\n"
+            "assert 'numba' not in sys.modules and 'model.pipeline' not in sys.modules, 'model.grid pulled in the pipeline'\n"
+            "import model\n"
+            "from model import RemeshOptions, decode, encode, load_mesh, remesh, save_mesh, Mesh\n"
+            "from model.pipeline import decode_to_mesh, encode_mesh, remesh as pipeline_remesh\n"
+            "assert remesh is pipeline_remesh and encode is encode_mesh and decode is decode_to_mesh\n"
+            "assert set(model.__all__) <= set(dir(model))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
