@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
@@ -22,18 +22,15 @@ from .extract import marching_cubes_sparse
 from .grid import CHUNK_BLOCKS, SparseField, check_resolution, iso_level, unit_margin, unit_to_voxel, voxel_to_unit
 from .mesh import Mesh, MeshError, Normalization, fit_unit_cube, used_vertices, validate_arrays
 from .shell import outer_shell_field
+from .stages import Cancelled, ProgressCallback, Stages
 from .udf import compute_udf
 from .ublocks import UBlocks, active_indices, extract_ublocks, iter_ublocks, pad_average
 
+if TYPE_CHECKING:  # torch loads only when the torch engine or the network runs
+    import torch
+
 MODES = ("direct", "vae")
 ENGINES = ("auto", "numba", "torch")
-
-ProgressCallback = Callable[[str, float], None]
-"""Called with (stage name, fraction of that stage done in [0, 1])."""
-
-
-class Cancelled(Exception):
-    """The caller asked to stop; raised at the next stage or chunk boundary."""
 
 
 @dataclass
@@ -73,52 +70,20 @@ class RemeshResult:
     peak_gpu_bytes: int | None = None  # peak allocated CUDA memory of the run (torch engine on CUDA)
 
 
-class _Stages:
-    """Times stages, forwards progress and polls for cancellation."""
-
-    def __init__(self, progress: ProgressCallback | None, should_cancel: Callable[[], bool] | None) -> None:
-        self.timings: dict[str, float] = {}
-        self._progress = progress
-        self._should_cancel = should_cancel
-
-    def check(self) -> None:
-        if self._should_cancel is not None and self._should_cancel():
-            raise Cancelled("cancelled by the caller")
-
-    def run(self, name: str, work: Callable[[Callable[[float], None]], object]) -> object:
-        self.check()
-        report = self._reporter(name)
-        report(0.0)
-        start = time.perf_counter()
-        result = work(report)
-        self.timings[name] = time.perf_counter() - start
-        report(1.0)
-        return result
-
-    def _reporter(self, name: str) -> Callable[[float], None]:
-        def report(fraction: float) -> None:
-            if self._progress is not None:
-                self._progress(name, float(fraction))
-            if 0.0 < fraction < 1.0:
-                self.check()
-
-        return report
-
-
-def mesh_to_field(mesh: Mesh, resolution: int, stages: _Stages | None = None) -> tuple[SparseField, Normalization]:
+def mesh_to_field(mesh: Mesh, resolution: int, stages: Stages | None = None) -> tuple[SparseField, Normalization]:
     """Normalise a mesh into the unit cube and compute its narrow-band UDF blocks.
 
     Returns the field and the :class:`~model.mesh.Normalization` that maps results back.
     """
-    stages = stages or _Stages(None, None)
+    stages = stages or Stages(None, None)
     n = check_resolution(resolution)
     normalization = fit_unit_cube(used_vertices(mesh), unit_margin(n))
     unit_vertices = normalization.to_unit(mesh.vertices)
     field_ = stages.run("udf", lambda report: compute_udf(unit_vertices, mesh.faces, n, report))
-    return field_, normalization  # type: ignore[return-value]
+    return field_, normalization
 
 
-def _timed(chunks: Iterator[UBlocks], stage: str, stages: _Stages) -> Iterator[UBlocks]:
+def _timed(chunks: Iterator[UBlocks], stage: str, stages: Stages) -> Iterator[UBlocks]:
     """Yield chunks while booking the time spent producing them under ``stage`` (they are consumed
     lazily inside Pad-Average, so the two stages interleave)."""
     while True:
@@ -142,7 +107,7 @@ def input_surface_of(exact: Mesh) -> SurfaceIndex:
     return SurfaceIndex(exact.vertices, exact.faces)
 
 
-def _extract_field(field_: SparseField, options: RemeshOptions, stages: _Stages,
+def _extract_field(field_: SparseField, options: RemeshOptions, stages: Stages,
                     surface: PrimitiveIndex | None) -> tuple[np.ndarray, np.ndarray]:
     """The field's ε-surface and its clean-up (voxel coordinates). A decoded field (``surface``
     None) is first flooded from outside (:mod:`model.shell`), so that the shell stays closed where
@@ -153,13 +118,13 @@ def _extract_field(field_: SparseField, options: RemeshOptions, stages: _Stages,
         contoured = stages.run("outer_shell", lambda report: outer_shell_field(field_, level))
     else:
         contoured = field_
-    vertices, faces = stages.run("extract", lambda report: marching_cubes_sparse(contoured, level, report))  # type: ignore[misc]
+    vertices, faces = stages.run("extract", lambda report: marching_cubes_sparse(contoured, level, report))
     if faces.shape[0] == 0 or not cleanup.active:
         return vertices, faces
-    return stages.run("cleanup", lambda report: clean_surface(vertices, faces, field_, cleanup, report, surface))  # type: ignore[return-value]
+    return stages.run("cleanup", lambda report: clean_surface(vertices, faces, field_, cleanup, report, surface))
 
 
-def _extract_direct(exact: Mesh, options: RemeshOptions, stages: _Stages) -> tuple[np.ndarray, np.ndarray]:
+def _extract_direct(exact: Mesh, options: RemeshOptions, stages: Stages) -> tuple[np.ndarray, np.ndarray]:
     """Direct mode, where the zero set is the input itself (``exact``, voxel coordinates): it is
     dual-contoured on the N³ grid (:mod:`model.contour`: closed pieces stay closed, sheets keep their
     own boundaries, junctions stay joined; every vertex on the input) and tidied."""
@@ -169,12 +134,12 @@ def _extract_direct(exact: Mesh, options: RemeshOptions, stages: _Stages) -> tup
         topology = InputTopology.of(exact.vertices, exact.faces)
         return topology, dual_contour(exact.vertices, exact.faces, n, topology)
 
-    topology, contoured = stages.run("extract", contour)  # type: ignore[misc]
-    return stages.run("cleanup", lambda report: tidy_contour(*contoured, topology, report))  # type: ignore[return-value]
+    topology, contoured = stages.run("extract", contour)
+    return stages.run("cleanup", lambda report: tidy_contour(*contoured, topology, report))
 
 
 def _reconstruct(chunks: Iterator[UBlocks], producer: str | None, coords: np.ndarray,
-                 normalization: Normalization, options: RemeshOptions, stages: _Stages,
+                 normalization: Normalization, options: RemeshOptions, stages: Stages,
                  exact: Callable[[], Mesh] | None = None) -> Mesh:
     """Pad-Average the block stream, extract the surface and map it back to the input's frame.
 
@@ -188,12 +153,12 @@ def _reconstruct(chunks: Iterator[UBlocks], producer: str | None, coords: np.nda
     assembled = stages.run("pad_average", lambda report: pad_average(chunks, resolution, coords, report))
     if producer is not None:
         stages.timings["pad_average"] -= stages.timings.get(producer, 0.0)
-    vertices, faces = extract_surface(assembled, exact() if exact is not None else None, options, stages)  # type: ignore[arg-type]
+    vertices, faces = extract_surface(assembled, exact() if exact is not None else None, options, stages)
     return Mesh(vertices=normalization.from_unit(voxel_to_unit(vertices, resolution)), faces=faces)
 
 
 def extract_surface(field_: SparseField, exact: Mesh | None, options: RemeshOptions,
-                    stages: _Stages) -> tuple[np.ndarray, np.ndarray]:
+                    stages: Stages) -> tuple[np.ndarray, np.ndarray]:
     """The surface of an averaged field in voxel coordinates, decimated if asked: the input
     contoured when it is known (``exact``, voxel coordinates) and every clean-up step is on
     (:func:`_extract_direct`), otherwise the field's ε-surface with the steps that are on (a decoded
@@ -206,11 +171,13 @@ def extract_surface(field_: SparseField, exact: Mesh | None, options: RemeshOpti
     if faces.shape[0] == 0:
         raise MeshError(f"the surface at N={options.resolution} is empty")
     if options.cleanup.target_faces:
-        vertices, faces = stages.run("decimate", lambda report: decimate(vertices, faces, int(options.cleanup.target_faces)))  # type: ignore[misc]
+        vertices, faces = stages.run("decimate", lambda report: decimate(vertices, faces, int(options.cleanup.target_faces)))
     return vertices, faces
 
 
-def _network(options: RemeshOptions, vae: object | None) -> object:
+def network_for(options: RemeshOptions, vae: object | None = None) -> object:
+    """The LoG-VAE a vae-mode run uses: the one the caller holds (a server keeps one loaded), else
+    ``options.checkpoint`` or the shipped weights on ``options.device``."""
     if vae is not None:
         return vae
     return load_vae(options.checkpoint, options.device)
@@ -218,37 +185,37 @@ def _network(options: RemeshOptions, vae: object | None) -> object:
 
 def encode_mesh(mesh: Mesh, options: RemeshOptions | None = None, progress: ProgressCallback | None = None,
                 should_cancel: Callable[[], bool] | None = None, vae: object | None = None,
-                stages: _Stages | None = None) -> tuple[Latents, Normalization]:
+                stages: Stages | None = None) -> tuple[Latents, Normalization]:
     """A mesh as LoG-VAE latents [L, 16] on its block coordinates, plus the transform back to its frame."""
     options = (options or RemeshOptions(mode="vae")).validate()
-    network = _network(options, vae)
+    network = network_for(options, vae)
     mesh = validate_arrays(mesh.vertices, mesh.faces)
-    stages = stages or _Stages(progress, should_cancel)
+    stages = stages or Stages(progress, should_cancel)
     field_, normalization = mesh_to_field(mesh, options.resolution, stages)
     ublocks = stages.run("ublocks", lambda report: extract_ublocks(field_))
     del field_
-    if ublocks.num_blocks == 0:  # type: ignore[attr-defined]
+    if ublocks.num_blocks == 0:
         raise MeshError("the mesh produced no active UBlocks")
     latents = stages.run("encode", lambda report: encode_blocks(network, ublocks))
-    return latents, normalization  # type: ignore[return-value]
+    return latents, normalization
 
 
 def decode_to_mesh(latents: Latents, normalization: Normalization, options: RemeshOptions | None = None,
                    progress: ProgressCallback | None = None, should_cancel: Callable[[], bool] | None = None,
-                   vae: object | None = None, stages: _Stages | None = None) -> Mesh:
+                   vae: object | None = None, stages: Stages | None = None) -> Mesh:
     """Decode latents to UBlocks, Pad-Average them and extract the mesh in the original frame."""
     options = (options or RemeshOptions(mode="vae")).validate()
-    network = _network(options, vae)
+    network = network_for(options, vae)
     latents.validate()
-    stages = stages or _Stages(progress, should_cancel)
+    stages = stages or Stages(progress, should_cancel)
     decoded = stages.run("decode", lambda report: decode_blocks(network, latents))
-    chunks = iter_chunks(decoded, options.chunk_blocks)  # type: ignore[arg-type]
+    chunks = iter_chunks(decoded, options.chunk_blocks)
     if latents.resolution != options.resolution:
         options = dataclasses.replace(options, resolution=latents.resolution)
     return _reconstruct(chunks, None, latents.coords, normalization, options, stages)
 
 
-def torch_device(options: RemeshOptions) -> "torch.device | None":  # noqa: F821
+def torch_device(options: RemeshOptions) -> "torch.device | None":
     """The device of the torch engine for these options, or None for the numba path. ``auto`` with
     ``device="cpu"`` decides without importing torch (it takes a second to load)."""
     if options.engine == "numba" or (options.engine == "auto" and options.device == "cpu"):
@@ -272,9 +239,9 @@ def remesh(mesh: Mesh, options: RemeshOptions | None = None, progress: ProgressC
         from .gpu.pipeline import remesh_torch
 
         return remesh_torch(mesh, options, device, progress, should_cancel, vae)
-    network = _network(options, vae) if options.mode == "vae" else None  # fail before any work
+    network = network_for(options, vae) if options.mode == "vae" else None  # fail before any work
     mesh = validate_arrays(mesh.vertices, mesh.faces)
-    stages = _Stages(progress, should_cancel)
+    stages = Stages(progress, should_cancel)
     if options.mode == "vae":
         latents, normalization = encode_mesh(mesh, options, vae=network, stages=stages)
         out = decode_to_mesh(latents, normalization, options, vae=network, stages=stages)

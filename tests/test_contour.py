@@ -284,7 +284,7 @@ def test_vae_style_remesh_of_a_punctured_field_is_closed(monkeypatch):
     sphere = as_mesh(trimesh.creation.icosphere(4, radius=1.0))
     field_ = punctured_field(sphere, 64, np.array([0.0, 1.0, 0.0]), 5.0, 0.4)
     options = RemeshOptions(resolution=64)
-    vertices, faces = pipeline._extract_field(field_, options, pipeline._Stages(None, None), None)
+    vertices, faces = pipeline._extract_field(field_, options, pipeline.Stages(None, None), None)
     loops, border, _ = loops_and_border(vertices, faces)
     assert border == 0 and edge_pieces(faces) == 1
     radius = np.linalg.norm(vertices - vertices.mean(axis=0), axis=1)

@@ -24,23 +24,26 @@ the whole run is reported in :attr:`RemeshResult.peak_gpu_bytes`.
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 import torch
 
 from ..grid import PADDED_SIZE, SparseField, unit_margin, unit_to_voxel, voxel_to_unit
 from ..mesh import Mesh, MeshError, fit_unit_cube, used_vertices, validate_arrays
-from ..pipeline import ProgressCallback, RemeshOptions, RemeshResult, _network, _Stages, extract_surface
+from ..pipeline import RemeshOptions, RemeshResult, extract_surface, network_for
+from ..stages import ProgressCallback, Report, Stages
 from .blocks import PadAverageTorch, active_indices_torch, iter_ublocks_torch
 from .field import TorchField, keys_to_coords
 from .udf import compute_udf_torch
+
+T = TypeVar("T")
 
 Chunks = Iterator[tuple[torch.Tensor, torch.Tensor]]
 """(padded blocks [l, 12, 12, 12], int64 block coordinates [l, 3]) on the device."""
 
 
-class _DeviceStages(_Stages):
+class _DeviceStages(Stages):
     """The numba driver's stage bookkeeping, plus a device synchronisation at the end of each stage
     (CUDA kernels are asynchronous: without it a stage's time would land in the next one)."""
 
@@ -53,8 +56,8 @@ class _DeviceStages(_Stages):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def run(self, name: str, work: Callable[[Callable[[float], None]], object]) -> object:
-        def synced(report: Callable[[float], None]) -> object:
+    def run(self, name: str, work: Callable[[Report], T]) -> T:
+        def synced(report: Report) -> T:
             result = work(report)
             self.sync()
             return result
@@ -131,7 +134,7 @@ def _assemble(unit_vertices: np.ndarray, faces: np.ndarray, options: RemeshOptio
         chunks = stages.timed(iter_ublocks_torch(field, chunk), "ublocks")
         assembled = stages.run("pad_average", lambda report: _pad_average(chunks, n, coords, report))
         stages.timings["pad_average"] -= stages.timings.get("ublocks", 0.0)
-        return assembled, count  # type: ignore[return-value]
+        return assembled, count
     blocks = stages.run("ublocks", lambda report: _gather_all(field, active, chunk))
     del field, active
     latents = stages.run("encode", lambda report: encode_tensors(network, blocks, coords))
@@ -139,7 +142,7 @@ def _assemble(unit_vertices: np.ndarray, faces: np.ndarray, options: RemeshOptio
     decoded = stages.run("decode", lambda report: decode_tensors(network, latents, coords).to(device))
     del latents
     assembled = stages.run("pad_average", lambda report: _pad_average(_slices(decoded, coords, chunk), n, coords, report))
-    return assembled, count  # type: ignore[return-value]
+    return assembled, count
 
 
 def _default_udf_dtype(device: torch.device) -> torch.dtype:
@@ -172,7 +175,7 @@ def remesh_torch(mesh: Mesh, options: RemeshOptions, device: torch.device | str,
     """
     options = options.validate()
     device = torch.device(device)
-    network = _network(options, vae) if options.mode == "vae" else None  # fail before any work
+    network = network_for(options, vae) if options.mode == "vae" else None  # fail before any work
     mesh = validate_arrays(mesh.vertices, mesh.faces)
     stages = _DeviceStages(progress, should_cancel, device)
     _peak_start(device)
