@@ -19,6 +19,23 @@ def as_mesh(tm: trimesh.Trimesh) -> Mesh:
     return Mesh(vertices=np.asarray(tm.vertices, dtype=np.float64), faces=np.asarray(tm.faces, dtype=np.int64))
 
 
+def write_tiny_weights(path: Path, seed: int = 0, **changes) -> Path:
+    """An untrained ``tiny`` LoG-VAE saved as a checkpoint: seeded, so the same seed gives the same
+    file; ``changes`` replace config fields (``output_init=0.1`` makes its decoded fields vary)."""
+    import torch
+
+    from model.vae import LogVAE, preset, save_model
+
+    torch.manual_seed(seed)
+    save_model(LogVAE(preset("tiny").replace(**changes)), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_weights(tmp_path_factory.mktemp("weights") / "tiny.safetensors")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_runtime_dir(tmp_path_factory: pytest.TempPathFactory):
     """Servers started by the tests (in process or as children, which inherit the environment) write

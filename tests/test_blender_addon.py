@@ -779,16 +779,13 @@ def test_legacy_install_unpacks_the_wheel_for_this_platform(tmp_path):
 def test_import_latents_decodes_through_the_backend(tmp_path):
     """A latent file written by `log3d encode` enters the scene as a mesh equal to the backend's
     decode; latents of other weights are refused (wrong_model), nothing is added."""
-    import torch
     import trimesh
 
     from backend.cli import main
-    from model.vae import LogVAE, preset, save_model
+    from tests.conftest import write_tiny_weights
 
-    torch.manual_seed(0)
-    save_model(LogVAE(preset("tiny").replace(output_init=0.1)), tmp_path / "tiny.safetensors")
-    torch.manual_seed(5)
-    save_model(LogVAE(preset("tiny").replace(output_init=0.1)), tmp_path / "other.safetensors")
+    write_tiny_weights(tmp_path / "tiny.safetensors", seed=0, output_init=0.1)
+    write_tiny_weights(tmp_path / "other.safetensors", seed=5, output_init=0.1)
     trimesh.creation.icosphere(subdivisions=3).export(tmp_path / "ball.obj")
     for ckpt, out in (("tiny", "good"), ("other", "foreign")):
         assert main(["encode", str(tmp_path / "ball.obj"), str(tmp_path / f"{out}.safetensors"), "-n", "64",

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import trimesh
 
 from backend.cli import main
@@ -16,6 +15,7 @@ from model.latent_file import LatentFileError, load_latent_file
 from model.mesh import load_mesh
 from model.pipeline import RemeshOptions, remesh
 from model.vae import LogVAE, load_model, preset, save_model
+from tests.conftest import write_tiny_weights
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -30,10 +30,8 @@ def files(tmp_path_factory):
     trimesh.creation.icosphere(subdivisions=3).export(meshes / "ball.obj")
     trimesh.creation.box(extents=(1.0, 0.6, 0.3)).export(meshes / "brick.stl")
     trimesh.creation.torus(1.0, 0.3, major_sections=24, minor_sections=12).export(meshes / "ring.ply")
-    torch.manual_seed(0)
-    save_model(LogVAE(preset("tiny").replace(output_init=0.1)), root / "tiny.safetensors")
-    torch.manual_seed(1)
-    save_model(LogVAE(preset("tiny").replace(output_init=0.1)), root / "tiny_other.safetensors")
+    write_tiny_weights(root / "tiny.safetensors", seed=0, output_init=0.1)
+    write_tiny_weights(root / "tiny_other.safetensors", seed=1, output_init=0.1)
     cfg = preset("tiny").replace(heads=4, output_init=0.1)
     save_model(LogVAE(cfg), root / "wider.safetensors")
     return root

@@ -16,15 +16,6 @@ from model.pipeline import ModeUnavailable, RemeshOptions, decode_to_mesh, encod
 from model.udf import compute_udf
 from model.ublocks import active_indices
 from model.grid import unit_margin
-from model.vae import LogVAE, preset, save_model
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    save_model(LogVAE(preset("tiny")), path)
-    return path
 
 
 def test_encode_gives_one_latent_per_active_block(sphere, tiny_checkpoint):

@@ -11,7 +11,6 @@ import time
 import msgpack
 import numpy as np
 import pytest
-import torch
 import trimesh
 import zmq
 
@@ -24,7 +23,6 @@ from backend.server import Server, ServerConfig
 from model.autoencode import load_vae
 from model.mesh import Mesh, MeshError
 from model.pipeline import RemeshOptions, decode_to_mesh, encode_mesh, remesh
-from model.vae import LogVAE, preset, save_model
 
 LIMITS = proto.Limits(max_message_bytes=8 << 20)
 
@@ -210,14 +208,6 @@ def test_non_loopback_needs_allow_remote(tmp_path, capsys):
     assert ServerConfig(host="0.0.0.0", allow_remote=True).validate().bind_address == "tcp://0.0.0.0:5557"
     assert main(["serve", "--host", "0.0.0.0", "--port", "0"]) == 2
     assert "refusing" in capsys.readouterr().err
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    save_model(LogVAE(preset("tiny")), path)
-    return path
 
 
 def test_encode_decode_through_the_server_match_in_process(tiny_checkpoint):
