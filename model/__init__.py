@@ -22,21 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "remesh": ("model.pipeline", "remesh"),
-    "RemeshOptions": ("model.pipeline", "RemeshOptions"),
-    "RemeshResult": ("model.pipeline", "RemeshResult"),
-    "encode": ("model.pipeline", "encode_mesh"),
-    "decode": ("model.pipeline", "decode_to_mesh"),
-    "Latents": ("model.autoencode", "Latents"),
-    "ModeUnavailable": ("model.autoencode", "ModeUnavailable"),
-    "CleanupOptions": ("model.cleanup", "CleanupOptions"),
-    "Mesh": ("model.mesh", "Mesh"),
-    "MeshError": ("model.mesh", "MeshError"),
-    "load_mesh": ("model.mesh", "load_mesh"),
-    "save_mesh": ("model.mesh", "save_mesh"),
-    "ResolutionError": ("model.grid", "ResolutionError"),
+_NAMES = {
+    "model.pipeline": ("remesh", "RemeshOptions", "RemeshResult"),
+    "model.autoencode": ("Latents", "ModeUnavailable"),
+    "model.cleanup": ("CleanupOptions",),
+    "model.mesh": ("Mesh", "MeshError", "load_mesh", "save_mesh"),
+    "model.grid": ("ResolutionError",),
 }
+_EXPORTS = {name: (module, name) for module, names in _NAMES.items() for name in names}
+_EXPORTS["encode"] = ("model.pipeline", "encode_mesh")
+_EXPORTS["decode"] = ("model.pipeline", "decode_to_mesh")
 
 __all__ = ["__version__", *_EXPORTS]
 
