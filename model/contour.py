@@ -168,6 +168,8 @@ def odd_edges(keys: np.ndarray, patch: np.ndarray, piece: np.ndarray) -> tuple[n
     first = np.flatnonzero(np.concatenate([[True], (k[1:] != k[:-1]) | (c[1:] != c[:-1]) | (p[1:] != p[:-1])]))
     count = np.diff(np.concatenate([first, [len(k)]]))
     odd = first[count % 2 == 1]
+    if len(odd) == 0:  # every edge crossed an even number of times: a shape thinner than a voxel
+        return np.empty(0, dtype=keys.dtype), np.empty(0, dtype=np.int64)
     pick = odd + count[count % 2 == 1] // 2  # of an odd run, its middle crossing
     # one vote per (edge, piece)
     vote = np.concatenate([[True], (k[odd][1:] != k[odd][:-1]) | (c[odd][1:] != c[odd][:-1])])
@@ -179,6 +181,82 @@ def odd_edges(keys: np.ndarray, patch: np.ndarray, piece: np.ndarray) -> tuple[n
 
 
 # --- dual contouring -------------------------------------------------------------------------------
+
+
+# A cell's 12 edges, numbered axis · 4 + du · 2 + dv (du, dv: the edge's offset along the axis's u =
+# axis + 1 and v = axis + 2). The k-th of the 4 cells around a crossed edge (see dual_contour) holds
+# it as its local edge axis · 4 + CORNER_LOCAL[k].
+CORNER_LOCAL = np.array([3, 1, 0, 2], dtype=np.int64)
+
+
+@nb.njit(cache=True, inline="always")
+def _find(parent, i):
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+@nb.njit(cache=True, inline="always")
+def _join(parent, a, b):
+    ra, rb = _find(parent, a), _find(parent, b)
+    if ra != rb:
+        parent[max(ra, rb)] = min(ra, rb)
+
+
+@nb.njit(cache=True, inline="always")
+def _gap(points, a, b):
+    return np.sqrt((points[a, 0] - points[b, 0]) ** 2 + (points[a, 1] - points[b, 1]) ** 2
+                   + (points[a, 2] - points[b, 2]) ** 2)
+
+
+@nb.njit(cache=True)
+def _cell_patches(local, points, piece, patch):
+    """Per cell, which of its crossed edges belong to one sheet of the surface (manifold dual
+    contouring, Schaefer, Ju & Warren 2007). On each face of the cell the crossed edges pair up: two
+    are one sheet passing through the face; four are two sheets, and the pairing — the same seen
+    from both cells that share the face, since it depends on the face's crossings alone — keeps
+    crossings of one input piece together, else cuts off the two corners whose crossings lie
+    closest; three (an open boundary passing through the face) stay one sheet, as before. ``local``
+    [C, 12]: crossing id per local edge or −1; out: ``patch`` [C, 12], the local edge that
+    represents each crossed edge's sheet."""
+    parent = np.empty(12, dtype=np.int64)
+    ids = np.empty(4, dtype=np.int64)
+    for c in range(local.shape[0]):
+        for i in range(12):
+            parent[i] = i
+        for f in range(3):
+            pa, qa = (f + 1) % 3, (f + 2) % 3
+            for s in range(2):
+                # the face's edges in cyclic order: along p at q = 0, along q at p = 1, along p at
+                # q = 1, along q at p = 0
+                e0, e1, e2, e3 = pa * 4 + s, qa * 4 + s * 2 + 1, pa * 4 + 2 + s, qa * 4 + s * 2
+                ids[0], ids[1], ids[2], ids[3] = local[c, e0], local[c, e1], local[c, e2], local[c, e3]
+                crossed = (ids[0] >= 0) + (ids[1] >= 0) + (ids[2] >= 0) + (ids[3] >= 0)
+                if crossed == 4:
+                    same1 = piece[ids[0]] == piece[ids[1]] and piece[ids[2]] == piece[ids[3]]
+                    same2 = piece[ids[1]] == piece[ids[2]] and piece[ids[3]] == piece[ids[0]]
+                    if same1 != same2:
+                        first = same1
+                    else:
+                        cost1 = _gap(points, ids[0], ids[1]) + _gap(points, ids[2], ids[3])
+                        cost2 = _gap(points, ids[1], ids[2]) + _gap(points, ids[3], ids[0])
+                        first = cost1 <= cost2
+                    if first:
+                        _join(parent, e0, e1)
+                        _join(parent, e2, e3)
+                    else:
+                        _join(parent, e1, e2)
+                        _join(parent, e3, e0)
+                elif crossed >= 2:
+                    last = -1
+                    for e in (e0, e1, e2, e3):
+                        if local[c, e] >= 0:
+                            if last >= 0:
+                                _join(parent, last, e)
+                            last = e
+        for i in range(12):
+            patch[c, i] = _find(parent, i) if local[c, i] >= 0 else -1
 
 
 @nb.njit(cache=True)
@@ -343,6 +421,18 @@ def dual_contour(vertices: np.ndarray, faces: np.ndarray, resolution: int,
     cell_keys = (corners[..., 0] * m + corners[..., 1]) * m + corners[..., 2]
     cells, cell_of = np.unique(cell_keys.ravel(), return_inverse=True)
     cell_of = cell_of.reshape(-1, 4).astype(np.int64)
+    # one vertex per sheet of a cell, not per cell: where two sheets pass through one cell (a part
+    # thinner than a voxel, two pieces touching) each keeps its own vertex, and the output's edges
+    # stay manifold
+    local_edge = axis[:, None] * 4 + CORNER_LOCAL[None, :]
+    local = np.full((len(cells), 12), -1, dtype=np.int64)
+    local[cell_of, local_edge] = rows[:, None]
+    patch = np.empty_like(local)
+    _cell_patches(local, points, topology.piece[owner[pick]], patch)
+    vertex_keys = cell_of * 12 + patch[cell_of, local_edge]
+    vertex_key_list, cell_of = np.unique(vertex_keys.ravel(), return_inverse=True)
+    cell_of = cell_of.reshape(-1, 4).astype(np.int64)
+    cells = cells[vertex_key_list // 12]  # the grid cell of each vertex
 
     acc = np.zeros((len(cells), 13))
     _accumulate(cell_of, points, normals, acc)
