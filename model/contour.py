@@ -168,6 +168,8 @@ def odd_edges(keys: np.ndarray, patch: np.ndarray, piece: np.ndarray) -> tuple[n
     first = np.flatnonzero(np.concatenate([[True], (k[1:] != k[:-1]) | (c[1:] != c[:-1]) | (p[1:] != p[:-1])]))
     count = np.diff(np.concatenate([first, [len(k)]]))
     odd = first[count % 2 == 1]
+    if len(odd) == 0:  # every edge crossed an even number of times: a shape thinner than a voxel
+        return np.empty(0, dtype=keys.dtype), np.empty(0, dtype=np.int64)
     pick = odd + count[count % 2 == 1] // 2  # of an odd run, its middle crossing
     # one vote per (edge, piece)
     vote = np.concatenate([[True], (k[odd][1:] != k[odd][:-1]) | (c[odd][1:] != c[odd][:-1])])
