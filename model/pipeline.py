@@ -135,6 +135,9 @@ def _extract_direct(exact: Mesh, options: RemeshOptions, stages: Stages) -> tupl
         return topology, dual_contour(exact.vertices, exact.faces, n, topology)
 
     topology, contoured = stages.run("extract", contour)
+    if len(contoured[1]) == 0:  # both sides of every part cross the same grid edges
+        raise MeshError(f"the surface at N={n} is empty: every part of the mesh is thinner than a voxel "
+                        f"(1/{n} of its longest side); use a higher resolution")
     return stages.run("cleanup", lambda report: tidy_contour(*contoured, topology, report))
 
 

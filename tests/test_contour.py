@@ -14,7 +14,7 @@ from model.contour import InputTopology, contour, dual_contour, weld
 from model.edges import edge_valence, half_edge_groups
 from model.extract import marching_cubes_sparse
 from model.grid import iso_level, unit_margin, unit_to_voxel
-from model.mesh import Mesh, fit_unit_cube, load_mesh
+from model.mesh import Mesh, MeshError, fit_unit_cube, load_mesh
 from model.pipeline import RemeshOptions, mesh_to_field, remesh
 from model.shell import ShellOptions, flood_outside, outer_shell_field
 from tests.conftest import as_mesh
@@ -76,6 +76,17 @@ def test_closed_input_gives_a_closed_surface_of_the_same_area(shape):
     assert abs(area(out_v, out_f) / area(vertices, faces) - 1.0) < 0.02
     # every output vertex lies on the input (the quadric's minimiser inside its cell)
     assert point_triangle_distance(out_v[::7], vertices[faces]).max() < 0.3
+
+
+def test_a_shape_thinner_than_a_voxel_everywhere_is_a_clear_error():
+    """Both sides of a 0.2-voxel plate cross the same grid edges, so no edge is crossed an odd
+    number of times: no surface at this N — said as such, not an IndexError from inside."""
+    plate = trimesh.creation.box(extents=(1.0, 1.0, 0.003))
+    vertices, faces = in_voxels(plate)
+    out_v, out_f, source = dual_contour(vertices, faces, N)
+    assert out_v.shape == (0, 3) and out_f.shape == (0, 3) and source.shape == (0,)
+    with pytest.raises(MeshError, match="empty"):
+        remesh(as_mesh(plate), RemeshOptions(resolution=N))
 
 
 def test_mesh_on_grid_lines_stays_closed():
