@@ -17,8 +17,12 @@ pair up cleanly — at the rim, at junctions, on folds. In direct mode the zero 
   on a dual edge exactly where the input has a boundary: a closed input gives a closed output, an
   open sheet one layer whose boundary loops follow the input's, junctions stay joined (a T-junction
   of the input is a three-quad edge of the output, not a tear), and no hole appears anywhere else.
-* **Vertices.** One per cell, at the minimiser of the quadric of the tangent planes at its crossings
-  (Ju et al., "Dual Contouring of Hermite Data", SIGGRAPH 2002), around their mass point, with small
+* **Vertices.** One per sheet of a cell (manifold dual contouring: Schaefer, Ju & Warren, "Manifold
+  Dual Contouring", 2007): on each face of a cell the crossed edges pair up — two are one sheet, four
+  are two sheets, paired the same from both cells that share the face — so where both sides of a
+  part thinner than a voxel, or two pieces, pass through one cell, each keeps its own vertex and the
+  output stays a 2-manifold. Each vertex sits at the minimiser of the quadric of the tangent planes
+  at its crossings (Ju et al., "Dual Contouring of Hermite Data", SIGGRAPH 2002), around their mass point, with small
   eigenvalues truncated and the result kept inside the cell; sharp creases are kept. Then onto the
   nearest of the triangles that cross the cell's edges, so every vertex lies on the input. Vertices
   on the output's boundary are later put onto the input's boundary curve (its nearest point), so

@@ -89,6 +89,22 @@ def test_a_shape_thinner_than_a_voxel_everywhere_is_a_clear_error():
         remesh(as_mesh(plate), RemeshOptions(resolution=N))
 
 
+def test_two_sheets_in_one_cell_keep_their_own_vertices():
+    """A tilted plate 1.2 voxels thick: both of its sides pass through many cells, and with one
+    vertex per cell the output pinched the two sides together along 145 edges of four faces. One
+    vertex per sheet of a cell keeps it a closed 2-manifold."""
+    plate = trimesh.creation.box(extents=(30.0, 30.0, 1.2))
+    plate.apply_transform(trimesh.transformations.rotation_matrix(0.6, (1.0, 0.3, 0.0)))
+    vertices = np.asarray(plate.vertices) + np.array([32.3, 32.2, 32.1])
+    out_v, out_f, _ = dual_contour(vertices, np.asarray(plate.faces), N)
+    edges, counts = edge_valence(len(out_v), out_f)
+    assert (counts == 1).sum() == 0 and (counts > 2).sum() == 0
+    assert edge_pieces(out_f) == 1
+    tm = trimesh.Trimesh(out_v, out_f, process=False)
+    assert tm.is_winding_consistent and tm.volume > 0
+    assert abs(area(out_v, out_f) / area(vertices, np.asarray(plate.faces)) - 1.0) < 0.05
+
+
 def test_mesh_on_grid_lines_stays_closed():
     """Vertices exactly on grid lines (a box whose corners land on voxel centres) are the ties the
     rasterisation must resolve: no crossing counted twice or lost."""
