@@ -126,19 +126,20 @@ def add_blender_ratios(rows: list[dict]) -> None:
 def format_row(r: dict) -> str:
     head = f"| {r['mesh']} | {r['kind']} | {r['resolution']} | {r['method']} |"
     if "error" in r:
-        return f"{head} failed: {r['error'][:80]} |" + " |" * 14
+        return f"{head} failed: {r['error'][:80]} |" + " |" * 15
     ratio = f"{r['CD_vs_blender']:.2f}" if "CD_vs_blender" in r else ""
     share = f"{100 * r['cleanup_share']:.0f}" if "cleanup_share" in r else ""
     blen = f"{r['boundary_length_ratio']:.2f}" if r.get("boundary_length_ratio") is not None else ""
     verdict = "" if r["method"] == "blender-voxel" or (r["kind"] == "open" and r["method"] != "log3d") else ("yes" if r["whole"] else "**no**")
     return (f"{head} {1e3 * r['CD']:.4g} | {ratio} | {r['F1_0001']:.4f} | {r['area_ratio']:.3f} | {r['area_vs_visible']:.3f} | "
-            f"{r['pieces']} / {r['input_pieces']} | {r['boundary_loops']} / {r['input_loops']} | {r['boundary_edges']} | {blen} | "
+            f"{r['pieces']} / {r['input_pieces']} | {r['boundary_loops']} / {r['input_loops']} | {r['boundary_edges']} | "
+            f"{r['nonmanifold_edges']} | {blen} | "
             f"{verdict} | {share} | {r['seconds']:.1f} |")
 
 
 TABLE_HEADER = ("| mesh | kind | N | method | CD ×1e3 | CD / Blender | F1@0.001 | area / input | area / visible input | "
-                "pieces / input's | loops / input's | bnd edges | blen | whole | clean-up % | seconds |\n"
-                "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
+                "pieces / input's | loops / input's | bnd edges | 3+-face edges | blen | whole | clean-up % | seconds |\n"
+                "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
 
 
 def write_tables(rows: list[dict], out: Path, meta: dict) -> None:
