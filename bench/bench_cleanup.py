@@ -126,7 +126,7 @@ def add_blender_ratios(rows: list[dict]) -> None:
 def format_row(r: dict) -> str:
     head = f"| {r['mesh']} | {r['kind']} | {r['resolution']} | {r['method']} |"
     if "error" in r:
-        return f"{head} failed: {r['error'][:80]} |" + " |" * 15
+        return f"{head} failed: {r['error'][:80]} |" + " |" * 12
     ratio = f"{r['CD_vs_blender']:.2f}" if "CD_vs_blender" in r else ""
     share = f"{100 * r['cleanup_share']:.0f}" if "cleanup_share" in r else ""
     blen = f"{r['boundary_length_ratio']:.2f}" if r.get("boundary_length_ratio") is not None else ""
