@@ -468,7 +468,50 @@ def dual_contour(vertices: np.ndarray, faces: np.ndarray, resolution: int,
     fans = [np.concatenate([quads[bent][:, [k, (k + 1) % 4]], centre], axis=1) for k in range(4)]
     out_faces = np.concatenate([tri_a[flat], tri_b[flat], *fans])
     out_source = np.concatenate([source[flat], source[flat], *([source[bent]] * 4)])
-    return np.concatenate([out_vertices, points[bent]]), out_faces, out_source
+    out_vertices = np.concatenate([out_vertices, points[bent]])
+    return (out_vertices, *collapse_zero_edges(out_vertices, out_faces, out_source))
+
+
+def collapse_zero_edges(vertices: np.ndarray, faces: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Faces (and their source faces) with each edge of zero length collapsed: where two cells'
+    vertices land on the same input point (a sharp corner of the input nearest to both), the two
+    triangles on that edge have no area. An edge is collapsed only when its ends share no neighbour
+    but the two triangles' third corners, themselves not joined (the link condition), so the surface
+    stays a manifold;
+    the few others keep their zero-area triangles. Vertices left unused are dropped by the
+    clean-up's compaction."""
+    ends = np.stack([faces.ravel(), faces[:, [1, 2, 0]].ravel()], axis=1)
+    same = (ends[:, 0] != ends[:, 1]) & np.all(vertices[ends[:, 0]] == vertices[ends[:, 1]], axis=1)
+    if not same.any():
+        return faces, source
+    pairs = np.unique(np.sort(ends[same], axis=1), axis=0)
+    around = np.flatnonzero(np.isin(faces, pairs).any(axis=1))  # the faces at the vertices concerned
+    faces = faces.copy()
+    faces_of: dict[int, set[int]] = {}
+    for t in around.tolist():
+        for v in faces[t].tolist():
+            faces_of.setdefault(v, set()).add(t)
+
+    def neighbours(v: int) -> set[int]:
+        return {int(w) for t in faces_of.get(v, ()) for w in faces[t]} - {v}
+
+    alive = np.ones(len(faces), dtype=bool)
+    for a, b in pairs.tolist():
+        on_edge = faces_of.get(a, set()) & faces_of.get(b, set())
+        corners = {int(w) for t in on_edge for w in faces[t]} - {a, b}
+        if len(on_edge) != 2 or len(corners) != 2 or neighbours(a) & neighbours(b) != corners:
+            continue
+        x, y = corners
+        if y in neighbours(x):  # the collapse would lay two triangles on x-y (a tetrahedron's case)
+            continue
+        for t in on_edge:
+            alive[t] = False
+            for w in faces[t].tolist():
+                faces_of[w].discard(t)
+        for t in faces_of.pop(b, set()):
+            faces[t][faces[t] == b] = a
+            faces_of[a].add(t)
+    return faces[alive], source[alive]
 
 
 # --- boundaries and pieces -------------------------------------------------------------------------
@@ -802,5 +845,5 @@ def contour(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> tuple[n
     return tidy_contour(*dual_contour(vertices, faces, resolution, topology), topology)
 
 
-__all__ = ["InputTopology", "contour", "detach_at_boundary", "drop_crumbs", "dual_contour",
+__all__ = ["InputTopology", "collapse_zero_edges", "contour", "detach_at_boundary", "drop_crumbs", "dual_contour",
            "grid_crossings", "odd_edges", "snap_boundary", "tidy_contour", "trim_fragments", "weld"]

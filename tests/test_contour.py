@@ -105,6 +105,27 @@ def test_two_sheets_in_one_cell_keep_their_own_vertices():
     assert abs(area(out_v, out_f) / area(vertices, np.asarray(plate.faces)) - 1.0) < 0.05
 
 
+def test_zero_length_edges_collapse_when_the_surface_stays_a_manifold():
+    """Two cells' vertices on one input point make an edge of zero length and two triangles of zero
+    area; collapsing it gives the plain octahedron back. Where the ends share another neighbour
+    (collapsing would pinch the surface) it is left alone."""
+    from model.contour import collapse_zero_edges
+
+    vertices = np.array([[1, 0, 0], [0, 1, 0], [-1, 0, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1], [0, 0, 1]], float)
+    faces = np.array([[4, 0, 1], [4, 1, 2], [6, 2, 3], [6, 3, 0],  # the top fan, split between 4 and its copy 6
+                      [4, 2, 6], [6, 0, 4],  # the two zero-area triangles on the edge 4-6
+                      [5, 1, 0], [5, 2, 1], [5, 3, 2], [5, 0, 3]])
+    out, source = collapse_zero_edges(vertices, faces, np.arange(10))
+    assert len(out) == 8 and source.tolist() == [0, 1, 2, 3, 6, 7, 8, 9] and 6 not in out
+    tm = trimesh.Trimesh(vertices, out, process=False)
+    assert tm.is_watertight and tm.is_winding_consistent and abs(tm.volume - 4 / 3) < 1e-12
+    # a tetrahedron whose edge a-b has zero length: collapsing it would lay two triangles on x-y
+    tetra_v = np.array([[0, 0, 0], [0, 0, 0], [1, 0, 0], [0, 1, 0]], float)
+    tetra_f = np.array([[0, 1, 2], [1, 0, 3], [0, 2, 3], [1, 3, 2]])
+    kept, _ = collapse_zero_edges(tetra_v, tetra_f, np.arange(4))
+    assert len(kept) == 4
+
+
 def test_mesh_on_grid_lines_stays_closed():
     """Vertices exactly on grid lines (a box whose corners land on voxel centres) are the ties the
     rasterisation must resolve: no crossing counted twice or lost."""
