@@ -264,30 +264,6 @@ def _cell_patches(local, points, piece, patch):
 
 
 @nb.njit(cache=True)
-def _accumulate(cell_of, points, normals, out):
-    """Per cell: the quadric Σ n nᵀ (6), Σ n (n·p) (3), Σ p (3) and the crossing count."""
-    for i in range(cell_of.shape[0]):
-        px, py, pz = points[i, 0], points[i, 1], points[i, 2]
-        nx, ny, nz = normals[i, 0], normals[i, 1], normals[i, 2]
-        d = nx * px + ny * py + nz * pz
-        for s in range(4):
-            c = cell_of[i, s]
-            out[c, 0] += nx * nx
-            out[c, 1] += nx * ny
-            out[c, 2] += nx * nz
-            out[c, 3] += ny * ny
-            out[c, 4] += ny * nz
-            out[c, 5] += nz * nz
-            out[c, 6] += nx * d
-            out[c, 7] += ny * d
-            out[c, 8] += nz * d
-            out[c, 9] += px
-            out[c, 10] += py
-            out[c, 11] += pz
-            out[c, 12] += 1.0
-
-
-@nb.njit(cache=True)
 def _jacobi3(a, vectors):
     """Eigen-decomposition of a symmetric 3×3 matrix in place (cyclic Jacobi): the diagonal of ``a``
     holds the eigenvalues, the columns of ``vectors`` the eigenvectors."""
@@ -320,74 +296,254 @@ def _jacobi3(a, vectors):
                     vectors[k, q] = s * vkp + c * vkq
 
 
-@nb.njit(parallel=True, cache=True)
-def _solve_cells(acc, cells, m, cutoff, out):
-    """Each cell's vertex: the quadric's minimiser nearest the mass point, inside the cell."""
-    for c in nb.prange(acc.shape[0]):
-        k = acc[c, 12]
-        mx, my, mz = acc[c, 9] / k, acc[c, 10] / k, acc[c, 11] / k
-        a = np.empty((3, 3))
-        a[0, 0], a[0, 1], a[0, 2] = acc[c, 0], acc[c, 1], acc[c, 2]
-        a[1, 0], a[1, 1], a[1, 2] = acc[c, 1], acc[c, 3], acc[c, 4]
-        a[2, 0], a[2, 1], a[2, 2] = acc[c, 2], acc[c, 4], acc[c, 5]
-        # right-hand side around the mass point: Σ n (n·p) − A m
-        rx = acc[c, 6] - (a[0, 0] * mx + a[0, 1] * my + a[0, 2] * mz)
-        ry = acc[c, 7] - (a[1, 0] * mx + a[1, 1] * my + a[1, 2] * mz)
-        rz = acc[c, 8] - (a[2, 0] * mx + a[2, 1] * my + a[2, 2] * mz)
-        vectors = np.empty((3, 3))
-        _jacobi3(a, vectors)
-        largest = max(a[0, 0], a[1, 1], a[2, 2])
-        x, y, z = mx, my, mz
-        for e in range(3):
-            lam = a[e, e]
-            if lam <= cutoff * largest or lam <= 0.0:
-                continue
-            vx, vy, vz = vectors[0, e], vectors[1, e], vectors[2, e]
-            coef = (vx * rx + vy * ry + vz * rz) / lam
-            x += coef * vx
-            y += coef * vy
-            z += coef * vz
-        key = cells[c]
-        cx = key // (m * m)
-        cy = (key // m) % m
-        cz = key % m
-        out[c, 0] = min(max(x, cx), cx + 1.0)
-        out[c, 1] = min(max(y, cy), cy + 1.0)
-        out[c, 2] = min(max(z, cz), cz + 1.0)
+@nb.njit(cache=True)
+def _edge_geometry(edges, where, source, vertices, faces, m):
+    """Per crossed edge: its axis, its crossing point (voxel coordinates) and the unit normal of the
+    input triangle that crosses it (zero for a degenerate one)."""
+    count = edges.shape[0]
+    axis = np.empty(count, dtype=np.int64)
+    points = np.empty((count, 3))
+    normals = np.zeros((count, 3))
+    mmm = m * m * m
+    for e in range(count):
+        a = edges[e] // mmm
+        node = edges[e] - a * mmm
+        axis[e] = a
+        points[e, 0] = node // (m * m)
+        points[e, 1] = (node // m) % m
+        points[e, 2] = node % m
+        points[e, a] = where[e]
+        t = source[e]
+        i, j, k = faces[t, 0], faces[t, 1], faces[t, 2]
+        u0, u1, u2 = vertices[j, 0] - vertices[i, 0], vertices[j, 1] - vertices[i, 1], vertices[j, 2] - vertices[i, 2]
+        v0, v1, v2 = vertices[k, 0] - vertices[i, 0], vertices[k, 1] - vertices[i, 1], vertices[k, 2] - vertices[i, 2]
+        c0, c1, c2 = u1 * v2 - u2 * v1, u2 * v0 - u0 * v2, u0 * v1 - u1 * v0
+        norm = np.sqrt(c0 * c0 + c1 * c1 + c2 * c2)
+        if norm > 0.0:
+            normals[e, 0], normals[e, 1], normals[e, 2] = c0 / norm, c1 / norm, c2 / norm
+    return axis, points, normals
+
+
+@nb.njit(cache=True)
+def _cells_around(edges, m):
+    """The grid cells around the crossed edges: their sorted keys, and per edge the index of each of
+    its 4 cells, counter-clockwise about +axis (node − e_u − e_v, node − e_v, node, node − e_u).
+    ``edges`` is sorted by (axis, node), so for one axis and one of the 4 corners the cell keys are
+    sorted too: a merge of 12 sorted runs, not a sort of 4E keys."""
+    count = edges.shape[0]
+    mmm = m * m * m
+    unit = np.array([m * m, m, 1], dtype=np.int64)  # a step along x, y, z in a key
+    run_pos = np.empty(12, dtype=np.int64)
+    run_end = np.empty(12, dtype=np.int64)
+    run_offset = np.empty(12, dtype=np.int64)
+    for a in range(3):
+        first = np.searchsorted(edges, a * mmm)
+        last = np.searchsorted(edges, (a + 1) * mmm)
+        e_u, e_v = unit[(a + 1) % 3], unit[(a + 2) % 3]
+        for k in range(4):
+            r = a * 4 + k
+            run_pos[r], run_end[r] = first, last
+            run_offset[r] = a * mmm + (e_u + e_v if k == 0 else e_v if k == 1 else 0 if k == 2 else e_u)
+    cells = np.empty(4 * count, dtype=np.int64)
+    cell_of = np.empty((count, 4), dtype=np.int64)
+    n = 0
+    while True:
+        best, best_run = np.int64(-1), -1
+        for r in range(12):
+            if run_pos[r] < run_end[r]:
+                key = edges[run_pos[r]] - run_offset[r]
+                if best_run < 0 or key < best:
+                    best, best_run = key, r
+        if best_run < 0:
+            break
+        if n == 0 or cells[n - 1] != best:
+            cells[n] = best
+            n += 1
+        cell_of[run_pos[best_run], best_run % 4] = n - 1
+        run_pos[best_run] += 1
+    return cells[:n], cell_of
 
 
 @nb.njit(parallel=True, cache=True)
-def _onto_crossing_triangles(points, start, candidates, tri):
-    """Each cell's vertex onto the nearest of the triangles that cross its edges (the input's own
-    surface, found without a search: the cell's crossings name their triangles)."""
-    for c in nb.prange(points.shape[0]):
-        p0, p1, p2 = points[c, 0], points[c, 1], points[c, 2]
+def _sheet_vertices(cell_of, axis, points, piece, num_cells, corner_local):
+    """One vertex per sheet of a cell: (per edge, its quad's 4 vertex ids [E, 4]; per vertex, its
+    cell). Vertices are numbered by cell, then by the sheet's lowest local edge."""
+    local = np.full((num_cells, 12), -1, dtype=np.int64)
+    for e in range(cell_of.shape[0]):
+        for k in range(4):
+            local[cell_of[e, k], axis[e] * 4 + corner_local[k]] = e
+    patch = np.empty_like(local)
+    _cell_patches(local, points, piece, patch)
+    sheets = np.zeros(num_cells + 1, dtype=np.int64)
+    for c in nb.prange(num_cells):
+        for i in range(12):
+            if patch[c, i] == i:
+                sheets[c + 1] += 1
+    base = np.cumsum(sheets)
+    vertex_cell = np.empty(base[num_cells], dtype=np.int64)
+    vertex_of = np.empty_like(local)  # per cell and local edge: the vertex of its sheet
+    for c in nb.prange(num_cells):
+        rank = base[c]
+        for i in range(12):
+            if patch[c, i] == i:
+                vertex_of[c, i] = rank
+                vertex_cell[rank] = c
+                rank += 1
+        for i in range(12):
+            if patch[c, i] >= 0:
+                vertex_of[c, i] = vertex_of[c, patch[c, i]]
+    quads = np.empty_like(cell_of)
+    for e in nb.prange(cell_of.shape[0]):
+        for k in range(4):
+            quads[e, k] = vertex_of[cell_of[e, k], axis[e] * 4 + corner_local[k]]
+    return quads, vertex_cell
+
+
+@nb.njit(cache=True, inline="always")
+def _quadric_vertex(acc, cx, cy, cz, cutoff):
+    """The minimiser of a cell's quadric (``acc``: Σ n nᵀ (6), Σ n (n·p) (3), Σ p (3), count) nearest
+    the crossings' mass point, kept inside the cell (corner ``cx, cy, cz``)."""
+    k = acc[12]
+    mx, my, mz = acc[9] / k, acc[10] / k, acc[11] / k
+    a = np.empty((3, 3))
+    a[0, 0], a[0, 1], a[0, 2] = acc[0], acc[1], acc[2]
+    a[1, 0], a[1, 1], a[1, 2] = acc[1], acc[3], acc[4]
+    a[2, 0], a[2, 1], a[2, 2] = acc[2], acc[4], acc[5]
+    # right-hand side around the mass point: Σ n (n·p) − A m
+    rx = acc[6] - (a[0, 0] * mx + a[0, 1] * my + a[0, 2] * mz)
+    ry = acc[7] - (a[1, 0] * mx + a[1, 1] * my + a[1, 2] * mz)
+    rz = acc[8] - (a[2, 0] * mx + a[2, 1] * my + a[2, 2] * mz)
+    vectors = np.empty((3, 3))
+    _jacobi3(a, vectors)
+    largest = max(a[0, 0], a[1, 1], a[2, 2])
+    x, y, z = mx, my, mz
+    for e in range(3):
+        lam = a[e, e]
+        if lam <= cutoff * largest or lam <= 0.0:
+            continue
+        vx, vy, vz = vectors[0, e], vectors[1, e], vectors[2, e]
+        coef = (vx * rx + vy * ry + vz * rz) / lam
+        x += coef * vx
+        y += coef * vy
+        z += coef * vz
+    return min(max(x, cx), cx + 1.0), min(max(y, cy), cy + 1.0), min(max(z, cz), cz + 1.0)
+
+
+@nb.njit(parallel=True, cache=True)
+def _place_vertices(quads, num_vertices, vertex_cell_key, points, normals, source, tri, m, cutoff):
+    """Each sheet's vertex: the minimiser of the quadric of the tangent planes at its crossings
+    (:func:`_quadric_vertex`), then onto the nearest of the input triangles that cross them (the
+    minimiser is off a curved surface by its curvature times a cell², and the cell's crossings name
+    the triangles to look at: no search)."""
+    # the edges of each vertex, in edge order (so the sums run in a fixed order)
+    start = np.zeros(num_vertices + 1, dtype=np.int64)
+    for e in range(quads.shape[0]):
+        for k in range(4):
+            start[quads[e, k] + 1] += 1
+    start = np.cumsum(start)
+    fill = start[:-1].copy()
+    edge_list = np.empty(start[num_vertices], dtype=np.int64)
+    for e in range(quads.shape[0]):
+        for k in range(4):
+            v = quads[e, k]
+            edge_list[fill[v]] = e
+            fill[v] += 1
+    out = np.empty((num_vertices, 3))
+    for v in nb.prange(num_vertices):
+        acc = np.zeros(13)
+        for j in range(start[v], start[v + 1]):
+            e = edge_list[j]
+            px, py, pz = points[e, 0], points[e, 1], points[e, 2]
+            nx, ny, nz = normals[e, 0], normals[e, 1], normals[e, 2]
+            d = nx * px + ny * py + nz * pz
+            acc[0] += nx * nx
+            acc[1] += nx * ny
+            acc[2] += nx * nz
+            acc[3] += ny * ny
+            acc[4] += ny * nz
+            acc[5] += nz * nz
+            acc[6] += nx * d
+            acc[7] += ny * d
+            acc[8] += nz * d
+            acc[9] += px
+            acc[10] += py
+            acc[11] += pz
+            acc[12] += 1.0
+        key = vertex_cell_key[v]
+        p0, p1, p2 = _quadric_vertex(acc, float(key // (m * m)), float((key // m) % m), float(key % m), cutoff)
         best = np.inf
         b0, b1, b2 = p0, p1, p2
-        for k in range(start[c], start[c + 1]):
-            t = candidates[k]
+        for j in range(start[v], start[v + 1]):
+            t = source[edge_list[j]]
             x, y, z = _closest_on_triangle(p0, p1, p2, tri[t, 0, 0], tri[t, 0, 1], tri[t, 0, 2], tri[t, 1, 0], tri[t, 1, 1],
                                            tri[t, 1, 2], tri[t, 2, 0], tri[t, 2, 1], tri[t, 2, 2])
             d = (x - p0) ** 2 + (y - p1) ** 2 + (z - p2) ** 2
             if d < best:
                 best, b0, b1, b2 = d, x, y, z
-        points[c, 0], points[c, 1], points[c, 2] = b0, b1, b2
+        out[v, 0], out[v, 1], out[v, 2] = b0, b1, b2
+    return out
+
+
+@nb.njit(cache=True, inline="always")
+def _chord_error(vertices, points, e, i, j, k):
+    """Distance from the crossing of edge ``e`` to triangle (i, j, k) of the output."""
+    p0, p1, p2 = points[e, 0], points[e, 1], points[e, 2]
+    x, y, z = _closest_on_triangle(p0, p1, p2, vertices[i, 0], vertices[i, 1], vertices[i, 2], vertices[j, 0],
+                                   vertices[j, 1], vertices[j, 2], vertices[k, 0], vertices[k, 1], vertices[k, 2])
+    return (x - p0) ** 2 + (y - p1) ** 2 + (z - p2) ** 2
 
 
 @nb.njit(parallel=True, cache=True)
-def _chord_errors(crossings, tri_a, tri_b):
-    """Per quad, how far its two triangles pass from the input's crossing on the quad's grid edge
-    (voxels): the chordal error a flat quad makes where the input bends inside a cell."""
-    out = np.empty(crossings.shape[0])
-    for e in nb.prange(crossings.shape[0]):
-        p0, p1, p2 = crossings[e, 0], crossings[e, 1], crossings[e, 2]
-        best = np.inf
-        for t in (tri_a[e], tri_b[e]):
-            x, y, z = _closest_on_triangle(p0, p1, p2, t[0, 0], t[0, 1], t[0, 2], t[1, 0], t[1, 1], t[1, 2],
-                                           t[2, 0], t[2, 1], t[2, 2])
-            best = min(best, (x - p0) ** 2 + (y - p1) ** 2 + (z - p2) ** 2)
-        out[e] = np.sqrt(best)
-    return out
+def _triangulate(quads, axis, normals, points, vertices, tolerance):
+    """The quads as triangles, oriented like the input's normal at their crossing and split along the
+    shorter diagonal; where the two triangles pass farther than ``tolerance`` from the crossing (the
+    input bends within a cell), the crossing becomes a fifth vertex and the quad a fan of four — a
+    subdivision inside the quad, so the quads' shared edges, and with them the output's wholeness,
+    are untouched. Returns (faces, index of the edge each face comes from, edges fanned)."""
+    count = quads.shape[0]
+    ordered = np.empty_like(quads)
+    bent = np.zeros(count, dtype=np.bool_)
+    split02 = np.empty(count, dtype=np.bool_)
+    for e in nb.prange(count):
+        for k in range(4):
+            ordered[e, k] = quads[e, 3 - k] if normals[e, axis[e]] < 0 else quads[e, k]
+        q0, q1, q2, q3 = ordered[e, 0], ordered[e, 1], ordered[e, 2], ordered[e, 3]
+        d02 = ((vertices[q0, 0] - vertices[q2, 0]) ** 2 + (vertices[q0, 1] - vertices[q2, 1]) ** 2
+               + (vertices[q0, 2] - vertices[q2, 2]) ** 2)
+        d13 = ((vertices[q1, 0] - vertices[q3, 0]) ** 2 + (vertices[q1, 1] - vertices[q3, 1]) ** 2
+               + (vertices[q1, 2] - vertices[q3, 2]) ** 2)
+        split02[e] = np.sqrt(d02) <= np.sqrt(d13)  # as lengths: ties (common on CAD input) split alike
+        if split02[e]:
+            err = min(_chord_error(vertices, points, e, q0, q1, q2), _chord_error(vertices, points, e, q0, q2, q3))
+        else:
+            err = min(_chord_error(vertices, points, e, q1, q2, q3), _chord_error(vertices, points, e, q1, q3, q0))
+        bent[e] = np.sqrt(err) > tolerance
+    first = np.zeros(count + 1, dtype=np.int64)  # first face of each edge
+    centre = np.zeros(count + 1, dtype=np.int64)  # fifth vertices before each edge
+    for e in range(count):
+        first[e + 1] = first[e] + (4 if bent[e] else 2)
+        centre[e + 1] = centre[e] + (1 if bent[e] else 0)
+    faces = np.empty((first[count], 3), dtype=np.int64)
+    from_edge = np.empty(first[count], dtype=np.int64)
+    fanned = np.empty(centre[count], dtype=np.int64)
+    base = vertices.shape[0]
+    for e in nb.prange(count):
+        f = first[e]
+        q = ordered[e]
+        if bent[e]:
+            fanned[centre[e]] = e
+            for k in range(4):
+                faces[f + k, 0], faces[f + k, 1], faces[f + k, 2] = q[k], q[(k + 1) % 4], base + centre[e]
+                from_edge[f + k] = e
+        else:
+            if split02[e]:
+                faces[f, 0], faces[f, 1], faces[f, 2] = q[0], q[1], q[2]
+                faces[f + 1, 0], faces[f + 1, 1], faces[f + 1, 2] = q[0], q[2], q[3]
+            else:
+                faces[f, 0], faces[f, 1], faces[f, 2] = q[1], q[2], q[3]
+                faces[f + 1, 0], faces[f + 1, 1], faces[f + 1, 2] = q[1], q[3], q[0]
+            from_edge[f], from_edge[f + 1] = e, e
+    return faces, from_edge, fanned
 
 
 def dual_contour(vertices: np.ndarray, faces: np.ndarray, resolution: int,
@@ -400,76 +556,50 @@ def dual_contour(vertices: np.ndarray, faces: np.ndarray, resolution: int,
     above which a quad gets its crossing as a fifth vertex."""
     vertices = np.asarray(vertices, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64)
+    empty = np.empty((0, 3)), np.empty((0, 3), dtype=np.int64), np.empty(0, dtype=np.int64)
     if len(faces) == 0:
-        return np.empty((0, 3)), np.empty((0, 3), dtype=np.int64), np.empty(0, dtype=np.int64)
+        return empty
     keys, where, owner = grid_crossings(vertices, faces, resolution)
     topology = topology or InputTopology.of(vertices, faces)
     edges, pick = odd_edges(keys, topology.patch[owner], topology.piece[owner])
     if len(edges) == 0:
-        return np.empty((0, 3)), np.empty((0, 3), dtype=np.int64), np.empty(0, dtype=np.int64)
+        return empty
     m = resolution + 1
-    axis = edges // (m * m * m)
-    node = np.stack([(edges // (m * m)) % m, (edges // m) % m, edges % m], axis=1)
-    points = node.astype(np.float64)
-    points[np.arange(len(edges)), axis] = where[pick]
-    normals, _ = face_normals_and_areas(vertices, faces[owner[pick]])
-
-    # the 4 cells around each edge, counter-clockwise about +axis: node − e_u − e_v, − e_v, 0, − e_u
-    u_axis, v_axis = (axis + 1) % 3, (axis + 2) % 3
-    rows = np.arange(len(edges))
-    e_u = np.zeros((len(edges), 3), dtype=np.int64)
-    e_v = np.zeros((len(edges), 3), dtype=np.int64)
-    e_u[rows, u_axis] = 1
-    e_v[rows, v_axis] = 1
-    corners = np.stack([node - e_u - e_v, node - e_v, node, node - e_u], axis=1)  # [E, 4, 3]
-    cell_keys = (corners[..., 0] * m + corners[..., 1]) * m + corners[..., 2]
-    cells, cell_of = np.unique(cell_keys.ravel(), return_inverse=True)
-    cell_of = cell_of.reshape(-1, 4).astype(np.int64)
+    source = owner[pick]  # the input triangle crossing each edge
+    axis, points, normals = _edge_geometry(edges, where[pick], source, vertices, faces, m)
+    cells, cell_of = _cells_around(edges, m)
     # one vertex per sheet of a cell, not per cell: where two sheets pass through one cell (a part
     # thinner than a voxel, two pieces touching) each keeps its own vertex, and the output's edges
     # stay manifold
-    local_edge = axis[:, None] * 4 + CORNER_LOCAL[None, :]
-    local = np.full((len(cells), 12), -1, dtype=np.int64)
-    local[cell_of, local_edge] = rows[:, None]
-    patch = np.empty_like(local)
-    _cell_patches(local, points, topology.piece[owner[pick]], patch)
-    vertex_keys = cell_of * 12 + patch[cell_of, local_edge]
-    vertex_key_list, cell_of = np.unique(vertex_keys.ravel(), return_inverse=True)
-    cell_of = cell_of.reshape(-1, 4).astype(np.int64)
-    cells = cells[vertex_key_list // 12]  # the grid cell of each vertex
+    quads, vertex_cell = _sheet_vertices(cell_of, axis, points, topology.piece[source], len(cells), CORNER_LOCAL)
+    del cell_of
+    out_vertices = _place_vertices(quads, len(vertex_cell), cells[vertex_cell], points, normals, source,
+                                   np.ascontiguousarray(vertices[faces]), m, EIGEN_CUTOFF)
+    out_faces, from_edge, fanned = _triangulate(quads, axis, normals, points, out_vertices, bend_tolerance)
+    out_vertices = np.concatenate([out_vertices, points[fanned]])
+    return (out_vertices, *collapse_zero_edges(out_vertices, out_faces, source[from_edge]))
 
-    acc = np.zeros((len(cells), 13))
-    _accumulate(cell_of, points, normals, acc)
-    out_vertices = np.empty((len(cells), 3))
-    _solve_cells(acc, cells.astype(np.int64), m, EIGEN_CUTOFF, out_vertices)
-    # then onto the input: the minimiser is off a curved surface by its curvature times a cell²
-    source = owner[pick]
-    pair_keys = np.unique(cell_of.ravel() * np.int64(len(faces)) + np.repeat(source, 4))
-    pair_cell, pair_tri = pair_keys // len(faces), pair_keys % len(faces)
-    start = np.searchsorted(pair_cell, np.arange(len(cells) + 1)).astype(np.int64)
-    _onto_crossing_triangles(out_vertices, start, pair_tri.astype(np.int64), np.ascontiguousarray(vertices[faces]))
 
-    # orient each quad like the input's normal at its crossing; split along the shorter diagonal
-    flip = normals[rows, axis] < 0
-    quads = np.where(flip[:, None], cell_of[:, ::-1], cell_of)
-    q = out_vertices[quads]
-    diag02 = np.linalg.norm(q[:, 0] - q[:, 2], axis=1)
-    diag13 = np.linalg.norm(q[:, 1] - q[:, 3], axis=1)
-    split02 = diag02 <= diag13
-    tri_a = np.where(split02[:, None], quads[:, [0, 1, 2]], quads[:, [1, 2, 3]])
-    tri_b = np.where(split02[:, None], quads[:, [0, 2, 3]], quads[:, [1, 3, 0]])
-    # where the two triangles pass far from the input's crossing (the input bends within a cell), the
-    # crossing becomes a fifth vertex and the quad a fan of four: a subdivision inside the quad, so
-    # the quads' shared edges — and with them the output's wholeness — are untouched
-    bent = np.flatnonzero(_chord_errors(points, out_vertices[tri_a], out_vertices[tri_b]) > bend_tolerance)
-    flat = np.ones(len(edges), dtype=bool)
-    flat[bent] = False
-    centre = (len(out_vertices) + np.arange(len(bent)))[:, None]
-    fans = [np.concatenate([quads[bent][:, [k, (k + 1) % 4]], centre], axis=1) for k in range(4)]
-    out_faces = np.concatenate([tri_a[flat], tri_b[flat], *fans])
-    out_source = np.concatenate([source[flat], source[flat], *([source[bent]] * 4)])
-    out_vertices = np.concatenate([out_vertices, points[bent]])
-    return (out_vertices, *collapse_zero_edges(out_vertices, out_faces, out_source))
+@nb.njit(parallel=True, cache=True)
+def _zero_edge_faces(vertices, faces):
+    """Faces with an edge of zero length between two distinct vertices."""
+    out = np.zeros(faces.shape[0], dtype=np.bool_)
+    for f in nb.prange(faces.shape[0]):
+        for k in range(3):
+            a, b = faces[f, k], faces[f, (k + 1) % 3]
+            if a != b and vertices[a, 0] == vertices[b, 0] and vertices[a, 1] == vertices[b, 1] \
+                    and vertices[a, 2] == vertices[b, 2]:
+                out[f] = True
+    return out
+
+
+@nb.njit(parallel=True, cache=True)
+def _faces_at(faces, marked):
+    """Faces with a corner at a marked vertex."""
+    out = np.zeros(faces.shape[0], dtype=np.bool_)
+    for f in nb.prange(faces.shape[0]):
+        out[f] = marked[faces[f, 0]] or marked[faces[f, 1]] or marked[faces[f, 2]]
+    return out
 
 
 def collapse_zero_edges(vertices: np.ndarray, faces: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -477,15 +607,18 @@ def collapse_zero_edges(vertices: np.ndarray, faces: np.ndarray, source: np.ndar
     vertices land on the same input point (a sharp corner of the input nearest to both), the two
     triangles on that edge have no area. An edge is collapsed only when its ends share no neighbour
     but the two triangles' third corners, themselves not joined (the link condition), so the surface
-    stays a manifold;
-    the few others keep their zero-area triangles. Vertices left unused are dropped by the
-    clean-up's compaction."""
-    ends = np.stack([faces.ravel(), faces[:, [1, 2, 0]].ravel()], axis=1)
-    same = (ends[:, 0] != ends[:, 1]) & np.all(vertices[ends[:, 0]] == vertices[ends[:, 1]], axis=1)
-    if not same.any():
+    stays a manifold; the few others keep their zero-area triangles. Vertices left unused are
+    dropped by the clean-up's compaction."""
+    faces = np.ascontiguousarray(faces, dtype=np.int64)
+    flagged = np.flatnonzero(_zero_edge_faces(np.ascontiguousarray(vertices, dtype=np.float64), faces))
+    if len(flagged) == 0:
         return faces, source
+    ends = np.stack([faces[flagged].ravel(), faces[flagged][:, [1, 2, 0]].ravel()], axis=1)
+    same = (ends[:, 0] != ends[:, 1]) & np.all(vertices[ends[:, 0]] == vertices[ends[:, 1]], axis=1)
     pairs = np.unique(np.sort(ends[same], axis=1), axis=0)
-    around = np.flatnonzero(np.isin(faces, pairs).any(axis=1))  # the faces at the vertices concerned
+    marked = np.zeros(len(vertices), dtype=bool)
+    marked[pairs.ravel()] = True
+    around = np.flatnonzero(_faces_at(faces, marked))  # the faces at the vertices concerned
     faces = faces.copy()
     faces_of: dict[int, set[int]] = {}
     for t in around.tolist():
@@ -643,15 +776,15 @@ def detach_at_boundary(vertices: np.ndarray, faces: np.ndarray, near: np.ndarray
     def local_slot(half: np.ndarray, k: np.ndarray) -> np.ndarray:  # grouped half-edge, its corner k
         return 3 * np.searchsorted(local_faces, owner[half]) + k
 
-    # at each touched edge the first face joins the others (except the cut third faces, and the
-    # partner of a pair, which joins its own partner)
+    # at each touched edge the first face joins the others, except at the three-face edges, where
+    # only the pair that continues each other joins (whichever face comes first there: the cut
+    # must not depend on the order of the faces)
     member = np.repeat(touched, size[touched])
     half = first[member] + (np.arange(len(member)) - np.repeat(np.cumsum(size[touched]) - size[touched], size[touched]))
     lead = first[member]
-    excluded = np.zeros(len(owner), dtype=bool)
-    excluded[third] = True
-    excluded[h[rows, pair[:, 1]]] = True
-    joined = (half != lead) & ~excluded[half]
+    at_fin = np.zeros(len(owner), dtype=bool)
+    at_fin[h.ravel()] = True
+    joined = (half != lead) & ~at_fin[half]
     ha = np.concatenate([lead[joined], h[rows, pair[:, 0]]])
     hb = np.concatenate([half[joined], h[rows, pair[:, 1]]])
     ka, kb = corner[ha], corner[hb]

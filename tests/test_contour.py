@@ -246,6 +246,11 @@ def test_detach_splits_a_boundary_lying_on_another_sheet_and_regroups_only_there
     assert near.sum() > 10  # the wall's foot is on the floor
     new_v, new_f, alive, new_groups = detach_at_boundary(out_v, out_f, near, groups)
     assert len(new_v) > len(out_v) and len(new_f) == len(out_f)
+    # the cut does not depend on the order of the faces (it once did: the first face at a three-face
+    # edge joined the others, and when that was the face cut loose it was joined right back)
+    for order in (np.arange(len(out_f))[::-1], np.random.default_rng(3).permutation(len(out_f))):
+        again_v, _, again_alive, _ = detach_at_boundary(out_v, out_f[order], near)
+        assert len(again_v) == len(new_v) and again_alive.sum() == alive.sum()
     assert edge_groups(new_f, new_groups) == edge_groups(new_f, half_edge_groups(new_f))
     # tidied: two pieces (the floor's 1 loop, the wall's 1 loop), nothing lost
     tidy_v, tidy_f = tidy_contour(out_v, out_f, source, topology)
