@@ -182,9 +182,15 @@ def test_a_large_result_enters_the_scene_without_freezing_the_ui(runtime, backen
     # the add-on's part: the job, and the result entering the scene a step per tick
     assert gaps["running"] <= 0.5 and gaps["applying"] <= 0.5, gaps
     # Blender's own once the object is linked (the operator's undo step, the first evaluation and
-    # frame of a 4.6M-face object: about 0.7 s and 1.5 s here); built in one go as before, the
-    # result added 9 s to this on Blender 3.4
-    assert gaps.get("finishing", 0.0) <= 1.5 and gaps.get("after", 0.0) <= 2.5, gaps
+    # frame of the new object), measured in the same window with no add-on code running: an object
+    # of as many faces, linked in one tick, then one undo push. The add-on's pauses there must not
+    # exceed Blender's own by more than half a second (built in one go as before, the result added
+    # 9 s on Blender 3.4).
+    bare = step(run_window(runtime, "bare_link", tmp_path, port=port, faces=faces), "bare:done")
+    print(f"Blender alone, {bare['faces']:,} faces: longest gap idle {bare['idle']} s, after linking "
+          f"{bare['after_link']} s, after an undo push {bare['after_undo']} s")
+    own = max(bare["after_link"], bare["after_undo"])
+    assert gaps.get("finishing", 0.0) <= own + 0.5 and gaps.get("after", 0.0) <= own + 0.5, (gaps, bare)
     if resolution >= 1024:
         assert faces > 2_000_000
 

@@ -373,6 +373,71 @@ def scenario_large() -> list[Step]:
             RunJob("large", lambda: bpy.ops.log3d.remesh_selected, settle_s=3.0)]
 
 
+class BareLink:
+    """Blender's own pause when an object of ``ARGS["faces"]`` faces enters the scene, with no add-on
+    code running: a torus mesh built beforehand through the add-on's own build path (that pause is
+    not measured), linked in one tick; after a while, one undo push (what an operator's end makes).
+    Records the longest gap between ticks after each: what no add-on can slice, the baseline the
+    ``large`` scenario is judged against."""
+
+    def __init__(self) -> None:
+        self.obj: Any = None
+        self.ticks: list[float] = []
+        self.marks: dict[str, float] = {}
+
+    def build(self) -> None:
+        n = max(8, int(round(np.sqrt(int(ARGS["faces"]) / 2.0))))
+        u, v = np.meshgrid(np.linspace(0, 2 * np.pi, n, endpoint=False), np.linspace(0, 2 * np.pi, n, endpoint=False),
+                           indexing="ij")
+        vertices = np.stack([(1 + 0.3 * np.cos(v)) * np.cos(u), (1 + 0.3 * np.cos(v)) * np.sin(u), 0.3 * np.sin(v)], -1)
+        i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        a, b = i * n + j, ((i + 1) % n) * n + j
+        c, d = ((i + 1) % n) * n + (j + 1) % n, i * n + (j + 1) % n
+        faces = np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([a, c, d], -1).reshape(-1, 3)])
+        arrays = sys.modules["log3d.mesh_arrays"].MeshArrays.of(vertices.reshape(-1, 3), faces)
+        mesh = None
+        for built in sys.modules["log3d.mesh_io"].mesh_build_steps("bare", arrays):
+            mesh = built if built is not None else mesh
+        self.obj = bpy.data.objects.new("Bare", mesh)
+        self.faces = len(faces)
+
+    def __call__(self) -> bool:
+        if self.obj is None:
+            import importlib
+
+            importlib.import_module("log3d.mesh_io")
+            importlib.import_module("log3d.mesh_arrays")
+            self.build()
+            return False
+        now = time.monotonic()
+        self.ticks.append(now)
+        start = self.ticks[0]
+        if "link" not in self.marks and now - start > 1.0:
+            bpy.context.scene.collection.objects.link(self.obj)
+            self.marks["link"] = now
+        elif "link" in self.marks and "undo" not in self.marks and now - self.marks["link"] > 4.0:
+            bpy.ops.ed.undo_push(message="Bare link")
+            self.marks["undo"] = now
+        elif "undo" in self.marks and now - self.marks["undo"] > 2.0:
+            ticks = np.array(self.ticks)
+            gaps = np.diff(ticks)
+
+            def longest(since: float, until: float) -> float:
+                chosen = gaps[(ticks[:-1] >= since) & (ticks[:-1] < until)]
+                return round(float(chosen.max()), 3) if len(chosen) else 0.0
+
+            record("bare:done", faces=self.faces, idle=longest(start, self.marks["link"]),
+                   after_link=longest(self.marks["link"], self.marks["undo"]),
+                   after_undo=longest(self.marks["undo"], now + 1.0))
+            return True
+        return False
+
+
+def scenario_bare_link() -> list[Step]:
+    """Blender alone taking in an object as large as a 1024³ result (see :class:`BareLink`)."""
+    return [install_and_enable, look_away, BareLink()]
+
+
 # ------------------------------------------------------------------------------------------------
 # The timer that runs the steps
 # ------------------------------------------------------------------------------------------------
