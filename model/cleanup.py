@@ -309,12 +309,30 @@ def signed_volumes(vertices: np.ndarray, faces: np.ndarray, component: np.ndarra
                            np.ascontiguousarray(component, dtype=np.int64), int(count))
 
 
+@nb.njit(parallel=True, cache=True)
+def _compact(vertices, faces):
+    used = np.zeros(vertices.shape[0], dtype=np.bool_)
+    for f in range(faces.shape[0]):  # serial: parallel writes to one flag would race
+        used[faces[f, 0]] = True
+        used[faces[f, 1]] = True
+        used[faces[f, 2]] = True
+    remap = np.cumsum(used) - 1
+    kept = np.empty((remap[-1] + 1 if vertices.shape[0] else 0, 3))
+    for v in nb.prange(vertices.shape[0]):
+        if used[v]:
+            kept[remap[v], 0], kept[remap[v], 1], kept[remap[v], 2] = vertices[v, 0], vertices[v, 1], vertices[v, 2]
+    out = np.empty_like(faces)
+    for f in nb.prange(faces.shape[0]):
+        out[f, 0], out[f, 1], out[f, 2] = remap[faces[f, 0]], remap[faces[f, 1]], remap[faces[f, 2]]
+    return kept, out
+
+
 def compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Drop vertices no face uses."""
-    used = np.zeros(len(vertices), dtype=bool)
-    used[faces.ravel()] = True
-    remap = np.cumsum(used) - 1
-    return vertices[used], remap[faces]
+    faces = np.asarray(faces)
+    if len(faces) == 0:
+        return np.empty((0, 3)), np.empty((0, 3), dtype=np.int64)
+    return _compact(np.ascontiguousarray(vertices, dtype=np.float64), np.ascontiguousarray(faces, dtype=np.int64))
 
 
 def _dual_edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

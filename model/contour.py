@@ -766,7 +766,7 @@ def detach_at_boundary(vertices: np.ndarray, faces: np.ndarray, near: np.ndarray
     affected[cut_vertices] = True
     # everything below happens among the faces at cut vertices: their corners are the only ones
     # that can part, and every edge at a cut vertex has all its faces among them
-    local_faces = np.flatnonzero(affected[faces].any(axis=1))
+    local_faces = np.flatnonzero(_faces_at(faces, affected))
     local = faces[local_faces]
     slot_group = slot_groups(owner, corner, first, size, len(faces))
     at_cut_edge = affected[local] | affected[np.roll(local, -1, axis=1)]  # edge k of a local face
@@ -962,6 +962,9 @@ def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.nda
         keep = np.ones(len(out_faces), dtype=bool)
     report(0.2)
     keep &= drop_crumbs(out_vertices, out_faces, topology.piece[source], keep, groups)
+    if index is None:  # a closed input: no boundary to snap to
+        report(0.5)
+        return compact(out_vertices, out_faces[keep])
     # boundary vertices of what is kept go onto the input's boundary, before compaction renumbers them
     owner, corner, first, size = groups
     border_half = border_half_edges(owner, first, size, keep)

@@ -14,50 +14,81 @@ import numba as nb
 import numpy as np
 
 
-@nb.njit(cache=True)
-def _group_half_edges(faces, num_vertices):
+GROUPING_CHUNKS = 4
+"""The grouping's counting sort runs over at most this many slices of the faces at once (each keeps
+a count per vertex, so more slices cost memory without adding cores on most machines)."""
+
+
+@nb.njit(parallel=True, cache=True)
+def _group_half_edges(faces, num_vertices, chunks):
     """Lists the half-edges of each undirected edge of ``faces`` together, without a sort: a
     counting sort by the edge's lower vertex, then, within that vertex's few edges, by the upper
-    (kept beside the sorted half-edges, so the matching reads memory in order). Returns (owner face
-    and start corner per grouped half-edge, group start offsets, group sizes)."""
-    n = faces.shape[0] * 3
+    (kept beside the sorted half-edges, so the matching reads memory in order). The counting sort
+    runs over ``chunks`` slices of the faces in parallel, each writing after the slices before it,
+    so the order is the serial one; the matching is per vertex, each into its own range. Returns
+    (owner face and start corner per grouped half-edge, group start offsets, group sizes)."""
+    num_faces = faces.shape[0]
+    n = num_faces * 3
+    step = (num_faces + chunks - 1) // chunks
+    slot = np.zeros((chunks, num_vertices), dtype=np.int64)  # per slice and lower vertex: a count, then a write position
+    for c in nb.prange(chunks):
+        for f in range(c * step, min((c + 1) * step, num_faces)):
+            for k in range(3):
+                slot[c, min(faces[f, k], faces[f, (k + 1) % 3])] += 1
     count = np.zeros(num_vertices + 1, dtype=np.int64)
-    for f in range(faces.shape[0]):
-        for k in range(3):
-            count[min(faces[f, k], faces[f, (k + 1) % 3]) + 1] += 1
     for v in range(num_vertices):
-        count[v + 1] += count[v]
+        position = count[v]
+        for c in range(chunks):
+            here = slot[c, v]
+            slot[c, v] = position
+            position += here
+        count[v + 1] = position
     by_lower = np.empty(n, dtype=np.int64)
     upper = np.empty(n, dtype=np.int64)
-    fill = count[:-1].copy()
-    for f in range(faces.shape[0]):
-        for k in range(3):
-            a, b = faces[f, k], faces[f, (k + 1) % 3]
-            lo = min(a, b)
-            by_lower[fill[lo]] = 3 * f + k
-            upper[fill[lo]] = max(a, b)
-            fill[lo] += 1
+    for c in nb.prange(chunks):
+        for f in range(c * step, min((c + 1) * step, num_faces)):
+            for k in range(3):
+                a, b = faces[f, k], faces[f, (k + 1) % 3]
+                lo = min(a, b)
+                i = slot[c, lo]
+                by_lower[i] = 3 * f + k
+                upper[i] = max(a, b)
+                slot[c, lo] = i + 1
+    # groups per lower vertex (its distinct upper ends), then each vertex fills its own ranges
+    groups_before = np.zeros(num_vertices + 1, dtype=np.int64)
+    for v in nb.prange(num_vertices):
+        distinct = 0
+        for i in range(count[v], count[v + 1]):
+            seen = False
+            for j in range(count[v], i):
+                if upper[j] == upper[i]:
+                    seen = True
+                    break
+            if not seen:
+                distinct += 1
+        groups_before[v + 1] = distinct
+    groups_before = np.cumsum(groups_before)
     owner = np.empty(n, dtype=np.int64)
     corner = np.empty(n, dtype=np.int64)
-    first = np.empty(n, dtype=np.int64)
-    size = np.empty(n, dtype=np.int64)
+    first = np.empty(groups_before[num_vertices], dtype=np.int64)
+    size = np.empty(groups_before[num_vertices], dtype=np.int64)
     done = np.zeros(n, dtype=np.bool_)
-    out, groups = 0, 0
-    for v in range(num_vertices):
+    for v in nb.prange(num_vertices):
         start, stop = count[v], count[v + 1]
+        out, group = start, groups_before[v]
         for i in range(start, stop):
             if done[i]:
                 continue
-            first[groups] = out
+            first[group] = out
             for j in range(i, stop):
                 if not done[j] and upper[j] == upper[i]:
                     done[j] = True
                     owner[out] = by_lower[j] // 3
                     corner[out] = by_lower[j] % 3
                     out += 1
-            size[groups] = out - first[groups]
-            groups += 1
-    return owner, corner, first[:groups], size[:groups]
+            size[group] = out - first[group]
+            group += 1
+    return owner, corner, first, size
 
 
 def half_edge_groups(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -66,7 +97,8 @@ def half_edge_groups(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     if len(faces) == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty, empty
-    return _group_half_edges(np.ascontiguousarray(faces, dtype=np.int64), int(faces.max()) + 1)
+    chunks = max(1, min(nb.get_num_threads(), GROUPING_CHUNKS, len(faces) // 65536))
+    return _group_half_edges(np.ascontiguousarray(faces, dtype=np.int64), int(faces.max()) + 1, chunks)
 
 
 @nb.njit(cache=True)
