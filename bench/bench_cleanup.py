@@ -97,14 +97,20 @@ METHODS = {"log3d": ("direct", CleanupOptions()), "log3d-vae": ("vae", CleanupOp
 
 
 def open_sheet() -> Mesh:
-    """A small open mesh with a junction (a bowl with a fin through it), to compile the kernels that
-    only open inputs reach before anything is timed."""
+    """A small open mesh that takes every open-boundary step (to compile their kernels before
+    anything is timed): a bowl with a fin through it (a junction) and a wall standing on a floor
+    without sharing its edges (a boundary running through another sheet's cells: the detach)."""
     import trimesh
 
     sphere = trimesh.creation.icosphere(subdivisions=3)
     bowl = sphere.submesh([np.flatnonzero(sphere.triangles_center[:, 2] < 0.3)], append=True)
     fin = trimesh.Trimesh([[-1.2, 0.0, -1.2], [1.2, 0.0, -1.2], [1.2, 0.0, 0.6], [-1.2, 0.0, 0.6]], [[0, 1, 2], [0, 2, 3]])
-    joined = trimesh.util.concatenate([bowl, fin.subdivide().subdivide()])
+    floor = trimesh.Trimesh([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]], [[0, 1, 2], [0, 2, 3]])
+    wall = trimesh.Trimesh([[0.05, -0.6, 0.0], [0.05, 0.6, 0.0], [0.05, 0.6, 0.7], [0.05, -0.6, 0.7]], [[0, 1, 2], [0, 2, 3]])
+    floor.apply_translation((3.0, 0.0, 0.0))
+    wall.apply_translation((3.0, 0.0, 0.0))
+    joined = trimesh.util.concatenate([bowl, fin.subdivide().subdivide(), floor.subdivide().subdivide(),
+                                       wall.subdivide().subdivide()])
     return Mesh(vertices=np.asarray(joined.vertices, dtype=np.float64), faces=np.asarray(joined.faces, dtype=np.int64))
 
 
