@@ -400,7 +400,7 @@ def main() -> int:
     ensure_installed(extras, args.force)
     addon_step(args.blender, args.force)
     if args.test:
-        return run_tests(args.pytest_args or ["-q"])
+        return run_tests(args.pytest_args or ["-q", "--durations=25"])  # the slowest tests, for the record
     return 0
 
 
