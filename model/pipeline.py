@@ -156,11 +156,14 @@ def _reconstruct(chunks: Iterator[UBlocks], producer: str | None, coords: np.nda
     assembled = stages.run("pad_average", lambda report: pad_average(chunks, resolution, coords, report))
     if producer is not None:
         stages.timings["pad_average"] -= stages.timings.get(producer, 0.0)
-    vertices, faces = extract_surface(assembled, exact() if exact is not None else None, options, stages)
+    exact_mesh = exact() if exact is not None else None
+    if exact_mesh is not None and options.cleanup.full:  # the contouring never reads the field: free it first
+        assembled = None
+    vertices, faces = extract_surface(assembled, exact_mesh, options, stages)
     return Mesh(vertices=normalization.from_unit(voxel_to_unit(vertices, resolution)), faces=faces)
 
 
-def extract_surface(field_: SparseField, exact: Mesh | None, options: RemeshOptions,
+def extract_surface(field_: SparseField | None, exact: Mesh | None, options: RemeshOptions,
                     stages: Stages) -> tuple[np.ndarray, np.ndarray]:
     """The surface of an averaged field in voxel coordinates, decimated if asked: the input
     contoured when it is known (``exact``, voxel coordinates) and every clean-up step is on
@@ -169,6 +172,8 @@ def extract_surface(field_: SparseField, exact: Mesh | None, options: RemeshOpti
     if exact is not None and options.cleanup.full:
         vertices, faces = _extract_direct(exact, options, stages)
     else:
+        if field_ is None:
+            raise ValueError("the field's ε-surface needs the field")
         surface = input_surface_of(exact) if exact is not None and options.cleanup.deflate else None
         vertices, faces = _extract_field(field_, options, stages, surface)
     if faces.shape[0] == 0:
@@ -254,6 +259,7 @@ def remesh(mesh: Mesh, options: RemeshOptions | None = None, progress: ProgressC
     if coords.shape[0] == 0:
         raise MeshError("the mesh produced no active UBlocks")
     chunks = _timed(iter_ublocks(field_, options.chunk_blocks), "ublocks", stages)
+    del field_  # the block stream holds it until Pad-Average has read the last block
     out = _reconstruct(chunks, "ublocks", coords, normalization, options, stages,
                        exact=lambda: Mesh(vertices=unit_to_voxel(normalization.to_unit(mesh.vertices), options.resolution),
                                           faces=mesh.faces))
