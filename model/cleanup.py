@@ -311,6 +311,7 @@ def signed_volumes(vertices: np.ndarray, faces: np.ndarray, component: np.ndarra
 
 @nb.njit(parallel=True, cache=True)
 def _compact(vertices, faces):
+    """:func:`compact`'s work: the used vertices in order, and the faces renumbered onto them."""
     used = np.zeros(vertices.shape[0], dtype=np.bool_)
     for f in range(faces.shape[0]):  # serial: parallel writes to one flag would race
         used[faces[f, 0]] = True

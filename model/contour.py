@@ -297,13 +297,11 @@ def _jacobi3(a, vectors):
 
 
 @nb.njit(cache=True)
-def _edge_geometry(edges, where, source, vertices, faces, m):
-    """Per crossed edge: its axis, its crossing point (voxel coordinates) and the unit normal of the
-    input triangle that crosses it (zero for a degenerate one)."""
+def _edge_points(edges, where, m):
+    """Per crossed edge: its axis and its crossing point (voxel coordinates)."""
     count = edges.shape[0]
     axis = np.empty(count, dtype=np.int64)
     points = np.empty((count, 3))
-    normals = np.zeros((count, 3))
     mmm = m * m * m
     for e in range(count):
         a = edges[e] // mmm
@@ -313,15 +311,7 @@ def _edge_geometry(edges, where, source, vertices, faces, m):
         points[e, 1] = (node // m) % m
         points[e, 2] = node % m
         points[e, a] = where[e]
-        t = source[e]
-        i, j, k = faces[t, 0], faces[t, 1], faces[t, 2]
-        u0, u1, u2 = vertices[j, 0] - vertices[i, 0], vertices[j, 1] - vertices[i, 1], vertices[j, 2] - vertices[i, 2]
-        v0, v1, v2 = vertices[k, 0] - vertices[i, 0], vertices[k, 1] - vertices[i, 1], vertices[k, 2] - vertices[i, 2]
-        c0, c1, c2 = u1 * v2 - u2 * v1, u2 * v0 - u0 * v2, u0 * v1 - u1 * v0
-        norm = np.sqrt(c0 * c0 + c1 * c1 + c2 * c2)
-        if norm > 0.0:
-            normals[e, 0], normals[e, 1], normals[e, 2] = c0 / norm, c1 / norm, c2 / norm
-    return axis, points, normals
+    return axis, points
 
 
 @nb.njit(cache=True)
@@ -566,7 +556,8 @@ def dual_contour(vertices: np.ndarray, faces: np.ndarray, resolution: int,
         return empty
     m = resolution + 1
     source = owner[pick]  # the input triangle crossing each edge
-    axis, points, normals = _edge_geometry(edges, where[pick], source, vertices, faces, m)
+    axis, points = _edge_points(edges, where[pick], m)
+    normals = face_normals_and_areas(vertices, faces)[0][source]  # of the input triangle at each crossing
     cells, cell_of = _cells_around(edges, m)
     # one vertex per sheet of a cell, not per cell: where two sheets pass through one cell (a part
     # thinner than a voxel, two pieces touching) each keeps its own vertex, and the output's edges
@@ -581,15 +572,14 @@ def dual_contour(vertices: np.ndarray, faces: np.ndarray, resolution: int,
 
 
 @nb.njit(parallel=True, cache=True)
-def _zero_edge_faces(vertices, faces):
-    """Faces with an edge of zero length between two distinct vertices."""
-    out = np.zeros(faces.shape[0], dtype=np.bool_)
+def _zero_edges(vertices, faces):
+    """Per face and edge k (corner k to k + 1): whether it joins two distinct vertices at one point."""
+    out = np.zeros(faces.shape, dtype=np.bool_)
     for f in nb.prange(faces.shape[0]):
         for k in range(3):
             a, b = faces[f, k], faces[f, (k + 1) % 3]
-            if a != b and vertices[a, 0] == vertices[b, 0] and vertices[a, 1] == vertices[b, 1] \
-                    and vertices[a, 2] == vertices[b, 2]:
-                out[f] = True
+            out[f, k] = a != b and vertices[a, 0] == vertices[b, 0] and vertices[a, 1] == vertices[b, 1] \
+                and vertices[a, 2] == vertices[b, 2]
     return out
 
 
@@ -610,12 +600,11 @@ def collapse_zero_edges(vertices: np.ndarray, faces: np.ndarray, source: np.ndar
     stays a manifold; the few others keep their zero-area triangles. Vertices left unused are
     dropped by the clean-up's compaction."""
     faces = np.ascontiguousarray(faces, dtype=np.int64)
-    flagged = np.flatnonzero(_zero_edge_faces(np.ascontiguousarray(vertices, dtype=np.float64), faces))
-    if len(flagged) == 0:
+    face, k = np.nonzero(_zero_edges(np.ascontiguousarray(vertices, dtype=np.float64), faces))
+    if len(face) == 0:
         return faces, source
-    ends = np.stack([faces[flagged].ravel(), faces[flagged][:, [1, 2, 0]].ravel()], axis=1)
-    same = (ends[:, 0] != ends[:, 1]) & np.all(vertices[ends[:, 0]] == vertices[ends[:, 1]], axis=1)
-    pairs = np.unique(np.sort(ends[same], axis=1), axis=0)
+    ends = np.stack([faces[face, k], faces[face, (k + 1) % 3]], axis=1)
+    pairs = np.unique(np.sort(ends, axis=1), axis=0)
     marked = np.zeros(len(vertices), dtype=bool)
     marked[pairs.ravel()] = True
     around = np.flatnonzero(_faces_at(faces, marked))  # the faces at the vertices concerned

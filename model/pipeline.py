@@ -153,14 +153,20 @@ def _reconstruct(chunks: Iterator[UBlocks], producer: str | None, coords: np.nda
     ε-surface of an open sheet is a slab that no cut splits cleanly), otherwise it is the field's
     ε-surface (a decoded field, ``--raw``, ``--keep-slabs``)."""
     resolution = options.resolution
-    assembled = stages.run("pad_average", lambda report: pad_average(chunks, resolution, coords, report))
+    assembled: SparseField | None = stages.run("pad_average", lambda report: pad_average(chunks, resolution, coords, report))
     if producer is not None:
         stages.timings["pad_average"] -= stages.timings.get(producer, 0.0)
     exact_mesh = exact() if exact is not None else None
-    if exact_mesh is not None and options.cleanup.full:  # the contouring never reads the field: free it first
+    if _contours(exact_mesh, options):  # the contouring never reads the field: free it first
         assembled = None
     vertices, faces = extract_surface(assembled, exact_mesh, options, stages)
     return Mesh(vertices=normalization.from_unit(voxel_to_unit(vertices, resolution)), faces=faces)
+
+
+def _contours(exact: Mesh | None, options: RemeshOptions) -> bool:
+    """Whether the surface is the input itself contoured on the grid (:func:`_extract_direct`): it is
+    known (direct mode) and every clean-up step is on. The field is not read then."""
+    return exact is not None and options.cleanup.full
 
 
 def extract_surface(field_: SparseField | None, exact: Mesh | None, options: RemeshOptions,
@@ -169,7 +175,8 @@ def extract_surface(field_: SparseField | None, exact: Mesh | None, options: Rem
     contoured when it is known (``exact``, voxel coordinates) and every clean-up step is on
     (:func:`_extract_direct`), otherwise the field's ε-surface with the steps that are on (a decoded
     field, ``--raw``, ``--keep-slabs``). Both engines end here."""
-    if exact is not None and options.cleanup.full:
+    if _contours(exact, options):
+        assert exact is not None
         vertices, faces = _extract_direct(exact, options, stages)
     else:
         if field_ is None:
