@@ -483,7 +483,7 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scaler, state: d
 def reference_mesh(ublocks):
     """The ε-surface of the cached blocks themselves (Pad-Average → extract), in unit coordinates:
     what a perfect VAE would reconstruct at this N."""
-    from model.autoencode import iter_chunks
+    from model.ublocks import iter_chunks
     from model.extract import marching_cubes_sparse
     from model.grid import iso_level, voxel_to_unit
     from model.mesh import Mesh, MeshError

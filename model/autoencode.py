@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -115,12 +114,13 @@ def decode_tensors(model, latents: "torch.Tensor", coords: "torch.Tensor") -> "t
 
 
 def encode_blocks(model, ublocks: UBlocks) -> Latents:
-    """Latent means of a shape's UBlocks (the mean is the latent at inference, seed A.3)."""
+    """Latent means of a shape's UBlocks, numpy or torch on any device (the mean is the latent at
+    inference, seed A.3); the latents come back to the host, where latent files are written."""
     import torch
 
-    coords = torch.from_numpy(ublocks.coords.astype(np.int64))
-    mean = encode_tensors(model, torch.from_numpy(ublocks.blocks), coords)
-    return Latents(ublocks.resolution, mean.cpu().numpy(), ublocks.coords.astype(np.int32))
+    coords = torch.as_tensor(ublocks.coords).to(torch.int64)
+    mean = encode_tensors(model, torch.as_tensor(ublocks.blocks), coords)
+    return Latents(ublocks.resolution, mean.cpu().numpy(), coords.cpu().numpy().astype(np.int32))
 
 
 def decode_blocks(model, latents: Latents) -> UBlocks:
@@ -131,10 +131,3 @@ def decode_blocks(model, latents: Latents) -> UBlocks:
     coords = torch.from_numpy(np.asarray(latents.coords, dtype=np.int64))
     blocks = decode_tensors(model, torch.from_numpy(np.asarray(latents.latents, dtype=np.float32)), coords)
     return UBlocks(latents.resolution, blocks.float().cpu().numpy(), np.asarray(latents.coords, dtype=np.int32))
-
-
-def iter_chunks(ublocks: UBlocks, chunk_blocks: int) -> Iterator[UBlocks]:
-    """Views of ``chunk_blocks`` blocks at a time (for Pad-Average)."""
-    for start in range(0, ublocks.num_blocks, chunk_blocks):
-        stop = start + chunk_blocks
-        yield UBlocks(ublocks.resolution, ublocks.blocks[start:stop], ublocks.coords[start:stop])

@@ -11,9 +11,14 @@ Values: the truncated UDF divided by the truncation distance τ = 4/N, so 1.0 me
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+Array = Any
+"""A numpy array or a torch tensor (torch is typed loosely so that this module never imports it)."""
 
 BLOCK_SIZE = 8  # D = 8³ inner voxels per UBlock (seed A.2)
 PAD = 2  # α = 2 voxels of padding on every side (seed A.2)
@@ -66,14 +71,27 @@ def voxel_to_unit(points: np.ndarray, resolution: int) -> np.ndarray:
     return (np.asarray(points, dtype=np.float64) + 0.5) / resolution - 0.5
 
 
-def block_keys(coords: np.ndarray, grid: int) -> np.ndarray:
-    """Linear keys of block coordinates [K, 3] on a grid of ``grid`` blocks per axis (x-major)."""
-    c = np.asarray(coords, dtype=np.int64)
+def _torch_of(array: object) -> Any:
+    """The torch module when ``array`` is a torch tensor, else None. Reads ``sys.modules`` so that a
+    numpy-only caller never pays for importing torch."""
+    torch = sys.modules.get("torch")
+    return torch if torch is not None and isinstance(array, torch.Tensor) else None
+
+
+def block_keys(coords: Array, grid: int) -> Array:
+    """Linear keys of block coordinates [K, 3] on a grid of ``grid`` blocks per axis (x-major), as
+    int64 numpy or torch, like ``coords``: the one home of the key formula."""
+    torch = _torch_of(coords)
+    c = coords.to(torch.int64) if torch is not None else np.asarray(coords, dtype=np.int64)
     return (c[:, 0] * grid + c[:, 1]) * grid + c[:, 2]
 
 
-def key_coords(keys: np.ndarray, grid: int) -> np.ndarray:
-    """Inverse of :func:`block_keys`: int32 coordinates [K, 3]."""
+def key_coords(keys: Array, grid: int) -> Array:
+    """Inverse of :func:`block_keys`: int32 numpy coordinates [K, 3], or int64 for torch keys (the
+    dtype torch indexing wants)."""
+    torch = _torch_of(keys)
+    if torch is not None:
+        return torch.stack([keys // (grid * grid), (keys // grid) % grid, keys % grid], dim=1)
     k = np.asarray(keys, dtype=np.int64)
     return np.stack([k // (grid * grid), (k // grid) % grid, k % grid], axis=1).astype(np.int32)
 
@@ -107,15 +125,17 @@ def neighbor_table(sorted_keys: np.ndarray, coords: np.ndarray, grid: int, offse
 
 @dataclass
 class SparseField:
-    """A normalised, truncated UDF stored only on a set of 8³ blocks.
+    """A normalised, truncated UDF stored only on a set of 8³ blocks, as numpy arrays (the numba
+    engine, the extraction) or as torch tensors on one device (the torch engine).
 
-    ``keys`` are sorted linear block keys [M]; ``values`` float32 [M, 8, 8, 8] indexed [x, y, z];
-    every voxel of a block not listed is :data:`FAR`. Memory grows with the surface, never with N³.
+    ``keys`` are sorted int64 linear block keys [M] (:func:`block_keys`); ``values`` float32
+    [M, 8, 8, 8] indexed [x, y, z]; every voxel of a block not listed is :data:`FAR`. Memory grows
+    with the surface, never with N³.
     """
 
     resolution: int
-    keys: np.ndarray
-    values: np.ndarray
+    keys: Array
+    values: Array
 
     @property
     def grid(self) -> int:
@@ -126,8 +146,30 @@ class SparseField:
         return int(self.keys.shape[0])
 
     @property
-    def coords(self) -> np.ndarray:
+    def coords(self) -> Array:
         return key_coords(self.keys, self.grid)
 
+    @property
+    def on_host(self) -> bool:
+        """Whether the arrays are numpy (what the extraction reads)."""
+        return isinstance(self.keys, np.ndarray)
+
     def nbytes(self) -> int:
-        return int(self.keys.nbytes + self.values.nbytes)
+        if self.on_host:
+            return int(self.keys.nbytes + self.values.nbytes)
+        return int(self.keys.numel() * self.keys.element_size() + self.values.numel() * self.values.element_size())
+
+    def to_host(self) -> "SparseField":
+        """The same field as numpy arrays (float32 values): a copy from a device, else itself."""
+        if self.on_host:
+            return self
+        return SparseField(self.resolution, self.keys.cpu().numpy(), self.values.float().cpu().numpy())
+
+    def to(self, device: Any) -> "SparseField":
+        """The same field as torch tensors on ``device`` (int64 keys, float32 values)."""
+        import torch
+
+        keys = self.keys if not self.on_host else np.ascontiguousarray(self.keys, dtype=np.int64)
+        values = self.values if not self.on_host else np.ascontiguousarray(self.values, dtype=np.float32)
+        return SparseField(self.resolution, torch.as_tensor(keys, device=device).to(torch.int64),
+                           torch.as_tensor(values, device=device).to(torch.float32))

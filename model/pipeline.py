@@ -1,36 +1,33 @@
-"""mesh → UDF → UBlocks → (encode → decode) → Pad-Average → ε-surface → mesh.
+"""mesh → UDF → UBlocks → (encode → decode) → Pad-Average → extraction → clean-up → mesh.
 
-The one entry point that the CLI, the server, the benchmarks and the tests share, so that every
-caller runs exactly the same stages, reports progress the same way and can be cancelled between
-any two of them.
+The one driver that the CLI, the server, the benchmarks and the tests share, over either engine
+(:mod:`model.engine`: numba on the CPU, torch on a device), so that every caller runs exactly the
+same stages, reports progress the same way and can be cancelled between any two of them. The
+engine supplies the kernels up to Pad-Average; the extraction and clean-up below run on the host
+for both (:func:`extract_surface`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
-from .autoencode import Latents, ModeUnavailable, decode_blocks, encode_blocks, iter_chunks, load_vae, resolve_device
+from .autoencode import Latents, ModeUnavailable, decode_tensors, encode_blocks, load_vae
 from .bvh import PrimitiveIndex, SurfaceIndex
 from .cleanup import CleanupOptions, clean_surface, decimate
 from .contour import InputTopology, dual_contour, tidy_contour
+from .engine import ENGINES, Engine, NumbaEngine, engine_for
 from .extract import marching_cubes_sparse
-from .grid import CHUNK_BLOCKS, SparseField, check_resolution, iso_level, unit_margin, unit_to_voxel, voxel_to_unit
+from .grid import CHUNK_BLOCKS, Array, SparseField, check_resolution, iso_level, unit_margin, unit_to_voxel, voxel_to_unit
 from .mesh import Mesh, MeshError, Normalization, fit_unit_cube, used_vertices, validate_arrays
 from .shell import outer_shell_field
 from .stages import Cancelled, ProgressCallback, Stages
-from .udf import compute_udf
-from .ublocks import UBlocks, active_indices, extract_ublocks, iter_ublocks, pad_average
-
-if TYPE_CHECKING:  # torch loads only when the torch engine or the network runs
-    import torch
+from .ublocks import UBlocks, iter_chunks, pad_average
 
 MODES = ("direct", "vae")
-ENGINES = ("auto", "numba", "torch")
 
 
 @dataclass
@@ -38,9 +35,9 @@ class RemeshOptions:
     """What to do with a mesh. ``direct`` skips the network (exact UDF blocks straight to
     Pad-Average); ``vae`` round-trips the blocks through the LoG-VAE.
 
-    ``engine``: ``numba`` runs the geometry stages on the CPU (the network on ``device``);
-    ``torch`` runs every stage on ``device`` (:mod:`model.gpu.pipeline`); ``auto`` picks torch when
-    ``device`` resolves to CUDA, numba otherwise."""
+    ``engine``: ``numba`` runs the stages up to Pad-Average on the CPU (the network on ``device``);
+    ``torch`` runs them on ``device`` (:mod:`model.gpu.engine`); ``auto`` picks torch when
+    ``device`` resolves to CUDA, numba otherwise (:func:`model.engine.engine_for`)."""
 
     resolution: int = 256
     mode: str = "direct"
@@ -70,30 +67,20 @@ class RemeshResult:
     peak_gpu_bytes: int | None = None  # peak allocated CUDA memory of the run (torch engine on CUDA)
 
 
-def mesh_to_field(mesh: Mesh, resolution: int, stages: Stages | None = None) -> tuple[SparseField, Normalization]:
-    """Normalise a mesh into the unit cube and compute its narrow-band UDF blocks.
+def mesh_to_field(mesh: Mesh, resolution: int, stages: Stages | None = None,
+                  engine: Engine | None = None) -> tuple[SparseField, Normalization]:
+    """Normalise a mesh into the unit cube and compute its narrow-band UDF blocks (numpy, or the
+    engine's arrays).
 
     Returns the field and the :class:`~model.mesh.Normalization` that maps results back.
     """
-    stages = stages or Stages(None, None)
+    stages = stages or Stages()
+    engine = engine or NumbaEngine()
     n = check_resolution(resolution)
     normalization = fit_unit_cube(used_vertices(mesh), unit_margin(n))
     unit_vertices = normalization.to_unit(mesh.vertices)
-    field_ = stages.run("udf", lambda report: compute_udf(unit_vertices, mesh.faces, n, report))
+    field_ = stages.run("udf", lambda report: engine.udf(unit_vertices, mesh.faces, n, report))
     return field_, normalization
-
-
-def _timed(chunks: Iterator[UBlocks], stage: str, stages: Stages) -> Iterator[UBlocks]:
-    """Yield chunks while booking the time spent producing them under ``stage`` (they are consumed
-    lazily inside Pad-Average, so the two stages interleave)."""
-    while True:
-        stages.check()
-        start = time.perf_counter()
-        chunk = next(chunks, None)
-        stages.timings[stage] = stages.timings.get(stage, 0.0) + time.perf_counter() - start
-        if chunk is None:
-            return
-        yield chunk
 
 
 def input_surface(mesh: Mesh, normalization: Normalization, resolution: int) -> SurfaceIndex:
@@ -141,25 +128,30 @@ def _extract_direct(exact: Mesh, options: RemeshOptions, stages: Stages) -> tupl
     return stages.run("cleanup", lambda report: tidy_contour(*contoured, topology, report))
 
 
-def _reconstruct(chunks: Iterator[UBlocks], producer: str | None, coords: np.ndarray,
-                 normalization: Normalization, options: RemeshOptions, stages: Stages,
+def _reconstruct(chunks: Iterator[UBlocks], producer: str | None, coords: Array,
+                 normalization: Normalization, options: RemeshOptions, stages: Stages, engine: Engine,
                  exact: Callable[[], Mesh] | None = None) -> Mesh:
-    """Pad-Average the block stream, extract the surface and map it back to the input's frame.
+    """Pad-Average the block stream, extract the surface on the host and map it back to the input's
+    frame.
 
     ``chunks`` is consumed lazily inside Pad-Average; the time booked under ``producer`` (if any)
     while making them is taken out of Pad-Average's own time. ``exact`` gives the input in voxel
-    coordinates when the zero set is known (direct mode); with the clean-up's single layer on, the
-    surface is then contoured from it on the field's grid (:func:`_extract_direct`: the field's
-    ε-surface of an open sheet is a slab that no cut splits cleanly), otherwise it is the field's
-    ε-surface (a decoded field, ``--raw``, ``--keep-slabs``)."""
+    coordinates when the zero set is known (direct mode); with every clean-up step on, the surface is
+    then contoured from it on the field's grid (:func:`_extract_direct`: the field's ε-surface of an
+    open sheet is a slab that no cut splits cleanly), otherwise it is the field's ε-surface (a decoded
+    field, ``--raw``, ``--keep-slabs``)."""
     resolution = options.resolution
-    assembled: SparseField | None = stages.run("pad_average", lambda report: pad_average(chunks, resolution, coords, report))
-    if producer is not None:
-        stages.timings["pad_average"] -= stages.timings.get(producer, 0.0)
-    exact_mesh = exact() if exact is not None else None
-    if _contours(exact_mesh, options):  # the contouring never reads the field: free it first
-        assembled = None
-    vertices, faces = extract_surface(assembled, exact_mesh, options, stages)
+    with engine.session():
+        assembled: SparseField | None = stages.run(
+            "pad_average", lambda report: pad_average(chunks, resolution, coords, report, engine.assembler))
+        if producer is not None:
+            stages.timings["pad_average"] -= stages.timings.get(producer, 0.0)
+        exact_mesh = exact() if exact is not None else None
+        if _contours(exact_mesh, options):  # the contouring never reads the field: free it first
+            assembled = None
+        host_field = assembled.to_host() if assembled is not None else None
+        del assembled
+    vertices, faces = extract_surface(host_field, exact_mesh, options, stages)
     return Mesh(vertices=normalization.from_unit(voxel_to_unit(vertices, resolution)), faces=faces)
 
 
@@ -200,74 +192,77 @@ def network_for(options: RemeshOptions, vae: object | None = None) -> object:
 
 def encode_mesh(mesh: Mesh, options: RemeshOptions | None = None, progress: ProgressCallback | None = None,
                 should_cancel: Callable[[], bool] | None = None, vae: object | None = None,
-                stages: Stages | None = None) -> tuple[Latents, Normalization]:
+                stages: Stages | None = None, engine: Engine | None = None) -> tuple[Latents, Normalization]:
     """A mesh as LoG-VAE latents [L, 16] on its block coordinates, plus the transform back to its frame."""
     options = (options or RemeshOptions(mode="vae")).validate()
+    engine = engine or engine_for(options.engine, options.device)
     network = network_for(options, vae)
     mesh = validate_arrays(mesh.vertices, mesh.faces)
-    stages = stages or Stages(progress, should_cancel)
-    field_, normalization = mesh_to_field(mesh, options.resolution, stages)
-    ublocks = stages.run("ublocks", lambda report: extract_ublocks(field_))
-    del field_
-    if ublocks.num_blocks == 0:
-        raise MeshError("the mesh produced no active UBlocks")
-    latents = stages.run("encode", lambda report: encode_blocks(network, ublocks))
+    stages = stages or Stages(progress, should_cancel, engine.sync)
+    with engine.session():
+        field_, normalization = mesh_to_field(mesh, options.resolution, stages, engine)
+        ublocks = stages.run("ublocks", lambda report: engine.all_ublocks(field_, options.chunk_blocks))
+        del field_
+        if ublocks.num_blocks == 0:
+            raise MeshError("the mesh produced no active UBlocks")
+        latents = stages.run("encode", lambda report: encode_blocks(network, ublocks))
     return latents, normalization
 
 
 def decode_to_mesh(latents: Latents, normalization: Normalization, options: RemeshOptions | None = None,
                    progress: ProgressCallback | None = None, should_cancel: Callable[[], bool] | None = None,
-                   vae: object | None = None, stages: Stages | None = None) -> Mesh:
+                   vae: object | None = None, stages: Stages | None = None, engine: Engine | None = None) -> Mesh:
     """Decode latents to UBlocks, Pad-Average them and extract the mesh in the original frame."""
+    import torch
+
     options = (options or RemeshOptions(mode="vae")).validate()
+    engine = engine or engine_for(options.engine, options.device)
     network = network_for(options, vae)
     latents.validate()
-    stages = stages or Stages(progress, should_cancel)
-    decoded = stages.run("decode", lambda report: decode_blocks(network, latents))
-    chunks = iter_chunks(decoded, options.chunk_blocks)
     if latents.resolution != options.resolution:
         options = dataclasses.replace(options, resolution=latents.resolution)
-    return _reconstruct(chunks, None, latents.coords, normalization, options, stages)
+    stages = stages or Stages(progress, should_cancel, engine.sync)
 
+    def decode(report: Callable[[float], None]) -> UBlocks:
+        coords = torch.from_numpy(np.asarray(latents.coords, dtype=np.int64))
+        blocks = decode_tensors(network, torch.from_numpy(np.asarray(latents.latents, dtype=np.float32)), coords)
+        return engine.adopt(latents.resolution, blocks, latents.coords)
 
-def torch_device(options: RemeshOptions) -> "torch.device | None":
-    """The device of the torch engine for these options, or None for the numba path. ``auto`` with
-    ``device="cpu"`` decides without importing torch (it takes a second to load)."""
-    if options.engine == "numba" or (options.engine == "auto" and options.device == "cpu"):
-        return None
-    device = resolve_device(options.device)
-    return device if options.engine == "torch" or device.type == "cuda" else None
+    with engine.session():
+        decoded = stages.run("decode", decode)
+    chunks = iter_chunks(decoded, options.chunk_blocks)
+    return _reconstruct(chunks, None, decoded.coords, normalization, options, stages, engine)
 
 
 def remesh(mesh: Mesh, options: RemeshOptions | None = None, progress: ProgressCallback | None = None,
-           should_cancel: Callable[[], bool] | None = None, vae: object | None = None) -> RemeshResult:
-    """Remesh through the LoG3D representation at N³ and return the ε-surface in the input's frame.
+           should_cancel: Callable[[], bool] | None = None, vae: object | None = None,
+           engine: Engine | None = None) -> RemeshResult:
+    """Remesh through the LoG3D representation at N³ and return the surface in the input's frame.
 
     ``vae``: an already loaded LoG-VAE (the server keeps one warm); otherwise ``options.checkpoint``
-    (or the shipped weights) is loaded for ``mode="vae"``. ``options.engine`` picks the numba or
-    the torch implementation of the stages (:func:`torch_device`); :func:`encode_mesh` and
-    :func:`decode_to_mesh` always use the numba one.
+    (or the shipped weights) is loaded for ``mode="vae"``. ``engine``: the kernels to run on; by
+    default the one ``options.engine`` and ``options.device`` pick (:func:`model.engine.engine_for`).
     """
     options = (options or RemeshOptions()).validate()
-    device = torch_device(options)
-    if device is not None:
-        from .gpu.pipeline import remesh_torch
-
-        return remesh_torch(mesh, options, device, progress, should_cancel, vae)
+    engine = engine or engine_for(options.engine, options.device)
     network = network_for(options, vae) if options.mode == "vae" else None  # fail before any work
     mesh = validate_arrays(mesh.vertices, mesh.faces)
-    stages = Stages(progress, should_cancel)
+    stages = Stages(progress, should_cancel, engine.sync)
+    engine.reset_peak()
     if options.mode == "vae":
-        latents, normalization = encode_mesh(mesh, options, vae=network, stages=stages)
-        out = decode_to_mesh(latents, normalization, options, vae=network, stages=stages)
-        return RemeshResult(mesh=out, timings=stages.timings, num_blocks=int(latents.coords.shape[0]))
-    field_, normalization = mesh_to_field(mesh, options.resolution, stages)
-    coords = field_.coords[active_indices(field_)]
-    if coords.shape[0] == 0:
-        raise MeshError("the mesh produced no active UBlocks")
-    chunks = _timed(iter_ublocks(field_, options.chunk_blocks), "ublocks", stages)
-    del field_  # the block stream holds it until Pad-Average has read the last block
-    out = _reconstruct(chunks, "ublocks", coords, normalization, options, stages,
-                       exact=lambda: Mesh(vertices=unit_to_voxel(normalization.to_unit(mesh.vertices), options.resolution),
-                                          faces=mesh.faces))
-    return RemeshResult(mesh=out, timings=stages.timings, num_blocks=int(coords.shape[0]))
+        latents, normalization = encode_mesh(mesh, options, vae=network, stages=stages, engine=engine)
+        out = decode_to_mesh(latents, normalization, options, vae=network, stages=stages, engine=engine)
+        return RemeshResult(mesh=out, timings=stages.timings, num_blocks=int(latents.coords.shape[0]),
+                            peak_gpu_bytes=engine.peak_bytes())
+    n = options.resolution
+    with engine.session():
+        field_, normalization = mesh_to_field(mesh, n, stages, engine)
+        coords = engine.active_coords(field_)
+        if coords.shape[0] == 0:
+            raise MeshError("the mesh produced no active UBlocks")
+        chunks = stages.timed(engine.ublocks(field_, options.chunk_blocks), "ublocks")
+        del field_  # the block stream holds it until Pad-Average has read the last block
+    out = _reconstruct(chunks, "ublocks", coords, normalization, options, stages, engine,
+                       exact=lambda: Mesh(vertices=unit_to_voxel(normalization.to_unit(mesh.vertices), n), faces=mesh.faces))
+    return RemeshResult(mesh=out, timings=stages.timings, num_blocks=int(coords.shape[0]),
+                        peak_gpu_bytes=engine.peak_bytes())

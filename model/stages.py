@@ -1,11 +1,14 @@
 """The bookkeeping around a pipeline's stages: their clocks, progress reports and cancellation
 points — one for both engines, so callers (CLI, server, Blender add-on) see the same stages
-whichever engine runs them."""
+whichever engine runs them.
+
+``sync`` is the engine's barrier (a CUDA synchronisation; nothing on the CPU): device kernels run
+asynchronously, so without it a stage's time would land in the next one."""
 
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 ProgressCallback = Callable[[str, float], None]
 """Called with (stage name, fraction of that stage done in [0, 1])."""
@@ -24,10 +27,12 @@ class Stages:
     """Times stages, forwards progress and polls for cancellation. :meth:`run` returns what the
     stage's work returns, typed, so drivers chain stages without casts."""
 
-    def __init__(self, progress: ProgressCallback | None = None, should_cancel: Callable[[], bool] | None = None) -> None:
+    def __init__(self, progress: ProgressCallback | None = None, should_cancel: Callable[[], bool] | None = None,
+                 sync: Callable[[], None] | None = None) -> None:
         self.timings: dict[str, float] = {}
         self._progress = progress
         self._should_cancel = should_cancel
+        self._sync = sync or (lambda: None)
 
     def check(self) -> None:
         if self._should_cancel is not None and self._should_cancel():
@@ -37,11 +42,28 @@ class Stages:
         self.check()
         report = self._reporter(name)
         report(0.0)
+        self._sync()
         start = time.perf_counter()
         result = work(report)
+        self._sync()
         self.timings[name] = time.perf_counter() - start
         report(1.0)
         return result
+
+    def timed(self, items: Iterator[T], name: str) -> Iterator[T]:
+        """Yield ``items`` while booking the time spent producing them under ``name`` and checking
+        for cancellation: for a stage consumed lazily inside the next one (the UBlocks gathered
+        inside Pad-Average), whose clock then holds both and gives this share back."""
+        while True:
+            self.check()
+            self._sync()
+            start = time.perf_counter()
+            item = next(items, None)
+            self._sync()
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+            if item is None:
+                return
+            yield item
 
     def _reporter(self, name: str) -> Report:
         def report(fraction: float) -> None:

@@ -9,7 +9,7 @@ reassembly ever needs more than one chunk at a time on top of the sparse field i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import numba as nb
 import numpy as np
@@ -31,12 +31,13 @@ from .grid import (
 @dataclass
 class UBlocks:
     """Padded active blocks of one shape: ``blocks`` float32 [L, 12, 12, 12] (indexed [x, y, z],
-    voxel (8c - 2 + i) at index i) and int32 block coordinates [L, 3] on the (N/8)³ grid, sorted by
-    linear key."""
+    voxel (8c - 2 + i) at index i) and block coordinates [L, 3] on the (N/8)³ grid, sorted by
+    linear key — numpy (int32 coordinates) or torch tensors on one device (int64), like
+    :class:`~model.grid.SparseField`."""
 
     resolution: int
-    blocks: np.ndarray
-    coords: np.ndarray
+    blocks: Any
+    coords: Any
 
     @property
     def num_blocks(self) -> int:
@@ -114,6 +115,13 @@ def extract_ublocks(field: SparseField) -> UBlocks:
     return chunks[0]
 
 
+def iter_chunks(ublocks: UBlocks, chunk_blocks: int) -> Iterator[UBlocks]:
+    """Views of ``chunk_blocks`` blocks at a time (for Pad-Average)."""
+    for start in range(0, ublocks.num_blocks, chunk_blocks):
+        stop = start + chunk_blocks
+        yield UBlocks(ublocks.resolution, ublocks.blocks[start:stop], ublocks.coords[start:stop])
+
+
 class PadAverage:
     """Reassembles padded 12³ blocks into a sparse field, averaging every voxel over all the blocks
     whose padded region covers it (seed A.5, "Pad-Average").
@@ -158,10 +166,20 @@ class PadAverage:
         return SparseField(resolution=self.resolution, keys=self.keys, values=sums)
 
 
-def pad_average(chunks: Iterable[UBlocks], resolution: int, coords: np.ndarray,
-                progress: Callable[[float], None] | None = None) -> SparseField:
-    """Pad-Average a stream of (decoded or exact) UBlock chunks covering the blocks ``coords``."""
-    acc = PadAverage(resolution, coords)
+class Assembler(Protocol):
+    """What Pad-Average accumulates into: :class:`PadAverage` (numpy) or the torch engine's twin."""
+
+    def add(self, blocks: Any, coords: Any) -> None: ...
+
+    def finish(self) -> SparseField: ...
+
+
+def pad_average(chunks: Iterable[UBlocks], resolution: int, coords: Any,
+                progress: Callable[[float], None] | None = None,
+                assembler: Callable[[int, Any], Assembler] = PadAverage) -> SparseField:
+    """Pad-Average a stream of (decoded or exact) UBlock chunks covering the blocks ``coords``, into
+    the engine's ``assembler`` (numpy :class:`PadAverage` by default)."""
+    acc = assembler(resolution, coords)
     total = max(len(coords), 1)
     done = 0
     for chunk in chunks:
@@ -184,4 +202,4 @@ def validate_block_coords(coords: np.ndarray, grid: int) -> None:
         raise ValueError("block coordinates contain duplicates")
 
 
-__all__ = ["UBlocks", "PadAverage", "active_indices", "iter_ublocks", "extract_ublocks", "pad_average", "validate_block_coords"]
+__all__ = ["Assembler", "UBlocks", "PadAverage", "active_indices", "iter_ublocks", "extract_ublocks", "iter_chunks", "pad_average", "validate_block_coords"]

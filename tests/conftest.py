@@ -1,4 +1,5 @@
-"""Shared fixtures: small meshes the tests build themselves, and the real meshes in ../shared."""
+"""The tests' shared helpers, in one place: small meshes the tests build themselves, the real meshes
+in ../shared, tiny checkpoints, and the comparison of two meshes up to the order of their elements."""
 
 from __future__ import annotations
 
@@ -17,6 +18,40 @@ SAMPLE = REPO / "examples" / "spot.obj"
 
 def as_mesh(tm: trimesh.Trimesh) -> Mesh:
     return Mesh(vertices=np.asarray(tm.vertices, dtype=np.float64), faces=np.asarray(tm.faces, dtype=np.int64))
+
+
+def shared_mesh(name: str) -> Mesh:
+    """A real mesh from ../shared/meshes; the test is skipped where that folder is absent."""
+    from model.mesh import load_mesh
+
+    path = SHARED_MESHES / name
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    return load_mesh(path)
+
+
+def canonical_faces(faces: np.ndarray) -> np.ndarray:
+    """Faces rotated to start at their smallest index (orientation kept), rows sorted."""
+    faces = np.asarray(faces).reshape(-1, 3)
+    rolled = np.stack([np.roll(f, -int(np.argmin(f))) for f in faces]) if len(faces) else faces
+    return rolled[np.lexsort(rolled.T[::-1])]
+
+
+def assert_same_surface(vertices: np.ndarray, faces: np.ndarray, expected_vertices: np.ndarray,
+                        expected_faces: np.ndarray, tol: float = 1e-6) -> None:
+    """Same mesh up to the order of vertices and faces: every vertex matches one expected vertex
+    within ``tol`` (a bijection), and the faces map onto the expected faces with their orientation."""
+    from scipy.spatial import cKDTree
+
+    v, f = np.asarray(vertices, dtype=np.float64), np.asarray(faces)
+    assert f.shape == expected_faces.shape and v.shape == expected_vertices.shape
+    if np.array_equal(f, expected_faces):
+        np.testing.assert_allclose(v, expected_vertices, rtol=0.0, atol=tol)
+        return
+    dist, match = cKDTree(expected_vertices).query(v)
+    assert dist.max() <= tol
+    assert len(np.unique(match)) == len(v), "vertices do not match one to one"
+    np.testing.assert_array_equal(canonical_faces(match[f]), canonical_faces(expected_faces))
 
 
 def write_tiny_weights(path: Path, seed: int = 0, **changes) -> Path:

@@ -9,12 +9,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-KNOWN_CYCLES: set[frozenset[str]] = {
-    # the two drivers: the torch engine's remesh reuses the numba driver's stage runner and extraction,
-    # and the numba driver hands CUDA work to it. One driver over two engines removes it (the issue
-    # "One pipeline over two engines").
-    frozenset({"model.pipeline", "model.gpu.pipeline"}),
-}
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 
 def module_files() -> dict[str, Path]:

@@ -1,4 +1,5 @@
-"""The torch (device-generic) UDF, UBlock gathering and Pad-Average against the numba CPU path.
+"""The torch engine's kernels (UDF, UBlock gathering, Pad-Average) against the numba engine's, on the
+one field type (numpy or torch arrays).
 
 Every test runs on the CPU and, where a CUDA device exists, on it too.
 """
@@ -13,8 +14,7 @@ import torch
 import trimesh
 
 from model.grid import FAR, SparseField, unit_margin
-from model.gpu.blocks import PadAverageTorch, active_indices_torch, gather_ublocks_torch, iter_ublocks_torch
-from model.gpu.field import TorchField
+from model.gpu.blocks import PadAverageTorch, active_indices_torch, all_ublocks_torch, gather_ublocks_torch, iter_ublocks_torch
 from model.gpu.udf import compute_udf_torch
 from model.mesh import fit_unit_cube, load_mesh, used_vertices
 from model.ublocks import PadAverage, active_indices, iter_ublocks
@@ -58,7 +58,7 @@ def spot(resolution: int) -> tuple[np.ndarray, np.ndarray]:
     return unit, mesh.faces
 
 
-def on_union(ref: SparseField, got: TorchField) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def on_union(ref: SparseField, got: SparseField) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Both fields on the union of their keys, FAR where a side has no block, and which side had it."""
     got_keys, got_values = got.keys.cpu().numpy(), got.values.cpu().numpy()
     keys = np.union1d(ref.keys, got_keys)
@@ -71,7 +71,7 @@ def on_union(ref: SparseField, got: TorchField) -> tuple[np.ndarray, np.ndarray,
     return a, b, in_ref, in_got
 
 
-def assert_same_udf(ref: SparseField, got: TorchField, atol: float = UDF_ATOL) -> None:
+def assert_same_udf(ref: SparseField, got: SparseField, atol: float = UDF_ATOL) -> None:
     assert got.resolution == ref.resolution
     assert got.values.dtype == torch.float32 and got.keys.dtype == torch.int64
     assert torch.all(got.keys[1:] > got.keys[:-1])
@@ -188,17 +188,20 @@ def soup_field() -> SparseField:
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_gathered_blocks_equal_the_cpu_ublocks(soup_field, device):
-    field = TorchField.from_sparse(soup_field, device)
+    field = soup_field.to(device)
     np.testing.assert_array_equal(active_indices_torch(field).cpu().numpy(), active_indices(soup_field))
     ref = list(iter_ublocks(soup_field, chunk_size=50))
     got = list(iter_ublocks_torch(field, chunk_size=50))
     assert len(got) == len(ref) > 1
-    for (blocks, coords), chunk in zip(got, ref):
-        assert blocks.dtype == torch.float32 and blocks.device.type == device
-        np.testing.assert_array_equal(blocks.cpu().numpy(), chunk.blocks)
-        np.testing.assert_array_equal(coords.cpu().numpy(), chunk.coords)
+    for part, chunk in zip(got, ref):
+        assert part.blocks.dtype == torch.float32 and part.blocks.device.type == device
+        np.testing.assert_array_equal(part.blocks.cpu().numpy(), chunk.blocks)
+        np.testing.assert_array_equal(part.coords.cpu().numpy(), chunk.coords)
     whole = gather_ublocks_torch(field, active_indices_torch(field))
-    torch.testing.assert_close(torch.cat([blocks for blocks, _ in got]), whole, rtol=0, atol=0)
+    torch.testing.assert_close(torch.cat([part.blocks for part in got]), whole, rtol=0, atol=0)
+    every = all_ublocks_torch(field, chunk_size=50)  # filled chunk by chunk: the same tensor
+    torch.testing.assert_close(every.blocks, whole, rtol=0, atol=0)
+    np.testing.assert_array_equal(every.coords.cpu().numpy(), np.concatenate([c.coords for c in ref]))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -225,11 +228,11 @@ def test_pad_average_equals_the_cpu_pad_average(soup_field, device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_pad_average_of_exact_blocks_restores_the_field(soup_field, device):
     """Gather then Pad-Average is the identity on the stored field, FAR on the added neighbours."""
-    field = TorchField.from_sparse(soup_field, device)
+    field = soup_field.to(device)
     active = active_indices_torch(field)
-    acc = PadAverageTorch(64, field.coords()[active])
-    for blocks, coords in iter_ublocks_torch(field, chunk_size=64):
-        acc.add(blocks, coords)
+    acc = PadAverageTorch(64, field.coords[active])
+    for part in iter_ublocks_torch(field, chunk_size=64):
+        acc.add(part.blocks, part.coords)
     out = acc.finish()
     a, b, in_ref, _ = on_union(soup_field, out)
     assert np.all(in_ref | (b == FAR).all(axis=(1, 2, 3)))

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from backend.cli import main
-from model.autoencode import Latents, decode_blocks, iter_chunks, load_vae
+from model.autoencode import Latents, decode_blocks, load_vae
+from model.ublocks import iter_chunks
 from model.cleanup import CleanupOptions
 from model.mesh import fit_unit_cube
 from model.pipeline import ModeUnavailable, RemeshOptions, decode_to_mesh, encode_mesh, remesh

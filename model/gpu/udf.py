@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, overload
 
 import numpy as np
 import torch
 
-from ..grid import BLOCK_SIZE, TRUNCATION_VOXELS, check_resolution
-from .field import TorchField, coords_to_keys, keys_to_coords
-from .surface import BlockCandidates, candidates_from_pairs
+from ..grid import BLOCK_SIZE, TRUNCATION_VOXELS, SparseField, check_resolution, key_coords
+from .blocks import grid_keys
 
 VOXELS_PER_BLOCK = BLOCK_SIZE**3
 
@@ -235,7 +233,7 @@ def _cull_pairs(tris: _Triangles, grid: int, candidate_chunk: int, split_volume:
             pending.append(children.select(_near(tris, children)))
     tri = torch.cat([b.tri for b in kept]) if kept else everything[:0]
     coords = torch.cat([b.lo for b in kept]) if kept else tris.block_lo[:0]
-    return tri, coords_to_keys(coords, grid)
+    return tri, grid_keys(coords, grid)
 
 
 def _local_voxels(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -244,18 +242,6 @@ def _local_voxels(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     axis = torch.arange(BLOCK_SIZE, dtype=dtype, device=device)
     grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
     return torch.cat([grid, torch.ones_like(grid[:, :1])], dim=1)
-
-
-@overload
-def compute_udf_torch(unit_vertices: object, faces: object, resolution: int, device: torch.device | str,
-                      pair_chunk: int = ..., *, candidate_chunk: int = ..., dtype: torch.dtype = ...,
-                      return_candidates: Literal[False] = ...) -> TorchField: ...
-
-
-@overload
-def compute_udf_torch(unit_vertices: object, faces: object, resolution: int, device: torch.device | str,
-                      pair_chunk: int = ..., *, candidate_chunk: int = ..., dtype: torch.dtype = ...,
-                      return_candidates: Literal[True]) -> tuple[TorchField, BlockCandidates]: ...
 
 
 def compute_udf_torch(
@@ -267,8 +253,7 @@ def compute_udf_torch(
     *,
     candidate_chunk: int = 65536,
     dtype: torch.dtype = torch.float32,
-    return_candidates: bool = False,
-) -> TorchField | tuple[TorchField, BlockCandidates]:
+) -> SparseField:
     """The normalised truncated UDF of a mesh in the unit cube, on every 8³ block that can hold a
     voxel closer than τ = 4/N (blocks not returned are entirely FAR), computed on ``device``.
 
@@ -276,10 +261,6 @@ def compute_udf_torch(
     ``candidate_chunk`` the culling stage to about ``candidate_chunk × 1 KB``; ``dtype`` is the
     voxel-stage precision (float64 is exact to ~1e-12 voxel but slow on most GPUs).
 
-    ``return_candidates``: also return the (triangle, block) pairs grouped by block, as
-    :class:`~model.gpu.surface.BlockCandidates` — the exact zero set for the direct-mode deflate
-    (:func:`model.gpu.cleanup.clean_surface_torch`), at the cost of keeping the pairs (8 bytes
-    each) and the triangle corners alive.
     """
     n = check_resolution(resolution)
     if pair_chunk <= 0 or candidate_chunk <= 0:
@@ -296,15 +277,12 @@ def compute_udf_torch(
     for start in range(0, pair_tri.numel(), pair_chunk):
         tri = pair_tri[start : start + pair_chunk]
         block = pair_block[start : start + pair_chunk]
-        origin = (keys_to_coords(keys[block], grid) * BLOCK_SIZE).to(torch.float64)
+        origin = (key_coords(keys[block], grid) * BLOCK_SIZE).to(torch.float64)
         frames = _pair_frames(tris, tri, origin).to(dtype)
         dist2 = _dist2(frames, voxels)
         best.scatter_reduce_(0, block[:, None].expand_as(dist2), dist2, "amin")
     values = best.clamp_max_(tau2).sqrt_().div_(TRUNCATION_VOXELS).to(torch.float32)
-    field = TorchField(resolution=n, keys=keys, values=values.reshape(-1, BLOCK_SIZE, BLOCK_SIZE, BLOCK_SIZE))
-    if return_candidates:
-        return field, candidates_from_pairs(n, keys, pair_block, pair_tri, tris.corners)
-    return field
+    return SparseField(resolution=n, keys=keys, values=values.reshape(-1, BLOCK_SIZE, BLOCK_SIZE, BLOCK_SIZE))
 
 
 __all__ = ["compute_udf_torch"]

@@ -1,4 +1,5 @@
-"""The torch engine (model.gpu.pipeline) remeshes exactly as the numba engine does, end to end.
+"""The one driver gives the same remesh over both engines: the torch engine (model.gpu.engine)
+remeshes exactly as the numba engine (model.engine) does, end to end.
 
 On the CPU the torch engine computes the UDF in float64 (its default there), which gives the numba
 field bit for bit, so every later stage must reproduce the numba result to rounding. CUDA runs the
@@ -18,12 +19,12 @@ from scipy.spatial import cKDTree
 from backend.cli import main
 from model.cleanup import CleanupOptions
 from model.grid import unit_margin, unit_to_voxel
-from model.gpu.pipeline import remesh_torch
-from model.mesh import Mesh, fit_unit_cube, load_mesh, used_vertices
-from model.pipeline import Cancelled, RemeshOptions, RemeshResult, remesh, torch_device
+from model.engine import NumbaEngine, engine_for
+from model.gpu.engine import TorchEngine
+from model.mesh import Mesh, fit_unit_cube, used_vertices
+from model.pipeline import Cancelled, RemeshOptions, RemeshResult, remesh
 from model.vae import LogVAE, preset
-from tests.conftest import SHARED_MESHES, as_mesh, torch_devices
-from tests.test_gpu_cleanup import assert_same_surface
+from tests.conftest import as_mesh, assert_same_surface, shared_mesh, torch_devices
 
 N = 64
 TOL_FLOAT64 = 1e-5  # voxels: the same field, so only rounding differs
@@ -36,15 +37,11 @@ CLEANUPS = {"default": CleanupOptions(), "none": CleanupOptions.none()}
 
 
 def spot() -> Mesh:
-    path = SHARED_MESHES / "spot.obj"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return load_mesh(path)
+    return shared_mesh("spot.obj")
 
 
 def bowl() -> Mesh:
-    """An open surface: its slab goes through the clean-up's single-layer cut and pinhole filling,
-    the steps the torch clean-up runs on the host."""
+    """An open surface: dual contouring's open-boundary steps (detach, trim, snap)."""
     sphere = trimesh.creation.icosphere(subdivisions=3, radius=1.0)
     return as_mesh(trimesh.Trimesh(sphere.vertices, sphere.faces[sphere.triangles_center[:, 2] < 0.3], process=False))
 
@@ -114,8 +111,7 @@ def assert_same_mesh(mesh: Mesh, got: Mesh, expected: Mesh, tol: float) -> None:
     got_vertices, got_faces, got_collapsed = voxels(got)
     expected_vertices, expected_faces, expected_collapsed = voxels(expected)
     assert got_collapsed == expected_collapsed
-    assert_same_surface(torch.as_tensor(got_vertices), torch.as_tensor(got_faces),
-                        expected_vertices, expected_faces, tol=tol)
+    assert_same_surface(got_vertices, got_faces, expected_vertices, expected_faces, tol=tol)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -137,7 +133,7 @@ def test_float32_udf_stays_close_to_numba():
     mesh = spot()
     expected, _ = numba_result("spot", "direct", "none")
     options = RemeshOptions(resolution=N, cleanup=CleanupOptions.none())
-    got = remesh_torch(mesh, options, "cpu", udf_dtype=torch.float32)
+    got = remesh(mesh, options, engine=TorchEngine("cpu", udf_dtype=torch.float32))
     assert_same_mesh(mesh, got.mesh, expected.mesh, TOL_FLOAT32)
 
 
@@ -161,11 +157,13 @@ def test_cancellation_before_any_work(sphere):
 def test_engine_option():
     with pytest.raises(ValueError, match="unknown engine"):
         RemeshOptions(engine="cuda").validate()
-    assert torch_device(RemeshOptions(engine="numba", device="cpu")) is None
-    assert torch_device(RemeshOptions(engine="auto", device="cpu")) is None
-    assert torch_device(RemeshOptions(engine="torch", device="cpu")) == torch.device("cpu")
-    auto = torch_device(RemeshOptions(engine="auto", device="auto"))
-    assert (auto is not None) == torch.cuda.is_available()
+    with pytest.raises(ValueError, match="unknown engine"):
+        engine_for("cuda")
+    assert isinstance(engine_for("numba", "cpu"), NumbaEngine)
+    assert isinstance(engine_for("auto", "cpu"), NumbaEngine)
+    torch_cpu = engine_for("torch", "cpu")
+    assert isinstance(torch_cpu, TorchEngine) and torch_cpu.device == torch.device("cpu")
+    assert isinstance(engine_for("auto", "auto"), TorchEngine) == torch.cuda.is_available()
 
 
 def test_cli_engine_flag(tmp_path, capsys):
@@ -176,3 +174,18 @@ def test_cli_engine_flag(tmp_path, capsys):
     assert out.is_file() and "extract" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main([*args, "--engine", "gpu"])
+
+
+def test_the_comparison_sees_through_order_but_not_through_changes():
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    v, f = np.asarray(sphere.vertices), np.asarray(sphere.faces)
+    order = np.random.default_rng(0).permutation(len(v))
+    inverse = np.argsort(order)
+    shuffled_faces = np.roll(inverse[f], 1, axis=1)[::-1]  # renumbered, rotated, reordered
+    assert_same_surface(v[order], shuffled_faces, v, f)
+    with pytest.raises(AssertionError):
+        assert_same_surface(v[order], shuffled_faces[:, ::-1], v, f)  # flipped orientation
+    moved = v.copy()
+    moved[3] += 1e-3
+    with pytest.raises(AssertionError):
+        assert_same_surface(moved, f, v, f)
