@@ -9,7 +9,6 @@ run never leaves a half-written file that a rerun would skip.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from .arguments import add_cleanup_arguments, cleanup_from_args
 from .client import BackendError, Log3DClient
 from .protocol import DEFAULT_HOST, DEFAULT_PORT, ProtocolError, check_resolution_value
 
@@ -231,8 +229,9 @@ def _remesh_one(client: Log3DClient, src: Path, dst: Path, config: BatchConfig, 
 
 def run_batch(config: BatchConfig) -> BatchReport:
     """Remesh every input that has no output yet; one failure never stops the others."""
-    from model.mesh import MeshError
     from tqdm import tqdm
+
+    from model.mesh import MeshError
 
     if config.in_dir.resolve() == config.out_dir.resolve():
         raise ValueError("OUT_DIR must differ from IN_DIR (outputs would be taken as inputs on a rerun)")
@@ -273,32 +272,3 @@ def run_batch(config: BatchConfig) -> BatchReport:
     return report
 
 
-def _cmd_batch(args: argparse.Namespace) -> int:
-    import dataclasses
-
-
-    config = BatchConfig(cleanup=dataclasses.asdict(cleanup_from_args(args)), in_dir=args.in_dir, out_dir=args.out_dir, resolution=args.resolution, mode=args.mode,
-                         fmt=args.format, host=args.host, port=args.port, connection_file=args.connection_file,
-                         device=args.device, checkpoint=args.checkpoint, show_progress=not args.quiet)
-    report = run_batch(config)
-    print(report.summary())
-    return 1 if report.failed else 0
-
-
-def add_batch_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("batch", help="remesh every mesh of a folder through `log3d serve` (resumable)")
-    p.add_argument("in_dir", type=Path, help="folder of meshes (obj, ply, stl, off, glb, gltf; not recursive)")
-    p.add_argument("out_dir", type=Path, help="folder for the results; existing outputs are skipped")
-    p.add_argument("--resolution", "-n", type=int, default=256, help="grid resolution N (multiple of 8, 64..2048)")
-    p.add_argument("--mode", choices=("direct", "vae"), default="direct")
-    p.add_argument("--format", choices=("ply", "obj", "stl", "off", "glb"), default="ply", help="output format")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
-    p.add_argument("--host", default=DEFAULT_HOST, help="server address (default 127.0.0.1)")
-    p.add_argument("--connection-file", type=Path, default=None,
-                   help="the server's connection file (default: the one `log3d serve` wrote for --port)")
-    p.add_argument("--device", default="auto", help="device for a server this command starts")
-    p.add_argument("--checkpoint", type=Path, default=None, help="LoG-VAE weights for a server this command starts")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-
-    add_cleanup_arguments(p)
-    p.set_defaults(func=_cmd_batch)

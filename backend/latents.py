@@ -14,7 +14,6 @@ and a generator's samples back into meshes:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -26,8 +25,7 @@ from typing import Any, Callable
 
 from model.grid import CHUNK_BLOCKS
 
-from .arguments import add_cleanup_arguments, cleanup_from_args
-from .batch import MESH_EXTENSIONS, find_inputs, output_paths
+from .batch import find_inputs, output_paths
 
 LATENT_SUFFIX = ".safetensors"
 
@@ -91,8 +89,8 @@ def process_device(device: str) -> str:
 def encode_file(src: Path, dst: Path, resolution: int, vae: Any, dtype: str = "float16",
                 chunk_blocks: int = CHUNK_BLOCKS, progress: Callable[[str, float], None] | None = None) -> int:
     """Encode one mesh file into one latent file; returns the latent file's size in bytes."""
-    from model.latent_file import LatentFile, model_identity, save_latent_file
     from model import RemeshOptions, encode, load_mesh
+    from model.latent_file import LatentFile, model_identity, save_latent_file
 
     mesh = load_mesh(src)
     options = RemeshOptions(resolution=resolution, mode="vae", chunk_blocks=chunk_blocks, device=str(vae.device))
@@ -105,9 +103,9 @@ def decode_file(src: Path, dst: Path, vae: Any, cleanup: Any = None, chunk_block
                 progress: Callable[[str, float], None] | None = None) -> int:
     """Decode one latent file into one mesh file (refusing latents of another model); returns the
     mesh file's size in bytes."""
+    from model import RemeshOptions, decode, save_mesh
     from model.atomic import atomic_output
     from model.latent_file import check_same_model, load_latent_file
-    from model import RemeshOptions, decode, save_mesh
 
     item = load_latent_file(src)
     check_same_model(item, vae, src)
@@ -138,8 +136,9 @@ def plan(in_dir: Path, out_dir: Path, decode: bool, fmt: str) -> dict[Path, Path
 def run_folder(in_dir: Path, out_dir: Path, work: Callable[[Path, Path], int], decode: bool, fmt: str,
                rank: int = 0, world: int = 1, show_progress: bool = True) -> FolderReport:
     """This process's share of the folder: skip done outputs, do the rest, list failures."""
-    from model.mesh import MeshError
     from tqdm import tqdm
+
+    from model.mesh import MeshError
 
     if in_dir.resolve() == out_dir.resolve():
         raise ValueError("OUT_DIR must differ from IN_DIR")
@@ -193,105 +192,3 @@ def spawn_workers(argv: list[str], workers: int) -> FolderReport:
 # ----------------------------------------------------------------------------------------------
 
 
-def _load(args: argparse.Namespace) -> Any:
-    import torch
-
-    from model.autoencode import load_vae
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    return load_vae(args.checkpoint, process_device(args.device))
-
-
-def _finish(report: FolderReport, args: argparse.Namespace, verb: str) -> int:
-    if args.report_json == "-":
-        print(json.dumps({"done": report.done, "skipped": report.skipped, "failed": report.failed,
-                          "bytes_in": report.bytes_in, "bytes_out": report.bytes_out, "seconds": report.seconds}))
-    else:
-        print(report.summary(verb))
-    return 1 if report.failed else 0
-
-
-def _argv_without_workers(argv: list[str]) -> list[str]:
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a == "--workers":
-            skip = True
-            continue
-        if a.startswith("--workers="):
-            continue
-        out.append(a)
-    return out
-
-
-def _folder(args: argparse.Namespace, work: Callable[[Any, Path, Path], int], decode: bool, fmt: str, verb: str) -> int:
-    """A folder run: this process's shard, or ``--workers`` child processes that split it."""
-    if args.workers > 1:
-        return _finish(spawn_workers(_argv_without_workers(args.argv), args.workers), args, verb)
-    rank, world = shard_from_env(args.shard)
-    vae = _load(args)
-    report = run_folder(args.input, args.output, lambda s, d: work(vae, s, d), decode=decode, fmt=fmt, rank=rank,
-                        world=world, show_progress=not args.quiet)
-    return _finish(report, args, verb)
-
-
-def _cmd_encode(args: argparse.Namespace) -> int:
-    if args.input.is_dir():
-        return _folder(args, lambda vae, s, d: encode_file(s, d, args.resolution, vae, args.dtype, args.chunk_blocks),
-                       decode=False, fmt="", verb="encoded")
-    vae = _load(args)
-    size = encode_file(args.input, args.output, args.resolution, vae, args.dtype, args.chunk_blocks)
-    from model.latent_file import load_latent_file
-
-    item = load_latent_file(args.output)
-    print(f"{args.input} -> {args.output}: N={args.resolution}, {item.latents.coords.shape[0]:,} latents "
-          f"[{item.latents.coords.shape[0]}, {item.latents.latents.shape[1]}] {args.dtype}, {size / 1024:.1f} KiB "
-          f"(input {args.input.stat().st_size / 1024:.1f} KiB)")
-    return 0
-
-
-def _cmd_decode(args: argparse.Namespace) -> int:
-
-    cleanup = cleanup_from_args(args)
-    if args.input.is_dir():
-        return _folder(args, lambda vae, s, d: decode_file(s, d, vae, cleanup, args.chunk_blocks),
-                       decode=True, fmt=args.format, verb="decoded")
-    vae = _load(args)
-    size = decode_file(args.input, args.output, vae, cleanup, args.chunk_blocks)
-    print(f"{args.input} -> {args.output}: {size / 1024:.1f} KiB")
-    return 0
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", type=Path, default=None, help="LoG-VAE weights (default: the shipped ones)")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (under torchrun/accelerate: cuda:LOCAL_RANK)")
-    p.add_argument("--chunk-blocks", type=int, default=CHUNK_BLOCKS, help="UBlocks per chunk (bounds memory)")
-    p.add_argument("--workers", type=int, default=1, help="processes on this machine for a folder (each takes a share)")
-    p.add_argument("--shard", default=None, help="RANK/WORLD: this process's share of a folder "
-                                                 "(default: RANK and WORLD_SIZE from torchrun/accelerate, else 0/1)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--report-json", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-
-
-def add_latent_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("encode", help="meshes to LoG-VAE latent files (safetensors, docs/latents.md); a file or a folder")
-    p.add_argument("input", type=Path, help=f"a mesh file or a folder of them ({', '.join(MESH_EXTENSIONS)})")
-    p.add_argument("output", type=Path, help="a .safetensors file, or a folder for a folder")
-    p.add_argument("--resolution", "-n", type=int, default=256, help="grid resolution N (multiple of 8, 64..2048)")
-    p.add_argument("--dtype", choices=("float16", "float32"), default="float16",
-                   help="latent storage (float32: bit-exact with an in-process remesh --mode vae)")
-    _common(p)
-    p.set_defaults(func=_cmd_encode)
-
-    p = sub.add_parser("decode", help="LoG-VAE latent files back to meshes; a file or a folder")
-    p.add_argument("input", type=Path, help="a latent file (.safetensors) or a folder of them")
-    p.add_argument("output", type=Path, help="a mesh file (format from the extension), or a folder")
-    p.add_argument("--format", choices=("ply", "obj", "stl", "off", "glb"), default="ply", help="output format for a folder")
-    _common(p)
-
-    add_cleanup_arguments(p)
-    p.set_defaults(func=_cmd_decode)

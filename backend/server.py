@@ -17,7 +17,6 @@ docs/protocol.md.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import gc
 import ipaddress
@@ -150,9 +149,8 @@ def load_model(config: ServerConfig, vae: Any | None = None) -> LoadedModel:
     if vae is None:
         device = "cpu" if config.device == "cpu" else _resolve_device(config.device)
         return LoadedModel(None, device, None)
-    from model.vae import describe
-
     from model.latent_file import weights_hash
+    from model.vae import describe
 
     info = {**describe(vae), "checkpoint": str(path) if path else None, "weights_sha256": weights_hash(vae)}
     return LoadedModel(vae, str(vae.device), info)
@@ -815,43 +813,3 @@ def _wait(process: Any, timeout_s: float) -> bool:
 # ----------------------------------------------------------------------------------------------
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
-    import signal
-
-    config = ServerConfig(host=args.host, port=args.port, device=args.device,
-                          checkpoint=str(args.checkpoint) if args.checkpoint else None,
-                          connection_file=args.connection_file, allow_remote=args.allow_remote,
-                          runs_dir=args.runs_dir, data_roots=tuple(args.data_root),
-                          max_train_runs=args.max_train_runs).validate()
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
-                        format="log3d serve: %(message)s")
-    server = Server(config)
-    port = server.bind()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
-    weights = (f"LoG-VAE '{server.model.info['preset']}' on {server.model.device}" if server.model.info
-               else "no LoG-VAE weights: direct mode only")
-    print(f"log3d serve: listening on tcp://{config.host}:{port} (protocol {proto.PROTOCOL_VERSION}; {weights}"
-          f"; clients authenticate with the keys in {server.connection_file})", file=sys.stderr, flush=True)
-    server.serve_forever()
-    return 0
-
-
-def add_serve_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="run the local job server (ZeroMQ) for the Blender add-on and `log3d batch`")
-    p.add_argument("--port", type=int, default=proto.DEFAULT_PORT, help=f"TCP port (default {proto.DEFAULT_PORT}; 0: any free port)")
-    p.add_argument("--host", default=proto.DEFAULT_HOST,
-                   help="address to listen on (default 127.0.0.1; any other needs --allow-remote)")
-    p.add_argument("--allow-remote", action="store_true",
-                   help="allow a non-loopback --host (peers still need the connection file's CURVE keys)")
-    p.add_argument("--connection-file", type=Path, default=None,
-                   help="where to write the keys clients need (default: the per-user runtime folder, "
-                        "$XDG_RUNTIME_DIR/log3d/server-PORT.json or ~/.log3d/runtime/server-PORT.json)")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto, for the LoG-VAE")
-    p.add_argument("--checkpoint", type=Path, default=None, help="LoG-VAE weights (default: the shipped ones, if any)")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where training runs go (RUNS_DIR/<job id>)")
-    p.add_argument("--data-root", type=Path, action="append", default=[],
-                   help="a folder train.start may read caches and --init weights from (repeatable; default: none)")
-    p.add_argument("--max-train-runs", type=int, default=1, help="training runs alive at once (default 1)")
-    p.add_argument("--quiet", "-q", action="store_true", help="log only warnings")
-    p.set_defaults(func=_cmd_serve)

@@ -27,15 +27,15 @@ the data (the UDF is unsigned, so they would be learnt as real surfaces) and cou
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from model.edges import boundary_half_edges
+from model.geometry import compact, signed_volumes, vertex_normals
 from model.mesh import SUPPORTED_EXTENSIONS, Mesh, MeshError, load_mesh, validate_arrays
 
 GENERATOR_VERSION = 1
@@ -146,9 +146,7 @@ def _normalize(part: Part, size: float = 1.0) -> Part:
 
 
 def _compact(part: Part) -> Part:
-    vertices, faces = part
-    used, inverse = np.unique(faces, return_inverse=True)
-    return vertices[used], inverse.reshape(faces.shape).astype(np.int64)
+    return compact(*part)
 
 
 def _concat(parts: list[Part]) -> Part:
@@ -579,8 +577,7 @@ def _sweep(path: np.ndarray, profile: np.ndarray, closed: bool, cap: bool, scale
 
 
 def _signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
-    t = vertices[faces]
-    return float(np.einsum("ij,ij->i", t[:, 0], np.cross(t[:, 1], t[:, 2])).sum() / 6.0)
+    return float(signed_volumes(vertices, faces, np.zeros(len(faces), dtype=np.int64), 1)[0])
 
 
 def _polygon_profile(rng: np.random.Generator) -> np.ndarray:
@@ -713,7 +710,7 @@ def _thin_shell(rng: np.random.Generator, detail: float) -> Part:
     if kind == "offset_blob":
         vertices, faces = _radial_blob(rng, min(detail, 0.7))
         vertices = vertices / float(np.abs(vertices).max()) * 0.5
-        normals = _vertex_normals(vertices, faces)
+        normals = _outward_normals(vertices, faces)
         inner = vertices - t * normals
         return np.concatenate([vertices, inner]), np.concatenate([faces, faces[:, ::-1] + len(vertices)])
     shape = str(rng.choice(["box", "rounded_box", "cylinder", "sphere", "capsule"], p=[0.3, 0.15, 0.3, 0.15, 0.1]))
@@ -751,23 +748,16 @@ def _thin_shell(rng: np.random.Generator, detail: float) -> Part:
     return _from_manifold(solid)
 
 
-def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    tri = vertices[faces]
-    face_normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    normals = np.zeros_like(vertices)
-    for k in range(3):
-        np.add.at(normals, faces[:, k], face_normals)
-    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
-    if _signed_volume(vertices, faces) < 0:
-        normals = -normals
-    return normals
+def _outward_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted vertex normals, pointing out of the solid whichever way the faces are wound."""
+    normals = vertex_normals(vertices, faces)
+    return -normals if _signed_volume(vertices, faces) < 0 else normals
 
 
 def _boundary_vertices(faces: np.ndarray) -> np.ndarray:
     """Indices of the vertices on edges used by exactly one face."""
-    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
-    unique, counts = np.unique(edges, axis=0, return_counts=True)
-    return np.unique(unique[counts == 1])
+    half, on_border = boundary_half_edges(int(faces.max()) + 1 if len(faces) else 0, faces)
+    return np.unique(half[on_border])
 
 
 def _open_sheet(rng: np.random.Generator, detail: float) -> Part:
@@ -1042,37 +1032,4 @@ def real_meshes(mesh_dir: str | Path | None = None, max_faces: int | None = None
 # --------------------------------------------------------------------------------------------
 # log3d synth
 
-def _cmd_synth(args: argparse.Namespace) -> int:
-    from collections import Counter
 
-    from model.mesh import save_mesh
-
-    if args.count < 0 or args.start < 0:
-        raise ValueError("--count and --start must be >= 0")
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    counts: Counter[str] = Counter()
-    index, written = args.start, 0
-    while written < args.count:
-        if args.family is None or shape_family(args.seed, index) == args.family:
-            name, mesh = make_shape(args.seed, index)
-            save_mesh(mesh, args.out_dir / f"{name}.{args.format}")
-            counts[shape_family(args.seed, index)] += 1
-            written += 1
-            if not args.quiet:
-                print(f"{name}\t{mesh.num_faces} faces", flush=True)
-        index += 1
-    print("families: " + ", ".join(f"{f} {counts[f]}" for f in FAMILIES if counts[f]), flush=True)
-    return 0
-
-
-def add_synth_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="write procedural training shapes as mesh files (for inspection)")
-    p.add_argument("out_dir", type=Path, help="folder for the shapes (created)")
-    p.add_argument("--count", "-k", type=int, default=20, help="how many shapes (default 20)")
-    p.add_argument("--seed", "-s", type=int, default=0, help="run seed (default 0)")
-    p.add_argument("--start", type=int, default=0, help="first shape index (default 0)")
-    p.add_argument("--family", choices=FAMILIES, default=None,
-                   help="only shapes of this family (the run's own shapes, indices skipped, not redrawn)")
-    p.add_argument("--format", choices=("ply", "obj", "stl", "off", "glb"), default="ply", help="file format")
-    p.add_argument("--quiet", "-q", action="store_true", help="only the family summary")
-    p.set_defaults(func=_cmd_synth)

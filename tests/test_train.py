@@ -18,6 +18,7 @@ import trimesh
 from safetensors.torch import load_file
 
 from backend.cli import build_parser
+from backend.cli.train import config_from_args
 from backend.dataset import Cache, CacheEntry
 from backend.prepare import PrepareOptions, prepare
 from backend.train import (
@@ -25,7 +26,6 @@ from backend.train import (
     RECIPES,
     ShapeSchedule,
     TrainConfig,
-    config_from_args,
     last_checkpoint,
     list_checkpoints,
     select_window,

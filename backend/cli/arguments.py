@@ -1,10 +1,11 @@
-"""Arguments and progress display shared by the `log3d` commands that remesh (remesh, batch,
-encode, decode): one definition of each switch, so the commands cannot drift apart."""
+"""Arguments and progress display shared by the `log3d` commands (remesh, batch, encode, decode,
+serve, info): one definition of each switch, so the commands cannot drift apart."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # model.cleanup loads numba (half a second): only the commands that remesh pay for it
@@ -38,6 +39,39 @@ class StageBars:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def add_grid_arguments(p: argparse.ArgumentParser, mode: bool = True) -> None:
+    """The grid resolution N and, for the commands that remesh, the mode."""
+    p.add_argument("--resolution", "-n", type=int, default=256, help="grid resolution N (multiple of 8, 64..2048; default 256)")
+    if mode:
+        p.add_argument("--mode", choices=("direct", "vae"), default="direct",
+                       help="direct: exact UDF blocks; vae: round trip through the LoG-VAE (default: direct)")
+
+
+def add_network_arguments(p: argparse.ArgumentParser, device_help: str, checkpoint_help: str) -> None:
+    """Where the LoG-VAE runs and which weights it loads."""
+    p.add_argument("--device", default="auto", help=device_help)
+    p.add_argument("--checkpoint", type=Path, default=None, help=checkpoint_help)
+
+
+def add_chunk_argument(p: argparse.ArgumentParser) -> None:
+    from model.grid import CHUNK_BLOCKS
+
+    p.add_argument("--chunk-blocks", type=int, default=CHUNK_BLOCKS, help="UBlocks processed per chunk (bounds memory)")
+
+
+def add_server_arguments(p: argparse.ArgumentParser, host_help: str, port_help: str, connection_help: str) -> None:
+    """The server's address and the file with the keys its clients need."""
+    from backend.protocol import DEFAULT_HOST, DEFAULT_PORT
+
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=port_help.format(port=DEFAULT_PORT))
+    p.add_argument("--host", default=DEFAULT_HOST, help=host_help)
+    p.add_argument("--connection-file", type=Path, default=None, help=connection_help)
+
+
+def add_quiet_argument(p: argparse.ArgumentParser, help: str = "no progress bars") -> None:
+    p.add_argument("--quiet", "-q", action="store_true", help=help)
 
 
 def add_cleanup_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,8 @@
+"""``python -m backend.cli``: what the server, ``log3d batch`` and the launchers (accelerate,
+torchrun) start."""
+
+import sys
+
+from backend.cli import main
+
+sys.exit(main())
