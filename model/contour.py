@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .bvh import PrimitiveIndex, _closest_on_triangle
-from .cleanup import union
+from .geometry import compact, union
 from .edges import border_half_edges, half_edge_groups, slot_groups, split_groups
 from .mesh import face_normals_and_areas
 
@@ -926,8 +926,6 @@ def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.nda
     coordinates): detached where a sheet's boundary touches another sheet, without junction
     fragments and crumbs, boundary vertices on the input's boundary. ``progress`` is called between
     steps (the pipeline's reporter also checks for cancellation there)."""
-    from .cleanup import compact
-
     report = progress or (lambda fraction: None)
     if len(out_faces) == 0:
         return out_vertices, out_faces
