@@ -93,16 +93,20 @@ def to_voxels(mesh, vertices: np.ndarray, n: int) -> np.ndarray:
 
 
 def correctness_check(device: "torch.device", thresholds: CheckThresholds) -> dict:  # noqa: F821
-    """Torch engine on ``device`` vs numba engine on the CPU, spot, direct mode, default clean-up."""
+    """Torch engine on ``device`` vs numba engine on the CPU, spot, direct mode, deflated ε-surface
+    without the single-layer cut (the default clean-up contours the input on the CPU in both
+    engines and reads no field, so it would compare a path with itself)."""
     from scipy.spatial import cKDTree
 
+    from model.cleanup import CleanupOptions
     from model.mesh import load_mesh
     from model.pipeline import RemeshOptions, remesh
 
     mesh = load_mesh(find_mesh("spot.obj"))
     n = thresholds.resolution
-    numba = remesh(mesh, RemeshOptions(resolution=n, engine="numba", device="cpu")).mesh
-    ours = remesh(mesh, RemeshOptions(resolution=n, engine="torch", device=str(device))).mesh
+    slabs = CleanupOptions(single_layer=False)
+    numba = remesh(mesh, RemeshOptions(resolution=n, engine="numba", device="cpu", cleanup=slabs)).mesh
+    ours = remesh(mesh, RemeshOptions(resolution=n, engine="torch", device=str(device), cleanup=slabs)).mesh
     a, b = to_voxels(mesh, numba.vertices, n), to_voxels(mesh, ours.vertices, n)
     distances = np.concatenate([cKDTree(a).query(b)[0], cKDTree(b).query(a)[0]])
     result = {"mesh": "spot.obj", "resolution": n, "faces_numba": int(numba.num_faces), "faces_torch": int(ours.num_faces),

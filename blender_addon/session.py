@@ -90,7 +90,8 @@ class RemeshSession:
         task = worker.RemeshTask(connection, jobs, request, startup_grace_s=STARTUP_GRACE_S if starting else 0.0)
         session = cls(manager, snapshots, task, skipped)
         manager.session = session
-        manager.progress = JobProgress(total=len(jobs), mode=settings.mode, name=jobs[0].name)
+        manager.progress = JobProgress(total=len(jobs), mode=worker.stage_path(settings.mode, request.cleanup),
+                                       name=jobs[0].name)
         manager.clear_error()
         session.task.start()
         return session

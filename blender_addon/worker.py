@@ -40,8 +40,18 @@ STAGE_LABELS = {
 }
 STAGE_SLOT = {"outer_shell": "extract", "decimate": "cleanup"}
 """Stages that only some meshes go through, shown in the progress bar at the place of the main one."""
-STAGE_ORDER = {"direct": ("udf", "pad_average", "extract", "cleanup"),
+STAGE_ORDER = {"direct": ("extract", "cleanup"),
+               "direct-field": ("udf", "extract", "cleanup"),
                "vae": ("udf", "ublocks", "encode", "decode", "pad_average", "extract", "cleanup")}
+"""The stages of each path through the pipeline, in order (see :func:`stage_path`)."""
+
+
+def stage_path(mode: str, cleanup: dict[str, Any]) -> str:
+    """The key of :data:`STAGE_ORDER` a remesh goes through: direct mode with every clean-up step on
+    contours the input and makes no field (``model.pipeline``); with any step off (raw, keep slabs)
+    it extracts the exact field's ε-surface."""
+    full = all(bool(cleanup.get(step, True)) for step in ("deflate", "outer_shell", "single_layer"))
+    return "direct-field" if mode == "direct" and not full else mode
 
 
 # --------------------------------------------------------------------------------------------

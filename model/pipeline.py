@@ -1,4 +1,7 @@
-"""mesh → UDF → UBlocks → (encode → decode) → Pad-Average → extraction → clean-up → mesh.
+"""One remesh, whichever engine runs it::
+
+    vae:     mesh → UDF → UBlocks → encode → decode → Pad-Average → extraction → clean-up → mesh
+    direct:  mesh → (UDF, only when a clean-up step is off) → extraction → clean-up → mesh
 
 The one driver that the CLI, the server, the benchmarks and the tests share, over either engine
 (:mod:`model.engine`: numba on the CPU, torch on a device), so that every caller runs exactly the
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
@@ -21,7 +24,7 @@ from .cleanup import CleanupOptions, clean_surface, decimate
 from .contour import InputTopology, dual_contour, tidy_contour
 from .engine import ENGINES, Engine, NumbaEngine, engine_for
 from .extract import marching_cubes_sparse
-from .grid import CHUNK_BLOCKS, Array, SparseField, check_resolution, iso_level, unit_margin, unit_to_voxel, voxel_to_unit
+from .grid import CHUNK_BLOCKS, SparseField, check_resolution, iso_level, unit_margin, unit_to_voxel, voxel_to_unit
 from .mesh import Mesh, MeshError, Normalization, fit_unit_cube, used_vertices, validate_arrays
 from .shell import outer_shell_field
 from .stages import Cancelled, ProgressCallback, Stages
@@ -32,8 +35,9 @@ MODES = ("direct", "vae")
 
 @dataclass
 class RemeshOptions:
-    """What to do with a mesh. ``direct`` skips the network (exact UDF blocks straight to
-    Pad-Average); ``vae`` round-trips the blocks through the LoG-VAE.
+    """What to do with a mesh. ``direct`` skips the network: the surface comes from the exact zero
+    set (the input contoured on the N³ grid, or the exact UDF's ε-surface when a clean-up step is
+    off); ``vae`` round-trips the UBlocks through the LoG-VAE and Pad-Averages the decoded blocks.
 
     ``engine``: ``numba`` runs the stages up to Pad-Average on the CPU (the network on ``device``);
     ``torch`` runs them on ``device`` (:mod:`model.gpu.engine`); ``auto`` picks torch when
@@ -63,7 +67,7 @@ class RemeshOptions:
 class RemeshResult:
     mesh: Mesh
     timings: dict[str, float] = field(default_factory=dict)
-    num_blocks: int = 0
+    num_blocks: int = 0  # active UBlocks; 0 where no field was made (direct mode, default clean-up)
     peak_gpu_bytes: int | None = None  # peak allocated CUDA memory of the run (torch engine on CUDA)
 
 
@@ -119,6 +123,7 @@ def _extract_direct(exact: Mesh, options: RemeshOptions, stages: Stages) -> tupl
 
     def contour(report: Callable[[float], None]) -> tuple[InputTopology, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         topology = InputTopology.of(exact.vertices, exact.faces)
+        report(0.2)
         return topology, dual_contour(exact.vertices, exact.faces, n, topology)
 
     topology, contoured = stages.run("extract", contour)
@@ -128,45 +133,19 @@ def _extract_direct(exact: Mesh, options: RemeshOptions, stages: Stages) -> tupl
     return stages.run("cleanup", lambda report: tidy_contour(*contoured, topology, report))
 
 
-def _reconstruct(chunks: Iterator[UBlocks], producer: str | None, coords: Array,
-                 normalization: Normalization, options: RemeshOptions, stages: Stages, engine: Engine,
-                 exact: Callable[[], Mesh] | None = None) -> Mesh:
-    """Pad-Average the block stream, extract the surface on the host and map it back to the input's
-    frame.
-
-    ``chunks`` is consumed lazily inside Pad-Average; the time booked under ``producer`` (if any)
-    while making them is taken out of Pad-Average's own time. ``exact`` gives the input in voxel
-    coordinates when the zero set is known (direct mode); with every clean-up step on, the surface is
-    then contoured from it on the field's grid (:func:`_extract_direct`: the field's ε-surface of an
-    open sheet is a slab that no cut splits cleanly), otherwise it is the field's ε-surface (a decoded
-    field, ``--raw``, ``--keep-slabs``)."""
-    resolution = options.resolution
-    with engine.session():
-        assembled: SparseField | None = stages.run(
-            "pad_average", lambda report: pad_average(chunks, resolution, coords, report, engine.assembler))
-        if producer is not None:
-            stages.timings["pad_average"] -= stages.timings.get(producer, 0.0)
-        exact_mesh = exact() if exact is not None else None
-        if _contours(exact_mesh, options):  # the contouring never reads the field: free it first
-            assembled = None
-        host_field = assembled.to_host() if assembled is not None else None
-        del assembled
-    vertices, faces = extract_surface(host_field, exact_mesh, options, stages)
-    return Mesh(vertices=normalization.from_unit(voxel_to_unit(vertices, resolution)), faces=faces)
-
-
 def _contours(exact: Mesh | None, options: RemeshOptions) -> bool:
     """Whether the surface is the input itself contoured on the grid (:func:`_extract_direct`): it is
-    known (direct mode) and every clean-up step is on. The field is not read then."""
+    known (direct mode) and every clean-up step is on. No field is read then, so none is made."""
     return exact is not None and options.cleanup.full
 
 
 def extract_surface(field_: SparseField | None, exact: Mesh | None, options: RemeshOptions,
                     stages: Stages) -> tuple[np.ndarray, np.ndarray]:
-    """The surface of an averaged field in voxel coordinates, decimated if asked: the input
-    contoured when it is known (``exact``, voxel coordinates) and every clean-up step is on
-    (:func:`_extract_direct`), otherwise the field's ε-surface with the steps that are on (a decoded
-    field, ``--raw``, ``--keep-slabs``). Both engines end here."""
+    """The surface in voxel coordinates, decimated if asked, on the host whichever engine made the
+    field: the input contoured when it is known (``exact``, voxel coordinates) and every clean-up
+    step is on (:func:`_extract_direct`: the field's ε-surface of an open sheet is a slab that no cut
+    splits cleanly), otherwise the field's ε-surface with the steps that are on (a decoded field,
+    ``--raw``, ``--keep-slabs``)."""
     if _contours(exact, options):
         assert exact is not None
         vertices, faces = _extract_direct(exact, options, stages)
@@ -219,19 +198,47 @@ def decode_to_mesh(latents: Latents, normalization: Normalization, options: Reme
     engine = engine or engine_for(options.engine, options.device)
     network = network_for(options, vae)
     latents.validate()
-    if latents.resolution != options.resolution:
-        options = dataclasses.replace(options, resolution=latents.resolution)
+    n = latents.resolution
+    if n != options.resolution:
+        options = dataclasses.replace(options, resolution=n)
     stages = stages or Stages(progress, should_cancel, engine.sync)
 
     def decode(report: Callable[[float], None]) -> UBlocks:
         coords = torch.from_numpy(np.asarray(latents.coords, dtype=np.int64))
         blocks = decode_tensors(network, torch.from_numpy(np.asarray(latents.latents, dtype=np.float32)), coords)
-        return engine.adopt(latents.resolution, blocks, latents.coords)
+        return engine.adopt(n, blocks, latents.coords)
 
     with engine.session():
         decoded = stages.run("decode", decode)
-    chunks = iter_chunks(decoded, options.chunk_blocks)
-    return _reconstruct(chunks, None, decoded.coords, normalization, options, stages, engine)
+        chunks = iter_chunks(decoded, options.chunk_blocks)
+        averaged = stages.run("pad_average", lambda report: pad_average(chunks, n, decoded.coords, report, engine.assembler))
+        del decoded, chunks
+        host_field = averaged.to_host()
+        del averaged
+    vertices, faces = extract_surface(host_field, None, options, stages)
+    return Mesh(vertices=normalization.from_unit(voxel_to_unit(vertices, n)), faces=faces)
+
+
+def _remesh_direct(mesh: Mesh, options: RemeshOptions, stages: Stages, engine: Engine) -> tuple[Mesh, int]:
+    """Direct mode: the exact field is never encoded, so Pad-Average of its padded blocks would give
+    it back unchanged (up to float rounding) and is not run. With every clean-up step on the surface
+    is the input contoured on the grid, which reads no field, so none is made. Returns the mesh and
+    the number of active UBlocks (0 where no field was made)."""
+    n = options.resolution
+    normalization = fit_unit_cube(used_vertices(mesh), unit_margin(n))
+    unit_vertices = normalization.to_unit(mesh.vertices)
+    exact = Mesh(vertices=unit_to_voxel(unit_vertices, n), faces=mesh.faces)
+    host_field, num_blocks = None, 0
+    if not _contours(exact, options):
+        with engine.session():
+            field_ = stages.run("udf", lambda report: engine.udf(unit_vertices, mesh.faces, n, report))
+            num_blocks = int(engine.active_coords(field_).shape[0])
+            if num_blocks == 0:
+                raise MeshError("the mesh produced no active UBlocks")
+            host_field = field_.to_host()
+            del field_
+    vertices, faces = extract_surface(host_field, exact, options, stages)
+    return Mesh(vertices=normalization.from_unit(voxel_to_unit(vertices, n)), faces=faces), num_blocks
 
 
 def remesh(mesh: Mesh, options: RemeshOptions | None = None, progress: ProgressCallback | None = None,
@@ -252,17 +259,11 @@ def remesh(mesh: Mesh, options: RemeshOptions | None = None, progress: ProgressC
     if options.mode == "vae":
         latents, normalization = encode_mesh(mesh, options, vae=network, stages=stages, engine=engine)
         out = decode_to_mesh(latents, normalization, options, vae=network, stages=stages, engine=engine)
-        return RemeshResult(mesh=out, timings=stages.timings, num_blocks=int(latents.coords.shape[0]),
-                            peak_gpu_bytes=engine.peak_bytes())
-    n = options.resolution
-    with engine.session():
-        field_, normalization = mesh_to_field(mesh, n, stages, engine)
-        coords = engine.active_coords(field_)
-        if coords.shape[0] == 0:
-            raise MeshError("the mesh produced no active UBlocks")
-        chunks = stages.timed(engine.ublocks(field_, options.chunk_blocks), "ublocks")
-        del field_  # the block stream holds it until Pad-Average has read the last block
-    out = _reconstruct(chunks, "ublocks", coords, normalization, options, stages, engine,
-                       exact=lambda: Mesh(vertices=unit_to_voxel(normalization.to_unit(mesh.vertices), n), faces=mesh.faces))
-    return RemeshResult(mesh=out, timings=stages.timings, num_blocks=int(coords.shape[0]),
-                        peak_gpu_bytes=engine.peak_bytes())
+        num_blocks = int(latents.coords.shape[0])
+    else:
+        out, num_blocks = _remesh_direct(mesh, options, stages, engine)
+    return RemeshResult(mesh=out, timings=stages.timings, num_blocks=num_blocks, peak_gpu_bytes=engine.peak_bytes())
+
+
+__all__ = ["Cancelled", "MODES", "ModeUnavailable", "RemeshOptions", "RemeshResult", "decode_to_mesh", "encode_mesh",
+           "extract_surface", "input_surface", "input_surface_of", "mesh_to_field", "network_for", "remesh"]

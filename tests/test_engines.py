@@ -33,7 +33,10 @@ TOL_FLOAT32 = 1e-3  # voxels: a float32 UDF moves vertices by up to ~1e-4 where 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 DEVICES = torch_devices()
-CLEANUPS = {"default": CleanupOptions(), "none": CleanupOptions.none()}
+CLEANUPS = {"default": CleanupOptions(), "none": CleanupOptions.none(), "slabs": CleanupOptions(single_layer=False)}
+"""Direct mode with the default clean-up contours the input and makes no field (one CPU path for
+both engines); ``slabs`` (deflate and outer shell, no single-layer cut) and ``none`` read the exact
+field, vae mode the averaged decoded field."""
 
 
 def spot() -> Mesh:
@@ -48,8 +51,8 @@ def bowl() -> Mesh:
 
 SHAPES = {"sphere": lambda: as_mesh(trimesh.creation.icosphere(subdivisions=3, radius=1.0)), "spot": spot, "bowl": bowl}
 CASES = [(shape, mode, cleanup) for shape in ("sphere", "spot")
-         for mode, cleanup in (("direct", "default"), ("direct", "none"), ("vae", "default"))]
-CASES.append(("bowl", "direct", "default"))
+         for mode, cleanup in (("direct", "slabs"), ("direct", "none"), ("vae", "default"), ("vae", "none"))]
+CASES.append(("bowl", "direct", "slabs"))
 
 
 def tiny_vae() -> LogVAE:
@@ -127,6 +130,18 @@ def test_torch_engine_equals_numba_engine(device, shape, mode, cleanup):
     assert (got.peak_gpu_bytes is not None) == (device == "cuda")
 
 
+@pytest.mark.parametrize("engine", ["numba", "torch"])
+def test_contoured_direct_mode_makes_no_field(engine):
+    """Direct mode, default clean-up: the surface is the input contoured on the grid, which never
+    reads the field, so neither engine computes one (no UDF, UBlocks or Pad-Average stage)."""
+    expected, expected_stages = numba_result("sphere", "direct", "default")
+    got, got_stages = run("sphere", "direct", "default", engine)
+    assert expected_stages == got_stages == ["extract", "cleanup"]
+    assert got.num_blocks == 0 and got.peak_gpu_bytes is None
+    np.testing.assert_array_equal(got.mesh.vertices, expected.mesh.vertices)
+    np.testing.assert_array_equal(got.mesh.faces, expected.mesh.faces)
+
+
 def test_float32_udf_stays_close_to_numba():
     """The CUDA configuration (float32 distances), run on the CPU: same topology, vertices within
     TOL_FLOAT32. Spot's raw ε-surface is where the float32 difference shows (~1e-4 voxel)."""
@@ -137,16 +152,20 @@ def test_float32_udf_stays_close_to_numba():
     assert_same_mesh(mesh, got.mesh, expected.mesh, TOL_FLOAT32)
 
 
-@pytest.mark.parametrize("mode", ["direct", "vae"])
-def test_cancellation_inside_a_stage(sphere, mode):
-    """Asked to stop while Pad-Average is running: the next chunk boundary raises Cancelled."""
+@pytest.mark.parametrize("mode, stage, after", [("vae", "pad_average", "extract"), ("direct", "extract", "cleanup"),
+                                                ("direct-slabs", "extract", "cleanup")])
+def test_cancellation_inside_a_stage(sphere, mode, stage, after):
+    """Asked to stop while a stage is running (Pad-Average's chunks, the contouring, marching
+    cubes): its next report raises Cancelled and no later stage starts."""
     seen: list[str] = []
-    options = RemeshOptions(resolution=N, mode=mode, engine="torch", device="cpu", chunk_blocks=32)
+    cleanup = CLEANUPS["slabs" if mode == "direct-slabs" else "default"]
+    options = RemeshOptions(resolution=N, mode=mode.split("-")[0], engine="torch", device="cpu", chunk_blocks=32,
+                            cleanup=cleanup)
     vae = network() if mode == "vae" else None
     with pytest.raises(Cancelled):
-        remesh(sphere, options, progress=lambda stage, fraction: seen.append(stage),
-               should_cancel=lambda: "pad_average" in seen, vae=vae)
-    assert seen[-1] == "pad_average" and "extract" not in seen
+        remesh(sphere, options, progress=lambda name, fraction: seen.append(name),
+               should_cancel=lambda: stage in seen, vae=vae)
+    assert seen[-1] == stage and after not in seen
 
 
 def test_cancellation_before_any_work(sphere):

@@ -33,7 +33,7 @@ def test_result_is_in_the_input_frame():
     np.testing.assert_allclose(cleaned.vertices.max(axis=0), box.bounds[1], atol=0.35 * voxel)
     d = point_triangle_distance(cleaned.vertices[::7], box.vertices[box.faces]) / voxel
     assert np.median(d) < 0.02 and d.max() < 0.5
-    assert set(result.timings) >= {"udf", "ublocks", "pad_average", "extract"}
+    assert set(result.timings) == {"udf", "extract"}  # the exact field, not re-averaged
     assert result.num_blocks > 0
 
 
@@ -76,8 +76,11 @@ def test_progress_is_reported_per_stage_and_cancel_stops(sphere):
     seen: list[tuple[str, float]] = []
     remesh(sphere, RemeshOptions(resolution=64), progress=lambda stage, f: seen.append((stage, f)))
     stages = list(dict.fromkeys(stage for stage, _ in seen))
-    assert stages == ["udf", "pad_average", "extract", "cleanup"]
+    assert stages == ["extract", "cleanup"]  # direct mode contours the input: no field is made
     assert all(0.0 <= f <= 1.0 for _, f in seen) and seen[-1] == ("cleanup", 1.0)
+    seen.clear()
+    remesh(sphere, RemeshOptions(resolution=64, cleanup=CleanupOptions.none()), progress=lambda stage, f: seen.append((stage, f)))
+    assert list(dict.fromkeys(stage for stage, _ in seen)) == ["udf", "extract"]  # the exact field, not re-averaged
 
     calls = {"n": 0}
 
@@ -87,9 +90,13 @@ def test_progress_is_reported_per_stage_and_cancel_stops(sphere):
 
     with pytest.raises(Cancelled):
         remesh(sphere, RemeshOptions(resolution=64), should_cancel=cancel_after_udf)
+    calls["n"] = 0
+    with pytest.raises(Cancelled):
+        remesh(sphere, RemeshOptions(resolution=64, cleanup=CleanupOptions.none()), should_cancel=cancel_after_udf)
 
 
-def test_no_dense_allocation_at_2048():
+@pytest.mark.parametrize("cleanup", [CleanupOptions(), CleanupOptions.none()], ids=["contoured", "field"])
+def test_no_dense_allocation_at_2048(cleanup):
     """A surface with a tiny area spread over the whole cube at N = 2048: a dense float32 grid
     would be 34 GB and even a dense byte mask 8.6 GB, an (N/8)³ int32 block table 67 MB. The
     round trip must stay far below all of them (numpy allocations are traced by tracemalloc)."""
@@ -98,9 +105,26 @@ def test_no_dense_allocation_at_2048():
     faces = np.array([[0, 1, 2], [3, 4, 5]])
     tracemalloc.start()
     try:
-        result = remesh(Mesh(verts, faces), RemeshOptions(resolution=2048))
+        result = remesh(Mesh(verts, faces), RemeshOptions(resolution=2048, cleanup=cleanup))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert result.mesh.num_faces > 0
     assert peak < 48 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("mode, cleanup", [("direct", CleanupOptions()), ("direct", CleanupOptions.none()),
+                                           ("direct", CleanupOptions(single_layer=False))])
+def test_the_add_on_expects_the_stages_the_pipeline_runs(sphere, mode, cleanup):
+    """The add-on's progress bar divides a remesh by the stages it expects for the request
+    (blender_addon.worker.stage_path): they must be the ones the pipeline reports, in order."""
+    from dataclasses import asdict
+
+    from blender_addon.worker import STAGE_ORDER, STAGE_SLOT, stage_path
+
+    seen: list[str] = []
+    remesh(sphere, RemeshOptions(resolution=64, mode=mode, cleanup=cleanup), progress=lambda stage, f: seen.append(stage))
+    ran = list(dict.fromkeys(STAGE_SLOT.get(stage, stage) for stage in seen))
+    expected = STAGE_ORDER[stage_path(mode, asdict(cleanup))]
+    assert [stage for stage in expected if stage in ran] == ran
+    assert set(ran) >= set(expected) - {"cleanup"}  # no clean-up stage runs when every step is off

@@ -88,7 +88,7 @@ def test_round_trip_equals_in_process_remesh(client):
     assert rf.shape == ref.faces.shape and info["num_faces"] == ref.num_faces
     np.testing.assert_array_equal(rf, ref.faces)
     np.testing.assert_array_equal(rv, ref.vertices.astype(np.float32))
-    assert {"udf", "pad_average", "extract"} <= set(seen) and info["resolution"] == 64
+    assert {"extract", "cleanup"} <= set(seen) and info["resolution"] == 64
 
 
 def test_several_clients_at_once(server):

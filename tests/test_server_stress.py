@@ -244,12 +244,12 @@ def collect(client: Log3DClient, job: str, timeout_s: float = 120.0) -> list[tup
 def test_round_trip_of_a_mesh_with_progress_in_order(server):
     v, f = as_arrays(trimesh.creation.icosphere(subdivisions=3, radius=1.0))
     with server.client() as c:
-        job = c.submit_remesh(v, f, resolution=64)  # the default clean-up: every stage
+        job = c.submit_remesh(v, f, resolution=64)  # the default clean-up: the input contoured, no field
         timed = collect(c, job)
     events = [e for _, e in timed]
     assert not stream_errors(events, job, "result"), stream_errors(events, job, "result")
     stages = [e.data["stage"] for e in events if e.type == "progress"]
-    assert [s for s in STAGES if s in stages] == ["udf", "pad_average", "extract", "cleanup"]
+    assert [s for s in STAGES if s in stages] == ["extract", "cleanup"]
     for stage in set(stages):  # every stage reports its start and its end
         fractions = [e.data["fraction"] for e in events if e.type == "progress" and e.data["stage"] == stage]
         assert fractions[0] == 0.0 and fractions[-1] == 1.0, (stage, fractions)
@@ -705,12 +705,12 @@ def _run_and_cancel(c: Log3DClient, v, f, options: dict, cancel_at_stage: str | 
 
 def test_cancel_stops_a_running_job_within_1s_of_the_next_stage_boundary(server):
     """How it is measured. A job checks for cancellation when a stage starts, between Pad-Average
-    chunks and at each intermediate progress report, so it must stop no later than the next stage
+    chunks (vae mode; in-process tests cover them) and at each intermediate progress report, so it must stop no later than the next stage
     boundary; the requirement allows 1 s more (the check, freeing the job's memory, the event's
     trip). All times are client-side arrival times (perf_counter) of the job's events.
 
-    1. A reference run of the same job (N=384, no clean-up: udf ≈ 0.5 s, Pad-Average ≈ 1 s, extract
-       ≈ 1.2 s on 2 cores) gives the stage boundaries — the arrival of each stage's fraction-0 and
+    1. A reference run of the same job (N=384, no clean-up: udf ≈ 0.5 s, extract ≈ 1.2 s on 2 cores;
+       direct mode does not re-average its exact blocks) gives the stage boundaries — the arrival of each stage's fraction-0 and
        fraction-1 progress events — relative to its first event (udf started).
     2. Each cancelled run sends `cancel` the moment a stage reports its start (t_cancel) and times
        the `cancelled` event (t_end). With t0 = its own first event, the next boundary after the
@@ -733,7 +733,7 @@ def test_cancel_stops_a_running_job_within_1s_of_the_next_stage_boundary(server)
         ref_t0 = next(t for t, e in ref if e.type == "progress")
         ref_bounds = _boundaries(ref, ref_t0)
         ref_end = ref[-1][0] - ref_t0
-        for stage in ("udf", "pad_average", "extract"):
+        for stage in ("udf", "extract"):
             timed, t_cancel = _run_and_cancel(c, v, f, options, stage)
             assert t_cancel is not None
             end_t, end = timed[-1]

@@ -14,6 +14,7 @@ import trimesh
 from backend.cli import main
 from backend.synthetic import (FAMILIES, FAMILY_WEIGHTS, MAX_FACES, generate_shapes, make_shape, real_meshes,
                                shape_family)
+from model.cleanup import CleanupOptions
 from model.mesh import Mesh, load_mesh, validate_arrays
 from model.pipeline import RemeshOptions, remesh
 
@@ -117,9 +118,10 @@ def test_one_shape_per_family_remeshes(shapes):
     first = _first_of_each(shapes)
     assert set(first) == set(FAMILIES)
     for family, (name, mesh) in first.items():
-        result = remesh(mesh, RemeshOptions(resolution=64))
-        assert result.mesh.num_faces > 0 and result.num_blocks > 0, name
-        assert np.isfinite(result.mesh.vertices).all(), name
+        result = remesh(mesh, RemeshOptions(resolution=64))  # contoured: no field is made
+        assert result.mesh.num_faces > 0 and np.isfinite(result.mesh.vertices).all(), name
+        raw = remesh(mesh, RemeshOptions(resolution=64, cleanup=CleanupOptions.none()))  # through the UDF blocks
+        assert raw.mesh.num_faces > 0 and raw.num_blocks > 0, name
 
 
 def test_bad_arguments():
