@@ -8,14 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from backend.batch import MESH_EXTENSIONS
-from backend.cli.arguments import (
-    add_chunk_argument,
-    add_cleanup_arguments,
-    add_grid_arguments,
-    add_network_arguments,
-    add_quiet_argument,
-    cleanup_from_args,
-)
+from backend.cli import arguments
 from backend.latents import FolderReport, decode_file, encode_file, process_device, run_folder, shard_from_env, spawn_workers
 
 
@@ -81,7 +74,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
 def _cmd_decode(args: argparse.Namespace) -> int:
 
-    cleanup = cleanup_from_args(args)
+    cleanup = arguments.cleanup_from_args(args)
     if args.input.is_dir():
         return _folder(args, lambda vae, s, d: decode_file(s, d, vae, cleanup, args.chunk_blocks),
                        decode=True, fmt=args.format, verb="decoded")
@@ -92,22 +85,22 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    add_network_arguments(p, "cpu, cuda or auto (under torchrun/accelerate: cuda:LOCAL_RANK)",
+    arguments.add_network_arguments(p, "cpu, cuda or auto (under torchrun/accelerate: cuda:LOCAL_RANK)",
                           "LoG-VAE weights (default: the shipped ones)")
-    add_chunk_argument(p)
+    arguments.add_chunk_argument(p)
     p.add_argument("--workers", type=int, default=1, help="processes on this machine for a folder (each takes a share)")
     p.add_argument("--shard", default=None, help="RANK/WORLD: this process's share of a folder "
                                                  "(default: RANK and WORLD_SIZE from torchrun/accelerate, else 0/1)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--report-json", default=None, help=argparse.SUPPRESS)
-    add_quiet_argument(p, "no progress bar")
+    arguments.add_quiet_argument(p, "no progress bar")
 
 
 def add_latent_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("encode", help="meshes to LoG-VAE latent files (safetensors, docs/latents.md); a file or a folder")
     p.add_argument("input", type=Path, help=f"a mesh file or a folder of them ({', '.join(MESH_EXTENSIONS)})")
     p.add_argument("output", type=Path, help="a .safetensors file, or a folder for a folder")
-    add_grid_arguments(p, mode=False)
+    arguments.add_grid_arguments(p, mode=False)
     p.add_argument("--dtype", choices=("float16", "float32"), default="float16",
                    help="latent storage (float32: bit-exact with an in-process remesh --mode vae)")
     _common(p)
@@ -119,5 +112,5 @@ def add_latent_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("ply", "obj", "stl", "off", "glb"), default="ply", help="output format for a folder")
     _common(p)
 
-    add_cleanup_arguments(p)
+    arguments.add_cleanup_arguments(p)
     p.set_defaults(func=_cmd_decode)

@@ -6,15 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from backend.cli.arguments import (
-    StageBars,
-    add_chunk_argument,
-    add_cleanup_arguments,
-    add_grid_arguments,
-    add_network_arguments,
-    add_quiet_argument,
-    cleanup_from_args,
-)
+from backend.cli import arguments
 from model.engine import ENGINES
 
 
@@ -22,12 +14,12 @@ def _cmd_remesh(args: argparse.Namespace) -> int:
     from model import RemeshOptions, load_mesh, remesh, save_mesh
 
     options = RemeshOptions(resolution=args.resolution, mode=args.mode, chunk_blocks=args.chunk_blocks,
-                            device=args.device, checkpoint=args.checkpoint, cleanup=cleanup_from_args(args),
+                            device=args.device, checkpoint=args.checkpoint, cleanup=arguments.cleanup_from_args(args),
                             engine=args.engine).validate()
     start = time.perf_counter()
     mesh = load_mesh(args.input)
     load_s = time.perf_counter() - start
-    bars = StageBars(enabled=not args.quiet)
+    bars = arguments.StageBars(enabled=not args.quiet)
     try:
         result = remesh(mesh, options, progress=bars)
     finally:
@@ -50,12 +42,12 @@ def add_remesh_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("remesh", help="remesh one file through the LoG3D representation")
     p.add_argument("input", type=Path, help="mesh file (obj, ply, stl, off, glb)")
     p.add_argument("output", type=Path, help="output mesh file; the format follows the extension")
-    add_grid_arguments(p)
-    add_chunk_argument(p)
-    add_network_arguments(p, "cpu, cuda or auto (the network's device, and the stages' with the torch engine)",
+    arguments.add_grid_arguments(p)
+    arguments.add_chunk_argument(p)
+    arguments.add_network_arguments(p, "cpu, cuda or auto (the network's device, and the stages' with the torch engine)",
                           "LoG-VAE weights (for --mode vae)")
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="numba: geometry stages on the CPU; torch: every stage on --device; auto: torch when --device resolves to CUDA")
-    add_quiet_argument(p)
-    add_cleanup_arguments(p)
+    arguments.add_quiet_argument(p)
+    arguments.add_cleanup_arguments(p)
     p.set_defaults(func=_cmd_remesh)

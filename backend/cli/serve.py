@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from backend import protocol as proto
-from backend.cli.arguments import add_network_arguments, add_quiet_argument, add_server_arguments
+from backend.cli import arguments
 from backend.server import Server, ServerConfig
 
 
@@ -37,16 +37,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def add_serve_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the local job server (ZeroMQ) for the Blender add-on and `log3d batch`")
-    add_server_arguments(p, "address to listen on (default 127.0.0.1; any other needs --allow-remote)",
+    arguments.add_server_arguments(p, "address to listen on (default 127.0.0.1; any other needs --allow-remote)",
                          "TCP port (default {port}; 0: any free port)",
                          "where to write the keys clients need (default: the per-user runtime folder, "
                          "$XDG_RUNTIME_DIR/log3d/server-PORT.json or ~/.log3d/runtime/server-PORT.json)")
     p.add_argument("--allow-remote", action="store_true",
                    help="allow a non-loopback --host (peers still need the connection file's CURVE keys)")
-    add_network_arguments(p, "cpu, cuda or auto, for the LoG-VAE", "LoG-VAE weights (default: the shipped ones, if any)")
+    arguments.add_network_arguments(p, "cpu, cuda or auto, for the LoG-VAE", "LoG-VAE weights (default: the shipped ones, if any)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where training runs go (RUNS_DIR/<job id>)")
     p.add_argument("--data-root", type=Path, action="append", default=[],
                    help="a folder train.start may read caches and --init weights from (repeatable; default: none)")
     p.add_argument("--max-train-runs", type=int, default=1, help="training runs alive at once (default 1)")
-    add_quiet_argument(p, "log only warnings")
+    arguments.add_quiet_argument(p, "log only warnings")
     p.set_defaults(func=_cmd_serve)
