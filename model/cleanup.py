@@ -45,9 +45,9 @@ from scipy.spatial import cKDTree
 
 from .bvh import PrimitiveIndex
 from .edges import boundary_half_edges
-from .extract import lower_bound
 from .geometry import compact, face_components, signed_volumes, vertex_normals
 from .grid import BLOCK_SIZE, FAR, ISO_VOXELS, TRUNCATION_VOXELS, SparseField
+from .grid_kernels import block_key, find_block
 from .mesh import face_normals_and_areas
 
 
@@ -153,14 +153,6 @@ class CleanupOptions:
 
 
 @nb.njit(cache=True, inline="always")
-def _find_block(keys, key):
-    lo = lower_bound(keys, 0, keys.shape[0], key)
-    if lo < keys.shape[0] and keys[lo] == key:
-        return lo
-    return -1
-
-
-@nb.njit(cache=True, inline="always")
 def _sample_point(keys, values, grid, px, py, pz, far):
     n = grid * BLOCK_SIZE
     x0, y0, z0 = int(np.floor(px)), int(np.floor(py)), int(np.floor(pz))
@@ -169,7 +161,7 @@ def _sample_point(keys, values, grid, px, py, pz, far):
     # cell crosses into a neighbouring block (no per-point allocation inside the parallel loop)
     base = -1
     if 0 <= x0 < n and 0 <= y0 < n and 0 <= z0 < n:
-        base = _find_block(keys, ((x0 >> 3) * grid + (y0 >> 3)) * grid + (z0 >> 3))
+        base = find_block(keys, block_key(x0 >> 3, y0 >> 3, z0 >> 3, grid))
     acc = 0.0
     for c in range(8):
         dx, dy, dz = c & 1, (c >> 1) & 1, (c >> 2) & 1
@@ -178,7 +170,7 @@ def _sample_point(keys, values, grid, px, py, pz, far):
         value = far
         if 0 <= x < n and 0 <= y < n and 0 <= z < n:
             same = (x >> 3) == (x0 >> 3) and (y >> 3) == (y0 >> 3) and (z >> 3) == (z0 >> 3)
-            block = base if same else _find_block(keys, ((x >> 3) * grid + (y >> 3)) * grid + (z >> 3))
+            block = base if same else find_block(keys, block_key(x >> 3, y >> 3, z >> 3, grid))
             if block >= 0:
                 value = values[block, x & 7, y & 7, z & 7]
         acc += w * value

@@ -24,6 +24,7 @@ import numba as nb
 import numpy as np
 
 from .grid import FAR, SparseField, neighbor_table
+from .grid_kernels import block_origin, lower_bound
 
 
 def _corner_offset(corner: int) -> tuple[int, int, int]:
@@ -190,10 +191,7 @@ def _write_vertices(values, nbr, blocks, keys, grid, level, far, v_start, codes,
         b = blocks[q]
         ext = np.empty((9, 9, 9), dtype=np.float32)
         _gather_extended(values, nbr, b, far, ext)
-        key = keys[b]
-        ox = 8 * (key // (grid * grid))
-        oy = 8 * ((key // grid) % grid)
-        oz = 8 * (key % grid)
+        ox, oy, oz = block_origin(keys[b], grid)
         n = v_start[q]
         for axis in range(3):
             for i in range(8):
@@ -216,19 +214,6 @@ def _write_vertices(values, nbr, blocks, keys, grid, level, far, v_start, codes,
                         positions[n, 1] = oy + j + (t if axis == 1 else 0.0)
                         positions[n, 2] = oz + k + (t if axis == 2 else 0.0)
                         n += 1
-
-
-@nb.njit(cache=True, inline="always")
-def lower_bound(sorted_values, start, stop, value):
-    """First index in [start, stop) of a sorted array whose entry is not below ``value``."""
-    lo, hi = start, stop
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if sorted_values[mid] < value:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 @nb.njit(parallel=True, cache=True)

@@ -20,6 +20,7 @@ import numba as nb
 import numpy as np
 
 from .grid import BLOCK_SIZE, TRUNCATION_VOXELS, SparseField, check_resolution, unit_to_voxel
+from .grid_kernels import block_key, block_origin
 
 @nb.njit(cache=True, inline="always", error_model="numpy")
 def _dist2_point_triangle(px, py, pz, tri, t, degenerate):
@@ -112,7 +113,7 @@ def _bin_triangles(tri, degenerate, lo, hi, grid, tau, fill, pair_tri, pair_key)
                     if d2 <= reach2:
                         if fill:
                             pair_tri[n] = t
-                            pair_key[n] = (bx * grid + by) * grid + bz
+                            pair_key[n] = block_key(bx, by, bz, grid)
                         n += 1
     return n
 
@@ -122,10 +123,7 @@ def _block_distances(tri, degenerate, lo, hi, normals, offsets, order_tri, block
     """For each candidate block, the truncated distance of its 512 voxels to its binned triangles."""
     tau2 = tau * tau
     for b in nb.prange(block_keys.shape[0]):
-        key = block_keys[b]
-        ox = 8 * (key // (grid * grid))
-        oy = 8 * ((key // grid) % grid)
-        oz = 8 * (key % grid)
+        ox, oy, oz = block_origin(block_keys[b], grid)
         best = np.full((8, 8, 8), tau2)
         for j in range(offsets[b], offsets[b + 1]):
             t = order_tri[j]
