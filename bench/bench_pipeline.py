@@ -35,18 +35,33 @@ def _child_ours(path: str, resolution: int, cleanup: str) -> dict:
     from model.mesh import load_mesh, save_mesh
     from model.pipeline import RemeshOptions, remesh
 
+    import resource
+
     options = CleanupOptions() if cleanup == "default" else CleanupOptions.none()
     remesh(load_mesh(path), RemeshOptions(resolution=64, cleanup=options))  # load the compiled kernels before timing
+    cpu_start: dict[str, float] = {}
+    stage_cpu: dict[str, float] = {}
+
+    def cpu_clock(stage: str, fraction: float) -> None:  # CPU seconds of this process per stage
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        now = usage.ru_utime + usage.ru_stime
+        if fraction == 0.0:
+            cpu_start[stage] = now
+        elif fraction == 1.0 and stage in cpu_start:
+            stage_cpu[stage] = stage_cpu.get(stage, 0.0) + now - cpu_start.pop(stage)
+
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         mesh = load_mesh(path)
         loaded = time.perf_counter()
-        result = remesh(mesh, RemeshOptions(resolution=resolution, cleanup=options))
+        result = remesh(mesh, RemeshOptions(resolution=resolution, cleanup=options), progress=cpu_clock)
         remeshed = time.perf_counter()
         save_mesh(result.mesh, Path(folder) / "out.ply")
         saved = time.perf_counter()
     return {"seconds": remeshed - loaded, "load_seconds": loaded - start, "save_seconds": saved - remeshed,
-            "total_seconds": saved - start, "stages": result.timings, "faces": result.mesh.num_faces,
+            "total_seconds": saved - start, "stages": result.timings, "stage_cpu_seconds": stage_cpu,
+            "cores_busy": {stage: stage_cpu[stage] / wall for stage, wall in result.timings.items() if wall > 0 and stage in stage_cpu},
+            "faces": result.mesh.num_faces,
             "vertices": result.mesh.num_vertices, "blocks": result.num_blocks}
 
 
@@ -90,13 +105,15 @@ def child_main(method: str, path: str, resolution: int, cleanup: str) -> None:
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| mesh | N | LoG3D load→save s | LoG3D s | udf | ublocks | pad_avg | extract | cleanup | LoG3D peak MB | LoG3D faces | Blender s | Blender peak MB | Blender faces | time ratio LoG3D (load→save)/Blender |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| mesh | N | LoG3D load→save s | LoG3D s | udf | ublocks | pad_avg | extract | cleanup | cores busy (extract/cleanup) | LoG3D peak MB | LoG3D faces | Blender s | Blender peak MB | Blender faces | time ratio LoG3D (load→save)/Blender |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         o, b = r["log3d"], r.get("blender")
         st = o.get("stages", {})
+        cores = o.get("cores_busy", {})
+        busy = f"{cores.get('extract', float('nan')):.1f} / {cores.get('cleanup', float('nan')):.1f}"
         ours = (f"{o.get('total_seconds', float('nan')):.2f} | {o['seconds']:.2f} | {st.get('udf', 0):.2f} | {st.get('ublocks', 0):.2f} | {st.get('pad_average', 0):.2f} | "
-                f"{st.get('extract', 0):.2f} | {st.get('cleanup', 0):.2f} | {o['peak_rss_mb']:.0f} | {o['faces']:,}") if "error" not in o else f"error: {o['error']} | | | | | | | |"
+                f"{st.get('extract', 0):.2f} | {st.get('cleanup', 0):.2f} | {busy} | {o['peak_rss_mb']:.0f} | {o['faces']:,}") if "error" not in o else f"error: {o['error']} | | | | | | | | |"
         if b is None:
             theirs = "not run | | | "
         elif "error" in b:
