@@ -34,11 +34,12 @@ N³ array is made.
 
 from __future__ import annotations
 
-import numba as nb
-import numpy as np
-
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
+
+import numba as nb
+import numpy as np
 
 from .bvh import PrimitiveIndex, _closest_on_triangle
 from .geometry import compact, union
@@ -150,11 +151,51 @@ def grid_crossings(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> 
         keys, where, owner = np.empty(total, np.int64), np.empty(total), np.empty(total, np.int64)
         _rasterise(tri, axis, False, start, keys, where, owner, m)
         parts.append((keys, where, owner))
-    keys = np.concatenate([p[0] for p in parts])
-    where = np.concatenate([p[1] for p in parts])
-    owner = np.concatenate([p[2] for p in parts])
-    order = np.argsort(keys, kind="stable")
-    return keys[order], where[order], owner[order]
+    # keys are axis-major, so each axis's crossings sort on their own (numpy's sort releases the GIL:
+    # the three run side by side) and their concatenation is the stable sort of all of them
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        orders = list(pool.map(lambda part: np.argsort(part[0], kind="stable"), parts))
+    return tuple(np.concatenate([part[i][order] for part, order in zip(parts, orders)]) for i in range(3))
+
+
+@nb.njit(cache=True)
+def _odd_runs(k, c, p, order):
+    """:func:`odd_edges`'s count over crossings sorted by (key ``k``, piece ``c``, patch ``p``): per
+    key, one vote per piece that crosses it an odd number of times in some patch (the middle crossing
+    of its first such patch), and the edge is crossed when the votes are odd."""
+    n = k.shape[0]
+    out_key = np.empty(n, dtype=k.dtype)
+    out_pick = np.empty(n, dtype=np.int64)
+    m = 0
+    i = 0
+    while i < n:
+        j = i
+        while j < n and k[j] == k[i]:
+            j += 1
+        votes, first_pick = 0, -1
+        a = i
+        while a < j:  # one piece
+            b = a
+            while b < j and c[b] == c[a]:
+                b += 1
+            x = a
+            while x < b:  # one patch of it
+                y = x
+                while y < b and p[y] == p[x]:
+                    y += 1
+                if (y - x) % 2 == 1:
+                    votes += 1
+                    if first_pick < 0:
+                        first_pick = x + (y - x) // 2
+                    break
+                x = y
+            a = b
+        if votes % 2 == 1:
+            out_key[m] = k[i]
+            out_pick[m] = order[first_pick]
+            m += 1
+        i = j
+    return out_key[:m], out_pick[:m]
 
 
 def odd_edges(keys: np.ndarray, patch: np.ndarray, piece: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -168,20 +209,7 @@ def odd_edges(keys: np.ndarray, patch: np.ndarray, piece: np.ndarray) -> tuple[n
     if len(keys) == 0:
         return keys, np.empty(0, dtype=np.int64)
     order = np.lexsort((patch, piece, keys))
-    k, c, p = keys[order], piece[order], patch[order]
-    first = np.flatnonzero(np.concatenate([[True], (k[1:] != k[:-1]) | (c[1:] != c[:-1]) | (p[1:] != p[:-1])]))
-    count = np.diff(np.concatenate([first, [len(k)]]))
-    odd = first[count % 2 == 1]
-    if len(odd) == 0:  # every edge crossed an even number of times: a shape thinner than a voxel
-        return np.empty(0, dtype=keys.dtype), np.empty(0, dtype=np.int64)
-    pick = odd + count[count % 2 == 1] // 2  # of an odd run, its middle crossing
-    # one vote per (edge, piece)
-    vote = np.concatenate([[True], (k[odd][1:] != k[odd][:-1]) | (c[odd][1:] != c[odd][:-1])])
-    voted_key, voted_pick = k[odd][vote], pick[vote]
-    start = np.flatnonzero(np.concatenate([[True], voted_key[1:] != voted_key[:-1]]))
-    votes = np.diff(np.concatenate([start, [len(voted_key)]]))
-    crossed = start[votes % 2 == 1]
-    return voted_key[crossed], order[voted_pick[crossed]]
+    return _odd_runs(keys[order], piece[order], patch[order], order)
 
 
 # --- dual contouring -------------------------------------------------------------------------------
@@ -191,6 +219,9 @@ def odd_edges(keys: np.ndarray, patch: np.ndarray, piece: np.ndarray) -> tuple[n
 # axis + 1 and v = axis + 2). The k-th of the 4 cells around a crossed edge (see dual_contour) holds
 # it as its local edge axis · 4 + CORNER_LOCAL[k].
 CORNER_LOCAL = np.array([3, 1, 0, 2], dtype=np.int64)
+
+PARALLEL_SLICES = 256
+"""Slices a per-cell loop is cut into for the cores, each with its own scratch arrays."""
 
 
 @nb.njit(cache=True, inline="always")
@@ -214,7 +245,7 @@ def _gap(points, a, b):
                    + (points[a, 2] - points[b, 2]) ** 2)
 
 
-@nb.njit(cache=True)
+@nb.njit(parallel=True, cache=True)
 def _cell_patches(local, points, piece, patch):
     """Per cell, which of its crossed edges belong to one sheet of the surface (manifold dual
     contouring, Schaefer, Ju & Warren 2007). On each face of the cell the crossed edges pair up: two
@@ -224,43 +255,46 @@ def _cell_patches(local, points, piece, patch):
     closest; three (an open boundary passing through the face) stay one sheet, as before. ``local``
     [C, 12]: crossing id per local edge or −1; out: ``patch`` [C, 12], the local edge that
     represents each crossed edge's sheet."""
-    parent = np.empty(12, dtype=np.int64)
-    ids = np.empty(4, dtype=np.int64)
-    for c in range(local.shape[0]):
-        for i in range(12):
-            parent[i] = i
-        for f in range(3):
-            pa, qa = (f + 1) % 3, (f + 2) % 3
-            for s in range(2):
-                # the face's edges in cyclic order: along p at q = 0, along q at p = 1, along p at
-                # q = 1, along q at p = 0
-                e0, e1, e2, e3 = pa * 4 + s, qa * 4 + s * 2 + 1, pa * 4 + 2 + s, qa * 4 + s * 2
-                ids[0], ids[1], ids[2], ids[3] = local[c, e0], local[c, e1], local[c, e2], local[c, e3]
-                crossed = (ids[0] >= 0) + (ids[1] >= 0) + (ids[2] >= 0) + (ids[3] >= 0)
-                if crossed == 4:
-                    same1 = piece[ids[0]] == piece[ids[1]] and piece[ids[2]] == piece[ids[3]]
-                    same2 = piece[ids[1]] == piece[ids[2]] and piece[ids[3]] == piece[ids[0]]
-                    if same1 != same2:
-                        first = same1
-                    else:
-                        cost1 = _gap(points, ids[0], ids[1]) + _gap(points, ids[2], ids[3])
-                        cost2 = _gap(points, ids[1], ids[2]) + _gap(points, ids[3], ids[0])
-                        first = cost1 <= cost2
-                    if first:
-                        _join(parent, e0, e1)
-                        _join(parent, e2, e3)
-                    else:
-                        _join(parent, e1, e2)
-                        _join(parent, e3, e0)
-                elif crossed >= 2:
-                    last = -1
-                    for e in (e0, e1, e2, e3):
-                        if local[c, e] >= 0:
-                            if last >= 0:
-                                _join(parent, last, e)
-                            last = e
-        for i in range(12):
-            patch[c, i] = _find(parent, i) if local[c, i] >= 0 else -1
+    count = local.shape[0]
+    step = (count + PARALLEL_SLICES - 1) // PARALLEL_SLICES
+    for part in nb.prange(PARALLEL_SLICES):  # cells are independent: slices with their own scratch
+        parent = np.empty(12, dtype=np.int64)
+        ids = np.empty(4, dtype=np.int64)
+        for c in range(part * step, min(count, (part + 1) * step)):
+            for i in range(12):
+                parent[i] = i
+            for f in range(3):
+                pa, qa = (f + 1) % 3, (f + 2) % 3
+                for s in range(2):
+                    # the face's edges in cyclic order: along p at q = 0, along q at p = 1, along p at
+                    # q = 1, along q at p = 0
+                    e0, e1, e2, e3 = pa * 4 + s, qa * 4 + s * 2 + 1, pa * 4 + 2 + s, qa * 4 + s * 2
+                    ids[0], ids[1], ids[2], ids[3] = local[c, e0], local[c, e1], local[c, e2], local[c, e3]
+                    crossed = (ids[0] >= 0) + (ids[1] >= 0) + (ids[2] >= 0) + (ids[3] >= 0)
+                    if crossed == 4:
+                        same1 = piece[ids[0]] == piece[ids[1]] and piece[ids[2]] == piece[ids[3]]
+                        same2 = piece[ids[1]] == piece[ids[2]] and piece[ids[3]] == piece[ids[0]]
+                        if same1 != same2:
+                            first = same1
+                        else:
+                            cost1 = _gap(points, ids[0], ids[1]) + _gap(points, ids[2], ids[3])
+                            cost2 = _gap(points, ids[1], ids[2]) + _gap(points, ids[3], ids[0])
+                            first = cost1 <= cost2
+                        if first:
+                            _join(parent, e0, e1)
+                            _join(parent, e2, e3)
+                        else:
+                            _join(parent, e1, e2)
+                            _join(parent, e3, e0)
+                    elif crossed >= 2:
+                        last = -1
+                        for e in (e0, e1, e2, e3):
+                            if local[c, e] >= 0:
+                                if last >= 0:
+                                    _join(parent, last, e)
+                                last = e
+            for i in range(12):
+                patch[c, i] = _find(parent, i) if local[c, i] >= 0 else -1
 
 
 @nb.njit(cache=True)
@@ -359,7 +393,7 @@ def _sheet_vertices(cell_of, axis, points, piece, num_cells, corner_local):
     """One vertex per sheet of a cell: (per edge, its quad's 4 vertex ids [E, 4]; per vertex, its
     cell). Vertices are numbered by cell, then by the sheet's lowest local edge."""
     local = np.full((num_cells, 12), -1, dtype=np.int64)
-    for e in range(cell_of.shape[0]):
+    for e in nb.prange(cell_of.shape[0]):  # each (cell, local edge) is one grid edge: no two writes meet
         for k in range(4):
             local[cell_of[e, k], axis[e] * 4 + corner_local[k]] = e
     patch = np.empty_like(local)
@@ -600,40 +634,51 @@ def collapse_zero_edges(vertices: np.ndarray, faces: np.ndarray, source: np.ndar
     stays a manifold; the few others keep their zero-area triangles. Vertices left unused are
     dropped by the clean-up's compaction."""
     faces = np.ascontiguousarray(faces, dtype=np.int64)
-    face, k = np.nonzero(_zero_edges(np.ascontiguousarray(vertices, dtype=np.float64), faces))
+    zero = _zero_edges(np.ascontiguousarray(vertices, dtype=np.float64), faces)
+    face = np.flatnonzero(zero.any(axis=1))  # a handful of faces: no [F, 3] nonzero
     if len(face) == 0:
         return faces, source
+    row, k = np.nonzero(zero[face])
+    face = face[row]
     ends = np.stack([faces[face, k], faces[face, (k + 1) % 3]], axis=1)
     pairs = np.unique(np.sort(ends, axis=1), axis=0)
     marked = np.zeros(len(vertices), dtype=bool)
     marked[pairs.ravel()] = True
     around = np.flatnonzero(_faces_at(faces, marked))  # the faces at the vertices concerned
-    faces = faces.copy()
+    rows = {t: faces[t].copy() for t in around.tolist()}  # the only faces that can change
     faces_of: dict[int, set[int]] = {}
-    for t in around.tolist():
-        for v in faces[t].tolist():
+    for t, row in rows.items():
+        for v in row.tolist():
             faces_of.setdefault(v, set()).add(t)
 
     def neighbours(v: int) -> set[int]:
-        return {int(w) for t in faces_of.get(v, ()) for w in faces[t]} - {v}
+        return {int(w) for t in faces_of.get(v, ()) for w in rows[t]} - {v}
 
-    alive = np.ones(len(faces), dtype=bool)
+    dead: list[int] = []
     for a, b in pairs.tolist():
         on_edge = faces_of.get(a, set()) & faces_of.get(b, set())
-        corners = {int(w) for t in on_edge for w in faces[t]} - {a, b}
+        corners = {int(w) for t in on_edge for w in rows[t]} - {a, b}
         if len(on_edge) != 2 or len(corners) != 2 or neighbours(a) & neighbours(b) != corners:
             continue
         x, y = corners
         if y in neighbours(x):  # the collapse would lay two triangles on x-y (a tetrahedron's case)
             continue
         for t in on_edge:
-            alive[t] = False
-            for w in faces[t].tolist():
+            dead.append(t)
+            for w in rows[t].tolist():
                 faces_of[w].discard(t)
         for t in faces_of.pop(b, set()):
-            faces[t][faces[t] == b] = a
+            rows[t][rows[t] == b] = a
             faces_of[a].add(t)
-    return faces[alive], source[alive]
+    if not dead:
+        return faces, source
+    alive = np.ones(len(faces), dtype=bool)
+    alive[dead] = False
+    kept = np.flatnonzero(alive)
+    out = faces[kept]  # the one copy of the faces
+    changed = np.array([t for t in rows if alive[t]], dtype=np.int64)
+    out[np.searchsorted(kept, changed)] = np.array([rows[t] for t in changed.tolist()], dtype=np.int64).reshape(-1, 3)
+    return out, source[kept]
 
 
 # --- boundaries and pieces -------------------------------------------------------------------------
