@@ -214,7 +214,7 @@ def _remesh_one(client: Log3DClient, src: Path, dst: Path, config: BatchConfig, 
     """Remesh ``src`` into ``dst``: written to a hidden partial name, flushed to disk, then renamed,
     so ``dst`` is either absent or whole; the partial file never outlives a failure."""
     from model.atomic import atomic_output
-    from model.mesh import Mesh, load_mesh, save_mesh
+    from model import Mesh, load_mesh, save_mesh
 
     mesh = load_mesh(src)
     job = client.submit_remesh(mesh.vertices, mesh.faces, resolution=config.resolution, mode=config.mode,
@@ -231,7 +231,7 @@ def run_batch(config: BatchConfig) -> BatchReport:
     """Remesh every input that has no output yet; one failure never stops the others."""
     from tqdm import tqdm
 
-    from model.mesh import MeshError
+    from model import MeshError
 
     if config.in_dir.resolve() == config.out_dir.resolve():
         raise ValueError("OUT_DIR must differ from IN_DIR (outputs would be taken as inputs on a rerun)")

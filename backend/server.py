@@ -180,7 +180,7 @@ def cleanup_settings() -> dict[str, Any] | None:
     none. Read from the pipeline itself so the wire follows it without a second list to maintain."""
     try:
         from model.cleanup import CleanupOptions
-        from model.pipeline import RemeshOptions
+        from model import RemeshOptions
     except ImportError:
         return None
     if "cleanup" not in {f.name for f in dataclasses.fields(RemeshOptions)}:
@@ -223,7 +223,7 @@ def make_cleanup(given: dict[str, Any], request_id: Any = None) -> Any | None:
 
 
 def _options(job: Job, model: LoadedModel, mode: str) -> Any:
-    from model.pipeline import RemeshOptions
+    from model import RemeshOptions
 
     extra: dict[str, Any] = {}
     cleanup = make_cleanup(job.options.get("cleanup") or {})
@@ -267,8 +267,7 @@ def compute_encode(job: Job, progress: Progress, should_cancel: Callable[[], boo
 
 
 def compute_decode(job: Job, progress: Progress, should_cancel: Callable[[], bool], model: LoadedModel):
-    from model import Latents, decode
-    from model.mesh import Normalization
+    from model import Latents, Normalization, decode
 
     assert job.arrays is not None
     latents = Latents(job.options["resolution"], np.array(job.arrays["latents"], dtype=np.float32),
@@ -353,7 +352,7 @@ class Worker(threading.Thread):
                 self._send(job, proto.event_frames(proto.PROGRESS, job.request_id, job.id,
                                                    {"stage": stage, "fraction": round(float(fraction), 4)}))
 
-        from model.pipeline import Cancelled
+        from model import Cancelled
 
         # The job is marked finished before its last event goes out, so a client that asks for
         # `jobs` right after the result sees the final state.

@@ -515,14 +515,13 @@ class _RecordingVAE:
 
 def validate_shape(model, cache: Cache, entry: CacheEntry, cfg: TrainConfig, references: dict) -> dict[str, Any]:
     """Metrics of one held-out shape through encode → decode → Pad-Average → ε-surface
-    (``model.pipeline.decode_to_mesh``), plus the Huber loss of the decoded blocks."""
+    (``model.decode``), plus the Huber loss of the decoded blocks."""
     import torch
 
+    from model import Normalization, RemeshOptions, decode
     from model.autoencode import encode_blocks
     from model.cleanup import CleanupOptions
-    from model.mesh import Normalization
     from model.metrics import MetricsConfig, compute_metrics
-    from model.pipeline import RemeshOptions, decode_to_mesh
 
     start = time.perf_counter()
     row: dict[str, Any] = {"shape": entry.id, "blocks": entry.num_blocks}
@@ -533,7 +532,7 @@ def validate_shape(model, cache: Cache, entry: CacheEntry, cfg: TrainConfig, ref
         identity = Normalization(center=np.zeros(3), scale=1.0)
         options = RemeshOptions(resolution=entry.resolution, mode="vae", cleanup=CleanupOptions.none())
         try:
-            pred = decode_to_mesh(latents, identity, options, vae=net)
+            pred = decode(latents, identity, options, vae=net)
         finally:
             if net.decoded is not None:
                 target = torch.from_numpy(ub.blocks).to(net.decoded.device)

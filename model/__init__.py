@@ -26,8 +26,9 @@ _NAMES = {
     "model.pipeline": ("remesh", "RemeshOptions", "RemeshResult"),
     "model.autoencode": ("Latents", "ModeUnavailable"),
     "model.cleanup": ("CleanupOptions",),
-    "model.mesh": ("Mesh", "MeshError", "load_mesh", "save_mesh"),
+    "model.mesh": ("Mesh", "MeshError", "Normalization", "load_mesh", "save_mesh"),
     "model.grid": ("ResolutionError",),
+    "model.stages": ("Cancelled",),
 }
 _EXPORTS = {name: (module, name) for module, names in _NAMES.items() for name in names}
 _EXPORTS["encode"] = ("model.pipeline", "encode_mesh")
@@ -39,10 +40,11 @@ if TYPE_CHECKING:
     from .autoencode import Latents, ModeUnavailable
     from .cleanup import CleanupOptions
     from .grid import ResolutionError
-    from .mesh import Mesh, MeshError, load_mesh, save_mesh
+    from .mesh import Mesh, MeshError, Normalization, load_mesh, save_mesh
     from .pipeline import RemeshOptions, RemeshResult, remesh
     from .pipeline import decode_to_mesh as decode
     from .pipeline import encode_mesh as encode
+    from .stages import Cancelled
 
 
 def __getattr__(name: str) -> Any:

@@ -13,13 +13,13 @@ import pytest
 import torch
 import trimesh
 
-from model.grid import FAR, SparseField, unit_margin
 from model.gpu.blocks import PadAverageTorch, active_indices_torch, all_ublocks_torch, gather_ublocks_torch, iter_ublocks_torch
 from model.gpu.udf import compute_udf_torch
-from model.mesh import fit_unit_cube, load_mesh, used_vertices
+from model.grid import FAR, SparseField, unit_margin
+from model.mesh import fit_unit_cube, used_vertices
 from model.ublocks import PadAverage, active_indices, iter_ublocks
 from model.udf import compute_udf
-from tests.conftest import SHARED_MESHES, torch_devices
+from tests.conftest import shared_mesh, torch_devices
 
 DEVICES = torch_devices()
 UDF_ATOL = 1e-4  # normalised units (τ = 1), i.e. 4e-4 voxel
@@ -50,10 +50,7 @@ def box() -> tuple[np.ndarray, np.ndarray]:
 
 
 def spot(resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    path = SHARED_MESHES / "spot.obj"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    mesh = load_mesh(path)
+    mesh = shared_mesh("spot.obj")
     unit = fit_unit_cube(used_vertices(mesh), unit_margin(resolution)).to_unit(mesh.vertices)
     return unit, mesh.faces
 

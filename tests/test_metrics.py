@@ -30,14 +30,12 @@ from model.metrics import (
     sample_surface,
     sharp_edges,
 )
+from tests.conftest import as_mesh
 
 # Small but not toy: 40k points and 256-pixel renders keep each evaluation well under a second.
 FAST = MetricsConfig(num_samples=40_000, sharp_samples=20_000, visibility=VisibilityConfig(views=32, resolution=256))
 ORIENTATION_FREE_45 = 2.0 - 2.0 * math.cos(math.pi / 4)  # normal error between faces 45° apart
 
-
-def as_mesh(t: trimesh.Trimesh) -> Mesh:
-    return Mesh(np.asarray(t.vertices, dtype=np.float64), np.asarray(t.faces, dtype=np.int64))
 
 
 def sphere(radius: float = 0.5, subdivisions: int = 4) -> Mesh:

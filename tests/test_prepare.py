@@ -14,9 +14,9 @@ import trimesh
 from backend.cli import main as cli_main
 from backend.dataset import JOURNAL_NAME, Cache, CacheError, ShardError, decode_shard
 from backend.prepare import PrepareOptions, augment_params, prepare
-from model.mesh import Mesh
 from model.pipeline import mesh_to_field
 from model.ublocks import extract_ublocks
+from tests.conftest import as_mesh
 
 N = 64
 
@@ -24,9 +24,6 @@ N = 64
 def _quiet(*args, **kwargs) -> None:
     pass
 
-
-def as_mesh(tm: trimesh.Trimesh) -> Mesh:
-    return Mesh(vertices=np.asarray(tm.vertices, dtype=np.float64), faces=np.asarray(tm.faces, dtype=np.int64))
 
 
 @pytest.fixture
