@@ -28,8 +28,9 @@ def _cmd_remesh(args: argparse.Namespace) -> int:
     save_mesh(result.mesh, args.output)
     save_s = time.perf_counter() - start
     timings = {"load": load_s, **result.timings, "save": save_s}
+    blocks = f"blocks={result.num_blocks} " if result.num_blocks else ""  # no field: the input was contoured
     print(f"{args.input} -> {args.output}: N={options.resolution} mode={options.mode} "
-          f"blocks={result.num_blocks} faces {mesh.num_faces} -> {result.mesh.num_faces}")
+          f"{blocks}faces {mesh.num_faces} -> {result.mesh.num_faces}")
     for stage, seconds in timings.items():
         print(f"  {stage:<12} {seconds:8.3f} s")
     print(f"  {'total':<12} {sum(timings.values()):8.3f} s")
