@@ -330,14 +330,14 @@ def _jacobi3(a, vectors):
                     vectors[k, q] = s * vkp + c * vkq
 
 
-@nb.njit(cache=True)
+@nb.njit(parallel=True, cache=True)
 def _edge_points(edges, where, m):
     """Per crossed edge: its axis and its crossing point (voxel coordinates)."""
     count = edges.shape[0]
     axis = np.empty(count, dtype=np.int64)
     points = np.empty((count, 3))
     mmm = m * m * m
-    for e in range(count):
+    for e in nb.prange(count):
         a = edges[e] // mmm
         node = edges[e] - a * mmm
         axis[e] = a
