@@ -10,7 +10,8 @@ noise hits both alike; the best of ``--repeats`` is reported. Kernels:
 
 * ``udf``: narrow-band UDF blocks of the mesh (torch in float64, which equals numba bit for bit on
   the CPU, and in float32, the CUDA setting);
-* ``gather``: every active UBlock padded to 12³, in chunks of ``CHUNK_BLOCKS``;
+* ``gather``: every active UBlock padded to 12³ (the encoder's input; the torch engine gathers it
+  ``CHUNK_BLOCKS`` at a time);
 * ``pad_average``: those chunks averaged back into the field.
 
 Prints a Markdown table and writes bench/results/engines_cpu.json and .md.
@@ -48,7 +49,7 @@ def measure(mesh_path: Path, resolution: int, repeats: int) -> list[dict]:
     from model.gpu.engine import TorchEngine
     from model.grid import CHUNK_BLOCKS, unit_margin
     from model.mesh import fit_unit_cube, load_mesh, used_vertices
-    from model.ublocks import pad_average
+    from model.ublocks import iter_chunks, pad_average
 
     mesh = load_mesh(mesh_path)
     unit = fit_unit_cube(used_vertices(mesh), unit_margin(resolution)).to_unit(mesh.vertices)
@@ -63,10 +64,10 @@ def measure(mesh_path: Path, resolution: int, repeats: int) -> list[dict]:
     for name in ("numba", "torch-f64"):
         engine, field = engines[name], fields[name]
         with engine.session():
-            chunks = list(engine.ublocks(field, CHUNK_BLOCKS))
-            coords = engine.active_coords(field)
-            gather = best_of(repeats, lambda: list(engine.ublocks(field, CHUNK_BLOCKS)))
-            average = best_of(repeats, lambda: pad_average(iter(chunks), resolution, coords, None, engine.assembler))
+            gathered = engine.all_ublocks(field, CHUNK_BLOCKS)
+            gather = best_of(repeats, lambda: engine.all_ublocks(field, CHUNK_BLOCKS))
+            average = best_of(repeats, lambda: pad_average(iter_chunks(gathered, CHUNK_BLOCKS), resolution,
+                                                           gathered.coords, None, engine.assembler))
         rows.append({"kernel": "gather", "engine": name, "seconds": gather})
         rows.append({"kernel": "pad_average", "engine": name, "seconds": average})
     blocks = int(engines["numba"].active_coords(fields["numba"]).shape[0])

@@ -123,11 +123,17 @@ def encode_blocks(model, ublocks: UBlocks) -> Latents:
     return Latents(ublocks.resolution, mean.cpu().numpy(), coords.cpu().numpy().astype(np.int32))
 
 
-def decode_blocks(model, latents: Latents) -> UBlocks:
-    """Decoded UBlocks [L, 12³] of a whole shape, clamped to the field's range [0, 1]."""
+def decode_latents(model, latents: Latents) -> "torch.Tensor":  # noqa: F821
+    """:func:`decode_tensors` of a latent set: the decoded blocks [L, 12³] on the model's device,
+    in its output dtype, for an engine to adopt."""
     import torch
 
     latents.validate()
     coords = torch.from_numpy(np.asarray(latents.coords, dtype=np.int64))
-    blocks = decode_tensors(model, torch.from_numpy(np.asarray(latents.latents, dtype=np.float32)), coords)
+    return decode_tensors(model, torch.from_numpy(np.asarray(latents.latents, dtype=np.float32)), coords)
+
+
+def decode_blocks(model, latents: Latents) -> UBlocks:
+    """Decoded UBlocks [L, 12³] of a whole shape as numpy, clamped to the field's range [0, 1]."""
+    blocks = decode_latents(model, latents)
     return UBlocks(latents.resolution, blocks.float().cpu().numpy(), np.asarray(latents.coords, dtype=np.int32))

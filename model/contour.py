@@ -245,6 +245,45 @@ def _gap(points, a, b):
                    + (points[a, 2] - points[b, 2]) ** 2)
 
 
+@nb.njit(cache=True, inline="always")
+def _pair_cell(c, local, points, piece, patch, parent, ids):
+    """:func:`_cell_patches` for cell ``c``, with the scratch ``parent`` [12] and ``ids`` [4]."""
+    for i in range(12):
+        parent[i] = i
+    for f in range(3):
+        pa, qa = (f + 1) % 3, (f + 2) % 3
+        for s in range(2):
+            # the face's edges in cyclic order: along p at q = 0, along q at p = 1, along p at
+            # q = 1, along q at p = 0
+            e0, e1, e2, e3 = pa * 4 + s, qa * 4 + s * 2 + 1, pa * 4 + 2 + s, qa * 4 + s * 2
+            ids[0], ids[1], ids[2], ids[3] = local[c, e0], local[c, e1], local[c, e2], local[c, e3]
+            crossed = (ids[0] >= 0) + (ids[1] >= 0) + (ids[2] >= 0) + (ids[3] >= 0)
+            if crossed == 4:
+                same1 = piece[ids[0]] == piece[ids[1]] and piece[ids[2]] == piece[ids[3]]
+                same2 = piece[ids[1]] == piece[ids[2]] and piece[ids[3]] == piece[ids[0]]
+                if same1 != same2:
+                    first = same1
+                else:
+                    cost1 = _gap(points, ids[0], ids[1]) + _gap(points, ids[2], ids[3])
+                    cost2 = _gap(points, ids[1], ids[2]) + _gap(points, ids[3], ids[0])
+                    first = cost1 <= cost2
+                if first:
+                    _join(parent, e0, e1)
+                    _join(parent, e2, e3)
+                else:
+                    _join(parent, e1, e2)
+                    _join(parent, e3, e0)
+            elif crossed >= 2:
+                last = -1
+                for e in (e0, e1, e2, e3):
+                    if local[c, e] >= 0:
+                        if last >= 0:
+                            _join(parent, last, e)
+                        last = e
+    for i in range(12):
+        patch[c, i] = _find(parent, i) if local[c, i] >= 0 else -1
+
+
 @nb.njit(parallel=True, cache=True)
 def _cell_patches(local, points, piece, patch):
     """Per cell, which of its crossed edges belong to one sheet of the surface (manifold dual
@@ -261,40 +300,7 @@ def _cell_patches(local, points, piece, patch):
         parent = np.empty(12, dtype=np.int64)
         ids = np.empty(4, dtype=np.int64)
         for c in range(part * step, min(count, (part + 1) * step)):
-            for i in range(12):
-                parent[i] = i
-            for f in range(3):
-                pa, qa = (f + 1) % 3, (f + 2) % 3
-                for s in range(2):
-                    # the face's edges in cyclic order: along p at q = 0, along q at p = 1, along p at
-                    # q = 1, along q at p = 0
-                    e0, e1, e2, e3 = pa * 4 + s, qa * 4 + s * 2 + 1, pa * 4 + 2 + s, qa * 4 + s * 2
-                    ids[0], ids[1], ids[2], ids[3] = local[c, e0], local[c, e1], local[c, e2], local[c, e3]
-                    crossed = (ids[0] >= 0) + (ids[1] >= 0) + (ids[2] >= 0) + (ids[3] >= 0)
-                    if crossed == 4:
-                        same1 = piece[ids[0]] == piece[ids[1]] and piece[ids[2]] == piece[ids[3]]
-                        same2 = piece[ids[1]] == piece[ids[2]] and piece[ids[3]] == piece[ids[0]]
-                        if same1 != same2:
-                            first = same1
-                        else:
-                            cost1 = _gap(points, ids[0], ids[1]) + _gap(points, ids[2], ids[3])
-                            cost2 = _gap(points, ids[1], ids[2]) + _gap(points, ids[3], ids[0])
-                            first = cost1 <= cost2
-                        if first:
-                            _join(parent, e0, e1)
-                            _join(parent, e2, e3)
-                        else:
-                            _join(parent, e1, e2)
-                            _join(parent, e3, e0)
-                    elif crossed >= 2:
-                        last = -1
-                        for e in (e0, e1, e2, e3):
-                            if local[c, e] >= 0:
-                                if last >= 0:
-                                    _join(parent, last, e)
-                                last = e
-            for i in range(12):
-                patch[c, i] = _find(parent, i) if local[c, i] >= 0 else -1
+            _pair_cell(c, local, points, piece, patch, parent, ids)
 
 
 @nb.njit(cache=True)

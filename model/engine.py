@@ -3,7 +3,8 @@ the hardware, behind one interface.
 
 Every remesh runs the same stages in the same order, whichever engine is chosen::
 
-    udf → ublocks → (vae: encode → decode) → pad_average → extract → cleanup → (decimate)
+    vae:     udf → ublocks → encode → decode → pad_average → extract → cleanup → (decimate)
+    direct:  (udf, when a clean-up step is off) → extract → cleanup → (decimate)
 
 An engine supplies the kernels of the stages up to Pad-Average — the ones that are flat, regular
 work over blocks and voxels, where a GPU wants flat tensor batches and a CPU wants compiled loops
@@ -17,13 +18,13 @@ grouping, union-find) and run on the host for both engines (:func:`model.pipelin
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, ContextManager, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, ContextManager, Protocol
 
 import numpy as np
 
 from .grid import Array, SparseField
 from .stages import Report
-from .ublocks import Assembler, PadAverage, UBlocks, active_indices, extract_ublocks, iter_ublocks
+from .ublocks import Assembler, PadAverage, UBlocks, active_indices, extract_ublocks
 from .udf import compute_udf
 
 if TYPE_CHECKING:
@@ -35,19 +36,15 @@ ENGINES = ("auto", "numba", "torch")
 class Engine(Protocol):
     """The kernels one engine supplies; arrays stay in the engine's kind (numpy or device tensors)."""
 
-    name: str
-
     def udf(self, unit_vertices: np.ndarray, faces: np.ndarray, resolution: int, report: Report) -> SparseField:
         """The narrow-band UDF blocks of a mesh already in the unit cube."""
 
     def active_coords(self, field: SparseField) -> Array:
         """Block coordinates [L, 3] of the UBlocks (blocks with a voxel below FAR), in key order."""
 
-    def ublocks(self, field: SparseField, chunk_blocks: int) -> Iterator[UBlocks]:
-        """The padded UBlocks, a chunk at a time (read lazily inside Pad-Average)."""
-
     def all_ublocks(self, field: SparseField, chunk_blocks: int) -> UBlocks:
-        """Every padded UBlock at once (the encoder's transformer mixes all tokens of a shape)."""
+        """Every padded UBlock at once (the encoder's transformer mixes all tokens of a shape),
+        gathered at most ``chunk_blocks`` at a time where the engine bounds its scratch memory."""
 
     def adopt(self, resolution: int, blocks: "torch.Tensor", coords: np.ndarray) -> UBlocks:
         """The network's decoded blocks (on its device, in its dtype) at the block coordinates
@@ -72,16 +69,11 @@ class Engine(Protocol):
 class NumbaEngine:
     """The CPU engine: numba kernels over numpy arrays (:mod:`model.udf`, :mod:`model.ublocks`)."""
 
-    name = "numba"
-
     def udf(self, unit_vertices: np.ndarray, faces: np.ndarray, resolution: int, report: Report) -> SparseField:
         return compute_udf(unit_vertices, faces, resolution, report)
 
     def active_coords(self, field: SparseField) -> np.ndarray:
         return field.coords[active_indices(field)]
-
-    def ublocks(self, field: SparseField, chunk_blocks: int) -> Iterator[UBlocks]:
-        return iter_ublocks(field, chunk_blocks)
 
     def all_ublocks(self, field: SparseField, chunk_blocks: int) -> UBlocks:
         return extract_ublocks(field)

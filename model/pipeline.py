@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from .autoencode import Latents, ModeUnavailable, decode_tensors, encode_blocks, load_vae
+from .autoencode import Latents, ModeUnavailable, decode_latents, encode_blocks, load_vae
 from .bvh import PrimitiveIndex, SurfaceIndex
 from .cleanup import CleanupOptions, clean_surface, decimate
 from .contour import InputTopology, dual_contour, tidy_contour
@@ -28,7 +28,7 @@ from .grid import CHUNK_BLOCKS, SparseField, check_resolution, iso_level, unit_m
 from .mesh import Mesh, MeshError, Normalization, fit_unit_cube, used_vertices, validate_arrays
 from .shell import outer_shell_field
 from .stages import Cancelled, ProgressCallback, Stages
-from .ublocks import UBlocks, iter_chunks, pad_average
+from .ublocks import iter_chunks, pad_average
 
 MODES = ("direct", "vae")
 
@@ -192,8 +192,6 @@ def decode_to_mesh(latents: Latents, normalization: Normalization, options: Reme
                    progress: ProgressCallback | None = None, should_cancel: Callable[[], bool] | None = None,
                    vae: object | None = None, stages: Stages | None = None, engine: Engine | None = None) -> Mesh:
     """Decode latents to UBlocks, Pad-Average them and extract the mesh in the original frame."""
-    import torch
-
     options = (options or RemeshOptions(mode="vae")).validate()
     engine = engine or engine_for(options.engine, options.device)
     network = network_for(options, vae)
@@ -203,13 +201,8 @@ def decode_to_mesh(latents: Latents, normalization: Normalization, options: Reme
         options = dataclasses.replace(options, resolution=n)
     stages = stages or Stages(progress, should_cancel, engine.sync)
 
-    def decode(report: Callable[[float], None]) -> UBlocks:
-        coords = torch.from_numpy(np.asarray(latents.coords, dtype=np.int64))
-        blocks = decode_tensors(network, torch.from_numpy(np.asarray(latents.latents, dtype=np.float32)), coords)
-        return engine.adopt(n, blocks, latents.coords)
-
     with engine.session():
-        decoded = stages.run("decode", decode)
+        decoded = stages.run("decode", lambda report: engine.adopt(n, decode_latents(network, latents), latents.coords))
         chunks = iter_chunks(decoded, options.chunk_blocks)
         averaged = stages.run("pad_average", lambda report: pad_average(chunks, n, decoded.coords, report, engine.assembler))
         del decoded, chunks

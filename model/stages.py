@@ -8,7 +8,7 @@ asynchronously, so without it a stage's time would land in the next one."""
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, TypeVar
 
 ProgressCallback = Callable[[str, float], None]
 """Called with (stage name, fraction of that stage done in [0, 1])."""
@@ -49,21 +49,6 @@ class Stages:
         self.timings[name] = time.perf_counter() - start
         report(1.0)
         return result
-
-    def timed(self, items: Iterator[T], name: str) -> Iterator[T]:
-        """Yield ``items`` while booking the time spent producing them under ``name`` and checking
-        for cancellation: for a stage consumed lazily inside the next one (the UBlocks gathered
-        inside Pad-Average), whose clock then holds both and gives this share back."""
-        while True:
-            self.check()
-            self._sync()
-            start = time.perf_counter()
-            item = next(items, None)
-            self._sync()
-            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
-            if item is None:
-                return
-            yield item
 
     def _reporter(self, name: str) -> Report:
         def report(fraction: float) -> None:

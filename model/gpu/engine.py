@@ -4,7 +4,7 @@ Each kernel consumes the previous one's device tensors directly, so nothing is c
 before the averaged field (:meth:`model.grid.SparseField.to_host`):
 
     compute_udf_torch   → SparseField of tensors
-    iter_ublocks_torch  → UBlocks of tensors, a chunk at a time
+    all_ublocks_torch   → UBlocks of tensors, gathered a chunk at a time
     (vae) the network   → decoded blocks stay on the device, in the network's dtype
     PadAverageTorch     → SparseField of the averaged blocks
 
@@ -14,7 +14,7 @@ asynchronous), and the peak of allocated device memory over a run is reported.
 
 from __future__ import annotations
 
-from typing import Any, ContextManager, Iterator
+from typing import Any, ContextManager
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ import torch
 from ..grid import SparseField
 from ..stages import Report
 from ..ublocks import Assembler, UBlocks
-from .blocks import PadAverageTorch, active_indices_torch, all_ublocks_torch, iter_ublocks_torch
+from .blocks import PadAverageTorch, active_indices_torch, all_ublocks_torch
 from .udf import compute_udf_torch
 
 
@@ -36,8 +36,6 @@ class TorchEngine:
     distance (which moves a vertex by up to ~1e-4 voxel where the surface grazes a cell edge).
     """
 
-    name = "torch"
-
     def __init__(self, device: torch.device | str, udf_dtype: torch.dtype | None = None) -> None:
         self.device = torch.device(device)
         self.udf_dtype = udf_dtype or (torch.float32 if self.device.type == "cuda" else torch.float64)
@@ -47,9 +45,6 @@ class TorchEngine:
 
     def active_coords(self, field: SparseField) -> torch.Tensor:
         return field.coords[active_indices_torch(field)]
-
-    def ublocks(self, field: SparseField, chunk_blocks: int) -> Iterator[UBlocks]:
-        return iter_ublocks_torch(field, chunk_blocks)
 
     def all_ublocks(self, field: SparseField, chunk_blocks: int) -> UBlocks:
         return all_ublocks_torch(field, chunk_blocks)
