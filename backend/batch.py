@@ -270,5 +270,3 @@ def run_batch(config: BatchConfig) -> BatchReport:
             bar.update(1)
         client.close()
     return report
-
-

@@ -485,4 +485,3 @@ __all__ = [
     "summarize",
     "write_tables",
 ]
-

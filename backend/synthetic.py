@@ -1031,5 +1031,3 @@ def real_meshes(mesh_dir: str | Path | None = None, max_faces: int | None = None
 
 # --------------------------------------------------------------------------------------------
 # log3d synth
-
-

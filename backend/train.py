@@ -880,5 +880,3 @@ def ship_weights(source: Path, out: Path, dtype: str = "float16") -> dict[str, A
     os.replace(tmp, out)
     return {"source": str(path), "out": str(out), "dtype": dtype, "preset": model.config.name,
             "parameters": count_parameters(model), "bytes": out.stat().st_size}
-
-
