@@ -49,8 +49,17 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_POINTER = "last"
 EXPORT_NAME = "model.safetensors"
 METRIC_COLUMNS = ["step", "loss", "huber", "kl", "lr", "grad_norm", "blocks", "shape_blocks", "shape",
-                  "skipped_shards", "seconds"]
-VAL_COLUMNS = ["step", "shape", "blocks", "val_loss", "CD", "F1@0.01", "F1@0.001", "NMSE", "SNE", "seconds", "error"]
+                  "skipped_shards", "skipped_step", "seconds"]
+VAL_COLUMNS = ["step", "shape", "blocks", "val_loss", "band_error", "CD", "F1@0.01", "F1@0.001", "NMSE", "SNE",
+               "seconds", "error"]
+BAND = 0.5
+"""The iso band of ``band_error``: voxels whose true normalised UDF is below 0.5 (two voxels from the
+surface), where the ε-surface (0.25) and the outside flood's threshold band are read."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The run cannot go on: steps whose loss or gradient is not finite, too many in a row, or a
+    validation that decoded non-finite values. Raised before anything non-finite is written."""
 
 
 @dataclass
@@ -67,12 +76,40 @@ class TrainConfig:
     weight_decay: float = 0.01
     huber_delta: float = 0.2
     kl_weight: float = 1e-6
+    objective: str | None = None
+    """``huber`` (the paper's Huber with δ = ``huber_delta``, optionally weighted towards the
+    iso-level) or ``surface`` (an L1-like loss with a small quadratic zone ``surface_delta``,
+    weighted towards the iso band, plus ``slope_weight`` × the error of the field's differences
+    between neighbouring voxels). None: the preset's recipe. See ``vae_loss``."""
     surface_weight: float | None = None
     """Extra weight of voxels near the iso-level (0: the paper's plain Huber; None: the preset's
     recipe). See ``voxel_weights``."""
-    surface_band: float = 0.5
+    surface_band: float | None = None
     """Width of that weighting in normalised UDF units (1 = the truncation 4/N, so 0.5 = 2 voxels;
-    the iso-level ε = 1/N is 0.25)."""
+    the iso-level ε = 1/N is 0.25). None: the preset's recipe."""
+    surface_delta: float = 0.02
+    """``surface`` objective: errors below this are squared, above it counted as they are (L1)."""
+    slope_weight: float | None = None
+    """``surface`` objective: weight of the neighbour-difference (slope) term. None: the recipe."""
+    max_skipped_steps: int = 10
+    """Consecutive steps whose loss or gradient is not finite (never applied to the weights) after
+    which the run stops with an error naming the shapes. fp16's grad scaler skips a few steps as it
+    finds its scale; those count too, and the default leaves room for them."""
+    arch_overrides: dict[str, Any] = field(default_factory=dict)
+    """Architecture fields of ``VAEConfig`` for a fresh model (e.g. the decoder's ``dec_stem``,
+    ``dec_upsample``, ``dec_channels``, ``dec_scales``): the equal-compute A/B of designs.
+    A resumed run keeps its checkpoint's architecture."""
+    init_partial: bool = False
+    """With ``init``: load every tensor whose name and shape match and leave the others as freshly
+    initialised (warm-start what carries over to a new decoder)."""
+    init_fresh: tuple[str, ...] = ()
+    """With ``init_partial``: modules (name prefixes, e.g. ``dec_local``) left freshly initialised
+    even where ``init`` has matching tensors, so that an A/B of decoder designs starts every
+    candidate, today's included, from the same point."""
+    max_cpu_minutes: float = 0.0
+    """Stop (with a checkpoint) once the training steps have used this much CPU time in this
+    process (0: no limit): the equal-compute budget of an A/B, which wall time on a shared machine
+    is not."""
     warmup_steps: int | None = None
     lr_schedule: str | None = None
     """constant (the paper) or cosine: after warm-up, decay to ``min_lr_ratio`` × lr at ``max_steps``.
@@ -83,9 +120,10 @@ class TrainConfig:
     max_blocks: int | None = None
     """Blocks per step; None: 4096 on CUDA, 512 on CPU."""
     mixed_precision: str | None = None
-    """no | fp16 | bf16; None: fp16 on CUDA; on a CPU whichever of fp32 and bf16 runs the first
-    step faster (``model.cpu.choose_cpu_precision``: bf16 is 1.6x faster on an AMX Xeon and 18x
-    slower on an AVX2-only EPYC, so it is measured, never assumed)."""
+    """no | fp16 | bf16; None: fp16 on CUDA; on a CPU bf16 where it has AMX bf16 tiles, fp32
+    otherwise (``cpu_precision``: bf16 is 1.6x faster on an AMX Xeon and 18x slower on an AVX2-only
+    EPYC, so the CPU's flags are read at run time, never assumed; not a timing, which could choose
+    differently from run to run)."""
     seed: int = 0
     save_every: int = 200
     save_minutes: float = 30.0
@@ -137,8 +175,17 @@ class TrainConfig:
             raise ValueError("--save-every, --log-every and --keep-checkpoints must be >= 1")
         if (self.lr is not None and self.lr <= 0) or self.huber_delta <= 0 or self.kl_weight < 0:
             raise ValueError("--lr and --huber-delta must be > 0, --kl-weight >= 0")
-        if (self.surface_weight is not None and self.surface_weight < 0) or self.surface_band <= 0:
+        if (self.surface_weight is not None and self.surface_weight < 0) or (
+                self.surface_band is not None and self.surface_band <= 0):
             raise ValueError("--surface-weight must be >= 0 and --surface-band > 0")
+        if self.objective not in (None, "huber", "surface"):
+            raise ValueError(f"--objective must be huber or surface, got {self.objective!r}")
+        if self.surface_delta <= 0 or (self.slope_weight is not None and self.slope_weight < 0):
+            raise ValueError("--surface-delta must be > 0 and --slope-weight >= 0")
+        if self.max_skipped_steps < 1:
+            raise ValueError("--max-skipped-steps must be >= 1")
+        if self.init_partial and not self.init:
+            raise ValueError("--init-partial needs --init WEIGHTS")
         if self.warmup_steps is not None and self.warmup_steps < 0:
             raise ValueError("--warmup-steps must be >= 0")
         from model.vae import RUNTIME_FIELDS
@@ -146,6 +193,10 @@ class TrainConfig:
         bad = sorted(set(self.model_overrides) - set(RUNTIME_FIELDS))
         if bad:
             raise ValueError(f"model_overrides may only set runtime fields {RUNTIME_FIELDS}, not {bad}")
+        if self.arch_overrides:
+            from model.vae import preset
+
+            preset(self.preset).replace(**self.arch_overrides)  # unknown fields or bad sizes: a clear error now
         return self
 
     def resolved(self) -> "TrainConfig":
@@ -157,11 +208,14 @@ class TrainConfig:
 
 RECIPES: dict[str, dict[str, Any]] = {
     # The supplementary's A.6: constant 5e-5 for days on GPUs, plain Huber.
-    "paper": {"lr": 5e-5, "warmup_steps": 0, "lr_schedule": "constant", "surface_weight": 0.0},
+    "paper": {"lr": 5e-5, "warmup_steps": 0, "lr_schedule": "constant", "objective": "huber", "surface_weight": 0.0,
+              "surface_band": 0.5, "slope_weight": 0.0},
     # CPU presets get thousands of steps, not millions: a higher peak lr, a short warm-up and a
     # cosine decay to the end of the run; the near-surface weighting (docs/training.md, "Objective").
-    "small": {"lr": 4e-4, "warmup_steps": 50, "lr_schedule": "cosine", "surface_weight": 4.0},
-    "tiny": {"lr": 2e-3, "warmup_steps": 20, "lr_schedule": "cosine", "surface_weight": 4.0},
+    "small": {"lr": 4e-4, "warmup_steps": 50, "lr_schedule": "cosine", "objective": "huber", "surface_weight": 4.0,
+              "surface_band": 0.5, "slope_weight": 0.0},
+    "tiny": {"lr": 2e-3, "warmup_steps": 20, "lr_schedule": "cosine", "objective": "huber", "surface_weight": 4.0,
+             "surface_band": 0.5, "slope_weight": 0.0},
 }
 
 
@@ -236,23 +290,73 @@ def voxel_weights(target, surface_weight: float, surface_band: float):
     return 1.0 + surface_weight * torch.clamp(1.0 - target.float() / surface_band, min=0.0)
 
 
+def slope_error(recon, target, weights):
+    """Weighted mean absolute error of the differences between neighbouring voxels along each
+    axis of the [L, b, b, b] blocks: how far the decoded field's slope is from the true one (a
+    field whose slope is 2/3 of the truth puts its ε-surface a fraction of a voxel off even where
+    its value at the zero set is right). A pair's weight is the smaller of its two voxels'."""
+    import torch
+
+    total = torch.zeros((), device=recon.device)
+    norm = torch.zeros((), device=recon.device)
+    for axis in (1, 2, 3):
+        d_r = torch.diff(recon, dim=axis)
+        d_t = torch.diff(target, dim=axis)
+        n = recon.shape[axis] - 1
+        w = torch.minimum(weights.narrow(axis, 0, n), weights.narrow(axis, 1, n)) if weights is not None else None
+        err = (d_r - d_t).abs()
+        total = total + ((err * w).sum() if w is not None else err.sum())
+        norm = norm + (w.sum() if w is not None else torch.tensor(float(err.numel()), device=recon.device))
+    return total / norm.clamp_min(1e-12)
+
+
 def vae_loss(recon, target, mean, logvar, huber_delta: float, kl_weight: float,
-             surface_weight: float = 0.0, surface_band: float = 0.5):
-    """(total, huber, kl): Huber on every voxel of the 12³ blocks — the plain mean (the paper), or
-    the ``voxel_weights``-weighted mean — plus the KL of the diagonal Gaussian posterior to
+             surface_weight: float = 0.0, surface_band: float = 0.5, objective: str = "huber",
+             surface_delta: float = 0.02, slope_weight: float = 0.0):
+    """(total, reconstruction term, kl).
+
+    ``huber``: Huber (δ = ``huber_delta``) on every voxel of the 12³ blocks — the plain mean (the
+    paper) or the ``voxel_weights``-weighted mean. ``surface``: smooth L1 with a quadratic zone of
+    only ``surface_delta`` (Huber with δ = 0.2 leaves 0.05–0.15 errors, a fifth to half a voxel, in
+    its quadratic zone, where their gradient is small), weighted the same way, plus
+    ``slope_weight`` × ``slope_error``. Both add the KL of the diagonal Gaussian posterior to
     N(0, I), summed over latent channels and averaged over blocks."""
     import torch
     import torch.nn.functional as F
 
-    weights = voxel_weights(target, surface_weight, surface_band)
-    if weights is None:
-        huber = F.huber_loss(recon.float(), target.float(), delta=huber_delta)
+    r, t = recon.float(), target.float()
+    weights = voxel_weights(t, surface_weight, surface_band)
+    if objective == "surface":
+        per_voxel = F.smooth_l1_loss(r, t, beta=surface_delta, reduction="none")
     else:
-        per_voxel = F.huber_loss(recon.float(), target.float(), delta=huber_delta, reduction="none")
-        huber = (per_voxel * weights).sum() / weights.sum().clamp_min(1e-12)
+        per_voxel = F.huber_loss(r, t, delta=huber_delta, reduction="none")
+    if weights is None:
+        term = per_voxel.mean()
+    else:
+        term = (per_voxel * weights).sum() / weights.sum().clamp_min(1e-12)
+    if objective == "surface" and slope_weight > 0 and r.ndim == 4:
+        term = term + slope_weight * slope_error(r, t, weights)
     m, lv = mean.float(), logvar.float()
     kl = 0.5 * (m.pow(2) + lv.exp() - 1.0 - lv).sum(dim=-1).mean() if m.numel() else torch.zeros((), device=m.device)
-    return huber + kl_weight * kl, huber, kl
+    return term + kl_weight * kl, term, kl
+
+
+def band_error(recon, target, band: float = BAND) -> float:
+    """Mean |decoded − true| over the voxels of the iso band (true value < ``band``), in normalised
+    units (× 4 for voxels): the error that moves the extracted surface."""
+
+    t = target.float()
+    mask = t < band
+    if not bool(mask.any()):
+        return math.nan
+    return float((recon.float() - t).abs()[mask].mean())
+
+
+def objective_of(cfg: TrainConfig) -> dict[str, Any]:
+    """The keyword arguments of ``vae_loss`` beyond the tensors, for a resolved config."""
+    return {"huber_delta": cfg.huber_delta, "kl_weight": cfg.kl_weight, "surface_weight": cfg.surface_weight,
+            "surface_band": cfg.surface_band, "objective": cfg.objective, "surface_delta": cfg.surface_delta,
+            "slope_weight": cfg.slope_weight}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -443,10 +547,11 @@ def load_optimizer_state(optimizer, path: Path, device) -> None:
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, scaler, state: dict[str, Any], keep: int) -> Path:
     """Write checkpoints/step_XXXXXXX atomically, point ``last`` at it, export model.safetensors and
-    prune to the newest ``keep``."""
+    prune to the newest ``keep``. Weights with a NaN or infinite value are never written."""
 
     from model.vae import save_model
 
+    require_finite(model, f"checkpoint at step {step}")
     root = run_dir / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(step)
@@ -535,15 +640,20 @@ def validate_shape(model, cache: Cache, entry: CacheEntry, cfg: TrainConfig, ref
             pred = decode(latents, identity, options, vae=net)
         finally:
             if net.decoded is not None:
-                target = torch.from_numpy(ub.blocks).to(net.decoded.device)
-                row["val_loss"] = float(torch.nn.functional.huber_loss(net.decoded.float(), target, delta=cfg.huber_delta))
-                net.decoded = None
+                decoded, net.decoded = net.decoded, None
+                if not bool(torch.isfinite(decoded).all()):
+                    raise TrainingDiverged(f"validation decoded non-finite values for {entry.id}: the weights are broken")
+                target = torch.from_numpy(ub.blocks).to(decoded.device)
+                row["val_loss"] = float(torch.nn.functional.huber_loss(decoded.float(), target, delta=cfg.huber_delta))
+                row["band_error"] = band_error(decoded, target)
         if entry.id not in references:
             references[entry.id] = reference_mesh(ub)
         mcfg = MetricsConfig(num_samples=cfg.val_samples, sharp_samples=max(cfg.val_samples // 10, 1000),
                              sampling=cfg.val_sampling)
         m = compute_metrics(references[entry.id], pred, mcfg)
         row.update({k: float(m[k]) for k in ("CD", "F1@0.01", "F1@0.001", "NMSE", "SNE") if k in m})
+    except TrainingDiverged:
+        raise
     except Exception as exc:  # an untrained network may decode no surface at all
         row["error"] = f"{type(exc).__name__}: {exc}".replace(",", ";").replace("\n", " ")[:200]
     row["seconds"] = round(time.perf_counter() - start, 3)
@@ -606,7 +716,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[st
     use_cpu = cfg.device == "cpu" or not torch.cuda.is_available()
     if cfg.device.startswith("cuda") and use_cpu:
         raise RuntimeError("--device cuda was asked for but no CUDA GPU is available")
-    mixed = cfg.mixed_precision or ("fp16" if not use_cpu else probe_cpu_precision(cfg, log))
+    mixed = cfg.mixed_precision or ("fp16" if not use_cpu else cpu_precision(cfg, log))
     accelerator = Accelerator(cpu=use_cpu, mixed_precision=mixed)
     device = accelerator.device
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -626,7 +736,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[st
         state = json.loads((resume_from / "trainer_state.json").read_text(encoding="utf-8"))
         arch = VAEConfig.from_dict(read_metadata(resume_from / "model.safetensors")["config"])
     else:
-        arch = preset(cfg.preset)
+        arch = preset(cfg.preset).replace(**cfg.arch_overrides)
     runtime = {**cfg.model_overrides, "grad_checkpoint": cfg.grad_checkpoint}
     if cfg.chunk_size:
         runtime["chunk_size"] = cfg.chunk_size
@@ -634,8 +744,13 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[st
     model = LogVAE(arch.replace(**runtime))
     if resume_from is not None:
         load_weights(model, resume_from / "model.safetensors")
+        require_finite(model, resume_from / "model.safetensors")
+    elif cfg.init and cfg.init_partial:
+        loaded, fresh = load_matching_weights(model, cfg.init, cfg.init_fresh)
+        log(f"initialised {loaded} tensors from {cfg.init}; fresh: {', '.join(fresh) or 'none'}")
     elif cfg.init:
         load_weights(model, cfg.init)  # ConfigMismatchError names the differing fields
+        require_finite(model, cfg.init)
         log(f"initialised from {cfg.init}")
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -702,7 +817,10 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[st
                 r["step"] = step
                 val_log.write(r)
             summary = {k: _mean([r.get(k, math.nan) for r in rows])
-                       for k in ("val_loss", "CD", "F1@0.01", "F1@0.001", "NMSE", "SNE")}
+                       for k in ("val_loss", "band_error", "CD", "F1@0.01", "F1@0.001", "NMSE", "SNE")}
+            if math.isnan(summary["val_loss"]):
+                raise TrainingDiverged(f"validation at step {step} gave no finite loss on any held-out shape: "
+                                       + "; ".join(f"{r['shape']}: {r.get('error') or 'no loss'}" for r in rows))
             if tb is not None:
                 for k, v in summary.items():
                     if not math.isnan(v):
@@ -714,6 +832,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[st
     stop = _StopFlag()
     stop.install()
     model.train()
+    objective = objective_of(cfg)
+    skipped_run: list[str] = []
+    cpu_used = 0.0
     step = start_step
     last_loss = math.nan
     t_start = time.perf_counter()
@@ -722,6 +843,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[st
         stopping = False
         while step < cfg.max_steps and not stopping:
             t0 = time.perf_counter()
+            c0 = time.process_time()
             entry, data = None, None
             for attempt in range(len(train_entries)):
                 entry = train_entries[schedule.index(step, rank, attempt)]
@@ -740,17 +862,31 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[st
                 group["lr"] = lr
             torch.manual_seed(step_seed(cfg.seed, step, rank, stream=3))  # reparameterisation noise
             recon, mean, logvar = model(blocks, coords, sample=True)
-            loss, huber, kl = vae_loss(recon, blocks, mean, logvar, cfg.huber_delta, cfg.kl_weight,
-                                       cfg.surface_weight, cfg.surface_band)
-            if not torch.isfinite(loss) and mixed != "fp16":
-                log(f"warning: non-finite loss at step {step} ({entry.id}); step skipped")
-                optimizer.zero_grad(set_to_none=True)
-                grad_norm = math.nan
+            loss, huber, kl = vae_loss(recon, blocks, mean, logvar, **objective)
+            # A step whose loss or gradient is not finite never reaches the weights (AMP's grad
+            # scaler does the same for fp16 on its own): clipping by a NaN norm would make every
+            # weight NaN, and every later step with them.
+            skipped = ""
+            grad_norm = math.nan
+            if not bool(torch.isfinite(loss)):
+                skipped = "loss"
             else:
                 accelerator.backward(loss)
-                grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)) if cfg.grad_clip > 0 else math.nan
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                grad_norm = float(gradient_norm(model, accelerator, cfg.grad_clip))
+                if not math.isfinite(grad_norm) and scaler is None:
+                    skipped = "gradient"
+                else:
+                    optimizer.step()
+                    if scaler is not None and accelerator.optimizer_step_was_skipped:
+                        skipped = "gradient (fp16 scale)"
+            optimizer.zero_grad(set_to_none=True)
+            skipped = _any_text(accelerator, skipped)
+            if skipped:
+                skipped_run.append(entry.id)
+                log(f"warning: step {step + 1} skipped: non-finite {skipped} on {entry.id} "
+                    f"({len(skipped_run)} in a row, at most {cfg.max_skipped_steps})")
+            else:
+                skipped_run.clear()
             step += 1
             logged = torch.stack([loss.detach().float(), huber.detach().float(), kl.detach().float()])
             if world > 1:  # every process trained on its own shape: log their mean
@@ -760,13 +896,22 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[st
                 row = {"step": step, "loss": last_loss, "huber": huber_v, "kl": kl_v,
                        "lr": lr, "grad_norm": grad_norm, "blocks": int(idx.shape[0]), "shape_blocks": int(coords_np.shape[0]),
                        "shape": entry.id.replace(",", ";"), "skipped_shards": len(loader.bad),
-                       "seconds": round(time.perf_counter() - t0, 3)}
+                       "skipped_step": skipped, "seconds": round(time.perf_counter() - t0, 3)}
                 metrics.write(row)
                 if tb is not None:
                     for k in ("loss", "huber", "kl", "lr", "grad_norm"):
                         if not math.isnan(row[k]):
                             tb.add_scalar(f"train/{k}", row[k], step)
-            stopping = _any(accelerator, stop.requested)
+            if len(skipped_run) >= cfg.max_skipped_steps:
+                raise TrainingDiverged(
+                    f"{len(skipped_run)} steps in a row had a non-finite {skipped} (shapes: "
+                    f"{', '.join(dict.fromkeys(skipped_run))}); the weights were left as they were at step "
+                    f"{step - len(skipped_run)}. Lower --lr, check the data, or resume from the last checkpoint.")
+            cpu_used += time.process_time() - c0
+            out_of_budget = cfg.max_cpu_minutes > 0 and cpu_used >= 60.0 * cfg.max_cpu_minutes
+            if out_of_budget:
+                log(f"CPU budget of {cfg.max_cpu_minutes:g} min used at step {step}: stopping")
+            stopping = _any(accelerator, stop.requested or out_of_budget)
             due = step % cfg.save_every == 0 or step == cfg.max_steps or stopping
             if not due and cfg.save_minutes > 0:
                 due = _agree(accelerator, time.monotonic() - last_save >= 60.0 * cfg.save_minutes)
@@ -784,48 +929,69 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict[st
             tb.close()
     elapsed = time.perf_counter() - t_start
     summary = {"step": step, "loss": last_loss, "skipped_shards": len(loader.bad), "seconds": elapsed,
+               "cpu_seconds": round(cpu_used, 1),
                "stopped": stopping, "run_dir": str(run_dir), "main_process": is_main}
     log(f"done: step {step}, last loss {last_loss:.5g}, {len(loader.bad)} damaged shard(s) skipped, {elapsed:.1f} s")
     accelerator.end_training()
     return summary
 
 
-def probe_cpu_precision(cfg: TrainConfig, log: Callable[[str], None]) -> str:
-    """fp32 ("no") or bf16 for a CPU run, by timing a forward + backward of the run's architecture
-    on a small slab of blocks in both (``model.cpu.choose_cpu_precision``). The probe's model is
-    thrown away and the global RNG restored, so the run itself is unchanged by it."""
-    import torch
-
-    from model.checkpoint import read_metadata
-    from model.cpu import autocast_context, choose_cpu_precision
-    from model.vae import LogVAE, VAEConfig, preset
+def cpu_precision(cfg: TrainConfig, log: Callable[[str], None]) -> str:
+    """fp32 ("no") or bf16 for a CPU run, from what the CPU is (``model.cpu.default_cpu_precision``:
+    bf16 where it has AMX bf16 tiles and a bf16 matmul checks out), never from a timing: a timed
+    probe can choose differently from one run to the next on a loaded machine, and then the same
+    command with the same seed gives another loss curve. A resumed run keeps the precision it was
+    started with."""
+    from model.cpu import default_cpu_precision
 
     pointer = last_checkpoint(Path(cfg.run_dir)) if cfg.resume else None
-    if pointer is not None:  # a resumed run keeps the precision it was started with
+    if pointer is not None:
         earlier = json.loads((pointer / "trainer_state.json").read_text(encoding="utf-8")).get("mixed_precision")
         if earlier in ("no", "bf16"):
             log(f"cpu precision: {earlier}, as the run was started")
             return earlier
-    arch = (VAEConfig.from_dict(read_metadata(pointer / "model.safetensors")["config"]) if pointer is not None
-            else preset(cfg.preset))
-    rng_state = torch.get_rng_state()
-    try:
-        torch.manual_seed(0)
-        net = LogVAE(arch).train()
-        g = torch.arange(4)
-        coords = torch.stack(torch.meshgrid(g, g, torch.arange(2), indexing="ij"), -1).reshape(-1, 3) + 8
-        x = torch.rand(coords.shape[0], 12, 12, 12)
-
-        def step(precision: str) -> None:
-            with autocast_context("cpu", precision):
-                recon, mean, logvar = net(x, coords, sample=True)
-            vae_loss(recon, x, mean, logvar, cfg.huber_delta, cfg.kl_weight)[0].backward()
-            net.zero_grad(set_to_none=True)
-
-        choice, _ = choose_cpu_precision(step, log=log)
-    finally:
-        torch.set_rng_state(rng_state)
+    choice, why = default_cpu_precision()
+    log(f"cpu precision: {choice} ({why}; --mixed-precision overrides)")
     return choice
+
+
+def gradient_norm(model, accelerator, clip: float) -> float:
+    """The gradient's total norm, clipped to ``clip`` when that is > 0 and the norm is finite (a
+    NaN or infinite norm is reported, not applied: the step is then skipped)."""
+    import torch
+
+    if clip > 0:
+        params = [p for p in model.parameters() if p.grad is not None]
+        if getattr(accelerator, "scaler", None) is not None:
+            return float(accelerator.clip_grad_norm_(params, clip))  # unscales first; the scaler skips inf
+        norm = torch.nn.utils.clip_grad_norm_(params, clip, error_if_nonfinite=False)
+        return float(norm)
+    norms = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+
+def require_finite(model, source: Any) -> None:
+    """Raise TrainingDiverged naming the first parameter with a NaN or infinite value."""
+    import torch
+
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            raise TrainingDiverged(f"{source}: parameter {name} holds non-finite values; refusing to use these weights")
+
+
+def load_matching_weights(model, path: str | Path, fresh_prefixes: tuple[str, ...] = ()) -> tuple[int, list[str]]:
+    """Load every tensor of ``path`` whose name and shape match the model's, except under
+    ``fresh_prefixes``; (how many loaded, the modules left as initialised)."""
+    from model.checkpoint import read_checkpoint
+
+    state, _ = read_checkpoint(path, device=model.device)
+    own = model.state_dict()
+    matching = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)
+                and not any(k == p or k.startswith(p + ".") for p in fresh_prefixes)}
+    model.load_state_dict(matching, strict=False)
+    require_finite(model, path)
+    fresh = sorted({k.split(".", 1)[0] for k in own if k not in matching})
+    return len(matching), fresh
 
 
 def _agree(accelerator, flag: bool) -> bool:
@@ -837,6 +1003,15 @@ def _agree(accelerator, flag: bool) -> bool:
 
     t = torch.tensor([1 if flag else 0], device=accelerator.device)
     return bool(broadcast(t, from_process=0).item())
+
+
+def _any_text(accelerator, text: str) -> str:
+    """``text`` where it is not empty on this process, else "elsewhere" when another process
+    skipped (every process must skip the same steps: their weights must stay equal)."""
+    if accelerator.num_processes == 1:
+        return text
+    anywhere = _any(accelerator, bool(text))  # a collective: every process calls it
+    return text or ("another process" if anywhere else "")
 
 
 def _any(accelerator, flag: bool) -> bool:
@@ -874,6 +1049,7 @@ def ship_weights(source: Path, out: Path, dtype: str = "float16") -> dict[str, A
     if not path.is_file():
         raise FileNotFoundError(f"no weights at {path} (a run folder holds {EXPORT_NAME})")
     model = load_model(path, "cpu")
+    require_finite(model, path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     save_model(model, tmp, {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype])

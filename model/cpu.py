@@ -3,8 +3,9 @@
 Machines of one "kind" differ: an Intel Xeon with AMX or AVX512-BF16 runs bf16 matrix products in
 hardware, an AMD EPYC with AVX2 only emulates them through oneDNN (sometimes faster than fp32
 because the reordered kernels are better, sometimes slower). Nothing here assumes: the flags are
-recorded for the benchmark tables, and the trainer times both precisions on its own first step
-(``choose_cpu_precision``) before it commits to one.
+recorded for the benchmark tables. The trainer decides from the flags (``default_cpu_precision``),
+which give the same answer on every run of a machine; ``choose_cpu_precision`` times both for
+benchmarks, where a choice that varies with the load does no harm.
 """
 
 from __future__ import annotations
@@ -64,6 +65,19 @@ def bf16_works_on_cpu() -> bool:
         return bool(c.dtype == torch.bfloat16 and torch.allclose(c.float(), ref, rtol=5e-2, atol=0.5))
     except Exception:
         return False
+
+
+def default_cpu_precision() -> tuple[str, str]:
+    """("bf16" or "no", why): bf16 where the CPU multiplies bf16 matrices in hardware (AMX bf16
+    tiles) and a bf16 matmul checks out here, fp32 otherwise (an AVX2-only CPU emulates bf16, up to
+    18× slower). A property of the machine, so the same training command chooses the same
+    precision on every run of it."""
+    flags = cpu_features()["flags"]
+    if not flags.get("amx_bf16"):
+        return "no", "no AMX bf16 on this CPU"
+    if not bf16_works_on_cpu():
+        return "no", "AMX bf16 present but a bf16 matmul failed its check"
+    return "bf16", "AMX bf16 on this CPU"
 
 
 def choose_cpu_precision(step: Callable[[str], None], repeats: int = 2,

@@ -62,9 +62,18 @@ class VAEConfig:
     """Every size of the network. Defaults are the paper's (A.3, A.4); see ``PRESETS``.
 
     Local encoder: a 1×1×1 conv lifts 1 channel to ``enc_channels[0]``, then layer i maps to
-    ``enc_channels[i]`` and max-pools by ``enc_pools[i]`` (1 = no pool). Local decoder: block i
-    upsamples by ``dec_scales[i]`` (1 = none) and maps to ``dec_channels[i]``. GroupNorm uses at most
-    ``norm_groups`` groups and at least 4 channels per group.
+    ``enc_channels[i]`` and max-pools by ``enc_pools[i]`` (1 = no pool). Local decoder: the token
+    becomes a ``dec_stem``³ grid of ``dec_channels[0]`` channels, then block i upsamples by
+    ``dec_scales[i]`` (1 = none, ``dec_upsample`` says how) and maps to ``dec_channels[i]``.
+    GroupNorm uses at most ``norm_groups`` groups and at least 4 channels per group.
+
+    The decoder's two fields are why a block can be drawn at all (issue 28, docs/network.md,
+    "A decoder that can draw a block"): ``dec_stem = 1`` is the paper read literally — the token
+    is a 1³ voxel, so the first 3³ convs see only their centre tap, and nearest upsampling leaves
+    the children of a voxel equal except where the zero padding at the block's border reaches them.
+    ``dec_stem = 4`` projects the token with a learned linear map to a 4³ grid (every position its
+    own weights); ``dec_upsample = "shuffle"`` makes each child of an upsampled voxel its own
+    learned mix of the parent's channels (channel-to-space, TRELLIS.2's way).
     """
 
     name: str = "paper"
@@ -82,6 +91,8 @@ class VAEConfig:
     enc_pools: tuple[int, ...] = (1, 2, 2, 3)
     dec_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
     dec_scales: tuple[int, ...] = (1, 2, 2, 2, 2)
+    dec_stem: int = 1
+    dec_upsample: str = "nearest"
     norm_groups: int = 32
     pos_max_period: float = 10000.0
     # Initial output (head bias; head weights scaled by 0.1): about the mean normalised UDF of an
@@ -110,8 +121,12 @@ class VAEConfig:
             problems.append("dec_scales and dec_channels differ in length")
         if self.enc_channels and self.enc_channels[-1] != self.dim:
             problems.append(f"enc_channels[-1]={self.enc_channels[-1]} must equal dim={self.dim}")
-        if self.dec_channels and self.dec_channels[0] != self.dim:
-            problems.append(f"dec_channels[0]={self.dec_channels[0]} must equal dim={self.dim}")
+        if self.dec_stem < 1:
+            problems.append(f"dec_stem must be >= 1, got {self.dec_stem}")
+        if self.dec_stem == 1 and self.dec_channels and self.dec_channels[0] != self.dim:
+            problems.append(f"dec_channels[0]={self.dec_channels[0]} must equal dim={self.dim} (dec_stem 1: the token is the 1³ voxel)")
+        if self.dec_upsample not in ("nearest", "shuffle"):
+            problems.append(f"dec_upsample must be nearest or shuffle, got {self.dec_upsample!r}")
         size = self.block_size
         for p in self.enc_pools:
             if p < 1 or size % p:
@@ -120,7 +135,7 @@ class VAEConfig:
             size //= p
         if size != 1:
             problems.append(f"enc_pools {self.enc_pools} reduce {self.block_size} to {size}, not 1")
-        out = math.prod(self.dec_scales)
+        out = self.dec_stem * math.prod(self.dec_scales)
         if out < self.block_size or (out - self.block_size) % 2:
             problems.append(f"decoder output {out}³ cannot be centre-cropped to {self.block_size}³")
         if self.chunk_size < 1:
@@ -131,7 +146,7 @@ class VAEConfig:
     @property
     def decoded_size(self) -> int:
         """Edge of the decoder's volume before the crop (16 for the paper)."""
-        return math.prod(self.dec_scales)
+        return self.dec_stem * math.prod(self.dec_scales)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -223,12 +238,27 @@ class EncoderLayer(nn.Module):
         return self.pool(x)
 
 
-class DecoderLayer(nn.Module):
-    """Nearest upsampling → GroupNorm → conv3³+ReLU → GroupNorm → conv3³+ReLU."""
+def voxel_shuffle(x: Tensor, scale: int) -> Tensor:
+    """[n, C·s³, D, H, W] → [n, C, D·s, H·s, W·s]: each voxel's channels become its s³ children
+    (the 3D pixel shuffle)."""
+    n, cs, d, h, w = x.shape
+    c = cs // scale**3
+    x = x.reshape(n, c, scale, scale, scale, d, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
+    return x.reshape(n, c, d * scale, h * scale, w * scale)
 
-    def __init__(self, cin: int, cout: int, scale: int, max_groups: int) -> None:
+
+class DecoderLayer(nn.Module):
+    """Upsampling → GroupNorm → conv3³+ReLU → GroupNorm → conv3³+ReLU.
+
+    ``upsample = "nearest"`` (the paper) copies each voxel to its children; ``"shuffle"`` maps the
+    voxel's channels with a 1×1×1 conv to ``cin``·s³ and gives each child its own share."""
+
+    def __init__(self, cin: int, cout: int, scale: int, max_groups: int, upsample: str = "nearest") -> None:
         super().__init__()
         self.scale = scale
+        self.upsample = upsample
+        if upsample == "shuffle" and scale > 1:
+            self.expand = nn.Conv3d(cin, cin * scale**3, 1)
         self.norm1 = _group_norm(cin, max_groups)
         self.conv1 = nn.Conv3d(cin, cout, 3, padding=1)
         self.norm2 = _group_norm(cout, max_groups)
@@ -236,7 +266,10 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.scale > 1:
-            x = F.interpolate(x, scale_factor=self.scale, mode="nearest")
+            if self.upsample == "shuffle":
+                x = voxel_shuffle(self.expand(x), self.scale).contiguous(memory_format=torch.channels_last_3d)
+            else:
+                x = F.interpolate(x, scale_factor=self.scale, mode="nearest")
         x = F.relu(self.conv1(self.norm1(x)), inplace=True)
         return F.relu(self.conv2(self.norm2(x)), inplace=True)
 
@@ -264,9 +297,14 @@ class LocalDecoder(nn.Module):
 
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
-        cins = (cfg.dim,) + cfg.dec_channels[:-1]
+        self.stem_size = cfg.dec_stem
+        self.stem_channels = cfg.dec_channels[0] if cfg.dec_stem > 1 else cfg.dim
+        if cfg.dec_stem > 1:  # the token → a learned grid (dec_stem = 1: the token is the 1³ voxel)
+            self.stem = nn.Linear(cfg.dim, self.stem_channels * cfg.dec_stem**3)
+        cins = (self.stem_channels,) + cfg.dec_channels[:-1]
         self.layers = nn.ModuleList(
-            DecoderLayer(ci, co, s, cfg.norm_groups) for ci, co, s in zip(cins, cfg.dec_channels, cfg.dec_scales)
+            DecoderLayer(ci, co, s, cfg.norm_groups, cfg.dec_upsample)
+            for ci, co, s in zip(cins, cfg.dec_channels, cfg.dec_scales)
         )
         self.head = nn.Conv3d(cfg.dec_channels[-1], 1, 1)
         with torch.no_grad():
@@ -276,7 +314,12 @@ class LocalDecoder(nn.Module):
         self.block_size = cfg.block_size
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x[:, :, None, None, None]
+        if self.stem_size > 1:
+            s = self.stem_size
+            x = self.stem(x).reshape(x.shape[0], self.stem_channels, s, s, s)
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        else:
+            x = x[:, :, None, None, None]
         for layer in self.layers:
             x = layer(x)
         x = self.head(x)[:, 0]

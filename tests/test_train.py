@@ -439,3 +439,150 @@ def test_cpu_precision_is_measured_not_assumed() -> None:
         fast_bf16 = {"no": 0.05, "bf16": 0.01}
         choice, timings = choose_cpu_precision(lambda p: time.sleep(fast_bf16[p]), repeats=1)
         assert choice == "bf16" and timings["bf16"] < timings["no"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Training never goes on broken; the same command gives the same curve
+# ----------------------------------------------------------------------------------------------
+
+POISON_AFTER_STEP = "LOG3D_TEST_POISON_AFTER"
+POISON_KIND = "LOG3D_TEST_POISON_KIND"
+
+
+class _PoisonGradient(torch.autograd.Function):
+    """Identity forward; the backward hands back NaN: a finite loss with a non-finite gradient (what
+    issue 28 saw at step 13 of a `tiny` run)."""
+
+    @staticmethod
+    def forward(ctx, x):  # noqa: D401
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.full_like(grad, float("nan"))
+
+
+def poisoned_loss(after: int, kind: str):
+    """A ``vae_loss`` that is honest for the first ``after`` calls, then poisons the gradient
+    (kind "gradient") or the loss itself (kind "loss")."""
+    import backend.train as bt
+
+    honest = bt.vae_loss
+    calls = [0]
+
+    def loss(recon, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] > after:
+            if kind == "gradient":
+                recon = _PoisonGradient.apply(recon)
+            else:
+                recon = recon * float("nan")
+        return honest(recon, *args, **kwargs)
+
+    return loss
+
+
+@pytest.mark.parametrize("kind", ["gradient", "loss"])
+def test_a_non_finite_step_never_reaches_the_weights_and_the_run_stops(cache_dir, tmp_path, monkeypatch, kind):
+    import backend.train as bt
+    from backend.train import TrainingDiverged
+
+    monkeypatch.setattr(bt, "vae_loss", poisoned_loss(4, kind))
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"3 steps in a row had a non-finite") as info:
+        train(base_config(cache_dir, run, max_steps=20, save_every=1, max_skipped_steps=3), log=quiet)
+    assert "@64" in str(info.value)  # the shapes are named
+    rows = read_metrics(run)
+    assert [r["skipped_step"] for r in rows] == ["", "", "", "", kind, kind, kind]  # the third skip stopped it
+    # no checkpoint after the last good step, and every checkpoint finite
+    assert [s for s, _ in list_checkpoints(run)][-1] == 4 + 2  # steps 5 and 6 changed nothing, so were saved
+    for _, ckpt in list_checkpoints(run):
+        state = load_file(str(ckpt / "model.safetensors"))
+        assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()), ckpt
+    good = load_file(str(run / "checkpoints" / "step_0000004" / "model.safetensors"))
+    last = load_file(str(list_checkpoints(run)[-1][1] / "model.safetensors"))
+    assert all(torch.equal(good[k], last[k]) for k in good)  # the skipped steps left the weights alone
+
+
+def test_the_cli_exits_non_zero_when_steps_keep_failing(cache_dir, tmp_path):
+    run = tmp_path / "run"
+    code = (
+        "import sys, backend.train as bt\n"
+        "from tests.test_train import poisoned_loss\n"
+        "bt.vae_loss = poisoned_loss(2, 'gradient')\n"
+        "from backend.cli import main\n"
+        f"sys.exit(main({_train_cmd(cache_dir, run, 30, '--max-skipped-steps', '4')[3:]!r}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "4 steps in a row had a non-finite gradient" in done.stderr, done.stderr[-2000:]
+    assert len(read_metrics(run)) == 6
+
+
+def test_non_finite_weights_are_never_resumed_or_shipped(cache_dir, tmp_path):
+    from backend.train import TrainingDiverged, ship_weights
+
+    run = tmp_path / "run"
+    train(base_config(cache_dir, run, max_steps=2, save_every=2), log=quiet)
+    ckpt = last_checkpoint(run) / "model.safetensors"
+    net = load_model(ckpt)
+    with torch.no_grad():
+        next(net.parameters())[0].fill_(float("nan"))
+    save_model(net, ckpt)
+    with pytest.raises(TrainingDiverged, match="non-finite"):
+        train(base_config(cache_dir, run, max_steps=4, resume=True), log=quiet)
+    save_model(net, run / "model.safetensors")
+    with pytest.raises(TrainingDiverged, match="non-finite"):
+        ship_weights(run, tmp_path / "shipped.safetensors")
+    assert not (tmp_path / "shipped.safetensors").exists()
+
+
+def test_the_same_command_gives_the_same_curve(cache_dir, tmp_path):
+    """Same seed, same machine, the CPU precision left to the trainer: identical losses and gradient
+    norms, step by step (the precision comes from the CPU's flags, not from a timing)."""
+    from accelerate.state import AcceleratorState
+
+    curves = []
+    for k in range(2):
+        run = tmp_path / f"run{k}"
+        # Accelerate keeps one precision per process; a `log3d train` process runs once, this test twice
+        AcceleratorState._reset_state(True)
+        train(base_config(cache_dir, run, max_steps=8, save_every=8, mixed_precision=None), log=quiet)
+        curves.append([(r["loss"], r["grad_norm"]) for r in read_metrics(run)])
+    AcceleratorState._reset_state(True)
+    assert curves[0] == curves[1]
+
+
+def test_partial_init_loads_what_carries_over(cache_dir, tmp_path):
+    """A new decoder design warm-starts from weights of the old one: everything but the local
+    decoder is loaded, the local decoder starts fresh."""
+    old = LogVAE(preset("tiny"))
+    save_model(old, tmp_path / "old.safetensors")
+    run = tmp_path / "run"
+    logs: list[str] = []
+    train(base_config(cache_dir, run, max_steps=1, save_every=1, lr=1e-12, init=str(tmp_path / "old.safetensors"),
+                      init_partial=True, arch_overrides={"dec_stem": 4, "dec_upsample": "shuffle",
+                                                         "dec_channels": (16, 8, 4), "dec_scales": (1, 2, 2)}),
+          log=logs.append)
+    new = load_model(run / "model.safetensors")
+    assert new.config.dec_stem == 4 and new.config.dec_upsample == "shuffle"
+    assert torch.allclose(new.enc_local.stem.weight, old.enc_local.stem.weight, atol=1e-6)
+    assert any("fresh: dec_local" in line for line in logs), logs
+
+
+def test_surface_objective_is_l1_like_and_sees_the_slope():
+    from backend.train import band_error, slope_error
+
+    target = torch.linspace(0.0, 1.0, 12).reshape(1, 12, 1, 1).expand(2, 12, 12, 12).contiguous()
+    z = torch.zeros(2, 16)
+    shifted = target + 0.05  # right slope, wrong level
+    flat = torch.full_like(target, float(target.mean()))  # wrong slope
+    assert float(slope_error(target, target, None)) == 0.0
+    assert float(slope_error(shifted, target, None)) < 1e-6 < float(slope_error(flat, target, None))
+    # L1 above the small quadratic zone: an error of 0.05 costs ~0.05, not Huber's 0.05²/2
+    term = vae_loss(shifted, target, z, z, 0.2, 0.0, 0.0, 0.5, objective="surface", surface_delta=0.01)[1]
+    assert float(term) == pytest.approx(0.045, abs=1e-4)
+    paper = vae_loss(shifted, target, z, z, 0.2, 0.0)[1]
+    assert float(paper) == pytest.approx(0.05**2 / 2, rel=1e-3)
+    assert band_error(shifted, target) == pytest.approx(0.05, abs=1e-6)
