@@ -92,14 +92,33 @@ def default_connection_file(port: int) -> Path:
 
 
 def _private_dir(path: Path) -> Path:
-    """Create ``path`` (0700) if needed and refuse one that another user owns or others can write."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Create ``path`` (0700) if needed; use a folder that already existed only when it is ours, not a
+    symlink and nobody else can write to it. The permissions of a folder this process did not
+    create are never changed (a shared 1777 or group 2775 folder stays as it is): an unsafe one is
+    refused with the reason, so the user can point the server at a private folder instead."""
+    created = False
+    if not os.path.lexists(path):
+        try:
+            path.mkdir(mode=0o700, parents=True)
+            created = True
+        except FileExistsError:  # another process made it meanwhile: check it as found
+            pass
     if os.name == "posix":
-        st = os.stat(path)
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+            raise AuthError(f"{path} is {'a symlink' if stat.S_ISLNK(st.st_mode) else 'not a folder'}; "
+                            "refusing to keep the server's keys there")
         if st.st_uid != os.getuid():
-            raise AuthError(f"{path} belongs to another user (uid {st.st_uid}); refusing to keep secrets there")
+            raise AuthError(f"{path} belongs to another user (uid {st.st_uid}); refusing to keep the server's keys there")
         if st.st_mode & 0o022:
-            os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o077)
+            if not created:
+                who = " and ".join(w for w, bit in (("its group", 0o020), ("every user", 0o002)) if st.st_mode & bit)
+                raise AuthError(
+                    f"{path} can be written by {who} (mode {stat.S_IMODE(st.st_mode):o}), so the server's keys "
+                    "cannot be kept there safely, and its permissions are not ours to change. Use a private "
+                    "folder: --connection-file PRIVATE_DIR/server.json, or LOG3D_RUNTIME_DIR=PRIVATE_DIR "
+                    "(the default is $XDG_RUNTIME_DIR/log3d or ~/.log3d/runtime, made 0700)")
+            os.chmod(path, 0o700)  # made by us just now under an unusual umask
     return path
 
 

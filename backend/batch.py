@@ -124,13 +124,14 @@ class LocalServer:
 
     @staticmethod
     def _answers(probe: Log3DClient) -> bool:
-        """Whether a server answers `hello`: False on a timeout; any other error closes the probe
-        and is raised."""
+        """Whether a server answers `hello`: False on a timeout or when no server has published its
+        keys for the port (``not_running``: nothing was sent); any other error closes the probe and
+        is raised."""
         try:
             probe.hello()
             return True
         except BackendError as exc:
-            if exc.code != "timeout":
+            if exc.code not in ("timeout", "not_running"):
                 probe.close()
                 raise
             return False

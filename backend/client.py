@@ -6,7 +6,10 @@ threads, but the intended use is one client per thread (the add-on: one worker t
 ``submit`` and then ``poll`` without blocking, or ``wait``).
 
 Blocking calls raise :class:`BackendError` with the server's stable error code (docs/protocol.md),
-``cancelled`` for a cancelled job, and ``timeout`` when the server does not answer in time.
+``cancelled`` for a cancelled job, ``timeout`` when the server does not answer in time, and
+``not_running`` when there is no connection file this client can trust for the port: then it sends
+nothing at all (a process that listens on the port without the server's key gets no byte of a mesh,
+and its answers are never read).
 """
 
 from __future__ import annotations
@@ -63,8 +66,9 @@ class Log3DClient:
 
     ``connection_file``: the server's keys (``backend.auth``); default: the file the server on
     ``port`` wrote in this user's runtime folder. It is read again at every (re)connection, so a
-    restarted server is found without a new client. Without a readable file the client still
-    connects but no handshake can complete: requests time out with the reason.
+    restarted server is found without a new client. Without a file that passes its checks (ours,
+    0600, not a symlink, well formed) the client opens no connection: every request raises
+    ``not_running`` naming the file it looked for and how to start a server.
     """
 
     def __init__(self, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, timeout_s: float = 10.0,
@@ -87,7 +91,10 @@ class Log3DClient:
     # -- connection --------------------------------------------------------------------------
 
     def _connect(self) -> None:
-        self._socket, self.auth_problem = connect_dealer(self.endpoint, self.connection_file, self._context)
+        try:
+            self._socket, self.auth_problem = connect_dealer(self.endpoint, self.connection_file, self._context), None
+        except auth.AuthError as exc:
+            self._socket, self.auth_problem = None, str(exc)
 
     def _reconnect(self) -> None:
         """A fresh socket after the server failed to answer: requests queued in the old one are
@@ -118,6 +125,10 @@ class Log3DClient:
         with self._lock:
             if self._socket is None:
                 self._connect()
+            if self._socket is None:
+                raise BackendError("not_running", f"{self.auth_problem}. Nothing was sent to {self.endpoint}. "
+                                                  f"Start the server with `log3d serve --port {self.endpoint.rsplit(':', 1)[-1]}` "
+                                                  "as this user (or set LOG3D_RUNTIME_DIR to the folder it writes to).")
             self._counter += 1
             request_id = f"{self._prefix}-{self._counter}"
             self._inbox[request_id] = deque()
@@ -130,7 +141,8 @@ class Log3DClient:
         """Receive every message that arrives within ``timeout_s`` (at least one, if any) into the
         inbox; False if nothing came."""
         with self._lock:
-            assert self._socket is not None
+            if self._socket is None:  # no trusted server: nothing was sent, nothing can arrive
+                return False
             if not self._socket.poll(max(0, int(timeout_s * 1000)), zmq.POLLIN):
                 return False
             while True:
@@ -157,9 +169,8 @@ class Log3DClient:
                     return orphan.popleft()
             remaining = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
             if remaining <= 0:
-                why = f"; {self.auth_problem}" if self.auth_problem else ""
                 raise BackendError("timeout", f"no answer from {self.endpoint} within {timeout_s:g} s "
-                                              f"(is `log3d serve` running on that port?{why})")
+                                              f"(is `log3d serve` running on that port?)")
             self._receive(remaining)
 
     def call(self, kind: str, options: Mapping[str, Any] | None = None, job: str | None = None) -> dict[str, Any]:
@@ -297,19 +308,18 @@ class Log3DClient:
         return self.call("shutdown")
 
 
-def connect_dealer(endpoint: str, connection_file: Path, context: zmq.Context | None = None) -> tuple[zmq.Socket, str | None]:
-    """A DEALER socket to ``endpoint`` that authenticates with the keys in ``connection_file``, and
-    why it cannot (the file is missing or unsafe: the socket then connects without keys, and no
-    handshake with a real server will complete)."""
+def connect_dealer(endpoint: str, connection_file: Path, context: zmq.Context | None = None) -> zmq.Socket:
+    """A DEALER socket to ``endpoint`` that authenticates with the keys in ``connection_file`` and
+    accepts only the server holding the file's server key (CurveZMQ: what is queued on it leaves
+    only after that server has proved the key, encrypted to it). Raises ``auth.AuthError`` — and
+    opens no connection — when the file is missing, unsafe or malformed: a client never talks to a
+    server it has not verified."""
+    info = auth.read_connection_file(connection_file)
     sock = (context or zmq.Context.instance()).socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
-    problem = None
-    try:
-        auth.secure_client_socket(sock, auth.read_connection_file(connection_file))
-    except auth.AuthError as exc:
-        problem = str(exc)
+    auth.secure_client_socket(sock, info)
     sock.connect(endpoint)
-    return sock, problem
+    return sock
 
 
 def mesh_arrays(vertices: np.ndarray, faces: np.ndarray) -> dict[str, np.ndarray]:

@@ -108,10 +108,9 @@ class JobQueue:
             if held + job.nbytes > self._max_bytes_per_client:
                 raise QueueFull(f"this client's waiting jobs would hold {(held + job.nbytes) / 2**20:.0f} MiB of input "
                                 f"(limit {self._max_bytes_per_client / 2**20:.0f} MiB per client)")
-            position = len(self._queued) + (1 if self._running is not None else 0)
             self._queued.append(job)
             self._cond.notify()
-            return position
+            return self._position(job)
 
     def next(self, timeout_s: float) -> Job | None:
         """The next job (fair between clients), now marked running; ``None`` if none came in time."""
@@ -120,7 +119,7 @@ class JobQueue:
                 self._cond.wait(timeout_s)
             if not self._queued:
                 return None
-            job = min(self._queued, key=lambda j: self._served.get(j.owner, -1))  # oldest of the least served
+            job = self._pick(self._queued, self._served)
             self._queued.remove(job)
             self._turn += 1
             self._served[job.owner] = self._turn
@@ -130,6 +129,26 @@ class JobQueue:
             job.state, job.started = RUNNING, time.time()
             self._running = job
             return job
+
+    @staticmethod
+    def _pick(queued: list[Job], served: dict[bytes, int]) -> Job:
+        """The fair choice: the oldest job of the client served least recently."""
+        return min(queued, key=lambda j: served.get(j.owner, -1))
+
+    def _position(self, job: Job) -> int:
+        """How many jobs run before ``job`` under the fair schedule if no other job arrives (the
+        running one included): the scheduler played forward, not the job's place in arrival order."""
+        queued, served, turn = list(self._queued), dict(self._served), self._turn
+        ahead = 1 if self._running is not None else 0
+        while queued:
+            nxt = self._pick(queued, served)
+            if nxt is job:
+                return ahead
+            queued.remove(nxt)
+            turn += 1
+            served[nxt.owner] = turn
+            ahead += 1
+        return ahead
 
     def progress(self, job: Job, stage: str, fraction: float) -> None:
         with self._cond:
@@ -202,7 +221,7 @@ class JobQueue:
                     continue
                 s = job.summary()
                 if job.state == QUEUED:
-                    s["queue_position"] = self._queued.index(job) + (1 if self._running else 0)
+                    s["queue_position"] = self._position(job)
                 out.append(s)
             return out
 

@@ -235,6 +235,21 @@ def _vec3(name: str, value: Any) -> list[float]:
     return [float(x) for x in value]
 
 
+MAX_COORDINATE = 1e30
+"""The largest coordinate a decoded mesh may reach (float32 holds 3.4e38; a frame that lands near it
+makes NaN and infinity out of the first arithmetic on it)."""
+
+
+def check_frame(center: list[float], scale: float, request_id: Any = None) -> None:
+    """The frame a decode returns to, ``world = unit / scale + center`` for unit in [-0.5, 0.5]³, must
+    give finite float32 coordinates: ``scale=1e-300`` or ``center=[1e308, 0, 0]`` is a bad option,
+    not an internal error later."""
+    reach = max(abs(c) for c in center) + 0.5 / scale
+    if not math.isfinite(reach) or reach > MAX_COORDINATE:
+        raise ProtocolError("bad_option", f"center {center} and scale {scale!r} put the decoded mesh at coordinates "
+                                          f"up to {reach:.3g}, beyond {MAX_COORDINATE:g}", request_id)
+
+
 def _positive_float(name: str, value: Any) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
         raise ProtocolError("bad_option", f"option '{name}' must be a finite number > 0, got {value!r}")
@@ -472,6 +487,8 @@ def _validate(header: dict[str, Any], array_frames: Sequence[Frame], limits: Lim
         validate_mesh_arrays(arrays["vertices"], arrays["faces"], limits)
     elif spec.arrays is LATENT_ARRAYS:
         validate_latent_arrays(arrays["latents"], arrays["coords"], options["resolution"], limits)
+    if "center" in options and "scale" in options:
+        check_frame(options["center"], options["scale"], request_id)
     return Request(type=kind, id=request_id, job=job if spec.needs_job else None, options=options, arrays=arrays)
 
 

@@ -21,6 +21,7 @@ import dataclasses
 import gc
 import ipaddress
 import logging
+import shutil
 import sys
 import threading
 import time
@@ -32,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import zmq
 
-from . import auth
+from . import auth, handshakes
 from . import protocol as proto
 from .jobs import CANCELLED, DONE, FAILED, FINAL_STATES, Job, JobIds, JobQueue, ProgressThrottle, QueueFull, TrainRun
 
@@ -83,6 +84,8 @@ class ServerConfig:
     train_poll_s: float = 0.25
     train_kill_after_s: float = 10.0  # a stopped trainer that ignores SIGTERM is killed after this
     shutdown_wait_s: float = 30.0  # how long shutdown waits for the running job to reach a stage boundary
+    handshake_timeout_s: float = 2.0
+    """A connection that has not completed the CURVE handshake by then is dropped (backend.handshakes)."""
 
     def validate(self) -> "ServerConfig":
         """Refuse a non-loopback address unless asked for: the server runs meshes through numba
@@ -408,6 +411,7 @@ class Server:
         self._train_sent: dict[str, tuple[int | None, ProgressThrottle]] = {}
         self._closed = False
         self._auth: auth.ServerAuth | None = None
+        self._watch: handshakes.ConnectionWatch | None = None
         self.connection_file: Path | None = None
         self.port: int | None = None
         self._handlers: dict[str, Callable[[bytes, proto.Request], None]] = {
@@ -423,10 +427,14 @@ class Server:
         if self._router is not None:
             assert self.port is not None
             return self.port
+        before, after = handshakes.raise_descriptor_limit()
+        if after > before:
+            log.info("open-file limit raised from %d to %d", before, after)
         self._auth = auth.ServerAuth(self._context)
         self._auth.start()
         router = self._context.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 1000)
+        router.setsockopt(zmq.HANDSHAKE_IVL, max(1, int(self.config.handshake_timeout_s * 1000)))
         self._auth.secure(router)  # CURVE + ZAP: unauthenticated peers deliver nothing, ZMTP/1.0 is refused
         # A frame larger than any valid message is dropped by zmq itself (connection closed) rather
         # than buffered; anything smaller is checked and answered with `too_large`.
@@ -447,6 +455,7 @@ class Server:
             router.close(linger=0)
             self._auth.stop()
             raise BindError(f"cannot write the connection file: {exc}") from None
+        self._watch = handshakes.ConnectionWatch(router)
         events = self._context.socket(zmq.PULL)
         events.bind(self._events_endpoint)
         self._router, self._events = router, events
@@ -494,10 +503,14 @@ class Server:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._events, zmq.POLLIN)
+        assert self._watch is not None
+        poller.register(self._watch.monitor, zmq.POLLIN)
         next_tick = 0.0
         try:
             while not self._stopping.is_set():
                 ready = dict(poller.poll(50))
+                if self._watch.monitor in ready:
+                    self._watch.drain()
                 if self._events in ready:
                     self._forward_events()
                 if self._router in ready:
@@ -529,6 +542,8 @@ class Server:
             self._forward_events()
         self._forward_events()
         self._events.close(linger=0)
+        if self._watch is not None:
+            self._watch.close()
         self._router.close(linger=1000)
         if self._auth is not None:
             self._auth.stop()
@@ -589,6 +604,7 @@ class Server:
             "device": self.model.device, "model": self.model.info, "auth": "curve",
             "capabilities": {**proto.capabilities(self.config.limits, modes), "cleanup": cleanup_settings()},
             "queue": self.queue.counts(), "datasets": list_datasets(self.config.data_roots),
+            "connections": self._watch.counts.to_dict() if self._watch is not None else {},
         })
 
     def _submit(self, identity: bytes, request: proto.Request) -> None:
@@ -666,10 +682,13 @@ class Server:
         job_id = self._ids.next("train")
         try:
             command, run_dir = training_command(self.config, request.options, job_id)
-            run = TrainRun.start(job_id, identity, request.id, command, run_dir)
         except TrainingRefused as exc:
             raise proto.ProtocolError("bad_option", str(exc), request.id) from None
+        try:
+            run = TrainRun.start(job_id, identity, request.id, command, run_dir)
         except OSError as exc:
+            if not request.options["resume"]:  # the folder made for this run holds nothing worth keeping
+                shutil.rmtree(run_dir, ignore_errors=True)
             raise proto.ProtocolError("train_failed", f"cannot start the trainer: {exc.strerror or exc}", request.id) from None
         self.train_runs[job_id] = run
         self._train_sent[job_id] = (None, ProgressThrottle(self.config.progress_interval_s))
@@ -740,8 +759,13 @@ def list_datasets(roots: Any, limit: int = 200) -> list[str]:
     for root in roots:
         try:
             for child in sorted(Path(root).iterdir()):
-                if child.is_dir() and ((child / "index.json").is_file() or (child / "journal.jsonl").is_file()):
-                    names.append(child.name)
+                if not (child.is_dir() and ((child / "index.json").is_file() or (child / "journal.jsonl").is_file())):
+                    continue
+                try:  # the same rule as train.start: a symlink leading out of the root is not offered
+                    resolve_inside([root], child.name, "training cache", want_dir=True)
+                except TrainingRefused:
+                    continue
+                names.append(child.name)
         except OSError:
             continue
     return names[:limit]
@@ -781,7 +805,6 @@ def training_command(config: ServerConfig, options: dict[str, Any], job_id: str)
             raise TrainingRefused(f"no run {options['resume']!r} in the server's runs folder")
     else:
         run_dir = runs / job_id
-        run_dir.mkdir(mode=0o700)  # a fresh name: fails if anything, even a symlink, is there already
     cmd = [*config.train_command, "--data", str(data), "--preset", options["preset"],
            "--max-steps", str(options["max_steps"]), "--seed", str(options["seed"]),
            "--val-every", str(options["val_every"])]
@@ -796,6 +819,8 @@ def training_command(config: ServerConfig, options: dict[str, Any], job_id: str)
         cmd += ["--init", str(resolve_inside(roots, options["init"], "weights file", want_dir=False))]
     if options["resume"]:
         cmd += ["--resume"]
+    else:  # every check passed: only now is the run folder made (a refused start leaves none)
+        run_dir.mkdir(mode=0o700)  # a fresh name: fails if anything, even a symlink, is there already
     return [*cmd, "--run-dir", str(run_dir)], run_dir
 
 

@@ -224,6 +224,8 @@ def hello(client: Any, connection: Connection) -> dict[str, Any]:
     except BackendError as exc:
         if exc.code == "timeout":
             raise BackendError("timeout", connection.not_running_message()) from None
+        if exc.code == "not_running":  # no trusted connection file: nothing was sent
+            raise BackendError("not_running", f"{connection.not_running_message()} ({exc.message})") from None
         raise
 
 
@@ -321,7 +323,7 @@ class RemeshTask(Task):
             try:
                 return hello(client, self.connection)
             except BackendError as exc:
-                if exc.code != "timeout" or time.monotonic() >= deadline:
+                if exc.code not in ("timeout", "not_running") or time.monotonic() >= deadline:
                     raise
             if self.cancel_requested:
                 raise Cancelled
@@ -386,7 +388,7 @@ class RemeshTask(Task):
         try:
             client.hello()
         except BackendError as exc:
-            if exc.code != "timeout":
+            if exc.code not in ("timeout", "not_running"):
                 raise
             stage = STAGE_LABELS.get(self.stage or "", self.stage or "waiting in the queue")
             raise BackendError("timeout", f"The LoG3D backend at {self.connection.endpoint} stopped answering while "

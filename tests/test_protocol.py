@@ -240,3 +240,15 @@ def test_the_wire_default_chunk_equals_the_model_s():
     from model.pipeline import RemeshOptions
 
     assert WIRE_CHUNK_BLOCKS == CHUNK_BLOCKS == RemeshOptions().chunk_blocks
+
+
+def test_queue_position_follows_the_fair_schedule():
+    """Client A queues three jobs, then client B one: B's job runs second (the least served client
+    goes next), so its position is 1, not its place in arrival order (3); A's last one moves back."""
+    q = JobQueue(max_queued=8)
+    owned = lambda i, who: Job(id=f"j{i}", type="remesh", owner=who, request_id=i, options={}, arrays=tetra())  # noqa: E731
+    assert [q.submit(owned(i, b"A")) for i in (1, 2, 3)] == [0, 1, 2]
+    assert q.submit(owned(4, b"B")) == 1
+    positions = {s["job"]: s["queue_position"] for s in q.summaries()}
+    assert positions == {"j1": 0, "j4": 1, "j2": 2, "j3": 3}
+    assert [q.next(0.0).id for _ in range(4)] == ["j1", "j4", "j2", "j3"]  # as promised

@@ -1,0 +1,134 @@
+"""A flood of idle, keyless TCP connections against `log3d serve` on loopback, and a keyed client's
+`hello` during it (issue 29: 1,106 such connections once filled the server's 1,024 descriptors and
+held keyed clients off for about 17 s).
+
+    .venv/bin/python bench/bench_flood.py [--processes 4] [--seconds 20] [--hard-limit 1024]
+
+Starts a server whose open-file limit is ``--hard-limit`` (soft and hard: the server cannot raise
+it, so the flood meets the descriptor limit the report met), then ``--processes`` flooders that
+each open connections as fast as the server takes them, send nothing and hold them for the whole
+flood (a refused or timed-out connect is retried). Every second a fresh keyed client sends `hello`
+and times the answer. Reported: connections the flooders opened, the server's open descriptors
+(largest seen), the hello latencies (median, largest), the server's CPU seconds over the flood,
+and the connection counts the server itself reports in `hello`. Prints a table; writes
+bench/results/flood.json and flood.md. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import re
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+RESULTS = REPO / "bench" / "results"
+
+
+def flooder(port: int, seconds: float, opened: "mp.Value") -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    held = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=1.0))
+            with opened.get_lock():
+                opened.value += 1
+        except OSError:
+            time.sleep(0.01)
+    for s in held:
+        s.close()
+
+
+def start_server(tmp: Path, hard_limit: int) -> tuple[subprocess.Popen, int]:
+    env = {**os.environ, "LOG3D_RUNTIME_DIR": str(tmp / "runtime"), "PYTHONPATH": str(REPO)}
+    log = open(tmp / "serve.log", "wb")
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard_limit, hard_limit))
+
+    proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--port", "0", "--device", "cpu"], cwd=REPO,
+                            env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        m = re.search(rb"listening on tcp://127\.0\.0\.1:(\d+)", (tmp / "serve.log").read_bytes())
+        if m:
+            return proc, int(m.group(1))
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the server did not start")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--hard-limit", type=int, default=1024)
+    args = parser.parse_args()
+    import psutil
+
+    from backend.client import Log3DClient
+
+    tmp = Path(tempfile.mkdtemp(prefix="log3d_flood_"))
+    os.environ["LOG3D_RUNTIME_DIR"] = str(tmp / "runtime")
+    proc, port = start_server(tmp, args.hard_limit)
+    server = psutil.Process(proc.pid)
+    try:
+        with Log3DClient(port=port, timeout_s=30) as c:
+            c.hello()
+        cpu0 = sum(server.cpu_times()[:2])
+        opened = mp.Value("i", 0)
+        floods = [mp.Process(target=flooder, args=(port, args.seconds, opened)) for _ in range(args.processes)]
+        t0 = time.monotonic()
+        for f in floods:
+            f.start()
+        latencies, fds, counts = [], [], {}
+        time.sleep(1.0)
+        while time.monotonic() - t0 < args.seconds - 0.5:
+            with Log3DClient(port=port, timeout_s=30) as c:
+                start = time.perf_counter()
+                info = c.hello()
+                latencies.append(time.perf_counter() - start)
+                counts = info.get("connections", {})
+            fds.append(server.num_fds())
+            time.sleep(max(0.0, 1.0 - latencies[-1]))
+        for f in floods:
+            f.join()
+        cpu = sum(server.cpu_times()[:2]) - cpu0
+        wall = time.monotonic() - t0
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    lat = sorted(latencies)
+    row = {"processes": args.processes, "seconds": round(wall, 1), "server_descriptor_limit": args.hard_limit,
+           "connections_opened": opened.value, "server_fds_max": max(fds), "hello_count": len(lat),
+           "hello_median_s": round(lat[len(lat) // 2], 4), "hello_max_s": round(lat[-1], 4),
+           "server_cpu_s": round(cpu, 2), "server_counts_last_hello": counts}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    text = ("# Idle-connection flood against `log3d serve` (bench/bench_flood.py)\n\n"
+            f"{os.cpu_count()} cores, commit {commit}, {time.strftime('%Y-%m-%d %H:%M')}; loopback; the server's "
+            f"open-file limit {args.hard_limit} (soft = hard), handshake timeout 2 s.\n\n"
+            "| flooders | flood s | connections opened | server fds (max) | hellos | hello median s | hello max s | server CPU s |\n"
+            "|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+            f"| {row['processes']} | {row['seconds']} | {row['connections_opened']:,} | {row['server_fds_max']} | "
+            f"{row['hello_count']} | {row['hello_median_s']} | {row['hello_max_s']} | {row['server_cpu_s']} |\n\n"
+            f"The server's own counts at the last hello: {json.dumps(counts)}\n")
+    print(text)
+    (RESULTS / "flood.json").write_text(json.dumps(row, indent=1))
+    (RESULTS / "flood.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
