@@ -5,7 +5,6 @@ cancelling or listing another's jobs, a queue flood, and hostile mesh values."""
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 import threading
@@ -21,7 +20,7 @@ import zmq
 from backend import auth
 from backend import protocol as proto
 from backend.client import BackendError, Log3DClient
-from backend.server import Server, ServerConfig
+from backend.server import Server
 from tests.conftest import keyed_dealer
 from tests.conftest import server_config as config
 
