@@ -5,7 +5,7 @@ descriptor until its handshake ends, and libzmq gives an idle one 30 s by defaul
 once filled the server's 1,024 descriptors, libzmq's accept then failed in a busy loop (14 s of CPU),
 and keyed clients waited about 17 s for an answer (issue 29). The bounds:
 
-* **Time.** ``ZMQ_HANDSHAKE_IVL`` = the server's ``handshake_timeout_s`` (2 s): a peer that has not
+* **Time.** ``ZMQ_HANDSHAKE_IVL`` = the server's ``handshake_timeout_s`` (1 s): a peer that has not
   completed the handshake by then is dropped. A keyed client completes it in milliseconds.
 * **Number.** Open pre-handshake connections are at most what the server accepts within one
   handshake timeout (libzmq accepts one connection at a time in its I/O thread, behind a listen

@@ -84,7 +84,7 @@ class ServerConfig:
     train_poll_s: float = 0.25
     train_kill_after_s: float = 10.0  # a stopped trainer that ignores SIGTERM is killed after this
     shutdown_wait_s: float = 30.0  # how long shutdown waits for the running job to reach a stage boundary
-    handshake_timeout_s: float = 2.0
+    handshake_timeout_s: float = 1.0
     """A connection that has not completed the CURVE handshake by then is dropped (backend.handshakes)."""
 
     def validate(self) -> "ServerConfig":

@@ -118,7 +118,7 @@ def main() -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     text = ("# Idle-connection flood against `log3d serve` (bench/bench_flood.py)\n\n"
             f"{os.cpu_count()} cores, commit {commit}, {time.strftime('%Y-%m-%d %H:%M')}; loopback; the server's "
-            f"open-file limit {args.hard_limit} (soft = hard), handshake timeout 2 s.\n\n"
+            f"open-file limit {args.hard_limit} (soft = hard), handshake timeout 1 s.\n\n"
             "| flooders | flood s | connections opened | server fds (max) | hellos | hello median s | hello max s | server CPU s |\n"
             "|---:|---:|---:|---:|---:|---:|---:|---:|\n"
             f"| {row['processes']} | {row['seconds']} | {row['connections_opened']:,} | {row['server_fds_max']} | "

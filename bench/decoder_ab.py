@@ -42,14 +42,14 @@ sys.path.insert(0, str(REPO))
 RESULTS = REPO / "bench" / "results"
 LOG3D = [sys.executable, "-m", "backend.cli"]
 
-GRID = ["--arch", "dec_stem=4", "--arch", "dec_upsample=shuffle", "--arch", "dec_channels=64,24,8",
+GRID = ["--arch", "dec_stem=4", "--arch", "dec_upsample=nearest", "--arch", "dec_channels=64,24,8",
         "--arch", "dec_scales=1,2,2"]
 SURFACE = ["--objective", "surface", "--surface-weight", "4", "--surface-band", "0.75", "--slope-weight", "0.5",
            "--surface-delta", "0.01"]
 CANDIDATES: dict[str, dict] = {
     "today": {"args": [], "what": "1³ token, nearest upsampling; Huber δ 0.2 weighted ×4 at the iso level (today's recipe)"},
     "loss": {"args": SURFACE, "what": "today's decoder; surface loss (smooth L1 β 0.01 over the band, ×4, + 0.5 slope)"},
-    "grid": {"args": GRID, "what": "token → learned 4³ grid, shuffle upsampling (64, 24, 8 channels); today's loss"},
+    "grid": {"args": GRID, "what": "token → learned 4³ grid, nearest upsampling (64, 24, 8 channels); today's loss"},
     "grid+loss": {"args": GRID + SURFACE, "what": "the grid decoder and the surface loss"},
     "shipped+": {"args": [], "warm": True, "what": "the shipped weights continued whole, today's loss (reference)"},
 }

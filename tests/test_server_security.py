@@ -517,7 +517,7 @@ def test_a_shared_folder_keeps_its_permissions_and_is_refused(tmp_path, mode):
 
 def test_idle_connections_without_keys_are_dropped_and_keyed_clients_answered(tmp_path):
     """MEDIUM in issue 29: a flood of idle TCP connections (no key) against a server whose open-file
-    limit is 1,024 and cannot be raised. Each is dropped after the 2 s handshake timeout, the
+    limit is 1,024 and cannot be raised. Each is dropped after the 1 s handshake timeout, the
     server never runs out of descriptors, and keyed clients are answered meanwhile (bench/bench_flood.py
     times it; here the client's timeout only stops a hung test)."""
     import re
