@@ -55,9 +55,10 @@ CANDIDATES: dict[str, dict] = {
 }
 
 
-def train_command(name: str, data: str, out: Path, init: str, minutes: float, seed: int) -> list[str]:
+def train_command(name: str, data: str, out: Path, init: str, minutes: float, seed: int, val_shapes: int) -> list[str]:
     spec = CANDIDATES[name]
     cmd = LOG3D + ["train", "--data", data, "--out", str(out / name), "--preset", "small", "--init", init,
+                   "--val-shapes", str(val_shapes),
                    "--threads", "1", "--max-cpu-minutes", str(minutes), "--max-steps", "100000",
                    "--lr-schedule", "constant", "--warmup-steps", "20", "--val-every", "0", "--save-every", "50",
                    "--seed", str(seed), "--device", "cpu"]
@@ -66,7 +67,7 @@ def train_command(name: str, data: str, out: Path, init: str, minutes: float, se
     return cmd + spec["args"]
 
 
-def run_pairs(names: list[str], data: str, out: Path, init: str, minutes: float, seed: int) -> None:
+def run_pairs(names: list[str], data: str, out: Path, init: str, minutes: float, seed: int, val_shapes: int) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     for i in range(0, len(names), 2):
         procs = []
@@ -76,7 +77,7 @@ def run_pairs(names: list[str], data: str, out: Path, init: str, minutes: float,
                 continue
             (out / name).mkdir(parents=True, exist_ok=True)
             log = open(out / f"{name}.log", "w")
-            cmd = train_command(name, data, out, init, minutes, seed)
+            cmd = train_command(name, data, out, init, minutes, seed, val_shapes)
             print(f"{name}: {' '.join(cmd)}", flush=True)
             procs.append((name, subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log))
         for name, proc, log in procs:
@@ -130,7 +131,7 @@ def main() -> int:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.score_only:
-        run_pairs(args.candidates, args.data, args.out, args.init, args.cpu_minutes, args.seed)
+        run_pairs(args.candidates, args.data, args.out, args.init, args.cpu_minutes, args.seed, args.val_shapes)
     results = {"shipped (no extra training)": {"what": "the shipped weights as they are", **score(Path(args.init), args.data, args.val_shapes)}}
     for name in args.candidates:
         summary_lines = [line for line in (args.out / f"{name}.log").read_text().splitlines() if line.startswith("{")]

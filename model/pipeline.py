@@ -20,18 +20,22 @@ import numpy as np
 
 from .autoencode import Latents, ModeUnavailable, decode_latents, encode_blocks, load_vae
 from .bvh import PrimitiveIndex, SurfaceIndex
-from .cleanup import CleanupOptions, clean_surface, decimate
+from .cleanup import DECODED_SPECK_AREA, CleanupOptions, clean_surface, decimate, drop_specks
 from .contour import InputTopology, dual_contour, tidy_contour
 from .engine import ENGINES, Engine, NumbaEngine, engine_for
 from .extract import marching_cubes_sparse
 from .grid import CHUNK_BLOCKS, SparseField, check_resolution, iso_level, unit_margin, unit_to_voxel, voxel_to_unit
 from .mesh import Mesh, MeshError, Normalization, fit_unit_cube, used_vertices, validate_arrays
 from .shell import outer_shell_field
+from .geometry import compact
 from .stages import Cancelled, ProgressCallback, Stages
 from .ublocks import iter_chunks, pad_average
+from .udf_contour import field_contour
 
 MODES = ("direct", "vae")
 
+
+FIELD_EXTRACTIONS = ("shell", "dual")
 
 @dataclass
 class RemeshOptions:
@@ -41,7 +45,13 @@ class RemeshOptions:
 
     ``engine``: ``numba`` runs the stages up to Pad-Average on the CPU (the network on ``device``);
     ``torch`` runs them on ``device`` (:mod:`model.gpu.engine`); ``auto`` picks torch when
-    ``device`` resolves to CUDA, numba otherwise (:func:`model.engine.engine_for`)."""
+    ``device`` resolves to CUDA, numba otherwise (:func:`model.engine.engine_for`).
+
+    ``field_extraction``: how a field without its input (a decoded one: VAE mode, `log3d decode`)
+    becomes a mesh with the default clean-up: ``shell`` (the outside flood, the ε-surface and its
+    clean-up, :mod:`model.shell`) or ``dual`` (the zero set dual-contoured from the unsigned field,
+    :mod:`model.udf_contour`: one layer per sheet, cavities and separate bodies kept; experimental,
+    issue 33, ``bench/bench_exact_field.py``)."""
 
     resolution: int = 256
     mode: str = "direct"
@@ -50,10 +60,13 @@ class RemeshOptions:
     checkpoint: str | None = None
     cleanup: CleanupOptions = field(default_factory=CleanupOptions)
     engine: str = "auto"
+    field_extraction: str = "shell"
 
     def validate(self) -> "RemeshOptions":
         check_resolution(self.resolution)
         self.cleanup.validate()
+        if self.field_extraction not in FIELD_EXTRACTIONS:
+            raise ValueError(f"unknown field extraction '{self.field_extraction}' (choose from: {', '.join(FIELD_EXTRACTIONS)})")
         if self.mode not in MODES:
             raise ValueError(f"unknown mode '{self.mode}' (choose from: {', '.join(MODES)})")
         if self.engine not in ENGINES:
@@ -133,6 +146,16 @@ def _extract_direct(exact: Mesh, options: RemeshOptions, stages: Stages) -> tupl
     return stages.run("cleanup", lambda report: tidy_contour(*contoured, topology, report))
 
 
+def _extract_dual(field_: SparseField, stages: Stages) -> tuple[np.ndarray, np.ndarray]:
+    """A field without its input, dual-contoured at its zero set (:mod:`model.udf_contour`), then
+    rid of the specks a decoded field leaves."""
+    vertices, faces = stages.run("extract", lambda report: field_contour(field_))
+    if len(faces):
+        faces = stages.run("cleanup", lambda report: drop_specks(vertices, faces, DECODED_SPECK_AREA))
+        vertices, faces = compact(vertices, faces)
+    return vertices, faces
+
+
 def _contours(exact: Mesh | None, options: RemeshOptions) -> bool:
     """Whether the surface is the input itself contoured on the grid (:func:`_extract_direct`): it is
     known (direct mode) and every clean-up step is on. No field is read then, so none is made."""
@@ -149,6 +172,10 @@ def extract_surface(field_: SparseField | None, exact: Mesh | None, options: Rem
     if _contours(exact, options):
         assert exact is not None
         vertices, faces = _extract_direct(exact, options, stages)
+    elif exact is None and options.field_extraction == "dual" and options.cleanup.full:
+        if field_ is None:
+            raise ValueError("the field's zero set needs the field")
+        vertices, faces = _extract_dual(field_, stages)
     else:
         if field_ is None:
             raise ValueError("the field's ε-surface needs the field")

@@ -1,0 +1,114 @@
+"""The perfect-network benchmark (issue 33): what VAE mode's extraction makes of the exact field, the
+field a flawless encoder-decoder would give back, against direct mode in the same run.
+
+    .venv/bin/python bench/bench_exact_field.py [--resolutions 256 512] [--meshes spot.obj ...] [--samples 100000]
+
+Per mesh of ``../shared/meshes`` and N: the exact UDF blocks are gathered into padded UBlocks and
+Pad-Averaged (as a decode would deliver them), then extracted by each field extraction —
+``shell`` (today's: outside flood, ε-surface, clean-up) and ``dual`` (:mod:`model.udf_contour`) —
+and set beside direct mode's result of the same mesh: CD (×1e3, outer-surface samples, in units of
+the input's longest side), F1@0.001, pieces, boundary loops, edges of 3+ faces, area / input area,
+and the extraction's seconds (for direct mode: its whole pipeline). Prints a Markdown table; writes
+bench/results/exact_field.json and exact_field.md after every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.bench_cleanup import DEFAULT_MESHES, SHARED_MESHES, boundary_stats, surface_area  # noqa: E402
+from model.grid import voxel_to_unit  # noqa: E402
+from model.mesh import Mesh, load_mesh  # noqa: E402
+from model.metrics import MetricsConfig, compute_metrics  # noqa: E402
+from model.pipeline import RemeshOptions, extract_surface, mesh_to_field, remesh  # noqa: E402
+from model.stages import Stages  # noqa: E402
+from model.ublocks import extract_ublocks, iter_chunks, pad_average  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+
+
+def perfect_field(mesh: Mesh, n: int):
+    """The exact field as a flawless network returns it: UBlocks gathered with their padding, then
+    Pad-Averaged back into a field."""
+    field_, normalization = mesh_to_field(mesh, n)
+    blocks = extract_ublocks(field_)
+    return pad_average(iter_chunks(blocks, 16384), n, blocks.coords), normalization
+
+
+def row_of(name: str, method: str, n: int, gt: Mesh, out: Mesh, seconds: float, config: MetricsConfig, inp: dict) -> dict:
+    m = compute_metrics(gt, out, config)
+    s = boundary_stats(out)
+    return {"mesh": name, "N": n, "method": method, "CD": m["CD"], "F1@0.001": m["F1@0.001"], "pieces": s["pieces"],
+            "input_pieces": inp["pieces"], "loops": s["loops"], "input_loops": inp["loops"],
+            "nonmanifold_edges": s["nonmanifold_edges"], "area_ratio": surface_area(out) / surface_area(gt),
+            "seconds": seconds, "faces": out.num_faces}
+
+
+def table(rows: list[dict]) -> str:
+    direct = {(r["mesh"], r["N"]): r["CD"] for r in rows if r["method"] == "direct"}
+    lines = ["| mesh | N | method | CD ×1e3 | CD / direct | F1@0.001 | pieces / input | loops / input | 3+-face edges | "
+             "area / input | seconds |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['mesh']} | {r['N']} | {r['method']} | failed: {r['error'][:60]} |" + " |" * 7)
+            continue
+        ref = direct.get((r["mesh"], r["N"]))
+        ratio = f"{r['CD'] / ref:.2f}" if ref else ""
+        lines.append(f"| {r['mesh']} | {r['N']} | {r['method']} | {1e3 * r['CD']:.4g} | {ratio} | {r['F1@0.001']:.4f} | "
+                     f"{r['pieces']} / {r['input_pieces']} | {r['loops']} / {r['input_loops']} | {r['nonmanifold_edges']} | "
+                     f"{r['area_ratio']:.3f} | {r['seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resolutions", nargs="+", type=int, default=[256, 512])
+    parser.add_argument("--meshes", nargs="+", default=DEFAULT_MESHES)
+    parser.add_argument("--methods", nargs="+", default=["direct", "shell", "dual"])
+    parser.add_argument("--samples", type=int, default=100_000)
+    parser.add_argument("--out", type=Path, default=RESULTS / "exact_field.json")
+    args = parser.parse_args()
+    config = MetricsConfig(num_samples=args.samples, sharp_samples=args.samples // 5)
+    meta = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d %H:%M"),
+            "command": "python bench/bench_exact_field.py " + " ".join(sys.argv[1:])}
+    rows: list[dict] = []
+    for n in args.resolutions:
+        for name in args.meshes:
+            gt = load_mesh(SHARED_MESHES / name)
+            inp = boundary_stats(gt)
+            field_ = normalization = None
+            for method in args.methods:
+                try:
+                    start = time.perf_counter()
+                    if method == "direct":
+                        out = remesh(gt, RemeshOptions(resolution=n)).mesh
+                    else:
+                        if field_ is None:
+                            field_, normalization = perfect_field(gt, n)
+                        options = dataclasses.replace(RemeshOptions(resolution=n, mode="vae"), field_extraction=method)
+                        start = time.perf_counter()
+                        vertices, faces = extract_surface(field_, None, options, Stages())
+                        out = Mesh(normalization.from_unit(voxel_to_unit(vertices, n)), faces)
+                    rows.append(row_of(name, method, n, gt, out, time.perf_counter() - start, config, inp))
+                except Exception as exc:  # a failure is a row
+                    rows.append({"mesh": name, "N": n, "method": method, "error": f"{type(exc).__name__}: {exc}"})
+                print(table(rows).splitlines()[-1], flush=True)
+                args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+                args.out.with_suffix(".md").write_text(
+                    f"# The perfect network: VAE mode's extraction on the exact field (bench/bench_exact_field.py)\n\n"
+                    f"{meta}\n\n{table(rows)}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,505 @@
+"""One surface at the zero set of an unsigned distance field, read from the field alone: the
+extraction of VAE mode, `log3d decode` and latents imported in Blender (issue 33).
+
+Why not the ε-surface and a chain of repairs: around an open sheet the ε-level set is a closed
+slab, around a wall thinner than two voxels its two sides merge, and bodies closer than the outside
+flood can pass are fused; cutting the slab back to one layer tears it. Here the zero set is found
+directly, on the grid's edges, and dual-contoured with the same core as direct mode
+(:mod:`model.contour`), so the output has one layer per sheet by construction:
+
+* **Crossings from an unsigned field.** On the edge between neighbouring voxel centres a and b (a
+  step e along one axis), a plane with unit normal n that passes between them gives
+  ``d(a) + d(b) = |n·e|``, and one that does not gives more (``2·min(d) + |n·e|``). ``|n·e|`` is the
+  field's slope along the axis, read on the side of each voxel away from the other (the one-sided
+  difference that does not cross the kink of the distance at the surface: the larger of the two).
+  So the edge is crossed when ``d(a) + d(b) ≤ slope·(1 + tolerance) + slack`` and the field falls
+  into the edge from both sides (a valley of the distance, not the ridge halfway between two
+  bodies), and it crosses at ``t = d(a) / (d(a) + d(b))`` — exact for a plane. A surface through
+  a voxel centre (d = 0 there) is given to the edge below it, so it is counted once.
+* **Normals** from the same one-sided differences at a and b (the field's gradients point away from
+  the surface on either side: their difference is twice the normal).
+* **Thin walls and gaps.** A wall thinner than a voxel crosses an edge once: one sheet; a wall two
+  voxels or more thick crosses two edges: two sheets. Two bodies three voxels apart keep a ridge of
+  the field between them that no edge crossing comes from: they stay apart. A cavity is a surface
+  like any other.
+* **Vertices** at the minimiser of the crossings' quadric in their cell (one per sheet of a cell:
+  the manifold dual contouring of :func:`model.contour._sheet_vertices`); **orientation** made
+  consistent across every manifold edge afterwards (an unsigned field has no inside), closed pieces
+  facing outwards.
+
+Sparse: edges are enumerated per stored 8³ block with a two-voxel halo; no N³ array is made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+
+from .contour import CORNER_LOCAL, EIGEN_CUTOFF, _cells_around, _quadric_vertex, _sheet_vertices, _triangulate
+from .edges import half_edge_groups
+from .geometry import compact, face_components, signed_volumes
+from .grid import BLOCK_SIZE, FAR, NEIGHBOR_OFFSETS, TRUNCATION_VOXELS, SparseField, key_coords, neighbor_table
+
+HALO = 3
+"""Voxels of the neighbouring blocks gathered around each block: an edge (a, a + e) reads the
+gradients at a and a + e, which read their neighbours, or a neighbour's for a voxel on the surface."""
+
+FACING = 0.5
+"""Gradients whose cosine is below −FACING point away from one sheet on either side of it; above
+FACING the two voxels are on one side; between, the voxels straddle a sharp feature (an edge or
+corner, where one voxel's nearest point lies on another face, or a voxel on the medial axis has no
+gradient), and the edge is crossed when either voxel's tangent plane separates them."""
+
+NEAR = 0.5
+"""Voxels: closer to the surface than this, a voxel's gradient is chosen for all axes together (see
+:func:`_gradient`)."""
+
+RELIABLE = 0.1
+"""Voxels: a voxel at least this far from the surface has a reliable gradient (see :func:`_judge`)."""
+
+SEAM = 0.25
+"""Voxels: two voxels on different sides, each this far in front of the other's tangent plane, have
+no surface between them (see :func:`_final`)."""
+
+ON_SURFACE = 1e-3
+"""Voxels: a voxel this close to the surface lies on it (see :func:`_gradient`)."""
+
+
+@dataclass
+class FieldContourOptions:
+    """``band`` (voxels): the voxels nearer the surface than this are given a side (an edge is crossed
+    only between two of them). ``bend_tolerance``: as in :func:`model.contour.dual_contour` (a quad whose triangles pass farther
+    than this from its crossing gets the crossing as a fifth vertex)."""
+
+    band: float = 1.5
+    bend_tolerance: float = 0.05
+
+
+@nb.njit(cache=True, inline="always")
+def _ext_index(g):
+    """(neighbour offset −1/0/1, local index) of a local coordinate −HALO .. 7 + HALO."""
+    if g < 0:
+        return -1, g + BLOCK_SIZE
+    if g >= BLOCK_SIZE:
+        return 1, g - BLOCK_SIZE
+    return 0, g
+
+
+@nb.njit(cache=True)
+def _gather(values, nbr, b, scale, far, ext):
+    """ext[12, 12, 12]: the field of block b and its two-voxel halo, in voxels of distance."""
+    n = BLOCK_SIZE + 2 * HALO
+    for i in range(n):
+        di, li = _ext_index(i - HALO)
+        for j in range(n):
+            dj, lj = _ext_index(j - HALO)
+            for k in range(n):
+                dk, lk = _ext_index(k - HALO)
+                src = nbr[b, (di + 1) * 9 + (dj + 1) * 3 + (dk + 1)]
+                ext[i, j, k] = far * scale if src < 0 else values[src, li, lj, lk] * scale
+
+
+@nb.njit(cache=True, inline="always")
+def _one_sided(ext, i, j, k, out):
+    """The field's gradient at voxel (i, j, k) of ``ext``: per axis, the one-sided difference of the
+    larger magnitude (the side that does not cross the distance's kink at the surface: exact for a
+    plane, ``+n`` on one side and ``−n`` on the other)."""
+    here = ext[i, j, k]
+    for axis in range(3):
+        di = 1 if axis == 0 else 0
+        dj = 1 if axis == 1 else 0
+        dk = 1 if axis == 2 else 0
+        back = here - ext[i - di, j - dj, k - dk]
+        ahead = ext[i + di, j + dj, k + dk] - here
+        out[axis] = back if abs(back) >= abs(ahead) else ahead
+
+
+@nb.njit(cache=True)
+def _gradient(ext, i, j, k, out):
+    """:func:`_one_sided`, normalised. Close to the surface (below ``NEAR`` voxels) the two one-sided
+    differences of an axis are nearly equal in size and opposite in sign, and choosing each axis on
+    its own can mix the two sides (a gradient that is neither +n nor −n); there the axes are chosen
+    together: the signs follow the gradient of the farthest face neighbour (or its opposite,
+    whichever gives the larger differences), so the voxel lies wholly on one side. On the surface
+    itself (below ``ON_SURFACE``) it takes that neighbour's side."""
+    here = ext[i, j, k]
+    if here >= NEAR:
+        _one_sided(ext, i, j, k, out)
+    else:
+        best, bi, bj, bk = -1.0, i, j, k
+        for axis in range(3):
+            for step in (-1, 1):
+                ni = i + (step if axis == 0 else 0)
+                nj = j + (step if axis == 1 else 0)
+                nk = k + (step if axis == 2 else 0)
+                if ext[ni, nj, nk] > best:
+                    best, bi, bj, bk = ext[ni, nj, nk], ni, nj, nk
+        ref = np.empty(3)
+        _one_sided(ext, bi, bj, bk, ref)
+        best_total = -1.0
+        for sign in (1.0, -1.0):
+            total = 0.0
+            pick = np.empty(3)
+            for axis in range(3):
+                di = 1 if axis == 0 else 0
+                dj = 1 if axis == 1 else 0
+                dk = 1 if axis == 2 else 0
+                back = here - ext[i - di, j - dj, k - dk]
+                ahead = ext[i + di, j + dj, k + dk] - here
+                if (back >= 0.0) == (ahead >= 0.0):  # no kink on this axis: the larger, as usual
+                    pick[axis] = back if abs(back) >= abs(ahead) else ahead
+                else:
+                    pick[axis] = back if (back >= 0.0) == (sign * ref[axis] >= 0.0) else ahead
+                total += abs(pick[axis])
+            if total > best_total + (0.0 if here >= ON_SURFACE else 1e9 * (sign < 0.0)):
+                best_total = total
+                out[0], out[1], out[2] = pick[0], pick[1], pick[2]
+    norm = np.sqrt(out[0] * out[0] + out[1] * out[1] + out[2] * out[2])
+    if norm > 1e-12:
+        out[0] /= norm
+        out[1] /= norm
+        out[2] /= norm
+
+
+@nb.njit(parallel=True, cache=True)
+def _band(values, nbr, scale, far, band, dist, grads):
+    """Per stored voxel: its distance in voxels (``dist``) and, within ``band`` of the surface, its
+    unit gradient (``grads``; zero elsewhere)."""
+    size = BLOCK_SIZE + 2 * HALO
+    for b in nb.prange(values.shape[0]):
+        ext = np.empty((size, size, size))
+        _gather(values, nbr, b, scale, far, ext)
+        g = np.empty(3)
+        for i in range(BLOCK_SIZE):
+            for j in range(BLOCK_SIZE):
+                for k in range(BLOCK_SIZE):
+                    d = ext[i + HALO, j + HALO, k + HALO]
+                    dist[b, i, j, k] = d
+                    if d < band:
+                        _gradient(ext, i + HALO, j + HALO, k + HALO, g)
+                        grads[b, i, j, k, 0], grads[b, i, j, k, 1], grads[b, i, j, k, 2] = g[0], g[1], g[2]
+                    else:
+                        grads[b, i, j, k, 0] = 0.0
+                        grads[b, i, j, k, 1] = 0.0
+                        grads[b, i, j, k, 2] = 0.0
+
+
+@nb.njit(cache=True, inline="always")
+def _next_voxel(nbr, b, i, j, k, axis):
+    """(block, i, j, k) of the voxel one step along +axis; block −1 when it is not stored."""
+    if axis == 0:
+        i += 1
+    elif axis == 1:
+        j += 1
+    else:
+        k += 1
+    if i < BLOCK_SIZE and j < BLOCK_SIZE and k < BLOCK_SIZE:
+        return b, i, j, k
+    di, dj, dk = i // BLOCK_SIZE, j // BLOCK_SIZE, k // BLOCK_SIZE
+    return nbr[b, (di + 1) * 9 + (dj + 1) * 3 + (dk + 1)], i % BLOCK_SIZE, j % BLOCK_SIZE, k % BLOCK_SIZE
+
+
+@nb.njit(cache=True, inline="always")
+def _judge(da, db, ga, gb, axis):
+    """What the two voxels of an edge say about it, each by its tangent plane (through its nearest
+    surface point, normal along its gradient): (crossed, confidence, a's plane separates them, b's
+    plane separates them). Opposing gradients on either side of a valley of the distance: crossed;
+    opposing gradients at a ridge (halfway between two sheets): not; agreeing gradients: not;
+    gradients at a sharp feature (neither opposing nor agreeing, or one voxel on the medial axis
+    with none): crossed when either plane separates them."""
+    front_a = da + ga[axis]  # how far b lies in front of a's plane (negative: behind it)
+    front_b = db - gb[axis]
+    sep_a, sep_b = front_a < 0.0, front_b < 0.0
+    dot = ga[0] * gb[0] + ga[1] * gb[1] + ga[2] * gb[2]
+    if dot <= -FACING:
+        crossed = front_a + front_b < 0.0
+    elif dot >= FACING:
+        crossed = False
+    else:
+        crossed = sep_a or sep_b
+    # A voxel closer to the surface than RELIABLE has an unreliable gradient (its one-sided
+    # differences nearly tie): its judgements count half. Around the rim of an open sheet, the
+    # same-side edges that join its two sides have gradients at least 35° apart (within the band),
+    # so a sure crossing through the sheet (gradients opposed) is settled before them.
+    return crossed, abs(dot) * min(1.0, 0.5 + min(da, db) / (2.0 * RELIABLE)), sep_a, sep_b
+
+
+@nb.njit(parallel=True, cache=True)
+def _edges(dist, grads, nbr, band, count_only, counts, start, src, dst, axes, flip, conf):
+    """The band's edges (both voxels within ``band``): per edge its voxels (global ids: block · 512 +
+    local), axis, whether its voxels judge it crossed, and how sure they are."""
+    for b in nb.prange(dist.shape[0]):
+        n = 0 if count_only else start[b]
+        for i in range(BLOCK_SIZE):
+            for j in range(BLOCK_SIZE):
+                for k in range(BLOCK_SIZE):
+                    da = dist[b, i, j, k]
+                    if da >= band:
+                        continue
+                    for axis in range(3):
+                        c, ii, jj, kk = _next_voxel(nbr, np.int64(b), i, j, k, axis)
+                        if c < 0 or dist[c, ii, jj, kk] >= band:
+                            continue
+                        if not count_only:
+                            crossed, sure, _, _ = _judge(da, dist[c, ii, jj, kk], grads[b, i, j, k],
+                                                         grads[c, ii, jj, kk], axis)
+                            src[n] = b * 512 + (i * 64 + j * 8 + k)
+                            dst[n] = c * 512 + (ii * 64 + jj * 8 + kk)
+                            axes[n] = axis
+                            flip[n] = crossed
+                            conf[n] = sure
+                        n += 1
+        if count_only:
+            counts[b] = n
+
+
+@nb.njit(cache=True, inline="always")
+def _root(parent, parity, x):
+    """Root of x and x's parity relative to it (path halving, parities kept)."""
+    p = 0
+    while parent[x] != x:
+        q = parent[x]
+        if parent[q] != q:  # halve: point x at its grandparent
+            parity[x] ^= parity[q]
+            parent[x] = parent[q]
+        p ^= parity[x]
+        x = parent[x]
+    return x, p
+
+
+@nb.njit(cache=True)
+def _sides(num, src, dst, flip, order):
+    """A side (0/1) for every voxel such that the surest judgements hold: the edges in order of
+    confidence join their voxels' groups with the relation the edge asks for (same side, or opposite
+    sides); an edge whose voxels are already joined is outvoted by the surer edges before it
+    (Kruskal's spanning forest, with a parity per union)."""
+    parent = np.arange(num, dtype=np.int64)
+    parity = np.zeros(num, dtype=np.uint8)
+    for e in order:
+        ra, pa = _root(parent, parity, src[e])
+        rb, pb = _root(parent, parity, dst[e])
+        if ra != rb:
+            parent[rb] = ra
+            parity[rb] = pa ^ pb ^ (1 if flip[e] else 0)
+    side = np.empty(num, dtype=np.uint8)
+    for x in range(num):
+        side[x] = _root(parent, parity, x)[1]
+    return side
+
+
+@nb.njit(cache=True, inline="always")
+def _unpack(v):
+    b, local = v // 512, v % 512
+    return b, local // 64, (local // 8) % 8, local % 8
+
+
+@nb.njit(parallel=True, cache=True)
+def _final(dist, grads, src, dst, axes, side, flip, conf):
+    """An edge is crossed when its voxels lie on different sides, unless each lies clearly in front
+    of the other's tangent plane (by ``SEAM`` voxels): there two sides meet without a surface between
+    them — beyond the rim of an open sheet — and the sheet keeps its boundary. (Two voxels that
+    both touch the surface may be given different sides; the surface then passes between them.)"""
+    out = np.zeros(src.shape[0], dtype=np.bool_)
+    for e in nb.prange(src.shape[0]):
+        b, i, j, k = _unpack(src[e])
+        c, ii, jj, kk = _unpack(dst[e])
+        axis = axes[e]
+        if side[src[e]] == side[dst[e]]:
+            continue
+        front_a = dist[b, i, j, k] + grads[b, i, j, k, axis]
+        front_b = dist[c, ii, jj, kk] - grads[c, ii, jj, kk, axis]
+        out[e] = not (front_a > SEAM and front_b > SEAM)
+    return out
+
+
+@nb.njit(parallel=True, cache=True)
+def _write(dist, grads, origins, src, dst, axes, chosen, m, keys, where, normals):
+    """The crossing of each chosen edge: its key, its position along its axis and its normal, from
+    the tangent planes that separate its voxels (both: where d(a) : d(b) cuts the edge; one: where
+    that plane does, with its normal — at a sharp edge the other voxel's nearest point is another
+    face)."""
+    for q in nb.prange(chosen.shape[0]):
+        e = chosen[q]
+        axis = axes[e]
+        b, i, j, k = _unpack(src[e])
+        c, ii, jj, kk = _unpack(dst[e])
+        da, db = dist[b, i, j, k], dist[c, ii, jj, kk]
+        ga, gb = grads[b, i, j, k], grads[c, ii, jj, kk]
+        front_a, front_b = da + ga[axis], db - gb[axis]
+        if front_a < 0.0 and front_b < 0.0:
+            t = da / (da + db) if da + db > 0.0 else 0.5
+            nx, ny, nz = gb[0] - ga[0], gb[1] - ga[1], gb[2] - ga[2]
+        elif front_b < 0.0:
+            t = -front_b / (db - front_b)
+            nx, ny, nz = gb[0], gb[1], gb[2]
+        elif front_a < 0.0:
+            t = da / (da - front_a)
+            nx, ny, nz = -ga[0], -ga[1], -ga[2]
+        else:  # neither plane separates (two voxels touching the surface): between them, by distance
+            t = da / (da + db) if da + db > 0.0 else 0.5
+            nx, ny, nz = gb[0] - ga[0], gb[1] - ga[1], gb[2] - ga[2]
+        norm = np.sqrt(nx * nx + ny * ny + nz * nz)
+        if norm < 1e-12:
+            nx, ny, nz, norm = (1.0 if axis == 0 else 0.0), (1.0 if axis == 1 else 0.0), (1.0 if axis == 2 else 0.0), 1.0
+        gx, gy, gz = origins[b, 0] + i, origins[b, 1] + j, origins[b, 2] + k
+        keys[q] = axis * m * m * m + (gx * m + gy) * m + gz
+        where[q] = (gx if axis == 0 else gy if axis == 1 else gz) + min(max(t, 0.0), 1.0)
+        normals[q, 0], normals[q, 1], normals[q, 2] = nx / norm, ny / norm, nz / norm
+
+
+def field_crossings(field: SparseField, options: FieldContourOptions = FieldContourOptions()
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every grid edge the field's zero set crosses: (edge key int64 — axis · m³ + node, m = N + 1,
+    as :func:`model.contour.grid_crossings` keys them —, coordinate of the crossing along the edge's
+    axis, unit normal [E, 3]), sorted by key."""
+    values = np.ascontiguousarray(field.values, dtype=np.float32)
+    keys = np.asarray(field.keys, dtype=np.int64)
+    empty = np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 3))
+    if len(keys) == 0:
+        return empty
+    grid = field.resolution // BLOCK_SIZE
+    coords = key_coords(keys, grid).astype(np.int64)
+    nbr = neighbor_table(keys, coords, grid, NEIGHBOR_OFFSETS)
+    dist = np.empty((len(keys), BLOCK_SIZE, BLOCK_SIZE, BLOCK_SIZE), dtype=np.float32)
+    grads = np.empty((len(keys), BLOCK_SIZE, BLOCK_SIZE, BLOCK_SIZE, 3), dtype=np.float32)
+    _band(values, nbr, TRUNCATION_VOXELS, FAR, options.band, dist, grads)
+    counts = np.zeros(len(keys), dtype=np.int64)
+    none_i, none_b, none_f = np.empty(0, np.int64), np.empty(0, np.bool_), np.empty(0, np.float32)
+    _edges(dist, grads, nbr, options.band, True, counts, counts, none_i, none_i, none_i, none_b, none_f)
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    total = int(counts.sum())
+    src, dst, axes = np.empty(total, np.int64), np.empty(total, np.int64), np.empty(total, np.int64)
+    flip, conf = np.empty(total, np.bool_), np.empty(total, np.float32)
+    _edges(dist, grads, nbr, options.band, False, counts, start, src, dst, axes, flip, conf)
+    side = _sides(len(keys) * 512, src, dst, flip, np.argsort(-conf, kind="stable"))
+    chosen = np.flatnonzero(_final(dist, grads, src, dst, axes, side, flip, conf))
+    if len(chosen) == 0:
+        return empty
+    out_k, out_w, out_n = np.empty(len(chosen), np.int64), np.empty(len(chosen)), np.empty((len(chosen), 3))
+    _write(dist, grads, coords * BLOCK_SIZE, src, dst, axes, chosen, field.resolution + 1, out_k, out_w, out_n)
+    order = np.argsort(out_k, kind="stable")
+    return out_k[order], out_w[order], out_n[order]
+
+
+@nb.njit(parallel=True, cache=True)
+def _place(quads, num_vertices, vertex_cell_key, points, normals, m, cutoff):
+    """Each sheet's vertex at the minimiser of its crossings' quadric, kept in its cell."""
+    start = np.zeros(num_vertices + 1, dtype=np.int64)
+    for e in range(quads.shape[0]):
+        for k in range(4):
+            start[quads[e, k] + 1] += 1
+    start = np.cumsum(start)
+    fill = start[:-1].copy()
+    edge_list = np.empty(start[num_vertices], dtype=np.int64)
+    for e in range(quads.shape[0]):
+        for k in range(4):
+            v = quads[e, k]
+            edge_list[fill[v]] = e
+            fill[v] += 1
+    out = np.empty((num_vertices, 3))
+    for v in nb.prange(num_vertices):
+        acc = np.zeros(13)
+        for j in range(start[v], start[v + 1]):
+            e = edge_list[j]
+            px, py, pz = points[e, 0], points[e, 1], points[e, 2]
+            nx, ny, nz = normals[e, 0], normals[e, 1], normals[e, 2]
+            d = nx * px + ny * py + nz * pz
+            acc[0] += nx * nx
+            acc[1] += nx * ny
+            acc[2] += nx * nz
+            acc[3] += ny * ny
+            acc[4] += ny * nz
+            acc[5] += nz * nz
+            acc[6] += nx * d
+            acc[7] += ny * d
+            acc[8] += nz * d
+            acc[9] += px
+            acc[10] += py
+            acc[11] += pz
+            acc[12] += 1.0
+        key = vertex_cell_key[v]
+        out[v, 0], out[v, 1], out[v, 2] = _quadric_vertex(acc, float(key // (m * m)), float((key // m) % m),
+                                                         float(key % m), cutoff)
+    return out
+
+
+@nb.njit(cache=True)
+def _orient(faces, owner, corner, first, size):
+    """Flip faces so that every manifold edge is run in opposite directions by its two faces (a
+    breadth-first walk per component; where the surface is not orientable the walk's first choice
+    stands). Returns per face whether to flip it."""
+    num_faces = faces.shape[0]
+    group_of = np.empty(3 * num_faces, dtype=np.int64)
+    for g in range(first.shape[0]):
+        for h in range(first[g], first[g] + size[g]):
+            group_of[3 * owner[h] + corner[h]] = g
+    flip = np.zeros(num_faces, dtype=np.bool_)
+    seen = np.zeros(num_faces, dtype=np.bool_)
+    queue = np.empty(num_faces, dtype=np.int64)
+    for seed in range(num_faces):
+        if seen[seed]:
+            continue
+        seen[seed] = True
+        head, tail = 0, 1
+        queue[0] = seed
+        while head < tail:
+            f = queue[head]
+            head += 1
+            for c in range(3):
+                g = group_of[3 * f + c]
+                if size[g] != 2:
+                    continue
+                h0 = first[g]
+                other = owner[h0] if owner[h0] != f else owner[h0 + 1]
+                oc = corner[h0] if owner[h0] != f else corner[h0 + 1]
+                if other == f or seen[other]:
+                    continue
+                # f runs its edge c from faces[f, c] (as flipped or not); other must run it the other way
+                a = faces[f, c] if not flip[f] else faces[f, (c + 1) % 3]
+                b = faces[other, oc]
+                flip[other] = a == b
+                seen[other] = True
+                queue[tail] = other
+                tail += 1
+    return flip
+
+
+def orient(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """``faces`` with a consistent winding over every manifold edge, closed pieces facing out."""
+    if len(faces) == 0:
+        return faces
+    owner, corner, first, size = half_edge_groups(faces)
+    count, component = face_components(len(vertices), faces)
+    flip = _orient(faces, owner, corner, first, size)
+    out = faces.copy()
+    out[flip] = out[flip][:, ::-1]
+    volumes = signed_volumes(vertices, out, component, count)
+    inward = volumes[component] < 0
+    out[inward] = out[inward][:, ::-1]
+    return out
+
+
+def field_contour(field: SparseField, options: FieldContourOptions = FieldContourOptions()
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The zero set of an unsigned field as a dual-contoured triangle mesh: vertices in voxel
+    coordinates float64 [V, 3], faces int64 [F, 3] (see the module's docstring)."""
+    edges, where, normals = field_crossings(field, options)
+    if len(edges) == 0:
+        return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
+    m = field.resolution + 1
+    mmm = m * m * m
+    axis = edges // mmm
+    node = edges - axis * mmm
+    points = np.stack([node // (m * m), (node // m) % m, node % m], axis=1).astype(np.float64)
+    points[np.arange(len(edges)), axis] = where
+    cells, cell_of = _cells_around(edges, m)
+    piece = np.zeros(len(edges), dtype=np.int64)
+    quads, vertex_cell = _sheet_vertices(cell_of, axis, points, piece, len(cells), CORNER_LOCAL)
+    del cell_of
+    vertices = _place(quads, len(vertex_cell), cells[vertex_cell], points, normals, m, EIGEN_CUTOFF)
+    faces, _, fanned = _triangulate(quads, axis, normals, points, vertices, options.bend_tolerance)
+    vertices = np.concatenate([vertices, points[fanned]])
+    vertices, faces = compact(vertices, faces)
+    return vertices, orient(vertices, faces)
