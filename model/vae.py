@@ -484,7 +484,9 @@ def load_weights(model: LogVAE, path: str | Path) -> LogVAE:
     """Load a checkpoint into an existing model; raises ConfigMismatchError naming every differing
     architecture field (runtime fields such as chunk_size are ignored)."""
     meta = read_metadata(path)
-    diff = config_differences(model.config.to_dict(), meta["config"], ignore=RUNTIME_FIELDS)
+    # a checkpoint written before a field existed holds that field's default (from_dict fills it)
+    saved = VAEConfig.from_dict(meta["config"]).to_dict()
+    diff = config_differences(model.config.to_dict(), saved, ignore=RUNTIME_FIELDS)
     if diff:
         raise ConfigMismatchError(diff, path)
     state, _ = read_checkpoint(path, device=model.device)

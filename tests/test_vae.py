@@ -230,3 +230,29 @@ def test_describe(tiny):
     d = describe(tiny, "cpu")
     assert d["preset"] == "tiny" and d["parameters"] == count_parameters(tiny)
     assert d["device"] == "cpu" and "SDPA" in d["attention_backend"]
+
+
+def test_weights_saved_before_the_decoder_fields_existed_still_load(tmp_path):
+    """Checkpoints written before ``dec_stem`` / ``dec_upsample`` existed (the shipped ones among
+    them) hold the paper's decoder: they load into a model of that design, by name or by --init."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from model.vae import load_weights
+
+    torch.manual_seed(0)
+    net = LogVAE(preset("tiny"))
+    save_model(net, tmp_path / "new.safetensors")
+    with safe_open(str(tmp_path / "new.safetensors"), framework="pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    config = json.loads(meta["config"])
+    del config["dec_stem"], config["dec_upsample"]
+    meta["config"] = json.dumps(config)
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata=meta)
+    fresh = LogVAE(preset("tiny"))
+    load_weights(fresh, tmp_path / "old.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), fresh.state_dict().values()))
+    assert load_model(tmp_path / "old.safetensors").config.dec_stem == 1
