@@ -1,33 +1,42 @@
 """One surface at the zero set of an unsigned distance field, read from the field alone: the
-extraction of VAE mode, `log3d decode` and latents imported in Blender (issue 33).
+extraction of VAE mode, `log3d decode` and latents imported in Blender, when the field has no input
+mesh beside it (issue 33; ``RemeshOptions(field_extraction="dual")``).
 
 Why not the ε-surface and a chain of repairs: around an open sheet the ε-level set is a closed
-slab, around a wall thinner than two voxels its two sides merge, and bodies closer than the outside
-flood can pass are fused; cutting the slab back to one layer tears it. Here the zero set is found
-directly, on the grid's edges, and dual-contoured with the same core as direct mode
-(:mod:`model.contour`), so the output has one layer per sheet by construction:
+slab, around a wall thinner than two voxels its two sides merge, and bodies closer than an outside
+flood can pass are fused; cutting the slab back to one layer tears it. Here the grid edges the zero
+set crosses are found from the field and dual-contoured with direct mode's core
+(:mod:`model.contour`):
 
-* **Crossings from an unsigned field.** On the edge between neighbouring voxel centres a and b (a
-  step e along one axis), a plane with unit normal n that passes between them gives
-  ``d(a) + d(b) = |n·e|``, and one that does not gives more (``2·min(d) + |n·e|``). ``|n·e|`` is the
-  field's slope along the axis, read on the side of each voxel away from the other (the one-sided
-  difference that does not cross the kink of the distance at the surface: the larger of the two).
-  So the edge is crossed when ``d(a) + d(b) ≤ slope·(1 + tolerance) + slack`` and the field falls
-  into the edge from both sides (a valley of the distance, not the ridge halfway between two
-  bodies), and it crosses at ``t = d(a) / (d(a) + d(b))`` — exact for a plane. A surface through
-  a voxel centre (d = 0 there) is given to the edge below it, so it is counted once.
-* **Normals** from the same one-sided differences at a and b (the field's gradients point away from
-  the surface on either side: their difference is twice the normal).
-* **Thin walls and gaps.** A wall thinner than a voxel crosses an edge once: one sheet; a wall two
-  voxels or more thick crosses two edges: two sheets. Two bodies three voxels apart keep a ridge of
-  the field between them that no edge crossing comes from: they stay apart. A cavity is a surface
-  like any other.
-* **Vertices** at the minimiser of the crossings' quadric in their cell (one per sheet of a cell:
-  the manifold dual contouring of :func:`model.contour._sheet_vertices`); **orientation** made
-  consistent across every manifold edge afterwards (an unsigned field has no inside), closed pieces
-  facing outwards.
+* **Gradients.** Per voxel within ``band`` (2.5) voxels of the surface: per axis the one-sided
+  difference of the larger magnitude — the side that does not cross the distance's kink at the
+  surface, exact for a plane (``+n`` on one side, ``−n`` on the other). Close to the surface the two
+  differences of an axis nearly tie and the axes are chosen together, so that a voxel lies wholly on
+  one side; a voxel on the surface takes a neighbour's side.
+* **Judgements.** Per grid edge between two band voxels, what their tangent planes (through each
+  voxel's nearest surface point, normal along its gradient) say: opposing gradients in a valley of
+  the distance — crossed; at a ridge (halfway between two bodies, or inside a wall thicker than two
+  voxels) — not; agreeing — not; at a sharp feature (neither, or a voxel on the medial axis with no
+  gradient) — crossed when either plane separates them. With a confidence: how far from
+  perpendicular the gradients are, halved where a voxel is too close to the surface for its
+  gradient to be reliable.
+* **Sides.** A side (0/1) per band voxel such that the surest judgements hold: the edges, surest
+  first, join their voxels with the relation they ask for (Kruskal's spanning forest with a parity per
+  union; an edge whose voxels are already joined is outvoted), then a few sweeps of local
+  improvement. An edge is crossed where its voxels' sides differ. So every grid face has an even
+  number of crossed edges: closed wherever the band is, by construction; two bodies three voxels
+  apart keep a ridge of same-side edges between them; a cavity is a surface like any other.
+* **Crossings** where the separating tangent plane(s) cut the edge (``d(a) : d(b)`` when both do —
+  exact for a plane), with that plane's normal.
+* **Vertices** at the minimiser of the crossings' quadric in their cell, one per sheet of a cell (the
+  manifold dual contouring of :func:`model.contour._sheet_vertices`). Then the faces that lie off
+  the zero set (every corner farther than ``off_surface`` from it by the field: where two sides meet
+  beyond the rim of an open sheet there is no surface) go, which gives an open sheet its boundary;
+  and the orientation is made consistent across every manifold edge (an unsigned field has no
+  inside), closed pieces facing outwards.
 
-Sparse: edges are enumerated per stored 8³ block with a two-voxel halo; no N³ array is made.
+Sparse: gradients and sides are per stored 8³ block (a three-voxel halo gathered around each); no N³
+array is made.
 """
 
 from __future__ import annotations
@@ -37,9 +46,11 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-from .contour import CORNER_LOCAL, EIGEN_CUTOFF, _cells_around, _quadric_vertex, _sheet_vertices, _triangulate
+from .contour import CORNER_LOCAL, EIGEN_CUTOFF, _cells_around, _edge_pieces, _quadric_vertex, _sheet_vertices, _triangulate
 from .edges import half_edge_groups
+from .cleanup import sample_field
 from .geometry import compact, face_components, signed_volumes
+from .mesh import face_normals_and_areas
 from .grid import BLOCK_SIZE, FAR, NEIGHBOR_OFFSETS, TRUNCATION_VOXELS, SparseField, key_coords, neighbor_table
 
 HALO = 3
@@ -56,12 +67,11 @@ NEAR = 0.5
 """Voxels: closer to the surface than this, a voxel's gradient is chosen for all axes together (see
 :func:`_gradient`)."""
 
+SWEEPS = 8
+"""Sweeps of :func:`_settle` at most."""
+
 RELIABLE = 0.1
 """Voxels: a voxel at least this far from the surface has a reliable gradient (see :func:`_judge`)."""
-
-SEAM = 0.25
-"""Voxels: two voxels on different sides, each this far in front of the other's tangent plane, have
-no surface between them (see :func:`_final`)."""
 
 ON_SURFACE = 1e-3
 """Voxels: a voxel this close to the surface lies on it (see :func:`_gradient`)."""
@@ -70,10 +80,14 @@ ON_SURFACE = 1e-3
 @dataclass
 class FieldContourOptions:
     """``band`` (voxels): the voxels nearer the surface than this are given a side (an edge is crossed
-    only between two of them). ``bend_tolerance``: as in :func:`model.contour.dual_contour` (a quad whose triangles pass farther
+    only between two of them). ``off_surface`` (voxels): a face whose centre the field puts farther
+    from the surface than this is not on it, and goes; so do the edge-connected pieces smaller than
+    ``min_piece`` square voxels that leaves. ``bend_tolerance``: as in :func:`model.contour.dual_contour` (a quad whose triangles pass farther
     than this from its crossing gets the crossing as a fifth vertex)."""
 
-    band: float = 1.5
+    band: float = 2.5
+    off_surface: float = 0.5
+    min_piece: float = 8.0
     bend_tolerance: float = 0.05
 
 
@@ -289,29 +303,45 @@ def _sides(num, src, dst, flip, order):
     return side
 
 
+@nb.njit(cache=True)
+def _settle(side, src, dst, flip, conf, sweeps):
+    """Local improvement of the sides (iterated conditional modes): a voxel whose edges, weighted by
+    their confidence, disagree with its side more than they agree takes the other side; a few sweeps,
+    in voxel order. Fixes what the greedy forest settled early on a weak judgement."""
+    num = side.shape[0]
+    degree = np.zeros(num + 1, dtype=np.int64)
+    for e in range(src.shape[0]):
+        degree[src[e] + 1] += 1
+        degree[dst[e] + 1] += 1
+    start = np.cumsum(degree)
+    fill = start[:-1].copy()
+    incident = np.empty(start[num], dtype=np.int64)
+    for e in range(src.shape[0]):
+        incident[fill[src[e]]] = e
+        fill[src[e]] += 1
+        incident[fill[dst[e]]] = e
+        fill[dst[e]] += 1
+    for _ in range(sweeps):
+        changed = 0
+        for v in range(num):
+            score = 0.0
+            for j in range(start[v], start[v + 1]):
+                e = incident[j]
+                other = dst[e] if src[e] == v else src[e]
+                wants_other = (side[v] != side[other]) == flip[e]
+                score += conf[e] if wants_other else -conf[e]
+            if score < 0.0:
+                side[v] ^= 1
+                changed += 1
+        if changed == 0:
+            break
+    return side
+
+
 @nb.njit(cache=True, inline="always")
 def _unpack(v):
     b, local = v // 512, v % 512
     return b, local // 64, (local // 8) % 8, local % 8
-
-
-@nb.njit(parallel=True, cache=True)
-def _final(dist, grads, src, dst, axes, side, flip, conf):
-    """An edge is crossed when its voxels lie on different sides, unless each lies clearly in front
-    of the other's tangent plane (by ``SEAM`` voxels): there two sides meet without a surface between
-    them — beyond the rim of an open sheet — and the sheet keeps its boundary. (Two voxels that
-    both touch the surface may be given different sides; the surface then passes between them.)"""
-    out = np.zeros(src.shape[0], dtype=np.bool_)
-    for e in nb.prange(src.shape[0]):
-        b, i, j, k = _unpack(src[e])
-        c, ii, jj, kk = _unpack(dst[e])
-        axis = axes[e]
-        if side[src[e]] == side[dst[e]]:
-            continue
-        front_a = dist[b, i, j, k] + grads[b, i, j, k, axis]
-        front_b = dist[c, ii, jj, kk] - grads[c, ii, jj, kk, axis]
-        out[e] = not (front_a > SEAM and front_b > SEAM)
-    return out
 
 
 @nb.njit(parallel=True, cache=True)
@@ -374,7 +404,8 @@ def field_crossings(field: SparseField, options: FieldContourOptions = FieldCont
     flip, conf = np.empty(total, np.bool_), np.empty(total, np.float32)
     _edges(dist, grads, nbr, options.band, False, counts, start, src, dst, axes, flip, conf)
     side = _sides(len(keys) * 512, src, dst, flip, np.argsort(-conf, kind="stable"))
-    chosen = np.flatnonzero(_final(dist, grads, src, dst, axes, side, flip, conf))
+    side = _settle(side, src, dst, flip, conf, SWEEPS)
+    chosen = np.flatnonzero(side[src] != side[dst])  # a sheet between every two sides
     if len(chosen) == 0:
         return empty
     out_k, out_w, out_n = np.empty(len(chosen), np.int64), np.empty(len(chosen)), np.empty((len(chosen), 3))
@@ -501,5 +532,16 @@ def field_contour(field: SparseField, options: FieldContourOptions = FieldContou
     vertices = _place(quads, len(vertex_cell), cells[vertex_cell], points, normals, m, EIGEN_CUTOFF)
     faces, _, fanned = _triangulate(quads, axis, normals, points, vertices, options.bend_tolerance)
     vertices = np.concatenate([vertices, points[fanned]])
+    # the surface is where the field is zero: faces that lie off it, every corner (sides meeting
+    # without a surface between them — beyond the rim of an open sheet) go; trilinear values
+    # overestimate the distance at a sharp edge, so one corner near the surface keeps a face
+    near = sample_field(field, vertices) * TRUNCATION_VOXELS <= options.off_surface
+    faces = faces[near[faces].any(axis=1)]
     vertices, faces = compact(vertices, faces)
+    if len(faces):  # crumbs the trim leaves at a rim, hanging by a vertex: by edge-connected pieces
+        owner, _, first, size = half_edge_groups(faces)
+        label = _edge_pieces(len(faces), owner, first, size, np.ones(len(faces), dtype=bool))
+        area = np.bincount(label, weights=face_normals_and_areas(vertices, faces)[1], minlength=len(faces))
+        faces = faces[area[label] >= options.min_piece]
+        vertices, faces = compact(vertices, faces)
     return vertices, orient(vertices, faces)
