@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .client import BackendError, Log3DClient
-from .protocol import DEFAULT_HOST, DEFAULT_PORT, ProtocolError, check_resolution_value
+from .protocol import DEFAULT_HOST, DEFAULT_PORT, ProtocolError, check_positive, check_resolution_value
 
 MESH_EXTENSIONS = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")  # as model.mesh.SUPPORTED_EXTENSIONS
 
@@ -33,6 +33,8 @@ class BatchConfig:
     out_dir: Path
     resolution: int = 256
     mode: str = "direct"
+    voxel_size: float | None = None  # in each mesh's units; N then follows from it (resolution unused)
+    polygons: str = "quads"  # or "triangles"
     fmt: str = "ply"
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
@@ -217,15 +219,22 @@ def _remesh_one(client: Log3DClient, src: Path, dst: Path, config: BatchConfig, 
     from model.atomic import atomic_output
     from model import Mesh, load_mesh, save_mesh
 
+    from model.quads import check_quad_pairs
+
     mesh = load_mesh(src)
     job = client.submit_remesh(mesh.vertices, mesh.faces, resolution=config.resolution, mode=config.mode,
-                               cleanup=config.cleanup)
+                               cleanup=config.cleanup, voxel_size=config.voxel_size, polygons=config.polygons)
     event = _wait_with_heartbeat(client, job, config, on_progress)
     vertices, faces = event.arrays["vertices"], event.arrays["faces"]
     if vertices.size and not np.isfinite(vertices).all():
         raise BackendError("internal", "the server returned non-finite vertices")
+    num_quads = int(event.data.get("quads", 0))
+    try:
+        check_quad_pairs(faces, num_quads)
+    except ValueError as exc:
+        raise BackendError("internal", f"the server returned malformed quads: {exc}") from None
     with atomic_output(dst) as partial:
-        save_mesh(Mesh(vertices=vertices.astype("f8"), faces=faces.astype("i8")), partial)
+        save_mesh(Mesh(vertices=vertices.astype("f8"), faces=faces.astype("i8"), num_quads=num_quads), partial)
 
 
 def run_batch(config: BatchConfig) -> BatchReport:
@@ -238,8 +247,12 @@ def run_batch(config: BatchConfig) -> BatchReport:
         raise ValueError("OUT_DIR must differ from IN_DIR (outputs would be taken as inputs on a rerun)")
     if config.mode not in ("direct", "vae"):
         raise ValueError(f"unknown mode {config.mode!r}")
+    if config.polygons not in ("quads", "triangles"):
+        raise ValueError(f"unknown polygons {config.polygons!r} (choose from: quads, triangles)")
     try:
         check_resolution_value("resolution", config.resolution)
+        if config.voxel_size is not None:
+            check_positive("voxel_size", config.voxel_size)
     except ProtocolError as exc:
         raise ValueError(exc.message) from None
     inputs = find_inputs(config.in_dir)

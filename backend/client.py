@@ -210,8 +210,15 @@ class Log3DClient:
         return event.job
 
     def submit_remesh(self, vertices: np.ndarray, faces: np.ndarray, resolution: int = 256, mode: str = "direct",
-                      **options: Any) -> str:
-        return self.submit("remesh", mesh_arrays(vertices, faces), resolution=resolution, mode=mode, **options)
+                      material: np.ndarray | None = None, colors: np.ndarray | None = None, **options: Any) -> str:
+        """Queue a remesh; ``material`` (per face [F]) and ``colors`` (per face corner [F, 3, C]) come
+        back on the result as its faces' materials and its vertices' colours (docs/protocol.md)."""
+        arrays = mesh_arrays(vertices, faces)
+        if material is not None:
+            arrays["material"] = np.ascontiguousarray(material, dtype="<i4")
+        if colors is not None:
+            arrays["colors"] = np.ascontiguousarray(colors, dtype="<f4")
+        return self.submit("remesh", arrays, resolution=resolution, mode=mode, **options)
 
     def poll(self, job: str) -> list[Event]:
         """Every event of ``job`` received so far, without blocking (safe to call from a timer)."""
@@ -261,10 +268,13 @@ class Log3DClient:
     def remesh(self, vertices: np.ndarray, faces: np.ndarray, resolution: int = 256, mode: str = "direct",
                on_progress: ProgressCallback | None = None, **options: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """Remesh through the server: float32 vertices [V, 3], int32 faces [F, 3] (read-only views of
-        the received frames) and the result info (timings, block count, job id)."""
+        the received frames; the first ``2·info["quads"]`` faces are quads, :mod:`model.quads`) and
+        the result info (N, timings, block count, job id, and the result's ``material`` per face and
+        ``colors`` per vertex when ``material`` / ``colors`` were sent)."""
         job = self.submit_remesh(vertices, faces, resolution, mode, **options)
         event = self.wait(job, on_progress)
-        return event.arrays["vertices"], event.arrays["faces"], {**event.data, "job": job}
+        carried = {name: event.arrays[name] for name in ("material", "colors") if name in event.arrays}
+        return event.arrays["vertices"], event.arrays["faces"], {**event.data, **carried, "job": job}
 
     def encode(self, vertices: np.ndarray, faces: np.ndarray, resolution: int = 256,
                on_progress: ProgressCallback | None = None, **options: Any) -> EncodedShape:

@@ -250,7 +250,7 @@ def check_frame(center: list[float], scale: float, request_id: Any = None) -> No
                                           f"up to {reach:.3g}, beyond {MAX_COORDINATE:g}", request_id)
 
 
-def _positive_float(name: str, value: Any) -> float:
+def check_positive(name: str, value: Any) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
         raise ProtocolError("bad_option", f"option '{name}' must be a finite number > 0, got {value!r}")
     return float(value)
@@ -307,9 +307,16 @@ class ArraySpec:
 
     dtype: str
     shape: tuple[int | None, ...]
+    optional: bool = False
 
 
 MESH_ARRAYS = {"vertices": ArraySpec("<f4", (None, 3)), "faces": ArraySpec("<i4", (None, 3))}
+MAX_MATERIAL_INDEX = 32767  # Blender's limit on material slots
+MAX_COLOR_CHANNELS = 64  # 16 RGBA colour attributes
+# Attributes a remesh carries over to its result (docs/protocol.md): each input face's material
+# index, and colour channels per input face corner (a per-vertex attribute repeated at its corners).
+REMESH_ARRAYS = {**MESH_ARRAYS, "material": ArraySpec("<i4", (None,), optional=True),
+                 "colors": ArraySpec("<f4", (None, 3, None), optional=True)}
 LATENT_ARRAYS = {"latents": ArraySpec("<f4", (None, None)), "coords": ArraySpec("<i4", (None, 3))}
 
 
@@ -329,12 +336,14 @@ _CHUNK = _int_in(1, 1 << 20)
 REQUESTS: dict[str, RequestSpec] = {
     "hello": RequestSpec(),
     "remesh": RequestSpec(options={"resolution": check_resolution_value, "mode": _mode, "chunk_blocks": _CHUNK,
-                                   "cleanup": _cleanup_map},
-                          defaults={"resolution": 256, "mode": "direct", "chunk_blocks": WIRE_CHUNK_BLOCKS, "cleanup": {}},
-                          arrays=MESH_ARRAYS, is_job=True),
+                                   "cleanup": _cleanup_map, "voxel_size": _optional(check_positive),
+                                   "polygons": _one_of("quads", "triangles")},
+                          defaults={"resolution": 256, "mode": "direct", "chunk_blocks": WIRE_CHUNK_BLOCKS, "cleanup": {},
+                                    "voxel_size": None, "polygons": "quads"},
+                          arrays=REMESH_ARRAYS, is_job=True),
     "encode": RequestSpec(options={"resolution": check_resolution_value, "chunk_blocks": _CHUNK},
                           defaults={"resolution": 256, "chunk_blocks": WIRE_CHUNK_BLOCKS}, arrays=MESH_ARRAYS, is_job=True),
-    "decode": RequestSpec(options={"resolution": check_resolution_value, "center": _vec3, "scale": _positive_float,
+    "decode": RequestSpec(options={"resolution": check_resolution_value, "center": _vec3, "scale": check_positive,
                                    "chunk_blocks": _CHUNK, "cleanup": _cleanup_map,
                                    "weights_sha256": _optional(_hex_digest)},
                           defaults={"chunk_blocks": WIRE_CHUNK_BLOCKS, "cleanup": {}, "weights_sha256": None}, required=("resolution", "center", "scale"),
@@ -344,7 +353,7 @@ REQUESTS: dict[str, RequestSpec] = {
     # Typed training options only: the server builds the trainer's command line itself, names the run
     # folder, and resolves `data` / `init` / `resume` under its own configured folders.
     "train.start": RequestSpec(options={"data": _relative_name, "preset": _one_of("tiny", "small", "paper"),
-                                        "max_steps": _int_in(1, 10_000_000), "lr": _optional(_positive_float),
+                                        "max_steps": _int_in(1, 10_000_000), "lr": _optional(check_positive),
                                         "max_blocks": _optional(_int_in(1, 1 << 20)),
                                         "mixed_precision": _optional(_one_of("no", "fp16", "bf16")),
                                         "seed": _int_in(0, 2**31 - 1), "val_every": _int_in(0, 10_000_000),
@@ -390,9 +399,14 @@ def _check_options(kind: str, spec: RequestSpec, given: Any) -> dict[str, Any]:
 
 
 def _check_array_set(kind: str, spec: RequestSpec, arrays: Mapping[str, np.ndarray]) -> None:
-    if set(arrays) != set(spec.arrays):
-        raise ProtocolError("bad_array", f"'{kind}' takes arrays {sorted(spec.arrays)}, got {sorted(arrays)}")
+    required = {name for name, want in spec.arrays.items() if not want.optional}
+    if not required <= set(arrays) <= set(spec.arrays):
+        optional = sorted(set(spec.arrays) - required)
+        takes = f"{sorted(required)}" + (f" (and optionally {optional})" if optional else "")
+        raise ProtocolError("bad_array", f"'{kind}' takes arrays {takes}, got {sorted(arrays)}")
     for name, want in spec.arrays.items():
+        if name not in arrays:
+            continue
         arr = arrays[name]
         if arr.dtype.str != want.dtype:
             raise ProtocolError("bad_array", f"array '{name}' must have dtype {want.dtype}, got {arr.dtype.str}")
@@ -416,6 +430,27 @@ def validate_mesh_arrays(vertices: np.ndarray, faces: np.ndarray, limits: Limits
     lo, hi = int(faces.min()), int(faces.max())
     if lo < 0 or hi >= v:
         raise ProtocolError("bad_mesh", f"face index {lo if lo < 0 else hi} is out of range for {v} vertices (valid: 0..{v - 1})")
+
+
+def validate_attribute_arrays(arrays: Mapping[str, np.ndarray]) -> None:
+    """The optional per-face material indices and per-corner colours of a remesh: one row per face,
+    indices a Blender slot can take, colour channels finite and not too many."""
+    faces = arrays["faces"].shape[0]
+    material = arrays.get("material")
+    if material is not None:
+        if material.shape[0] != faces:
+            raise ProtocolError("bad_array", f"array 'material' has {material.shape[0]} entries for {faces} faces")
+        if material.size and (int(material.min()) < 0 or int(material.max()) > MAX_MATERIAL_INDEX):
+            raise ProtocolError("bad_array", f"material indices must lie in 0..{MAX_MATERIAL_INDEX}, "
+                                             f"got {int(material.min())}..{int(material.max())}")
+    colors = arrays.get("colors")
+    if colors is not None:
+        if colors.shape[0] != faces:
+            raise ProtocolError("bad_array", f"array 'colors' has {colors.shape[0]} faces' corners for {faces} faces")
+        if not 1 <= colors.shape[2] <= MAX_COLOR_CHANNELS:
+            raise ProtocolError("bad_array", f"array 'colors' must have 1..{MAX_COLOR_CHANNELS} channels, got {colors.shape[2]}")
+        if not np.isfinite(colors).all():
+            raise ProtocolError("bad_array", "array 'colors' holds NaN or Inf")
 
 
 def validate_latent_arrays(latents: np.ndarray, coords: np.ndarray, resolution: int, limits: Limits) -> None:
@@ -483,8 +518,9 @@ def _validate(header: dict[str, Any], array_frames: Sequence[Frame], limits: Lim
     arrays = _unpack_arrays(header, array_frames, limits)
     _check_array_set(kind, spec, arrays)
     options = _check_options(kind, spec, header.get("options"))
-    if spec.arrays is MESH_ARRAYS:
+    if "vertices" in spec.arrays:
         validate_mesh_arrays(arrays["vertices"], arrays["faces"], limits)
+        validate_attribute_arrays(arrays)
     elif spec.arrays is LATENT_ARRAYS:
         validate_latent_arrays(arrays["latents"], arrays["coords"], options["resolution"], limits)
     if "center" in options and "scale" in options:

@@ -97,8 +97,8 @@ def main() -> int:
                             field_, normalization = perfect_field(gt, n)
                         options = dataclasses.replace(RemeshOptions(resolution=n, mode="vae"), field_extraction=method)
                         start = time.perf_counter()
-                        vertices, faces = extract_surface(field_, None, options, Stages())
-                        out = Mesh(normalization.from_unit(voxel_to_unit(vertices, n)), faces)
+                        surface = extract_surface(field_, None, options, Stages())
+                        out = Mesh(normalization.from_unit(voxel_to_unit(surface.vertices, n)), surface.faces)
                     rows.append(row_of(name, method, n, gt, out, time.perf_counter() - start, config, inp))
                 except Exception as exc:  # a failure is a row
                     rows.append({"mesh": name, "N": n, "method": method, "error": f"{type(exc).__name__}: {exc}"})

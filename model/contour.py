@@ -578,15 +578,17 @@ def _triangulate(quads, axis, normals, points, vertices, tolerance):
 
 def dual_contour(vertices: np.ndarray, faces: np.ndarray, resolution: int,
                  topology: "InputTopology | None" = None,
-                 bend_tolerance: float = BEND_TOLERANCE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 bend_tolerance: float = BEND_TOLERANCE) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The zero set of ``faces`` as a dual-contoured triangle mesh on the N³ grid (voxel coordinates
-    in and out), and per output triangle the input face it came from. Whole by construction (see
-    the module's docstring); not yet tidied — see :func:`tidy_contour`. ``topology``: the input's
-    :class:`InputTopology`, when the caller has it; ``bend_tolerance``: the chordal error (voxels)
-    above which a quad gets its crossing as a fifth vertex."""
+    in and out), per output triangle the input face it came from, and per output triangle the quad
+    (crossed grid edge) it halves, or -1 where that quad was fanned (:mod:`model.quads` joins the
+    halves again). Whole by construction (see the module's docstring); not yet tidied — see
+    :func:`tidy_contour`. ``topology``: the input's :class:`InputTopology`, when the caller has it;
+    ``bend_tolerance``: the chordal error (voxels) above which a quad gets its crossing as a fifth
+    vertex."""
     vertices = np.asarray(vertices, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64)
-    empty = np.empty((0, 3)), np.empty((0, 3), dtype=np.int64), np.empty(0, dtype=np.int64)
+    empty = np.empty((0, 3)), np.empty((0, 3), dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     if len(faces) == 0:
         return empty
     keys, where, owner = grid_crossings(vertices, faces, resolution)
@@ -608,7 +610,11 @@ def dual_contour(vertices: np.ndarray, faces: np.ndarray, resolution: int,
                                    np.ascontiguousarray(vertices[faces]), m, EIGEN_CUTOFF)
     out_faces, from_edge, fanned = _triangulate(quads, axis, normals, points, out_vertices, bend_tolerance)
     out_vertices = np.concatenate([out_vertices, points[fanned]])
-    return (out_vertices, *collapse_zero_edges(out_vertices, out_faces, source[from_edge]))
+    is_fanned = np.zeros(len(edges), dtype=bool)
+    is_fanned[fanned] = True
+    per_face = np.stack([source[from_edge], np.where(is_fanned[from_edge], -1, from_edge)], axis=1)
+    out_faces, per_face = collapse_zero_edges(out_vertices, out_faces, per_face)
+    return out_vertices, out_faces, per_face[:, 0], per_face[:, 1]
 
 
 @nb.njit(parallel=True, cache=True)
@@ -633,7 +639,7 @@ def _faces_at(faces, marked):
 
 
 def collapse_zero_edges(vertices: np.ndarray, faces: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Faces (and their source faces) with each edge of zero length collapsed: where two cells'
+    """Faces (and ``source``: any per-face rows, e.g. their source faces) with each edge of zero length collapsed: where two cells'
     vertices land on the same input point (a sharp corner of the input nearest to both), the two
     triangles on that edge have no area. An edge is collapsed only when its ends share no neighbour
     but the two triangles' third corners, themselves not joined (the link condition), so the surface
@@ -972,14 +978,16 @@ def _large_pieces(label, source_piece, alive, ratio):
 
 
 def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.ndarray, topology: InputTopology,
-                 progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The clean-up of a dual-contoured surface (``source``: input face per output face; voxel
     coordinates): detached where a sheet's boundary touches another sheet, without junction
-    fragments and crumbs, boundary vertices on the input's boundary. ``progress`` is called between
-    steps (the pipeline's reporter also checks for cancellation there)."""
+    fragments and crumbs, boundary vertices on the input's boundary. Returns the vertices, the faces
+    and, per face, its index among ``out_faces`` (faces keep their order; per-face data follows by
+    indexing with it). ``progress`` is called between steps (the pipeline's reporter also checks for
+    cancellation there)."""
     report = progress or (lambda fraction: None)
     if len(out_faces) == 0:
-        return out_vertices, out_faces
+        return out_vertices, out_faces, np.empty(0, dtype=np.int64)
     index = topology.boundary_index()
     groups = half_edge_groups(out_faces)
     if index is not None:
@@ -1000,9 +1008,10 @@ def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.nda
         keep = np.ones(len(out_faces), dtype=bool)
     report(0.2)
     keep &= drop_crumbs(out_vertices, out_faces, topology.piece[source], keep, groups)
+    kept = np.flatnonzero(keep)
     if index is None:  # a closed input: no boundary to snap to
         report(0.5)
-        return compact(out_vertices, out_faces[keep])
+        return (*compact(out_vertices, out_faces[kept]), kept)
     # boundary vertices of what is kept go onto the input's boundary, before compaction renumbers them
     owner, corner, first, size = groups
     border_half = border_half_edges(owner, first, size, keep)
@@ -1010,13 +1019,14 @@ def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.nda
     on_border[out_faces[owner[border_half], corner[border_half]]] = True
     on_border[out_faces[owner[border_half], (corner[border_half] + 1) % 3]] = True
     report(0.5)
-    return compact(snap_boundary(out_vertices, on_border, index), out_faces[keep])
+    return (*compact(snap_boundary(out_vertices, on_border, index), out_faces[kept]), kept)
 
 
 def contour(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
     """The input's surface, dual-contoured on the N³ grid and tidied (voxel coordinates in and out)."""
     topology = InputTopology.of(vertices, faces)
-    return tidy_contour(*dual_contour(vertices, faces, resolution, topology), topology)
+    out_vertices, out_faces, source, _ = dual_contour(vertices, faces, resolution, topology)
+    return tidy_contour(out_vertices, out_faces, source, topology)[:2]
 
 
 __all__ = ["InputTopology", "collapse_zero_edges", "contour", "detach_at_boundary", "drop_crumbs", "dual_contour",

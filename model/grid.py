@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+import math
+
 import numpy as np
 
 Array = Any
@@ -61,6 +63,22 @@ def unit_margin(resolution: int) -> float:
     would be cut open at the cube's faces.
     """
     return (TRUNCATION_VOXELS + 1.0) / resolution
+
+
+def resolution_for_voxel_size(extent: float, voxel_size: float) -> int:
+    """The smallest N (a multiple of 8, at least 64) whose grid holds an object ``extent`` across at
+    ``voxel_size`` (same units) with the margin :func:`unit_margin` keeps; raises a clear error past
+    2048 or for a size that is not a positive number."""
+    if not (isinstance(voxel_size, (int, float, np.floating)) and math.isfinite(voxel_size) and voxel_size > 0):
+        raise ResolutionError(f"voxel size must be a positive number, got {voxel_size!r}")
+    margin_voxels = 2.0 * (TRUNCATION_VOXELS + 1.0)
+    needed = extent / voxel_size + margin_voxels
+    n = max(MIN_RESOLUTION, BLOCK_SIZE * math.ceil(needed / BLOCK_SIZE - 1e-9))
+    if n > MAX_RESOLUTION:
+        smallest = extent / (MAX_RESOLUTION - margin_voxels)
+        raise ResolutionError(f"voxel size {voxel_size:.6g} on an object {extent:.6g} across needs N={n}, over the "
+                              f"largest supported {MAX_RESOLUTION}; the smallest voxel size for it is {smallest:.6g}")
+    return n
 
 
 def unit_to_voxel(points: np.ndarray, resolution: int) -> np.ndarray:

@@ -22,10 +22,14 @@ class MeshError(ValueError):
 
 @dataclass(frozen=True)
 class Mesh:
-    """A triangle mesh: float64 vertices [V, 3] and int64 triangle indices [F, 3]."""
+    """A triangle mesh: float64 vertices [V, 3] and int64 triangle indices [F, 3].
+
+    ``num_quads``: the first ``2·num_quads`` triangles are quads, each as two consecutive triangles
+    split along its first diagonal (:mod:`model.quads`); a reader that wants triangles ignores it."""
 
     vertices: np.ndarray
     faces: np.ndarray
+    num_quads: int = 0
 
     @property
     def num_vertices(self) -> int:
@@ -146,13 +150,20 @@ def load_mesh(path: str | os.PathLike[str]) -> Mesh:
 
 
 def save_mesh(mesh: Mesh, path: str | os.PathLike[str]) -> None:
-    """Write a mesh; the format follows the file extension."""
+    """Write a mesh; the format follows the file extension. A mesh with quads keeps them in the
+    formats that hold polygons (OBJ, PLY, OFF: :mod:`model.polygon_files`); glTF and STL get their
+    triangles."""
     import trimesh
+
+    from .polygon_files import POLYGON_FORMATS, write_polygons
 
     file_path = Path(path)
     if file_path.suffix.lower() not in SUPPORTED_EXTENSIONS:
         raise MeshError(f"{file_path}: unsupported output format (supported: {', '.join(SUPPORTED_EXTENSIONS)})")
     file_path.parent.mkdir(parents=True, exist_ok=True)
+    if mesh.num_quads and file_path.suffix.lower() in POLYGON_FORMATS:
+        write_polygons(file_path, mesh.vertices, mesh.faces, mesh.num_quads)
+        return
     trimesh.Trimesh(vertices=mesh.vertices, faces=mesh.faces, process=False).export(str(file_path))
 
 

@@ -24,8 +24,10 @@ from .cleanup import DECODED_SPECK_AREA, CleanupOptions, clean_surface, decimate
 from .contour import InputTopology, dual_contour, tidy_contour
 from .engine import ENGINES, Engine, NumbaEngine, engine_for
 from .extract import marching_cubes_sparse
-from .grid import CHUNK_BLOCKS, SparseField, check_resolution, iso_level, unit_margin, unit_to_voxel, voxel_to_unit
+from .grid import (CHUNK_BLOCKS, SparseField, check_resolution, iso_level, resolution_for_voxel_size, unit_margin,
+                   unit_to_voxel, voxel_to_unit)
 from .mesh import Mesh, MeshError, Normalization, fit_unit_cube, used_vertices, validate_arrays
+from .quads import pair_quads
 from .shell import outer_shell_field
 from .geometry import compact
 from .stages import Cancelled, ProgressCallback, Stages
@@ -36,6 +38,7 @@ MODES = ("direct", "vae")
 
 
 FIELD_EXTRACTIONS = ("shell", "dual")
+POLYGONS = ("quads", "triangles")
 
 @dataclass
 class RemeshOptions:
@@ -51,7 +54,14 @@ class RemeshOptions:
     becomes a mesh with the default clean-up: ``shell`` (the outside flood, the ε-surface and its
     clean-up, :mod:`model.shell`) or ``dual`` (the zero set dual-contoured from the unsigned field,
     :mod:`model.udf_contour`: one layer per sheet, cavities and separate bodies kept; experimental,
-    issue 33, ``bench/bench_exact_field.py``)."""
+    issue 33, ``bench/bench_exact_field.py``).
+
+    ``polygons``: ``quads`` keeps direct mode's contour quads where they are flat
+    (:mod:`model.quads`; the result's ``num_quads``), ``triangles`` splits every one. VAE mode's
+    marching cubes and a decimated result are triangles either way.
+
+    ``voxel_size``: the voxel's edge in the mesh's own units; when set, N follows from it and the
+    mesh's extent (:func:`grid_for`) and ``resolution`` is not used."""
 
     resolution: int = 256
     mode: str = "direct"
@@ -61,9 +71,16 @@ class RemeshOptions:
     cleanup: CleanupOptions = field(default_factory=CleanupOptions)
     engine: str = "auto"
     field_extraction: str = "shell"
+    polygons: str = "quads"
+    voxel_size: float | None = None
 
     def validate(self) -> "RemeshOptions":
-        check_resolution(self.resolution)
+        if self.voxel_size is None:
+            check_resolution(self.resolution)
+        else:
+            resolution_for_voxel_size(0.0, self.voxel_size)  # a positive, finite number
+        if self.polygons not in POLYGONS:
+            raise ValueError(f"unknown polygons '{self.polygons}' (choose from: {', '.join(POLYGONS)})")
         self.cleanup.validate()
         if self.field_extraction not in FIELD_EXTRACTIONS:
             raise ValueError(f"unknown field extraction '{self.field_extraction}' (choose from: {', '.join(FIELD_EXTRACTIONS)})")
@@ -79,22 +96,40 @@ class RemeshOptions:
 @dataclass
 class RemeshResult:
     mesh: Mesh
+    resolution: int = 0  # the N the surface was made at (from the voxel size, when one was given)
     timings: dict[str, float] = field(default_factory=dict)
     num_blocks: int = 0  # active UBlocks; 0 where no field was made (direct mode, default clean-up)
     peak_gpu_bytes: int | None = None  # peak allocated CUDA memory of the run (torch engine on CUDA)
 
 
+def grid_for(mesh: Mesh, resolution: int, voxel_size: float | None = None) -> tuple[int, Normalization]:
+    """The grid resolution N and the transform into the unit cube for ``mesh``: its longest side
+    across N voxels less the margin (:func:`~model.grid.unit_margin`), or, with ``voxel_size`` (in the
+    mesh's units), voxels of exactly that size and the smallest N that holds the mesh
+    (:func:`~model.grid.resolution_for_voxel_size`): every object remeshed with one voxel size
+    comes back at one density, whatever its size."""
+    used = used_vertices(mesh)
+    if voxel_size is None:
+        n = check_resolution(resolution)
+        return n, fit_unit_cube(used, unit_margin(n))
+    lo, hi = used.min(axis=0), used.max(axis=0)
+    extent = float((hi - lo).max())
+    if extent <= 0.0:
+        raise MeshError("cannot normalise a mesh with zero extent")
+    n = resolution_for_voxel_size(extent, voxel_size)
+    return n, Normalization(center=(lo + hi) / 2.0, scale=1.0 / (n * float(voxel_size)))
+
+
 def mesh_to_field(mesh: Mesh, resolution: int, stages: Stages | None = None,
-                  engine: Engine | None = None) -> tuple[SparseField, Normalization]:
+                  engine: Engine | None = None, voxel_size: float | None = None) -> tuple[SparseField, Normalization]:
     """Normalise a mesh into the unit cube and compute its narrow-band UDF blocks (numpy, or the
-    engine's arrays).
+    engine's arrays); ``voxel_size``: see :func:`grid_for` (N then follows from it).
 
     Returns the field and the :class:`~model.mesh.Normalization` that maps results back.
     """
     stages = stages or Stages()
     engine = engine or NumbaEngine()
-    n = check_resolution(resolution)
-    normalization = fit_unit_cube(used_vertices(mesh), unit_margin(n))
+    n, normalization = grid_for(mesh, resolution, voxel_size)
     unit_vertices = normalization.to_unit(mesh.vertices)
     field_ = stages.run("udf", lambda report: engine.udf(unit_vertices, mesh.faces, n, report))
     return field_, normalization
@@ -128,32 +163,41 @@ def _extract_field(field_: SparseField, options: RemeshOptions, stages: Stages,
     return stages.run("cleanup", lambda report: clean_surface(vertices, faces, field_, cleanup, report, surface))
 
 
-def _extract_direct(exact: Mesh, options: RemeshOptions, stages: Stages) -> tuple[np.ndarray, np.ndarray]:
+def _extract_direct(exact: Mesh, options: RemeshOptions, stages: Stages) -> Mesh:
     """Direct mode, where the zero set is the input itself (``exact``, voxel coordinates): it is
     dual-contoured on the N³ grid (:mod:`model.contour`: closed pieces stay closed, sheets keep their
-    own boundaries, junctions stay joined; every vertex on the input) and tidied."""
+    own boundaries, junctions stay joined; every vertex on the input) and tidied; the contour's
+    quads are joined again where they are flat (:mod:`model.quads`) unless triangles are asked for."""
     n = options.resolution
 
-    def contour(report: Callable[[float], None]) -> tuple[InputTopology, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def contour(report: Callable[[float], None]) -> tuple[InputTopology, tuple[np.ndarray, ...]]:
         topology = InputTopology.of(exact.vertices, exact.faces)
         report(0.2)
         return topology, dual_contour(exact.vertices, exact.faces, n, topology)
 
-    topology, contoured = stages.run("extract", contour)
-    if len(contoured[1]) == 0:  # both sides of every part cross the same grid edges
+    topology, (out_vertices, out_faces, source, quad_id) = stages.run("extract", contour)
+    if len(out_faces) == 0:  # both sides of every part cross the same grid edges
         raise MeshError(f"the surface at N={n} is empty: every part of the mesh is thinner than a voxel "
                         f"(1/{n} of its longest side); use a higher resolution")
-    return stages.run("cleanup", lambda report: tidy_contour(*contoured, topology, report))
+
+    def tidy(report: Callable[[float], None]) -> Mesh:
+        vertices, faces, kept = tidy_contour(out_vertices, out_faces, source, topology, report)
+        if options.polygons != "quads" or len(faces) == 0:
+            return Mesh(vertices, faces)
+        paired, num_quads = pair_quads(vertices, faces, quad_id[kept])
+        return Mesh(vertices, paired, num_quads)
+
+    return stages.run("cleanup", tidy)
 
 
-def _extract_dual(field_: SparseField, stages: Stages) -> tuple[np.ndarray, np.ndarray]:
+def _extract_dual(field_: SparseField, stages: Stages) -> Mesh:
     """A field without its input, dual-contoured at its zero set (:mod:`model.udf_contour`), then
     rid of the specks a decoded field leaves."""
     vertices, faces = stages.run("extract", lambda report: field_contour(field_))
     if len(faces):
         faces = stages.run("cleanup", lambda report: drop_specks(vertices, faces, DECODED_SPECK_AREA))
         vertices, faces = compact(vertices, faces)
-    return vertices, faces
+    return Mesh(vertices, faces)
 
 
 def _contours(exact: Mesh | None, options: RemeshOptions) -> bool:
@@ -163,29 +207,31 @@ def _contours(exact: Mesh | None, options: RemeshOptions) -> bool:
 
 
 def extract_surface(field_: SparseField | None, exact: Mesh | None, options: RemeshOptions,
-                    stages: Stages) -> tuple[np.ndarray, np.ndarray]:
+                    stages: Stages) -> Mesh:
     """The surface in voxel coordinates, decimated if asked, on the host whichever engine made the
     field: the input contoured when it is known (``exact``, voxel coordinates) and every clean-up
     step is on (:func:`_extract_direct`: the field's ε-surface of an open sheet is a slab that no cut
-    splits cleanly), otherwise the field's ε-surface with the steps that are on (a decoded field,
-    ``--raw``, ``--keep-slabs``)."""
+    splits cleanly; quads where flat), otherwise the field's ε-surface with the steps that are on (a
+    decoded field, ``--raw``, ``--keep-slabs``; triangles: marching cubes makes no quads).
+    Decimation returns triangles: quadric decimation collapses the edges of triangles."""
     if _contours(exact, options):
         assert exact is not None
-        vertices, faces = _extract_direct(exact, options, stages)
+        surface = _extract_direct(exact, options, stages)
     elif exact is None and options.field_extraction == "dual" and options.cleanup.full:
         if field_ is None:
             raise ValueError("the field's zero set needs the field")
-        vertices, faces = _extract_dual(field_, stages)
+        surface = _extract_dual(field_, stages)
     else:
         if field_ is None:
             raise ValueError("the field's ε-surface needs the field")
-        surface = input_surface_of(exact) if exact is not None and options.cleanup.deflate else None
-        vertices, faces = _extract_field(field_, options, stages, surface)
-    if faces.shape[0] == 0:
+        index = input_surface_of(exact) if exact is not None and options.cleanup.deflate else None
+        surface = Mesh(*_extract_field(field_, options, stages, index))
+    if surface.faces.shape[0] == 0:
         raise MeshError(f"the surface at N={options.resolution} is empty")
     if options.cleanup.target_faces:
-        vertices, faces = stages.run("decimate", lambda report: decimate(vertices, faces, int(options.cleanup.target_faces)))
-    return vertices, faces
+        return Mesh(*stages.run("decimate", lambda report: decimate(surface.vertices, surface.faces,
+                                                                    int(options.cleanup.target_faces))))
+    return surface
 
 
 def network_for(options: RemeshOptions, vae: object | None = None) -> object:
@@ -206,7 +252,7 @@ def encode_mesh(mesh: Mesh, options: RemeshOptions | None = None, progress: Prog
     mesh = validate_arrays(mesh.vertices, mesh.faces)
     stages = stages or Stages(progress, should_cancel, engine.sync)
     with engine.session():
-        field_, normalization = mesh_to_field(mesh, options.resolution, stages, engine)
+        field_, normalization = mesh_to_field(mesh, options.resolution, stages, engine, options.voxel_size)
         ublocks = stages.run("ublocks", lambda report: engine.all_ublocks(field_, options.chunk_blocks))
         del field_
         if ublocks.num_blocks == 0:
@@ -235,8 +281,8 @@ def decode_to_mesh(latents: Latents, normalization: Normalization, options: Reme
         del decoded, chunks
         host_field = averaged.to_host()
         del averaged
-    vertices, faces = extract_surface(host_field, None, options, stages)
-    return Mesh(vertices=normalization.from_unit(voxel_to_unit(vertices, n)), faces=faces)
+    surface = extract_surface(host_field, None, options, stages)
+    return Mesh(normalization.from_unit(voxel_to_unit(surface.vertices, n)), surface.faces, surface.num_quads)
 
 
 def _remesh_direct(mesh: Mesh, options: RemeshOptions, stages: Stages, engine: Engine) -> tuple[Mesh, int]:
@@ -244,8 +290,8 @@ def _remesh_direct(mesh: Mesh, options: RemeshOptions, stages: Stages, engine: E
     it back unchanged (up to float rounding) and is not run. With every clean-up step on the surface
     is the input contoured on the grid, which reads no field, so none is made. Returns the mesh and
     the number of active UBlocks (0 where no field was made)."""
-    n = options.resolution
-    normalization = fit_unit_cube(used_vertices(mesh), unit_margin(n))
+    n, normalization = grid_for(mesh, options.resolution, options.voxel_size)
+    options = dataclasses.replace(options, resolution=n)
     unit_vertices = normalization.to_unit(mesh.vertices)
     exact = Mesh(vertices=unit_to_voxel(unit_vertices, n), faces=mesh.faces)
     host_field, num_blocks = None, 0
@@ -257,8 +303,8 @@ def _remesh_direct(mesh: Mesh, options: RemeshOptions, stages: Stages, engine: E
                 raise MeshError("the mesh produced no active UBlocks")
             host_field = field_.to_host()
             del field_
-    vertices, faces = extract_surface(host_field, exact, options, stages)
-    return Mesh(vertices=normalization.from_unit(voxel_to_unit(vertices, n)), faces=faces), num_blocks
+    surface = extract_surface(host_field, exact, options, stages)
+    return Mesh(normalization.from_unit(voxel_to_unit(surface.vertices, n)), surface.faces, surface.num_quads), num_blocks
 
 
 def remesh(mesh: Mesh, options: RemeshOptions | None = None, progress: ProgressCallback | None = None,
@@ -276,14 +322,16 @@ def remesh(mesh: Mesh, options: RemeshOptions | None = None, progress: ProgressC
     mesh = validate_arrays(mesh.vertices, mesh.faces)
     stages = Stages(progress, should_cancel, engine.sync)
     engine.reset_peak()
+    resolution = grid_for(mesh, options.resolution, options.voxel_size)[0]  # a voxel size past 2048 fails here
     if options.mode == "vae":
         latents, normalization = encode_mesh(mesh, options, vae=network, stages=stages, engine=engine)
         out = decode_to_mesh(latents, normalization, options, vae=network, stages=stages, engine=engine)
         num_blocks = int(latents.coords.shape[0])
     else:
         out, num_blocks = _remesh_direct(mesh, options, stages, engine)
-    return RemeshResult(mesh=out, timings=stages.timings, num_blocks=num_blocks, peak_gpu_bytes=engine.peak_bytes())
+    return RemeshResult(mesh=out, resolution=resolution, timings=stages.timings, num_blocks=num_blocks,
+                        peak_gpu_bytes=engine.peak_bytes())
 
 
-__all__ = ["Cancelled", "MODES", "ModeUnavailable", "RemeshOptions", "RemeshResult", "decode_to_mesh", "encode_mesh",
-           "extract_surface", "input_surface", "input_surface_of", "mesh_to_field", "network_for", "remesh"]
+__all__ = ["Cancelled", "MODES", "POLYGONS", "ModeUnavailable", "RemeshOptions", "RemeshResult", "decode_to_mesh", "encode_mesh",
+           "extract_surface", "grid_for", "input_surface", "input_surface_of", "mesh_to_field", "network_for", "remesh"]

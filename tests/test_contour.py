@@ -67,7 +67,7 @@ def test_closed_input_gives_a_closed_surface_of_the_same_area(shape):
     mesh = {"sphere": lambda: trimesh.creation.icosphere(4), "box": trimesh.creation.box,
             "torus": lambda: trimesh.creation.torus(1.0, 0.35), "capsule": lambda: trimesh.creation.capsule(1.0, 0.4)}[shape]()
     vertices, faces = in_voxels(mesh)
-    out_v, out_f, source = dual_contour(vertices, faces, N)
+    out_v, out_f, source, _ = dual_contour(vertices, faces, N)
     assert len(source) == len(out_f) and source.max() < len(faces)
     loops, border, _ = loops_and_border(out_v, out_f)
     assert border == 0 and edge_pieces(out_f) == 1
@@ -83,7 +83,7 @@ def test_a_shape_thinner_than_a_voxel_everywhere_is_a_clear_error():
     number of times: no surface at this N — said as such, not an IndexError from inside."""
     plate = trimesh.creation.box(extents=(1.0, 1.0, 0.003))
     vertices, faces = in_voxels(plate)
-    out_v, out_f, source = dual_contour(vertices, faces, N)
+    out_v, out_f, source, _ = dual_contour(vertices, faces, N)
     assert out_v.shape == (0, 3) and out_f.shape == (0, 3) and source.shape == (0,)
     with pytest.raises(MeshError, match="empty"):
         remesh(as_mesh(plate), RemeshOptions(resolution=N))
@@ -96,7 +96,7 @@ def test_two_sheets_in_one_cell_keep_their_own_vertices():
     plate = trimesh.creation.box(extents=(30.0, 30.0, 1.2))
     plate.apply_transform(trimesh.transformations.rotation_matrix(0.6, (1.0, 0.3, 0.0)))
     vertices = np.asarray(plate.vertices) + np.array([32.3, 32.2, 32.1])
-    out_v, out_f, _ = dual_contour(vertices, np.asarray(plate.faces), N)
+    out_v, out_f, _, _ = dual_contour(vertices, np.asarray(plate.faces), N)
     edges, counts = edge_valence(len(out_v), out_f)
     assert (counts == 1).sum() == 0 and (counts > 2).sum() == 0
     assert edge_pieces(out_f) == 1
@@ -131,7 +131,7 @@ def test_mesh_on_grid_lines_stays_closed():
     rasterisation must resolve: no crossing counted twice or lost."""
     box = trimesh.creation.box(extents=(20.0, 20.0, 20.0))
     vertices = np.asarray(box.vertices) + 30.0  # corners at 20 and 40: voxel centres
-    out_v, out_f, _ = dual_contour(vertices, np.asarray(box.faces), N)
+    out_v, out_f, _, _ = dual_contour(vertices, np.asarray(box.faces), N)
     assert loops_and_border(out_v, out_f)[1] == 0
     assert abs(area(out_v, out_f) - 6 * 400.0) < 1e-6 * 2400
 
@@ -142,8 +142,8 @@ def test_quads_bent_over_a_fine_input_get_its_crossing_and_stay_closed():
     closed and oriented (the fan subdivides inside each quad)."""
     vertices, faces = in_voxels(trimesh.creation.icosphere(4), 16)
     samples = np.asarray(trimesh.sample.sample_surface(trimesh.Trimesh(vertices, faces), 2000, seed=1)[0])
-    flat_v, flat_f, _ = dual_contour(vertices, faces, 16, bend_tolerance=np.inf)
-    bent_v, bent_f, source = dual_contour(vertices, faces, 16, bend_tolerance=0.02)
+    flat_v, flat_f, _, _ = dual_contour(vertices, faces, 16, bend_tolerance=np.inf)
+    bent_v, bent_f, source, _ = dual_contour(vertices, faces, 16, bend_tolerance=0.02)
     assert len(bent_f) > len(flat_f) and len(source) == len(bent_f)
     assert len(bent_v) - len(flat_v) == (len(bent_f) - len(flat_f)) // 2  # one vertex per fanned quad
     flat_error = point_triangle_distance(samples, flat_v[flat_f]).mean()
@@ -236,7 +236,7 @@ def test_detach_splits_a_boundary_lying_on_another_sheet_and_regroups_only_there
     tm = trimesh.util.concatenate([floor.subdivide().subdivide(), wall.subdivide().subdivide()])
     vertices, faces = in_voxels(tm)
     topology = InputTopology.of(vertices, faces)
-    out_v, out_f, source = dual_contour(vertices, faces, N, topology)
+    out_v, out_f, source, _ = dual_contour(vertices, faces, N, topology)
     groups = half_edge_groups(out_f)
     owner, corner, first, size = groups
     three = first[size == 3]
@@ -253,7 +253,7 @@ def test_detach_splits_a_boundary_lying_on_another_sheet_and_regroups_only_there
         assert len(again_v) == len(new_v) and again_alive.sum() == alive.sum()
     assert edge_groups(new_f, new_groups) == edge_groups(new_f, half_edge_groups(new_f))
     # tidied: two pieces (the floor's 1 loop, the wall's 1 loop), nothing lost
-    tidy_v, tidy_f = tidy_contour(out_v, out_f, source, topology)
+    tidy_v, tidy_f, _ = tidy_contour(out_v, out_f, source, topology)
     assert edge_pieces(tidy_f) == 2 and loops_and_border(tidy_v, tidy_f)[0] == 2
     assert abs(area(tidy_v, tidy_f) / area(vertices, faces) - 1.0) < 0.03
 

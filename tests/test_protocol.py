@@ -61,7 +61,8 @@ def test_mesh_round_trips_as_raw_little_endian_frames():
     assert fr[1] == tetra()["vertices"].astype("<f4").tobytes() and len(fr[2]) == 4 * 3 * 4
     req = proto.parse_request(fr, LIMITS)
     assert req.type == "remesh" and req.id == "r1"
-    assert req.options == {"resolution": 64, "mode": "direct", "chunk_blocks": 16384, "cleanup": {}}
+    assert req.options == {"resolution": 64, "mode": "direct", "chunk_blocks": 16384, "cleanup": {}, "voxel_size": None,
+                           "polygons": "quads"}
     np.testing.assert_array_equal(req.arrays["vertices"], tetra()["vertices"])
     np.testing.assert_array_equal(req.arrays["faces"], tetra()["faces"])
 

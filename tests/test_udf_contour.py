@@ -59,7 +59,8 @@ def contoured(tm: trimesh.Trimesh) -> tuple[dict, float]:
     does), on the exact field, and the input's area in voxel units."""
     mesh = as_mesh(tm)
     field, normalization = mesh_to_field(mesh, N)
-    vertices, faces = extract_surface(field, None, RemeshOptions(resolution=N, mode="vae", field_extraction="dual"), Stages())
+    surface = extract_surface(field, None, RemeshOptions(resolution=N, mode="vae", field_extraction="dual"), Stages())
+    vertices, faces = surface.vertices, surface.faces
     scale = normalization.scale * N  # world length → voxels
     return counts(vertices, faces), float(tm.area) * scale**2
 
@@ -152,10 +153,10 @@ def test_vae_mode_can_extract_with_the_dual_contour():
     mesh = as_mesh(trimesh.creation.icosphere(subdivisions=3))
     field, _ = mesh_to_field(mesh, 64)
     options = RemeshOptions(resolution=64, mode="vae", field_extraction="dual")
-    vertices, faces = extract_surface(field, None, options, Stages())
-    got = counts(vertices, faces)
+    surface = extract_surface(field, None, options, Stages())
+    got = counts(surface.vertices, surface.faces)
     assert (got["pieces"], got["loops"]) == (1, 0)
     shell = extract_surface(field, None, RemeshOptions(resolution=64, mode="vae", cleanup=CleanupOptions()), Stages())
-    assert len(shell[1]) > 0
+    assert len(shell.faces) > 0
     with pytest.raises(ValueError, match="field extraction"):
         RemeshOptions(field_extraction="nope").validate()

@@ -49,6 +49,16 @@ def add_grid_arguments(p: argparse.ArgumentParser, mode: bool = True) -> None:
                        help="direct: exact UDF blocks; vae: round trip through the LoG-VAE (default: direct)")
 
 
+def add_surface_arguments(p: argparse.ArgumentParser) -> None:
+    """What the surface is made of and how fine it is, beside --resolution."""
+    p.add_argument("--voxel-size", type=float, default=None, metavar="SIZE",
+                   help="voxel edge in the mesh's own units; N then follows from it and each mesh's extent "
+                        "(every mesh at one density), and --resolution is not used")
+    p.add_argument("--triangles", action="store_true",
+                   help="split every quad into two triangles (default: direct mode keeps its flat quads "
+                        "in OBJ, PLY and OFF; glTF and STL always get triangles)")
+
+
 def add_network_arguments(p: argparse.ArgumentParser, device_help: str, checkpoint_help: str) -> None:
     """Where the LoG-VAE runs and which weights it loads."""
     p.add_argument("--device", default="auto", help=device_help)

@@ -15,7 +15,8 @@ def _cmd_remesh(args: argparse.Namespace) -> int:
 
     options = RemeshOptions(resolution=args.resolution, mode=args.mode, chunk_blocks=args.chunk_blocks,
                             device=args.device, checkpoint=args.checkpoint, cleanup=arguments.cleanup_from_args(args),
-                            engine=args.engine).validate()
+                            engine=args.engine, voxel_size=args.voxel_size,
+                            polygons="triangles" if args.triangles else "quads").validate()
     start = time.perf_counter()
     mesh = load_mesh(args.input)
     load_s = time.perf_counter() - start
@@ -29,8 +30,10 @@ def _cmd_remesh(args: argparse.Namespace) -> int:
     save_s = time.perf_counter() - start
     timings = {"load": load_s, **result.timings, "save": save_s}
     blocks = f"blocks={result.num_blocks} " if result.num_blocks else ""  # no field: the input was contoured
-    print(f"{args.input} -> {args.output}: N={options.resolution} mode={options.mode} "
-          f"{blocks}faces {mesh.num_faces} -> {result.mesh.num_faces}")
+    quads = result.mesh.num_quads
+    shape = f"{quads} quads + {result.mesh.num_faces - 2 * quads} triangles" if quads else f"{result.mesh.num_faces} triangles"
+    print(f"{args.input} -> {args.output}: N={result.resolution} mode={options.mode} "
+          f"{blocks}faces {mesh.num_faces} -> {shape}")
     for stage, seconds in timings.items():
         print(f"  {stage:<12} {seconds:8.3f} s")
     print(f"  {'total':<12} {sum(timings.values()):8.3f} s")
@@ -44,6 +47,7 @@ def add_remesh_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, help="mesh file (obj, ply, stl, off, glb)")
     p.add_argument("output", type=Path, help="output mesh file; the format follows the extension")
     arguments.add_grid_arguments(p)
+    arguments.add_surface_arguments(p)
     arguments.add_chunk_argument(p)
     arguments.add_network_arguments(p, "cpu, cuda or auto (the network's device, and the stages' with the torch engine)",
                           "LoG-VAE weights (for --mode vae)")

@@ -1,0 +1,136 @@
+"""Quads in direct mode (issue 31): the contour's flat quads stay quads, everything else is exactly
+the triangle output; writers keep them; voxel size sets N."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+
+from model import Mesh, RemeshOptions, ResolutionError, remesh, save_mesh
+from model.quads import check_quad_pairs, pair_quads, quad_corners
+from tests.conftest import as_mesh, canonical_faces, shared_mesh
+
+
+def quad_normals_bend(mesh: Mesh) -> np.ndarray:
+    """Per quad, the angle (degrees) between its two triangles' normals."""
+    pairs = mesh.faces[: 2 * mesh.num_quads].reshape(-1, 2, 3)
+    tri = mesh.vertices[pairs]  # [Q, 2, 3, 3]
+    n = np.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0])
+    n /= np.linalg.norm(n, axis=2, keepdims=True)
+    return np.degrees(np.arccos(np.clip(np.einsum("ij,ij->i", n[:, 0], n[:, 1]), -1, 1)))
+
+
+def test_quads_are_the_triangle_output_joined_in_pairs():
+    """Same vertices, same triangles (up to where each starts): only the grouping differs, so every
+    metric of the triangle output holds for the quad output."""
+    mesh = shared_mesh("spot.obj")
+    tris = remesh(mesh, RemeshOptions(resolution=128, polygons="triangles")).mesh
+    quads = remesh(mesh, RemeshOptions(resolution=128)).mesh
+    assert tris.num_quads == 0 and quads.num_quads > 0
+    np.testing.assert_array_equal(quads.vertices, tris.vertices)
+    np.testing.assert_array_equal(canonical_faces(quads.faces), canonical_faces(tris.faces))
+    check_quad_pairs(quads.faces, quads.num_quads)
+    assert 2 * quads.num_quads / len(quads.faces) > 0.7  # spot at 128: 78 % of the triangles in quads
+    assert quad_normals_bend(quads).max() <= 20.0 + 1e-6
+
+
+def test_a_box_is_quads_except_at_its_corners():
+    box = as_mesh(trimesh.creation.box((1.0, 0.7, 0.4)))
+    out = remesh(box, RemeshOptions(resolution=64)).mesh
+    share = 2 * out.num_quads / len(out.faces)
+    assert share > 0.95, share
+    assert quad_normals_bend(out).max() < 1.0  # a box's faces are flat: its quads are planar
+    # the quads are manifold and closed together with the triangles: every edge used twice
+    edges = np.sort(np.stack([out.faces, np.roll(out.faces, -1, axis=1)], axis=2).reshape(-1, 2), axis=1)
+    _, counts = np.unique(edges, axis=0, return_counts=True)
+    assert (counts == 2).all()
+
+
+def test_bent_pairs_stay_triangles():
+    sphere = as_mesh(trimesh.creation.icosphere(subdivisions=3))
+    out = remesh(sphere, RemeshOptions(resolution=64, polygons="triangles")).mesh
+    from model.contour import InputTopology, dual_contour, tidy_contour
+    from model.grid import unit_margin, unit_to_voxel
+    from model.mesh import fit_unit_cube
+
+    v = unit_to_voxel(fit_unit_cube(sphere.vertices, unit_margin(64)).to_unit(sphere.vertices), 64)
+    topology = InputTopology.of(v, sphere.faces)
+    cv, cf, source, quad_id = dual_contour(v, sphere.faces, 64, topology)
+    tv, tf, kept = tidy_contour(cv, cf, source, topology)
+    flat, n_flat = pair_quads(tv, tf, quad_id[kept], max_bend_degrees=0.5)
+    loose, n_loose = pair_quads(tv, tf, quad_id[kept], max_bend_degrees=45.0)
+    assert 0 <= n_flat < n_loose and len(tf) == len(out.faces)
+    bends = quad_normals_bend(Mesh(tv, flat, n_flat))
+    assert bends.size == 0 or bends.max() <= 0.5 + 1e-6
+    with pytest.raises(ValueError, match="quad_id"):
+        pair_quads(tv, tf, quad_id[:3])
+
+
+def test_vae_mode_and_decimation_give_triangles():
+    sphere = as_mesh(trimesh.creation.icosphere(subdivisions=3))
+    from model import CleanupOptions
+
+    decimated = remesh(sphere, RemeshOptions(resolution=64, cleanup=CleanupOptions(target_faces=500))).mesh
+    assert decimated.num_quads == 0
+    vae = remesh(sphere, RemeshOptions(resolution=64, mode="vae", device="cpu")).mesh  # the shipped weights
+    assert vae.num_quads == 0
+
+
+@pytest.mark.parametrize("suffix", [".obj", ".ply", ".off"])
+def test_polygon_files_hold_the_quads_and_read_back(tmp_path, suffix):
+    out = remesh(shared_mesh("fandisk.obj"), RemeshOptions(resolution=64)).mesh
+    path = tmp_path / f"out{suffix}"
+    save_mesh(out, path)
+    back = trimesh.load(path, process=False)
+    assert len(back.vertices) == len(out.vertices) and len(back.faces) == len(out.faces)
+    assert back.area == pytest.approx(trimesh.Trimesh(out.vertices, out.faces, process=False).area, rel=1e-9)
+    text = path.read_text()
+    if suffix == ".obj":
+        sizes = [len(line.split()) - 1 for line in text.splitlines() if line.startswith("f ")]
+    else:  # PLY and OFF: the faces are the last lines, each starting with its corner count
+        sizes = [int(line.split()[0]) for line in text.splitlines()[-(out.num_quads + len(out.faces) - 2 * out.num_quads):]]
+    assert sizes.count(4) == out.num_quads and sizes.count(3) == len(out.faces) - 2 * out.num_quads
+
+
+def test_triangle_formats_get_the_triangles(tmp_path):
+    out = remesh(shared_mesh("fandisk.obj"), RemeshOptions(resolution=64)).mesh
+    save_mesh(out, tmp_path / "out.stl")
+    back = trimesh.load(tmp_path / "out.stl", process=False)
+    assert len(back.faces) == len(out.faces)
+
+
+def test_quad_corners_and_the_pair_check():
+    faces = np.array([[0, 1, 2], [0, 2, 3], [2, 1, 4]])
+    np.testing.assert_array_equal(quad_corners(faces, 1), [[0, 1, 2, 3]])
+    check_quad_pairs(faces, 1)
+    with pytest.raises(ValueError, match="quad 0"):
+        check_quad_pairs(faces[[0, 2, 1]], 1)
+    with pytest.raises(ValueError, match="need"):
+        check_quad_pairs(faces, 2)
+
+
+def edge_lengths(mesh: Mesh) -> np.ndarray:
+    corners = quad_corners(mesh.faces, mesh.num_quads)
+    return np.linalg.norm(mesh.vertices[corners[:, 1]] - mesh.vertices[corners[:, 0]], axis=1)
+
+
+def test_one_voxel_size_gives_two_objects_one_density():
+    """A cup and a table at one voxel size: N differs, the quads' edges do not."""
+    small = as_mesh(trimesh.creation.cylinder(radius=0.04, height=0.1))
+    large = as_mesh(trimesh.creation.box((1.2, 0.8, 0.75)))
+    a = remesh(small, RemeshOptions(voxel_size=0.004))
+    b = remesh(large, RemeshOptions(voxel_size=0.004))
+    assert a.resolution < b.resolution
+    assert (a.resolution, b.resolution) == (64, 312)  # 0.1/0.004 + 10 → 64 (the least N); 1.2/0.004 + 10 → 312
+    la, lb = np.median(edge_lengths(a.mesh)), np.median(edge_lengths(b.mesh))
+    assert la == pytest.approx(0.004, rel=0.02) and lb == pytest.approx(0.004, rel=0.02)
+
+
+def test_a_voxel_size_past_the_grid_names_the_smallest_it_can_do():
+    box = as_mesh(trimesh.creation.box((2.0, 1.0, 1.0)))
+    with pytest.raises(ResolutionError, match=r"needs N=.*over the largest supported 2048.*smallest voxel size for it is 0\.000981"):
+        remesh(box, RemeshOptions(voxel_size=0.0005))
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ResolutionError, match="voxel size must be a positive number"):
+            RemeshOptions(voxel_size=bad).validate()
