@@ -232,6 +232,9 @@ def _options(job: Job, model: LoadedModel, mode: str) -> Any:
     cleanup = make_cleanup(job.options.get("cleanup") or {})
     if cleanup is not None:
         extra["cleanup"] = cleanup
+    if job.type == "remesh":
+        extra["voxel_size"] = job.options["voxel_size"]
+        extra["polygons"] = job.options["polygons"]
     return RemeshOptions(resolution=job.options["resolution"], mode=mode, chunk_blocks=job.options["chunk_blocks"],
                          device=model.device, **extra)
 
@@ -251,10 +254,24 @@ def compute_remesh(job: Job, progress: Progress, should_cancel: Callable[[], boo
     mesh = Mesh(vertices=job.arrays["vertices"], faces=job.arrays["faces"])
     mode = job.options["mode"]
     result = remesh(mesh, _options(job, model, mode), progress, should_cancel, vae=model.vae if mode == "vae" else None)
-    data = {"resolution": job.options["resolution"], "mode": mode, "num_blocks": result.num_blocks,
-            "num_vertices": result.mesh.num_vertices, "num_faces": result.mesh.num_faces,
-            "timings": {k: round(v, 6) for k, v in result.timings.items()}}
-    return data, _checked(result.mesh)
+    arrays = _checked(result.mesh)
+    timings = dict(result.timings)
+    material, colors = job.arrays.get("material"), job.arrays.get("colors")
+    if material is not None or colors is not None:  # carried over from the input (model.attributes)
+        from model.attributes import transfer_attributes
+        from model.stages import Stages
+
+        stages = Stages(progress, should_cancel)
+        out_material, out_colors = stages.run("attributes", lambda report: transfer_attributes(mesh, result.mesh, material, colors))
+        timings.update(stages.timings)
+        if out_material is not None:
+            arrays["material"] = np.ascontiguousarray(out_material, dtype="<i4")
+        if out_colors is not None:
+            arrays["colors"] = np.ascontiguousarray(out_colors, dtype="<f4")
+    data = {"resolution": result.resolution, "mode": mode, "num_blocks": result.num_blocks,
+            "num_vertices": result.mesh.num_vertices, "num_faces": result.mesh.num_faces, "quads": result.mesh.num_quads,
+            "timings": {k: round(v, 6) for k, v in timings.items()}}
+    return data, arrays
 
 
 def compute_encode(job: Job, progress: Progress, should_cancel: Callable[[], bool], model: LoadedModel):
