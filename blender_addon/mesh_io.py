@@ -11,12 +11,13 @@ object's scale. Results come back in world space and are moved into the original
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 import bpy
 import numpy as np
 
-from .mesh_arrays import MeshArrays
+from .mesh_arrays import ColorLayer, MeshArrays
 
 
 def matrix_array(matrix: object) -> np.ndarray:
@@ -24,9 +25,39 @@ def matrix_array(matrix: object) -> np.ndarray:
     return np.array(matrix, dtype=np.float64).reshape(4, 4)
 
 
-def evaluated_triangles(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> tuple[np.ndarray, np.ndarray]:
-    """The object's evaluated mesh (modifiers, shape keys) as world-space float32 vertices [V, 3] and
-    int32 triangles [F, 3]. The original object and its mesh are only read."""
+@dataclass
+class EvaluatedMesh:
+    """An object's evaluated mesh as the wire wants it: world-space float32 vertices [V, 3], int32
+    triangles [F, 3], and, when asked, each triangle's material index [F] and colours per triangle
+    corner [F, 3, 4·K] of the object's K colour attributes (``color_layers``)."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    material: np.ndarray | None = None
+    colors: np.ndarray | None = None
+    color_layers: tuple[ColorLayer, ...] = ()
+
+
+def _corner_colors(mesh: bpy.types.Mesh, tri_verts: np.ndarray, tri_loops: np.ndarray) -> tuple[np.ndarray | None, tuple[ColorLayer, ...]]:
+    """Every colour attribute on points or corners, read at the triangles' corners [F, 3, 4·K]."""
+    layers, columns = [], []
+    for attribute in mesh.color_attributes:
+        if attribute.domain not in ("POINT", "CORNER") or attribute.data_type not in ("FLOAT_COLOR", "BYTE_COLOR"):
+            continue
+        values = np.empty(len(attribute.data) * 4, dtype=np.float32)
+        attribute.data.foreach_get("color", values)
+        values = values.reshape(-1, 4)
+        columns.append(values[tri_verts if attribute.domain == "POINT" else tri_loops])  # [F, 3, 4]
+        layers.append(ColorLayer(attribute.name, attribute.domain, attribute.data_type))
+    if not layers:
+        return None, ()
+    return np.ascontiguousarray(np.concatenate(columns, axis=2)), tuple(layers)
+
+
+def evaluated_mesh(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph, attributes: bool = False) -> EvaluatedMesh:
+    """The object's evaluated mesh (modifiers, shape keys), triangulated, in world space; with
+    ``attributes``, its triangles' materials (when it has more than one slot) and its colour
+    attributes too. The original object and its mesh are only read."""
     evaluated = obj.evaluated_get(depsgraph)
     mesh = evaluated.to_mesh()
     try:
@@ -35,10 +66,26 @@ def evaluated_triangles(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -
         mesh.vertices.foreach_get("co", vertices)
         triangles = np.empty(len(mesh.loop_triangles) * 3, dtype=np.int32)
         mesh.loop_triangles.foreach_get("vertices", triangles)
+        triangles = triangles.reshape(-1, 3)
         world = matrix_array(evaluated.matrix_world)
+        material = colors = None
+        layers: tuple[ColorLayer, ...] = ()
+        if attributes and len(triangles):
+            if len(obj.material_slots) > 1:
+                material = np.empty(len(triangles), dtype=np.int32)
+                mesh.loop_triangles.foreach_get("material_index", material)
+            loops = np.empty(triangles.size, dtype=np.int32)
+            mesh.loop_triangles.foreach_get("loops", loops)
+            colors, layers = _corner_colors(mesh, triangles, loops.reshape(-1, 3))
     finally:
         evaluated.to_mesh_clear()
-    return to_world(vertices.reshape(-1, 3), world), triangles.reshape(-1, 3)
+    return EvaluatedMesh(to_world(vertices.reshape(-1, 3), world), triangles, material, colors, layers)
+
+
+def evaluated_triangles(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`evaluated_mesh`'s vertices and triangles."""
+    evaluated = evaluated_mesh(obj, depsgraph)
+    return evaluated.vertices, evaluated.faces
 
 
 def to_world(local: np.ndarray, matrix_world: np.ndarray) -> np.ndarray:
@@ -82,7 +129,8 @@ def mesh_build_steps(name: str, arrays: MeshArrays, vertices: np.ndarray | None 
     """Build a mesh datablock from ``arrays`` (edges already derived) in a few steps, yielding None
     after each and the finished mesh last; ``vertices`` replaces ``arrays.vertices`` (the result in
     its original's frame). Each step is one allocation or one bulk copy, short enough for one UI
-    timer tick on a 5.4M-face result (the 1024³ window test).
+    timer tick on a 5.4M-face result (the 1024³ window test). Quads and triangles, the polygons'
+    material indices and the colour attributes come from ``arrays``.
 
     One path per API generation, chosen by what the mesh has rather than by version number: Blender
     4.0+ stores corners and edges as attributes (``.corner_vert``, ``.corner_edge``, ``.edge_verts``)
@@ -92,23 +140,22 @@ def mesh_build_steps(name: str, arrays: MeshArrays, vertices: np.ndarray | None 
     and need ``loop_total`` set (left at 0, the next redraw crashes Blender). A new mesh is
     smooth-shaded, which suits a remeshed surface."""
     vertices = arrays.vertices if vertices is None else np.ascontiguousarray(vertices, dtype=np.float32)
-    faces = arrays.faces
     mesh = bpy.data.meshes.new(name)
     mesh.vertices.add(len(vertices))
     if not _set_attribute(mesh, "position", "POINT", "FLOAT_VECTOR", vertices.reshape(-1)):
         mesh.vertices.foreach_set("co", vertices.reshape(-1))
     yield None
-    mesh.loops.add(faces.size)
+    mesh.loops.add(len(arrays.corner_verts))
     yield None
-    if not _set_attribute(mesh, ".corner_vert", "CORNER", "INT", faces.reshape(-1)):
-        mesh.loops.foreach_set("vertex_index", faces.reshape(-1).astype(np.uint32))
+    if not _set_attribute(mesh, ".corner_vert", "CORNER", "INT", arrays.corner_verts):
+        mesh.loops.foreach_set("vertex_index", arrays.corner_verts.astype(np.uint32))
     yield None
-    mesh.polygons.add(len(faces))
+    mesh.polygons.add(arrays.num_polygons)
     yield None
-    mesh.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.uint32))
+    mesh.polygons.foreach_set("loop_start", arrays.loop_start.astype(np.uint32))
     if bpy.app.version < (4, 0, 0):  # polygons store their own size before 4.0
         yield None
-        mesh.polygons.foreach_set("loop_total", np.full(len(faces), 3, dtype=np.uint32))
+        mesh.polygons.foreach_set("loop_total", arrays.loop_total.astype(np.uint32))
     yield None
     mesh.edges.add(len(arrays.edges))
     yield None
@@ -118,6 +165,17 @@ def mesh_build_steps(name: str, arrays: MeshArrays, vertices: np.ndarray | None 
     if not _set_attribute(mesh, ".corner_edge", "CORNER", "INT", arrays.corner_edges):
         mesh.loops.foreach_set("edge_index", arrays.corner_edges.astype(np.uint32))
     yield None
+    if arrays.material is not None:
+        mesh.polygons.foreach_set("material_index", arrays.material)
+        yield None
+    for index, layer in enumerate(arrays.color_layers):
+        assert arrays.colors is not None
+        values = arrays.colors[:, 4 * index: 4 * index + 4]
+        if layer.domain == "CORNER":  # each corner takes its vertex's colour
+            values = values[arrays.corner_verts]
+        attribute = mesh.color_attributes.new(layer.name, layer.data_type, layer.domain)
+        attribute.data.foreach_set("color", np.ascontiguousarray(values, dtype=np.float32).reshape(-1))
+        yield None
     mesh.update()
     yield mesh
 

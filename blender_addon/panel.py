@@ -5,7 +5,6 @@ Drawing only reads the manager and the scene settings; every action is an operat
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import bpy
 
@@ -26,8 +25,14 @@ class VIEW3D_PT_log3d(bpy.types.Panel):
 
         col = layout.column(align=True)
         col.enabled = manager.session is None
-        col.row(align=True).prop(settings, "resolution", expand=True)
+        col.row(align=True).prop(settings, "size_mode", expand=True)
+        if settings.size_mode == "VOXEL":
+            col.prop(settings, "voxel_size")
+        else:
+            col.row(align=True).prop(settings, "resolution", expand=True)
         col.row(align=True).prop(settings, "mode", expand=True)
+        col.row(align=True).prop(settings, "polygons", expand=True)
+        col.prop(settings, "keep_attributes")
         if settings.mode == "vae" and manager.status.connected and "vae" not in manager.status.modes:
             col.label(text="The backend has no LoG-VAE weights", icon="ERROR")
 

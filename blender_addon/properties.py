@@ -1,6 +1,10 @@
 """Per-scene settings (``scene.log3d``): saved in the .blend, so a batch script can set them.
 
     scene.log3d.resolution = "512"      # "64" (preview), "256", "512", "1024", "2048"
+    scene.log3d.size_mode = "VOXEL"     # or "RESOLUTION"; with VOXEL, voxel_size (world units) sets N
+    scene.log3d.voxel_size = 0.005
+    scene.log3d.polygons = "quads"      # or "triangles"
+    scene.log3d.keep_attributes = True  # materials and colour attributes carried over
     scene.log3d.mode = "direct"         # or "vae" (needs a backend with LoG-VAE weights)
     scene.log3d.target_faces = 200000   # clean-up settings, as `log3d remesh` has them
 """
@@ -10,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 RESOLUTIONS = ("64", "256", "512", "1024", "2048")
 
@@ -39,6 +43,24 @@ class LOG3D_Settings(bpy.types.PropertyGroup):
                ("512", "512", "512³ grid"), ("1024", "1024", "1024³ grid (the paper's usual setting)"),
                ("2048", "2048", "2048³ grid: millions of triangles")],
         description="Grid resolution N along the longest side of each object")
+    size_mode: EnumProperty(
+        name="Size", default="RESOLUTION",
+        items=[("RESOLUTION", "Resolution", "N cells along each object's longest side"),
+               ("VOXEL", "Voxel Size", "Cells of one size in scene units: every object at the same density")],
+        description="How fine the grid is: cells across each object, or one voxel size for all")
+    voxel_size: FloatProperty(
+        name="Voxel Size", default=0.01, min=1e-6, soft_min=1e-4, precision=4, subtype="DISTANCE", unit="LENGTH",
+        description="Edge of a grid cell in world units (the object's scale included); each object's N follows "
+                    "from its size, up to 2048 cells across")
+    polygons: EnumProperty(
+        name="Polygons", default="quads",
+        items=[("quads", "Quads", "Keep the flat quads of the contour (direct mode); triangles where it bends"),
+               ("triangles", "Triangles", "Split every quad into two triangles")],
+        description="What the result is made of (VAE mode and a decimated result are triangles)")
+    keep_attributes: BoolProperty(
+        name="Materials & Colours", default=True,
+        description="Each result face takes the material of the face under it, each vertex the colour of the "
+                    "surface under it (every colour attribute, by name)")
     mode: EnumProperty(
         name="Mode", default="direct",
         items=[("direct", "Direct", "Exact distance field through the LoG3D representation (no network)"),

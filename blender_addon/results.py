@@ -2,8 +2,10 @@
 
 The new object ``<name>_log3d`` gets the original's parent (with its parent inverse), transform
 channels and therefore the same ``matrix_world``, the same collections and the same materials
-(slot for slot, object- or data-linked). The remeshed surface has no face correspondence with the
-input, so every face uses the first material slot. The original can be hidden in the viewport
+(slot for slot, object- or data-linked). With *Materials & Colours* on, each face of the result
+takes the material index of the input face under it and each colour attribute comes back under its
+name and domain (the backend reads them at the input surface under each face and vertex:
+``model/attributes.py``); off, every face uses the first slot. The original can be hidden in the viewport
 (``hide_set``, a view-layer flag: its data stays as it was) — that is the only thing done to it.
 """
 
@@ -83,6 +85,7 @@ def result_steps(snapshot: Snapshot, result: MeshArrays, hide_original: bool, sc
         yield obj
         return
     _copy_materials(original, obj)
+    _copy_active_colors(original, obj)
     _copy_placement(original, obj)
     collections = list(original.users_collection) or [scene.collection]
     for collection in collections:
@@ -136,6 +139,18 @@ def _copy_materials(original: bpy.types.Object, obj: bpy.types.Object) -> None:
         if source.link == "OBJECT":
             target.link = "OBJECT"
             target.material = source.material
+
+
+def _copy_active_colors(original: bpy.types.Object, obj: bpy.types.Object) -> None:
+    """The colour attribute shown in the viewport and the one rendered, by name, where the result has
+    it (it has every one that came back)."""
+    source, target = getattr(original.data, "color_attributes", None), getattr(obj.data, "color_attributes", None)
+    if not source or not target:
+        return
+    for attr in ("active_color_name", "default_color_name"):
+        name = getattr(source, attr, "")
+        if name and name in target:
+            setattr(target, attr, name)
 
 
 def _hide(obj: bpy.types.Object) -> None:

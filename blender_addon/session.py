@@ -76,15 +76,17 @@ class RemeshSession:
         depsgraph = context.evaluated_depsgraph_get()
         snapshots, jobs, skipped = [], [], []
         for obj in objects:
-            vertices, faces = mesh_io.evaluated_triangles(obj, depsgraph)
-            if len(faces) == 0:
+            mesh = mesh_io.evaluated_mesh(obj, depsgraph, attributes=settings.keep_attributes)
+            if len(mesh.faces) == 0:
                 skipped.append(obj.name)
                 continue
             snapshots.append(results.Snapshot.of(obj))
-            jobs.append(worker.MeshJob(obj.name, vertices, faces))
+            jobs.append(worker.MeshJob(obj.name, mesh.vertices, mesh.faces, mesh.material, mesh.colors, mesh.color_layers))
         if not jobs:
             raise UserError("The objects have no faces to remesh: " + ", ".join(skipped))
-        request = worker.RemeshRequest(int(settings.resolution), settings.mode, settings.cleanup_options())
+        request = worker.RemeshRequest(int(settings.resolution), settings.mode, settings.cleanup_options(),
+                                       voxel_size=settings.voxel_size if settings.size_mode == "VOXEL" else None,
+                                       polygons=settings.polygons)
         # A backend launched from Blender may still be loading: wait for it rather than fail.
         starting = manager.backend is not None and manager.backend.running and not manager.status.connected
         task = worker.RemeshTask(connection, jobs, request, startup_grace_s=STARTUP_GRACE_S if starting else 0.0)

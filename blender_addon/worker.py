@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .mesh_arrays import MeshArrays
+from .mesh_arrays import ColorLayer, MeshArrays
 
 POLL_INTERVAL_S = 0.05
 TRAIN_STATUS_INTERVAL_S = 1.0
@@ -262,11 +262,16 @@ class ShutdownTask(Task):
 
 @dataclass
 class MeshJob:
-    """One object's triangles as the wire wants them (float32 [V, 3], int32 [F, 3])."""
+    """One object's triangles as the wire wants them (float32 [V, 3], int32 [F, 3]), with the
+    attributes to carry over: material per triangle [F], colours per triangle corner [F, 3, 4·K]
+    of ``color_layers`` (:class:`mesh_io.EvaluatedMesh`)."""
 
     name: str
     vertices: np.ndarray
     faces: np.ndarray
+    material: np.ndarray | None = None
+    colors: np.ndarray | None = None
+    color_layers: tuple[ColorLayer, ...] = ()
 
 
 @dataclass
@@ -274,6 +279,8 @@ class RemeshRequest:
     resolution: int = 256
     mode: str = "direct"
     cleanup: dict[str, Any] = field(default_factory=dict)
+    voxel_size: float | None = None  # world units; N then follows from each object's extent
+    polygons: str = "quads"  # or "triangles"
 
 
 class RemeshTask(Task):
@@ -309,7 +316,7 @@ class RemeshTask(Task):
                     if exc.code not in OBJECT_ERROR_CODES:
                         raise
                     self.post(ObjectFailed(index, job.name, exc.code, exc.message))
-                job.vertices = job.faces = None  # type: ignore[assignment]  # release the input early
+                job.vertices = job.faces = job.material = job.colors = None  # type: ignore[assignment]  # release the input early
         finally:
             client.close()
 
@@ -340,12 +347,14 @@ class RemeshTask(Task):
         total = len(self.jobs)
         self.stage = None
         self.post(Progress(index, total, job.name, "queued", 0.0))
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"polygons": self.request.polygons}
         if cleanup:
             options["cleanup"] = cleanup
+        if self.request.voxel_size is not None:
+            options["voxel_size"] = self.request.voxel_size
         try:
             job_id = client.submit_remesh(job.vertices, job.faces, resolution=self.request.resolution,
-                                          mode=self.request.mode, **options)
+                                          mode=self.request.mode, material=job.material, colors=job.colors, **options)
         except BackendError as exc:
             if exc.code == "timeout":
                 raise BackendError("timeout", f"The LoG3D backend at {self.connection.endpoint} did not accept "
@@ -364,7 +373,10 @@ class RemeshTask(Task):
                     self.post(Progress(index, total, job.name, self.stage, event.data.get("fraction")))
                 elif event.type == "result":
                     try:
-                        arrays = MeshArrays.of(event.arrays["vertices"], event.arrays["faces"])
+                        arrays = MeshArrays.of(event.arrays["vertices"], event.arrays["faces"],
+                                               int(event.data.get("quads", 0)), event.arrays.get("material"),
+                                               event.arrays.get("colors"),
+                                               job.color_layers if "colors" in event.arrays else ())
                     except ValueError as exc:  # a result Blender must not be handed
                         self.post(ObjectFailed(index, job.name, "bad_result", str(exc)))
                         return

@@ -424,6 +424,129 @@ def scenario_panel(port: int) -> dict[str, Any]:
             "session": manager.session is not None}
 
 
+def _world_polygons(obj: Any) -> tuple[Any, list[Any]]:
+    """An object's world-space vertices and its polygons' vertex lists."""
+    import numpy as np
+
+    mesh = obj.data
+    co = np.empty(len(mesh.vertices) * 3, dtype=np.float64)
+    mesh.vertices.foreach_get("co", co)
+    m = np.array(obj.matrix_world, dtype=np.float64)
+    world = co.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3]
+    return world, [list(p.vertices) for p in mesh.polygons]
+
+
+def _edge_lengths(obj: Any) -> Any:
+    import numpy as np
+
+    world, _ = _world_polygons(obj)
+    edges = np.array([list(e.vertices) for e in obj.data.edges])
+    return np.linalg.norm(world[edges[:, 0]] - world[edges[:, 1]], axis=1)
+
+
+def scenario_attributes(port: int) -> dict[str, Any]:
+    """Materials, colours and voxel size: a two-material cube-and-ball object, a vertex-painted
+    Suzanne (a point and a corner colour attribute), and Remesh All at one voxel size on a small and
+    a large (scaled) cube."""
+    import bpy
+    import numpy as np
+
+    from model.bvh import SurfaceIndex
+
+    _enable_from_repo(port, timeout_s=30.0)
+    for obj in list(bpy.data.objects):
+        bpy.data.objects.remove(obj)
+    # one object, two bodies, two materials
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(0.0, 0.0, 0.0))
+    cube = bpy.context.active_object
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.4, location=(1.5, 0.0, 0.0))
+    ball = bpy.context.active_object
+    for obj, mat in ((cube, _material("Red", (1, 0, 0))), (ball, _material("Blue", (0, 0, 1)))):
+        obj.data.materials.append(mat)
+    _select(cube, ball)
+    bpy.ops.object.join()
+    duo = bpy.context.active_object
+    duo.name = "Duo"
+    for poly in duo.data.polygons:
+        poly.material_index = int(poly.center.x > 0.75)
+    # a painted Suzanne: a point colour from the position, a corner colour in stripes per face
+    bpy.ops.mesh.primitive_monkey_add(size=1.0, location=(0.0, 4.0, 0.0))
+    suzanne = bpy.context.active_object
+    suzanne.name = "Suzanne"
+    rng = np.random.default_rng(0)
+    point = suzanne.data.color_attributes.new("Paint", "FLOAT_COLOR", "POINT")
+    paint = np.concatenate([rng.random((len(suzanne.data.vertices), 3)), np.ones((len(suzanne.data.vertices), 1))], axis=1)
+    point.data.foreach_set("color", paint.astype(np.float32).ravel())
+    corner = suzanne.data.color_attributes.new("Dirt", "BYTE_COLOR", "CORNER")
+    dirt = np.repeat([[0.2, 0.4, 0.6, 1.0]], len(suzanne.data.loops), axis=0)
+    corner.data.foreach_set("color", dirt.astype(np.float32).ravel())
+    suzanne.data.color_attributes.active_color_name = "Dirt"
+    settings = bpy.context.scene.log3d
+    settings.resolution, settings.mode, settings.hide_original, settings.keep_attributes = "256", "direct", False, True
+    _select(duo, suzanne)
+    selected = _run_op(bpy.ops.log3d.remesh_selected)
+    bpy.context.view_layer.update()
+    out: dict[str, Any] = {"selected": selected}
+
+    duo_out = bpy.data.objects["Duo_log3d"]
+    world, polygons = _world_polygons(duo)
+    tris = np.array([p for p in polygons if len(p) == 3] + [[p[0], p[k], p[k + 1]] for p in polygons if len(p) > 3
+                                                             for k in range(1, len(p) - 1)])
+    tri_material = np.array([duo.data.polygons[i].material_index for i, p in enumerate(polygons) if len(p) == 3]
+                            + [duo.data.polygons[i].material_index for i, p in enumerate(polygons) if len(p) > 3
+                               for _ in range(len(p) - 2)])
+    index = SurfaceIndex(world, tris)
+    out_world, out_polygons = _world_polygons(duo_out)
+    centres = np.array([out_world[p].mean(axis=0) for p in out_polygons])
+    _, prim = index.query(centres)
+    under = tri_material[index.face_ids[prim]]
+    got = np.array([p.material_index for p in duo_out.data.polygons])
+    sizes = [len(p) for p in out_polygons]
+    out["duo"] = {"materials": [s.material.name for s in duo_out.material_slots], "polygons": len(got),
+                  "match": float((got == under).mean()), "ball_faces_blue": float((got[centres[:, 0] > 0.75] == 1).mean()),
+                  "quads": sizes.count(4), "triangles": sizes.count(3)}
+
+    sz_out = bpy.data.objects["Suzanne_log3d"]
+    world, polygons = _world_polygons(suzanne)
+    s_tris = np.array([[p[0], p[k], p[k + 1]] for p in polygons for k in range(1, len(p) - 1)])
+    index = SurfaceIndex(world, s_tris)
+    out_world, _ = _world_polygons(sz_out)
+    _, prim, points = index.closest_points(out_world)
+    corners = world[s_tris[index.face_ids[prim]]]
+    from model.attributes import _barycentric
+
+    weights = _barycentric(points, corners[:, 0], corners[:, 1], corners[:, 2])
+    truth = np.einsum("vk,vkc->vc", weights, paint[s_tris[index.face_ids[prim]]])
+    got_paint = np.empty(len(sz_out.data.vertices) * 4, dtype=np.float32)
+    sz_out.data.color_attributes["Paint"].data.foreach_get("color", got_paint)
+    got_dirt = np.empty(len(sz_out.data.loops) * 4, dtype=np.float32)
+    sz_out.data.color_attributes["Dirt"].data.foreach_get("color", got_dirt)
+    attrs = sz_out.data.color_attributes
+    out["suzanne"] = {"layers": sorted((a.name, a.domain, a.data_type) for a in attrs),
+                      "active": attrs.active_color_name,
+                      "paint_mean_error": float(np.abs(got_paint.reshape(-1, 4)[:, :3] - truth[:, :3]).mean()),
+                      "paint_max_error": float(np.abs(got_paint.reshape(-1, 4)[:, :3] - truth[:, :3]).max()),
+                      "dirt_max_error": float(np.abs(got_dirt.reshape(-1, 4) - np.array([0.2, 0.4, 0.6, 1.0])).max())}
+
+    # Remesh All at one voxel size: a small cube and a large one (a unit cube scaled by 2)
+    for obj in list(bpy.data.objects):
+        bpy.data.objects.remove(obj)
+    bpy.ops.mesh.primitive_cube_add(size=0.25, location=(0.0, 0.0, 0.0))
+    bpy.context.active_object.name = "Small"
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(3.0, 0.0, 0.0))
+    large = bpy.context.active_object
+    large.name, large.scale = "Large", (2.0, 2.0, 2.0)
+    settings.size_mode, settings.voxel_size = "VOXEL", 0.02
+    every = _run_op(bpy.ops.log3d.remesh_all)
+    bpy.context.view_layer.update()
+    out["all"] = every
+    out["voxel"] = {name: {"median_edge": float(np.median(_edge_lengths(bpy.data.objects[f"{name}_log3d"]))),
+                           "resolution": int(bpy.data.objects[f"{name}_log3d"]["log3d_resolution"]),
+                           "faces": len(bpy.data.objects[f"{name}_log3d"].data.polygons)}
+                    for name in ("Small", "Large")}
+    return out
+
+
 def _driver_main() -> None:
     sys.path.insert(0, str(REPO))  # the add-on package `blender_addon` and the project's `backend`
     scenario, args = sys.argv[1], json.loads(sys.argv[2])
@@ -555,6 +678,31 @@ def test_remesh_selected_then_all(backend):
     assert out["selection"] == ["Ball_log3d"]
     # the degenerate "Dot" was refused by the backend: a warning (the batch went on), kept in the panel
     assert "'Dot': bad_mesh" in out["last_error"] and "Dot_log3d" not in final
+
+
+@needs_bpy
+def test_materials_colours_and_voxel_size_come_back(backend):
+    out = drive("attributes", port=backend, timeout_s=600)
+    assert out["selected"]["error"] is None and out["selected"]["ret"] == ["FINISHED"], out["selected"]
+    duo = out["duo"]
+    print(f"two-material object: {duo['match']:.4f} of {duo['polygons']} faces take the material under them "
+          f"({duo['quads']} quads, {duo['triangles']} triangles)")
+    assert duo["materials"] == ["Red", "Blue"]
+    assert duo["match"] >= 0.99 and duo["ball_faces_blue"] >= 0.99
+    assert duo["quads"] > duo["triangles"]
+    suzanne = out["suzanne"]
+    print(f"painted Suzanne: mean colour error {suzanne['paint_mean_error']:.2e}, max {suzanne['paint_max_error']:.2e}")
+    assert suzanne["layers"] == [["Dirt", "CORNER", "BYTE_COLOR"], ["Paint", "POINT", "FLOAT_COLOR"]]
+    assert suzanne["active"] == "Dirt"
+    assert suzanne["paint_mean_error"] <= 0.02  # the colours span 0..1
+    assert suzanne["dirt_max_error"] <= 1.5 / 255
+    assert out["all"]["error"] is None, out["all"]
+    small, large = out["voxel"]["Small"], out["voxel"]["Large"]
+    print(f"one voxel size: edges {small['median_edge']:.4f} (N={small['resolution']}) and "
+          f"{large['median_edge']:.4f} (N={large['resolution']})")
+    assert small["resolution"] == 64 and large["resolution"] == 112  # 0.25/0.02 + 10 → 64 (least); 2/0.02 + 10 → 112
+    assert abs(small["median_edge"] / large["median_edge"] - 1.0) <= 0.10
+    assert abs(large["median_edge"] - 0.02) <= 0.002
 
 
 @needs_bpy

@@ -152,6 +152,80 @@ def test_a_large_result_enters_the_scene_while_the_ui_keeps_ticking(runtime, bac
         assert faces > 2_000_000
 
 
+def _polygons(meshes: Any, name: str) -> tuple[np.ndarray, list[np.ndarray]]:
+    vertices, corners, totals = (meshes[f"{name}/{k}"] for k in ("vertices", "corners", "totals"))
+    starts = np.cumsum(totals) - totals
+    return vertices, [corners[a:a + t] for a, t in zip(starts, totals)]
+
+
+def _fan(polygons: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Triangles of polygons (a fan from each first corner) and the polygon each comes from."""
+    tris, owner = [], []
+    for index, p in enumerate(polygons):
+        for k in range(1, len(p) - 1):
+            tris.append([p[0], p[k], p[k + 1]])
+            owner.append(index)
+    return np.array(tris), np.array(owner)
+
+
+def test_materials_colours_and_voxel_size_in_a_window(runtime, backend, tmp_path):
+    """Issue 31 in the real window: a two-material object keeps its materials face by face, a
+    painted Suzanne its colours, and Remesh All at one voxel size gives two cubes of very different
+    size one edge length."""
+    from model.attributes import _barycentric
+    from model.bvh import SurfaceIndex
+
+    port, _ = backend
+    result = run_window(runtime, "attributes", tmp_path, port=port, resolution=256)
+    done = step(result, "attributes:done")
+    assert not done["last_error"], done["last_error"]
+    assert {"Duo_log3d", "Suzanne_log3d"} <= set(done["scene"])
+    meshes = np.load(step(result, "saved")["path"])
+
+    # every result face takes the material of the input face under it (its centre's nearest)
+    vertices, polygons = _polygons(meshes, "Duo")
+    tris, owner = _fan(polygons)
+    index = SurfaceIndex(vertices, tris)
+    out_vertices, out_polygons = _polygons(meshes, "Duo_log3d")
+    centres = np.array([out_vertices[p].mean(axis=0) for p in out_polygons])
+    under = meshes["Duo/material"][owner[index.face_ids[index.query(centres)[1]]]]
+    match = float((meshes["Duo_log3d/material"] == under).mean())
+    sizes = meshes["Duo_log3d/totals"]
+    print(f"two-material object: {match:.4f} of {len(out_polygons)} faces take the material under them; "
+          f"{int((sizes == 4).sum())} quads, {int((sizes == 3).sum())} triangles")
+    assert list(meshes["Duo_log3d/slots"]) == ["Red", "Blue"] and match >= 0.99
+    assert (sizes == 4).sum() > (sizes == 3).sum()
+
+    # the painted Suzanne: each result vertex's colour against the input's colour at that point
+    vertices, polygons = _polygons(meshes, "Suzanne")
+    tris, _ = _fan(polygons)
+    index = SurfaceIndex(vertices, tris)
+    out_vertices, _ = _polygons(meshes, "Suzanne_log3d")
+    _, prim, points = index.closest_points(out_vertices)
+    corner = tris[index.face_ids[prim]]
+    weights = _barycentric(points, vertices[corner[:, 0]], vertices[corner[:, 1]], vertices[corner[:, 2]])
+    truth = np.einsum("vk,vkc->vc", weights, meshes["Suzanne/color/Paint/POINT/FLOAT_COLOR"][corner])
+    paint = meshes["Suzanne_log3d/color/Paint/POINT/FLOAT_COLOR"]
+    error = np.abs(paint[:, :3] - truth[:, :3])
+    print(f"painted Suzanne: mean colour difference {error.mean():.2e} (colours span 0..1), max {error.max():.2e}")
+    assert error.mean() <= 0.02
+    dirt = meshes["Suzanne_log3d/color/Dirt/CORNER/BYTE_COLOR"]
+    assert np.abs(dirt - meshes["Suzanne/color/Dirt/CORNER/BYTE_COLOR"][0]).max() <= 1.5 / 255
+    assert str(meshes["Suzanne_log3d/active_color"]) in ("Paint", "Dirt")
+
+    # Remesh All at one voxel size (0.02): a 0.25 cube and a unit cube scaled by 2
+    everything = step(result, "voxel:done")
+    assert not everything["last_error"], everything["last_error"]
+    lengths = {}
+    for name in ("Small", "Large"):
+        v, e = meshes[f"{name}_log3d/vertices"], meshes[f"{name}_log3d/edges"]
+        lengths[name] = float(np.median(np.linalg.norm(v[e[:, 0]] - v[e[:, 1]], axis=1)))
+    print(f"one voxel size 0.02: median edges {lengths['Small']:.4f} (small cube) and {lengths['Large']:.4f} (large cube)")
+    assert abs(lengths["Small"] / lengths["Large"] - 1.0) <= 0.10 and abs(lengths["Large"] - 0.02) <= 0.002
+    for name in ("result_materials", "result_colours", "panel_settings"):
+        assert_png(result["screenshots"][name])
+
+
 def test_install_py_installs_and_enables_the_add_on_in_this_blender(runtime, tmp_path):
     """What `python3 install.py` does when it finds a Blender: headless install + enable (the legacy
     route before 4.2), the backend environment stored in the add-on's preferences."""

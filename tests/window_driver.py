@@ -379,6 +379,136 @@ def scenario_large() -> list[Step]:
             RunJob("large", lambda: bpy.ops.log3d.remesh_selected, settle_s=3.0)]
 
 
+def build_attribute_scene() -> bool:
+    """A two-material object (a cube and a ball, one object), a vertex-painted Suzanne (a point and a
+    corner colour attribute), and a small and a large (scaled) cube; the factory Cube goes."""
+    bpy.data.objects.remove(bpy.data.objects["Cube"])
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(0.0, 0.0, 0.0))
+    cube = bpy.context.active_object
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.4, location=(1.5, 0.0, 0.0))
+    ball = bpy.context.active_object
+    for obj, colour in ((cube, (0.8, 0.1, 0.1, 1.0)), (ball, (0.1, 0.2, 0.9, 1.0))):
+        material = bpy.data.materials.new("Red" if obj is cube else "Blue")
+        material.diffuse_color = colour
+        obj.data.materials.append(material)
+    for obj in bpy.context.scene.objects:
+        obj.select_set(obj in (cube, ball))
+    bpy.context.view_layer.objects.active = cube
+    window, area, region = view3d()
+    with bpy.context.temp_override(window=window, area=area, region=region, active_object=cube,
+                                   selected_editable_objects=[cube, ball]):
+        bpy.ops.object.join()
+    duo = cube
+    duo.name = "Duo"
+    for polygon in duo.data.polygons:
+        polygon.material_index = int(polygon.center.x > 0.75)
+    bpy.ops.mesh.primitive_monkey_add(size=1.5, location=(0.5, 2.5, 0.0))
+    suzanne = bpy.context.active_object
+    suzanne.name = "Suzanne"
+    rng = np.random.default_rng(0)
+    count = len(suzanne.data.vertices)
+    paint = np.concatenate([rng.random((count, 3)), np.ones((count, 1))], axis=1).astype(np.float32)
+    suzanne.data.color_attributes.new("Paint", "FLOAT_COLOR", "POINT").data.foreach_set("color", paint.ravel())
+    dirt = np.tile(np.float32([0.2, 0.4, 0.6, 1.0]), len(suzanne.data.loops))
+    suzanne.data.color_attributes.new("Dirt", "BYTE_COLOR", "CORNER").data.foreach_set("color", dirt)
+    suzanne.data.color_attributes.active_color_name = "Paint"
+    bpy.ops.mesh.primitive_cube_add(size=0.25, location=(-2.0, 0.0, 0.0))
+    bpy.context.active_object.name = "Small"
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(-2.0, -3.0, 0.0))
+    large = bpy.context.active_object
+    large.name, large.scale = "Large", (2.0, 2.0, 2.0)
+    for obj in bpy.context.scene.objects:
+        obj.select_set(obj.name in ("Duo", "Suzanne"))
+    bpy.context.view_layer.objects.active = duo
+    settings = bpy.context.scene.log3d
+    settings.size_mode, settings.resolution, settings.keep_attributes = "RESOLUTION", str(ARGS["resolution"]), True
+    bpy.context.view_layer.update()
+    with bpy.context.temp_override(window=window, area=area, region=region):
+        bpy.ops.ed.undo_push(message="Scene built")
+    RESULT["before"] = scene_state()
+    return True
+
+
+def save_meshes() -> bool:
+    """Each mesh's world-space vertices, polygons, material indices and colour attributes, for the
+    test to measure (meshes.npz beside the result): Blender's Python has numpy but not the project."""
+    arrays: dict[str, Any] = {}
+    for obj in bpy.context.scene.objects:
+        if obj.type != "MESH":
+            continue
+        mesh = obj.data
+        co = np.empty(len(mesh.vertices) * 3, dtype=np.float64)
+        mesh.vertices.foreach_get("co", co)
+        m = np.array(obj.matrix_world, dtype=np.float64)
+        arrays[f"{obj.name}/vertices"] = co.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3]
+        corners = np.empty(len(mesh.loops), dtype=np.int32)
+        mesh.loops.foreach_get("vertex_index", corners)
+        totals = np.empty(len(mesh.polygons), dtype=np.int32)
+        mesh.polygons.foreach_get("loop_total", totals)
+        material = np.empty(len(mesh.polygons), dtype=np.int32)
+        mesh.polygons.foreach_get("material_index", material)
+        edges = np.empty(len(mesh.edges) * 2, dtype=np.int32)
+        mesh.edges.foreach_get("vertices", edges)
+        arrays[f"{obj.name}/corners"], arrays[f"{obj.name}/totals"] = corners, totals
+        arrays[f"{obj.name}/material"], arrays[f"{obj.name}/edges"] = material, edges.reshape(-1, 2)
+        for attribute in mesh.color_attributes:
+            values = np.empty(len(attribute.data) * 4, dtype=np.float32)
+            attribute.data.foreach_get("color", values)
+            arrays[f"{obj.name}/color/{attribute.name}/{attribute.domain}/{attribute.data_type}"] = values.reshape(-1, 4)
+        arrays[f"{obj.name}/slots"] = np.array([s.material.name if s.material else "" for s in obj.material_slots])
+        arrays[f"{obj.name}/active_color"] = np.array(mesh.color_attributes.active_color_name or "")
+    path = os.path.join(os.path.dirname(ARGS["out"]), "meshes.npz")
+    np.savez(path, **arrays)
+    record("saved", path=path, names=sorted({k.split("/")[0] for k in arrays}))
+    return True
+
+
+def voxel_settings() -> bool:
+    """The panel switched to one voxel size for every object, then shown in a screenshot."""
+    settings = bpy.context.scene.log3d
+    settings.size_mode, settings.voxel_size = "VOXEL", 0.02
+    view3d()[1].tag_redraw()
+    return True
+
+
+def shading(color_type: str) -> Step:
+    """Solid shading coloured by ``color_type`` (MATERIAL, or ATTRIBUTE: the active colour
+    attribute, VERTEX before Blender 4.0), framed on the results."""
+
+    def step() -> bool:
+        window, area, region = view3d()
+        solid = area.spaces.active.shading
+        solid.type = "SOLID"
+        names = {item.identifier for item in solid.bl_rna.properties["color_type"].enum_items}
+        solid.color_type = color_type if color_type in names else "VERTEX"
+        for obj in bpy.context.scene.objects:
+            obj.select_set(obj.name in ("Suzanne_log3d", "Duo_log3d"))
+        with bpy.context.temp_override(window=window, area=area, region=region):
+            bpy.ops.view3d.view_selected()
+        area.tag_redraw()
+        return True
+
+    return step
+
+
+def show_paint() -> bool:
+    """The result's "Paint" attribute becomes the one the viewport shows."""
+    attributes = bpy.data.objects["Suzanne_log3d"].data.color_attributes
+    attributes.active_color = attributes["Paint"]
+    return True
+
+
+def scenario_attributes() -> list[Step]:
+    """Materials and colours carried over (Remesh Selected on the two-material object and the
+    painted Suzanne), then Remesh All at one voxel size (the small and the large cube)."""
+    return [install_and_enable, build_attribute_scene, ShowPanel(), idle("idle_before", 0.5),
+            RunJob("attributes", lambda: bpy.ops.log3d.remesh_selected), shading("MATERIAL"), wait(1.0),
+            once(lambda: screenshot("result_materials")), show_paint, shading("ATTRIBUTE"), wait(1.0),
+            once(lambda: screenshot("result_colours")), once(voxel_settings), wait(0.5),
+            once(lambda: screenshot("panel_settings")), RunJob("voxel", lambda: bpy.ops.log3d.remesh_all),
+            save_meshes]
+
+
 class BareLink:
     """Blender's own pause when an object of ``ARGS["faces"]`` faces enters the scene, with no add-on
     code running: a torus mesh built beforehand through the add-on's own build path (that pause is
