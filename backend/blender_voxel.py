@@ -49,6 +49,9 @@ class BlenderRemeshResult:
     """Peak resident memory of the worker process (bpy included)."""
     voxel_size: float
     blender_version: str
+    num_polygons: int = 0
+    """Blender's own faces before :attr:`mesh` triangulated them (the remesher makes quads)."""
+    num_quads: int = 0
 
 
 def voxel_size_for(mesh: "Mesh", resolution: int) -> float:  # noqa: F821
@@ -129,6 +132,7 @@ def voxel_remesh(
             remesh_seconds = float(out["remesh_seconds"])
             peak_rss = int(out["peak_rss_bytes"])
             version = str(out["blender_version"])
+            num_polygons, num_quads = int(out["num_polygons"]), int(out["num_quads"])
     if faces.shape[0] == 0:
         raise BlenderRemeshError(
             f"Blender's voxel remesh returned an empty mesh at voxel size {voxel_size:.6g}: it fills the "
@@ -145,6 +149,8 @@ def voxel_remesh(
         peak_rss_bytes=peak_rss,
         voxel_size=float(voxel_size),
         blender_version=version,
+        num_polygons=num_polygons,
+        num_quads=num_quads,
     )
 
 
@@ -221,6 +227,8 @@ def _worker(src: str, dst: str) -> int:
         remesh_seconds=np.float64(remesh_seconds),
         peak_rss_bytes=np.int64(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
         blender_version=np.array(bpy.app.version_string),
+        num_polygons=np.int64(n_polys),
+        num_quads=np.int64(int((loop_total == 4).sum())),
     )
     return 0
 
