@@ -3,13 +3,17 @@ the triangle output; writers keep them; voxel size sets N."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import trimesh
 
-from model import Mesh, RemeshOptions, ResolutionError, remesh, save_mesh
+from model import Mesh, RemeshOptions, ResolutionError, load_mesh, remesh, save_mesh
 from model.quads import check_quad_pairs, pair_quads, quad_corners
-from tests.conftest import as_mesh, canonical_faces, shared_mesh
+from tests.conftest import as_mesh, canonical_faces
+
+SPOT = Path(__file__).resolve().parents[1] / "examples" / "spot.obj"  # bundled: runs wherever the repo does
 
 
 def quad_normals_bend(mesh: Mesh) -> np.ndarray:
@@ -24,7 +28,7 @@ def quad_normals_bend(mesh: Mesh) -> np.ndarray:
 def test_quads_are_the_triangle_output_joined_in_pairs():
     """Same vertices, same triangles (up to where each starts): only the grouping differs, so every
     metric of the triangle output holds for the quad output."""
-    mesh = shared_mesh("spot.obj")
+    mesh = load_mesh(SPOT)
     tris = remesh(mesh, RemeshOptions(resolution=128, polygons="triangles")).mesh
     quads = remesh(mesh, RemeshOptions(resolution=128)).mesh
     assert tris.num_quads == 0 and quads.num_quads > 0
@@ -79,7 +83,7 @@ def test_vae_mode_and_decimation_give_triangles():
 
 @pytest.mark.parametrize("suffix", [".obj", ".ply", ".off"])
 def test_polygon_files_hold_the_quads_and_read_back(tmp_path, suffix):
-    out = remesh(shared_mesh("fandisk.obj"), RemeshOptions(resolution=64)).mesh
+    out = remesh(load_mesh(SPOT), RemeshOptions(resolution=64)).mesh
     path = tmp_path / f"out{suffix}"
     save_mesh(out, path)
     back = trimesh.load(path, process=False)
@@ -94,7 +98,7 @@ def test_polygon_files_hold_the_quads_and_read_back(tmp_path, suffix):
 
 
 def test_triangle_formats_get_the_triangles(tmp_path):
-    out = remesh(shared_mesh("fandisk.obj"), RemeshOptions(resolution=64)).mesh
+    out = remesh(load_mesh(SPOT), RemeshOptions(resolution=64)).mesh
     save_mesh(out, tmp_path / "out.stl")
     back = trimesh.load(tmp_path / "out.stl", process=False)
     assert len(back.faces) == len(out.faces)
