@@ -17,7 +17,10 @@ splits it into two triangles facing the same way), and the two triangles' normal
 
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
+
+from .edges import half_edge_groups, slot_groups
 
 MAX_QUAD_BEND_DEGREES = 20.0
 """Two triangles of one contour quad whose normals differ by more than this stay two triangles: a
@@ -26,17 +29,51 @@ Tris to Quads defaults to 40°; the contour's quads bend far less: at N=512 on t
 over 99 % of them bend by under 10°)."""
 
 
-def _unit_normals(vertices: np.ndarray, tris: np.ndarray) -> np.ndarray:
-    cross = np.cross(vertices[tris[:, 1]] - vertices[tris[:, 0]], vertices[tris[:, 2]] - vertices[tris[:, 0]])
-    length = np.linalg.norm(cross, axis=1, keepdims=True)
-    return np.divide(cross, length, out=np.zeros_like(cross), where=length > 0)
+@nb.njit(cache=True, inline="always")
+def _normal(vertices, p, q, r):
+    """Unit normal of triangle (p, q, r) (zero for a degenerate one)."""
+    ux, uy, uz = vertices[q, 0] - vertices[p, 0], vertices[q, 1] - vertices[p, 1], vertices[q, 2] - vertices[p, 2]
+    vx, vy, vz = vertices[r, 0] - vertices[p, 0], vertices[r, 1] - vertices[p, 1], vertices[r, 2] - vertices[p, 2]
+    nx, ny, nz = uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx
+    length = np.sqrt(nx * nx + ny * ny + nz * nz)
+    if length == 0.0:
+        return 0.0, 0.0, 0.0
+    return nx / length, ny / length, nz / length
 
 
-def _edge_uses(faces: np.ndarray, num_vertices: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every undirected edge of ``faces`` as one int64 key (sorted), and how many faces use it."""
-    ends = np.sort(np.stack([faces, np.roll(faces, -1, axis=1)], axis=2).reshape(-1, 2), axis=1)
-    keys, counts = np.unique(ends[:, 0] * np.int64(num_vertices) + ends[:, 1], return_counts=True)
-    return keys, counts
+@nb.njit(parallel=True, cache=True)
+def _join_pairs(vertices, faces, first, slot_size, cos_max, quads):
+    """For each pair of consecutive faces ``first[p]``, ``first[p] + 1``: the quad they make (a, d,
+    c, b in winding order), or -1s where they must stay triangles (see :func:`pair_quads`)."""
+    for p in nb.prange(first.shape[0]):
+        quads[p, 0] = -1
+        f = first[p]
+        # the diagonal: t0's edge from corner k to k + 1, held by t1 the other way round
+        k = -1
+        j = -1
+        for kk in range(3):
+            a, c = faces[f, kk], faces[f, (kk + 1) % 3]
+            for jj in range(3):
+                if faces[f + 1, jj] == c and faces[f + 1, (jj + 1) % 3] == a:
+                    k, j = kk, jj
+        if k < 0 or slot_size[3 * f + k] != 2:  # no shared diagonal, or a third face on it
+            continue
+        a, c, b = faces[f, k], faces[f, (k + 1) % 3], faces[f, (k + 2) % 3]
+        d = faces[f + 1, (j + 2) % 3]
+        if a == c or a == b or c == b or d == a or d == c or d == b:
+            continue
+        n0 = _normal(vertices, a, c, b)
+        n1 = _normal(vertices, c, a, d)
+        dot = n0[0] * n1[0] + n0[1] * n1[1] + n0[2] * n1[2]
+        if dot < cos_max:  # bent (or a degenerate half: its normal is zero)
+            continue
+        # convex: split along the other diagonal, both halves face the way the first split does
+        mx, my, mz = n0[0] + n1[0], n0[1] + n1[1], n0[2] + n1[2]
+        m0 = _normal(vertices, a, d, b)
+        m1 = _normal(vertices, d, c, b)
+        if m0[0] * mx + m0[1] * my + m0[2] * mz <= 0.0 or m1[0] * mx + m1[1] * my + m1[2] * mz <= 0.0:
+            continue
+        quads[p, 0], quads[p, 1], quads[p, 2], quads[p, 3] = a, d, c, b
 
 
 def pair_quads(vertices: np.ndarray, faces: np.ndarray, quad_id: np.ndarray,
@@ -44,59 +81,52 @@ def pair_quads(vertices: np.ndarray, faces: np.ndarray, quad_id: np.ndarray,
     """The faces reordered with the quads first (see the module's docstring), and the number of quads.
 
     ``quad_id``: per face, the contour quad (grid edge) it comes from, or -1 (a fanned quad's
-    triangle, or one made by the clean-up). Faces keep their orientation; no vertex moves."""
-    vertices = np.asarray(vertices, dtype=np.float64)
-    faces = np.asarray(faces, dtype=np.int64)
+    triangle, or one made by the clean-up). The contour emits a quad's two triangles one after the
+    other and the clean-up keeps the faces' order, so a quad's halves are consecutive faces with one
+    id. Faces keep their orientation; no vertex moves."""
+    vertices = np.ascontiguousarray(vertices, dtype=np.float64)
+    faces = np.ascontiguousarray(faces, dtype=np.int64)
     quad_id = np.asarray(quad_id, dtype=np.int64)
     if len(faces) != len(quad_id):
         raise ValueError(f"quad_id has {len(quad_id)} entries for {len(faces)} faces")
-    candidates = np.flatnonzero(quad_id >= 0)
-    order = candidates[np.argsort(quad_id[candidates], kind="stable")]
-    ids = quad_id[order]
-    # an id held by exactly two faces: the two triangles of one quad, both still there
-    starts = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]]))
-    sizes = np.diff(np.concatenate([starts, [len(ids)]]))
-    two = starts[sizes == 2]
-    f0, f1 = order[two], order[two + 1]
-    t0, t1 = faces[f0], faces[f1]
-    # the diagonal: t0's edge (k, k+1) that t1 holds reversed
-    same = t0[:, :, None] == t1[:, None, :]  # [P, 3, 3]: t0 corner i is t1 corner j
-    shared = same.any(axis=2)
-    good = shared.sum(axis=1) == 2
-    good &= same.any(axis=1).sum(axis=1) == 2  # t1 shares exactly two corners too (no repeated corner)
-    # the diagonal is t0's edge from corner k to k + 1 (both shared): t0 = (a, c, b) in winding order
-    k = np.argmax(shared & np.roll(shared, -1, axis=1), axis=1)
-    rows = np.arange(len(t0))
-    a = t0[rows, k]
-    c = t0[rows, (k + 1) % 3]
-    b = t0[rows, (k + 2) % 3]
-    d = t1.sum(axis=1) - a - c  # t1's corner off the diagonal (meaningful where good)
-    # winding alike: t1 runs the diagonal the other way, t1 = (c, a, d)
-    j = np.argmax(t1 == c[:, None], axis=1)
-    good &= t1[rows, (j + 1) % 3] == a
-    good &= (a != b) & (c != b) & (d != a) & (d != c) & (b != d)
-    # without the diagonal, t0's edges c -> b -> a and t1's a -> d -> c make the loop a, d, c, b
-    quad = np.stack([a, d, c, b], axis=1)
-    n0 = _unit_normals(vertices, np.stack([a, c, b], axis=1))
-    n1 = _unit_normals(vertices, np.stack([c, a, d], axis=1))
-    good &= np.einsum("ij,ij->i", n0, n1) >= np.cos(np.radians(max_bend_degrees))
-    # convex: split along the other diagonal (d - b), both halves face the same way as the first split
-    mean = n0 + n1
-    m0 = _unit_normals(vertices, np.stack([a, d, b], axis=1))
-    m1 = _unit_normals(vertices, np.stack([d, c, b], axis=1))
-    good &= (np.einsum("ij,ij->i", m0, mean) > 0) & (np.einsum("ij,ij->i", m1, mean) > 0)
-    # no third face on the diagonal (a non-manifold edge is not inside one polygon)
-    if good.any():
-        keys, counts = _edge_uses(faces, len(vertices))
-        lo, hi = np.minimum(a, c), np.maximum(a, c)
-        at = np.searchsorted(keys, lo * np.int64(len(vertices)) + hi)
-        good &= counts[np.minimum(at, len(keys) - 1)] == 2
-    quad, f0, f1 = quad[good], f0[good], f1[good]
-    paired = np.zeros(len(faces), dtype=bool)
-    paired[f0] = paired[f1] = True
-    # quad (p, q, r, s) stored as (p, q, r), (p, r, s)
-    as_pairs = np.stack([quad[:, [0, 1, 2]], quad[:, [0, 2, 3]]], axis=1).reshape(-1, 3)
-    return np.concatenate([as_pairs, faces[~paired]]).astype(np.int64), int(len(quad))
+    if len(faces) < 2:
+        return faces, 0
+    # consecutive faces with one id, and only two of them
+    same = (quad_id[:-1] == quad_id[1:]) & (quad_id[:-1] >= 0)
+    alone = np.ones(len(same), dtype=bool)
+    alone[1:] &= ~same[:-1]
+    alone[:-1] &= ~same[1:]
+    first = np.flatnonzero(same & alone)
+    owner, corner, group_first, size = half_edge_groups(faces)
+    slot_size = size[slot_groups(owner, corner, group_first, size, len(faces))]
+    quads = np.empty((len(first), 4), dtype=np.int64)
+    _join_pairs(vertices, faces, first, slot_size, float(np.cos(np.radians(max_bend_degrees))), quads)
+    out, joined = _assemble(faces, first, quads)
+    return out, int(joined)
+
+
+@nb.njit(cache=True)
+def _assemble(faces, first, quads):
+    """The joined quads as pairs (p, q, r), (p, r, s), then every other face in its order."""
+    joined = 0
+    paired = np.zeros(faces.shape[0], dtype=np.bool_)
+    for p in range(first.shape[0]):
+        if quads[p, 0] >= 0:
+            paired[first[p]] = True
+            paired[first[p] + 1] = True
+            joined += 1
+    out = np.empty_like(faces)
+    i = 0
+    for p in range(first.shape[0]):
+        if quads[p, 0] >= 0:
+            out[i, 0], out[i, 1], out[i, 2] = quads[p, 0], quads[p, 1], quads[p, 2]
+            out[i + 1, 0], out[i + 1, 1], out[i + 1, 2] = quads[p, 0], quads[p, 2], quads[p, 3]
+            i += 2
+    for f in range(faces.shape[0]):
+        if not paired[f]:
+            out[i, 0], out[i, 1], out[i, 2] = faces[f, 0], faces[f, 1], faces[f, 2]
+            i += 1
+    return out, joined
 
 
 def quad_corners(faces: np.ndarray, num_quads: int) -> np.ndarray:
