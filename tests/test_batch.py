@@ -81,6 +81,8 @@ def test_batch_result_matches_the_direct_remesh(folder, tmp_path):
         ref = remesh(src, RemeshOptions(resolution=64, cleanup=cleanup)).mesh
         assert got.num_faces == ref.num_faces
         np.testing.assert_allclose(got.vertices, ref.vertices, atol=1e-5)
+        sizes = [len(line.split()) - 1 for line in (out / "ball.obj").read_text().splitlines() if line.startswith("f ")]
+        assert sizes.count(4) == ref.num_quads  # the server's quads reach the file (none on the raw ε-surface)
     assert load_mesh(tmp_path / "raw" / "ball.obj").num_faces != load_mesh(tmp_path / "o" / "ball.obj").num_faces
 
 
@@ -89,6 +91,10 @@ def test_batch_refuses_bad_arguments(folder, tmp_path):
         run_batch(BatchConfig(folder, tmp_path / "o", resolution=100))
     with pytest.raises(ValueError, match="differ"):
         run_batch(BatchConfig(folder, folder))
+    with pytest.raises(ValueError, match="voxel_size"):
+        run_batch(BatchConfig(folder, tmp_path / "o", voxel_size=-1.0))
+    with pytest.raises(ValueError, match="unknown polygons"):
+        run_batch(BatchConfig(folder, tmp_path / "o", polygons="hexagons"))
     with pytest.raises(ValueError, match="not found"):
         run_batch(BatchConfig(tmp_path / "missing", tmp_path / "o"))
 

@@ -29,6 +29,25 @@ def test_remesh_command_writes_a_mesh_and_prints_stage_times(tmp_path, capsys):
     assert 300 <= load_mesh(small).num_faces <= 520
 
 
+def test_remesh_command_voxel_size_and_quads(tmp_path, capsys):
+    """--voxel-size sets N from the mesh's extent; the OBJ holds quads unless --triangles."""
+    src = tmp_path / "box.ply"
+    trimesh.creation.box((2.0, 1.0, 1.0)).export(str(src))
+    out = tmp_path / "box.obj"
+    assert main(["remesh", str(src), str(out), "--voxel-size", "0.02", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "N=112 " in printed and " quads + " in printed  # 2 / 0.02 + 10 voxels of margin → 112
+    sizes = [len(line.split()) - 1 for line in out.read_text().splitlines() if line.startswith("f ")]
+    assert sizes.count(4) > 0.9 * len(sizes)
+    tris = tmp_path / "box_tris.obj"
+    assert main(["remesh", str(src), str(tris), "--voxel-size", "0.02", "--triangles", "--quiet"]) == 0
+    assert "triangles" in capsys.readouterr().out
+    assert {len(line.split()) - 1 for line in tris.read_text().splitlines() if line.startswith("f ")} == {3}
+    assert load_mesh(tris).num_faces == load_mesh(out).num_faces  # the same triangles
+    assert main(["remesh", str(src), str(tmp_path / "o.obj"), "--voxel-size", "0.0001"]) == 2
+    assert "smallest voxel size for it is 0.000981" in capsys.readouterr().err
+
+
 def test_remesh_command_reports_bad_input(tmp_path, capsys):
     src = tmp_path / "sphere.ply"
     trimesh.creation.icosphere(subdivisions=1).export(str(src))
