@@ -140,7 +140,7 @@ ADDON_INSTALL_STAMP = ROOT / "build" / "addon_installed.json"
 # The add-on's one wire client is backend/client.py; the zip carries it (and the message format it
 # imports) as the private sub-package log3d/_wire, so there is no second copy in the repository.
 ADDON_WIRE_FILES = ("backend/client.py", "backend/protocol.py", "backend/auth.py", "model/latent_format.py",
-                    "model/quads.py")
+                    "model/quad_layout.py")
 ADDON_WHEEL_PACKAGES = ("pyzmq", "msgpack")  # versions: the pins in pyproject.toml
 BLENDER_PYTHON = "3.11"  # Blender 4.2 … 5.0
 # Blender's platform names -> the wheel platform asked of pip (pip also takes older tags of the family).

@@ -219,7 +219,7 @@ def _remesh_one(client: Log3DClient, src: Path, dst: Path, config: BatchConfig, 
     from model.atomic import atomic_output
     from model import Mesh, load_mesh, save_mesh
 
-    from model.quads import check_quad_pairs
+    from model.quad_layout import check_quad_pairs
 
     mesh = load_mesh(src)
     job = client.submit_remesh(mesh.vertices, mesh.faces, resolution=config.resolution, mode=config.mode,

@@ -268,7 +268,7 @@ class Log3DClient:
     def remesh(self, vertices: np.ndarray, faces: np.ndarray, resolution: int = 256, mode: str = "direct",
                on_progress: ProgressCallback | None = None, **options: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """Remesh through the server: float32 vertices [V, 3], int32 faces [F, 3] (read-only views of
-        the received frames; the first ``2·info["quads"]`` faces are quads, :mod:`model.quads`) and
+        the received frames; the first ``2·info["quads"]`` faces are quads, :mod:`model.quad_layout`) and
         the result info (N, timings, block count, job id, and the result's ``material`` per face and
         ``colors`` per vertex when ``material`` / ``colors`` were sent)."""
         job = self.submit_remesh(vertices, faces, resolution, mode, **options)

@@ -78,7 +78,7 @@ class MeshArrays:
     def of(cls, vertices: np.ndarray, faces: np.ndarray, num_quads: int = 0, material: np.ndarray | None = None,
            colors: np.ndarray | None = None, color_layers: tuple[ColorLayer, ...] = ()) -> "MeshArrays":
         """From the wire's triangles [F, 3], the first ``2·num_quads`` of them quads (two triangles
-        each, split along the quad's first diagonal: ``model/quads.py``), per triangle ``material``
+        each, split along the quad's first diagonal: ``model/quad_layout.py``), per triangle ``material``
         [F] and per vertex ``colors`` [V, 4·len(color_layers)]."""
         vertices = np.ascontiguousarray(vertices, dtype=np.float32).reshape(-1, 3)
         faces = np.ascontiguousarray(faces, dtype=np.int32).reshape(-1, 3)

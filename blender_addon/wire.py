@@ -4,7 +4,7 @@ There is one client implementation in the project, ``backend/client.py`` (with t
 ``backend/protocol.py``); both need only pyzmq, msgpack and numpy. Blender cannot import the
 project's ``backend`` package, so the zip build (``install.py --addon``) copies those files (with
 ``backend/auth.py``, the numpy-only latent file reader ``model/latent_format.py`` and the quad
-layout ``model/quads.py``) into the add-on
+layout ``model/quad_layout.py``) into the add-on
 as the private sub-package ``_wire``. Run from the repository (tests, development) the add-on
 uses ``backend.client`` itself. Nothing here is a second copy to keep in sync.
 
@@ -28,7 +28,7 @@ def _module(vendored_name: str, repo_name: str) -> ModuleType:
 
 _client = _module("client", "backend.client")
 _latents = _module("latent_format", "model.latent_format")
-_quads = _module("quads", "model.quads")
+_quads = _module("quad_layout", "model.quad_layout")
 
 Log3DClient = _client.Log3DClient
 BackendError = _client.BackendError

@@ -16,7 +16,7 @@ import numpy as np
 
 from .bvh import SurfaceIndex
 from .mesh import Mesh
-from .quads import quad_corners
+from .quad_layout import quad_corners
 
 
 def _barycentric(points: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:

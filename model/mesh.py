@@ -25,7 +25,7 @@ class Mesh:
     """A triangle mesh: float64 vertices [V, 3] and int64 triangle indices [F, 3].
 
     ``num_quads``: the first ``2·num_quads`` triangles are quads, each as two consecutive triangles
-    split along its first diagonal (:mod:`model.quads`); a reader that wants triangles ignores it."""
+    split along its first diagonal (:mod:`model.quad_layout`); a reader that wants triangles ignores it."""
 
     vertices: np.ndarray
     faces: np.ndarray

@@ -1,6 +1,6 @@
 """Writing meshes with quads to the formats that hold polygons (OBJ, PLY, OFF).
 
-trimesh exports triangles only, so a mesh with quads (:mod:`model.quads`) is written here; glTF and
+trimesh exports triangles only, so a mesh with quads (:mod:`model.quad_layout`) is written here; glTF and
 STL hold triangles only and keep going through trimesh (the quads are written as their two
 triangles). The files read back with trimesh (and Blender), which triangulate polygons on import.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .quads import quad_corners
+from .quad_layout import quad_corners
 
 POLYGON_FORMATS = (".obj", ".ply", ".off")
 _ROWS = 200_000  # rows formatted per chunk of text: bounded memory on a 20M-face result

@@ -1,12 +1,9 @@
 """Quads from dual contouring, kept as quads where they are flat.
 
 Dual contouring makes one quad per crossed grid edge (:mod:`model.contour`); the clean-up works on
-its two triangles. A mesh with quads is stored as a triangle mesh whose first ``2·Q`` faces are
-``Q`` quads, each as the consecutive pair ``(a, b, c), (a, c, d)`` (the quad ``a b c d`` split along
-``a–c``): every consumer that wants triangles reads ``faces`` as it always did, and a writer or the
-wire that can carry polygons reads quad ``q`` as ``faces[2q]`` plus the last corner of
-``faces[2q + 1]`` (:func:`quad_corners`). Blender's Voxel Remesh returns quads; sculptors take them on
-to Multires and subdivision.
+its two triangles. A mesh with quads is stored as a triangle mesh whose first ``2·Q`` faces are the
+``Q`` quads as consecutive pairs (:mod:`model.quad_layout`). Blender's Voxel Remesh returns quads;
+sculptors take them on to Multires and subdivision.
 
 A pair of triangles becomes a quad again only when it is safe to: both come from the same grid
 edge's quad (the contour left it unfanned: the input does not bend across it), they share exactly
@@ -129,28 +126,4 @@ def _assemble(faces, first, quads):
     return out, joined
 
 
-def quad_corners(faces: np.ndarray, num_quads: int) -> np.ndarray:
-    """The quads [Q, 4] of a mesh stored as :func:`pair_quads` leaves it."""
-    pairs = np.asarray(faces)[: 2 * num_quads].reshape(num_quads, 2, 3)
-    return np.concatenate([pairs[:, 0, :], pairs[:, 1, 2:]], axis=1)
-
-
-def check_quad_pairs(faces: np.ndarray, num_quads: int) -> None:
-    """Raise ValueError unless the first ``2·num_quads`` faces are quads as :func:`pair_quads` stores
-    them (what a reader of the wire or of a file must be able to rely on)."""
-    faces = np.asarray(faces)
-    if num_quads < 0 or 2 * num_quads > len(faces):
-        raise ValueError(f"{num_quads} quads need {2 * num_quads} faces, the mesh has {len(faces)}")
-    pairs = faces[: 2 * num_quads].reshape(num_quads, 2, 3)
-    bad = (pairs[:, 0, 0] != pairs[:, 1, 0]) | (pairs[:, 0, 2] != pairs[:, 1, 1])
-    if bad.any():
-        q = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"quad {q}: faces {2 * q} and {2 * q + 1} are not one quad split along its first diagonal")
-
-
-def polygon_counts(num_faces: int, num_quads: int) -> tuple[int, int]:
-    """(quads, triangles) of a mesh of ``num_faces`` triangles whose first ``2·num_quads`` are quads."""
-    return num_quads, num_faces - 2 * num_quads
-
-
-__all__ = ["MAX_QUAD_BEND_DEGREES", "check_quad_pairs", "pair_quads", "polygon_counts", "quad_corners"]
+__all__ = ["MAX_QUAD_BEND_DEGREES", "pair_quads"]

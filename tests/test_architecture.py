@@ -109,3 +109,31 @@ def test_the_public_api_is_at_the_top_of_model_and_loads_on_first_use():
             "assert set(model.__all__) <= set(dir(model))\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_files_the_add_on_bundles_import_only_what_blender_has():
+    """install.py copies ADDON_WIRE_FILES into the add-on as they are; inside Blender there is
+    numpy, pyzmq and msgpack (bundled wheels) and the standard library, not numba, torch or the
+    project's packages (a numba import there broke every remesh with quads once)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("install", REPO / "install.py")
+    install = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(install)
+    allowed = {"numpy", "zmq", "msgpack", *sys.stdlib_module_names}
+    bundled = {Path(rel).stem for rel in install.ADDON_WIRE_FILES}
+    for rel in install.ADDON_WIRE_FILES:
+        tree = ast.parse((REPO / rel).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: must be a file that is bundled too
+                    names = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+                    assert set(names) <= bundled, (rel, names)
+                    continue
+                names = [node.module.split(".")[0]]
+            else:
+                continue
+            assert set(names) <= allowed, f"{rel} imports {names}, which Blender does not have"

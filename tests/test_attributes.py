@@ -11,7 +11,7 @@ from backend.client import BackendError, Log3DClient
 from backend.server import Server
 from model import Mesh, RemeshOptions, remesh
 from model.attributes import transfer_attributes
-from model.quads import check_quad_pairs
+from model.quad_layout import check_quad_pairs
 from tests.conftest import as_mesh, server_config
 
 

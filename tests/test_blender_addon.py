@@ -452,37 +452,21 @@ def scenario_attributes(port: int) -> dict[str, Any]:
     import numpy as np
 
     from model.bvh import SurfaceIndex
+    from tests import attribute_scene
 
     _enable_from_repo(port, timeout_s=30.0)
     for obj in list(bpy.data.objects):
         bpy.data.objects.remove(obj)
-    # one object, two bodies, two materials
-    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(0.0, 0.0, 0.0))
-    cube = bpy.context.active_object
-    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.4, location=(1.5, 0.0, 0.0))
-    ball = bpy.context.active_object
-    for obj, mat in ((cube, _material("Red", (1, 0, 0))), (ball, _material("Blue", (0, 0, 1)))):
-        obj.data.materials.append(mat)
-    _select(cube, ball)
-    bpy.ops.object.join()
-    duo = bpy.context.active_object
-    duo.name = "Duo"
-    for poly in duo.data.polygons:
-        poly.material_index = int(poly.center.x > 0.75)
-    # a painted Suzanne: a point colour from the position, a corner colour in stripes per face
-    bpy.ops.mesh.primitive_monkey_add(size=1.0, location=(0.0, 4.0, 0.0))
-    suzanne = bpy.context.active_object
-    suzanne.name = "Suzanne"
-    rng = np.random.default_rng(0)
-    point = suzanne.data.color_attributes.new("Paint", "FLOAT_COLOR", "POINT")
-    paint = np.concatenate([rng.random((len(suzanne.data.vertices), 3)), np.ones((len(suzanne.data.vertices), 1))], axis=1)
-    point.data.foreach_set("color", paint.astype(np.float32).ravel())
-    corner = suzanne.data.color_attributes.new("Dirt", "BYTE_COLOR", "CORNER")
-    dirt = np.repeat([[0.2, 0.4, 0.6, 1.0]], len(suzanne.data.loops), axis=0)
-    corner.data.foreach_set("color", dirt.astype(np.float32).ravel())
+
+    def join(active: Any, objects: list[Any]) -> None:
+        _select(active, *[o for o in objects if o is not active])
+        bpy.ops.object.join()
+
+    scene = attribute_scene.build(join)
+    duo, suzanne, paint = scene["Duo"], scene["Suzanne"], scene["paint"]
     suzanne.data.color_attributes.active_color_name = "Dirt"
     settings = bpy.context.scene.log3d
-    settings.resolution, settings.mode, settings.hide_original, settings.keep_attributes = "256", "direct", False, True
+    settings.resolution, settings.mode, settings.hide_original, settings.keep_attributes = "256", "direct", True, True
     _select(duo, suzanne)
     selected = _run_op(bpy.ops.log3d.remesh_selected)
     bpy.context.view_layer.update()
@@ -526,16 +510,9 @@ def scenario_attributes(port: int) -> dict[str, Any]:
                       "active": attrs.active_color_name,
                       "paint_mean_error": float(np.abs(got_paint.reshape(-1, 4)[:, :3] - truth[:, :3]).mean()),
                       "paint_max_error": float(np.abs(got_paint.reshape(-1, 4)[:, :3] - truth[:, :3]).max()),
-                      "dirt_max_error": float(np.abs(got_dirt.reshape(-1, 4) - np.array([0.2, 0.4, 0.6, 1.0])).max())}
+                      "dirt_max_error": float(np.abs(got_dirt.reshape(-1, 4) - np.array(attribute_scene.DIRT)).max())}
 
-    # Remesh All at one voxel size: a small cube and a large one (a unit cube scaled by 2)
-    for obj in list(bpy.data.objects):
-        bpy.data.objects.remove(obj)
-    bpy.ops.mesh.primitive_cube_add(size=0.25, location=(0.0, 0.0, 0.0))
-    bpy.context.active_object.name = "Small"
-    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(3.0, 0.0, 0.0))
-    large = bpy.context.active_object
-    large.name, large.scale = "Large", (2.0, 2.0, 2.0)
+    # Remesh All at one voxel size: the small and the large cube (the rest are hidden originals and results)
     settings.size_mode, settings.voxel_size = "VOXEL", 0.02
     every = _run_op(bpy.ops.log3d.remesh_all)
     bpy.context.view_layer.update()

@@ -43,7 +43,7 @@ def test_bad_results_are_refused_with_the_reason():
 
 
 def test_quads_become_polygons_with_their_material_and_colours():
-    """A result with quads (model/quads.py's layout): each quad one polygon of four corners with no
+    """A result with quads (model/quad_layout.py): each quad one polygon of four corners with no
     edge along its diagonal, its material from its first triangle, the colour layers per vertex."""
     from model import RemeshOptions, remesh
     from tests.conftest import as_mesh

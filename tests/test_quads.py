@@ -10,7 +10,8 @@ import pytest
 import trimesh
 
 from model import Mesh, RemeshOptions, ResolutionError, load_mesh, remesh, save_mesh
-from model.quads import check_quad_pairs, pair_quads, quad_corners
+from model.quad_layout import check_quad_pairs, quad_corners
+from model.quads import pair_quads
 from tests.conftest import as_mesh, canonical_faces
 
 SPOT = Path(__file__).resolve().parents[1] / "examples" / "spot.obj"  # bundled: runs wherever the repo does

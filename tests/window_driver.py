@@ -380,49 +380,29 @@ def scenario_large() -> list[Step]:
 
 
 def build_attribute_scene() -> bool:
-    """A two-material object (a cube and a ball, one object), a vertex-painted Suzanne (a point and a
-    corner colour attribute), and a small and a large (scaled) cube; the factory Cube goes."""
+    """The scene of tests/attribute_scene.py (a two-material object, a painted Suzanne, a small and
+    a large cube); the factory Cube goes. Duo and Suzanne are selected, at ``ARGS["resolution"]``."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import attribute_scene
+
     bpy.data.objects.remove(bpy.data.objects["Cube"])
-    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(0.0, 0.0, 0.0))
-    cube = bpy.context.active_object
-    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.4, location=(1.5, 0.0, 0.0))
-    ball = bpy.context.active_object
-    for obj, colour in ((cube, (0.8, 0.1, 0.1, 1.0)), (ball, (0.1, 0.2, 0.9, 1.0))):
-        material = bpy.data.materials.new("Red" if obj is cube else "Blue")
-        material.diffuse_color = colour
-        obj.data.materials.append(material)
-    for obj in bpy.context.scene.objects:
-        obj.select_set(obj in (cube, ball))
-    bpy.context.view_layer.objects.active = cube
     window, area, region = view3d()
-    with bpy.context.temp_override(window=window, area=area, region=region, active_object=cube,
-                                   selected_editable_objects=[cube, ball]):
-        bpy.ops.object.join()
-    duo = cube
-    duo.name = "Duo"
-    for polygon in duo.data.polygons:
-        polygon.material_index = int(polygon.center.x > 0.75)
-    bpy.ops.mesh.primitive_monkey_add(size=1.5, location=(0.5, 2.5, 0.0))
-    suzanne = bpy.context.active_object
-    suzanne.name = "Suzanne"
-    rng = np.random.default_rng(0)
-    count = len(suzanne.data.vertices)
-    paint = np.concatenate([rng.random((count, 3)), np.ones((count, 1))], axis=1).astype(np.float32)
-    suzanne.data.color_attributes.new("Paint", "FLOAT_COLOR", "POINT").data.foreach_set("color", paint.ravel())
-    dirt = np.tile(np.float32([0.2, 0.4, 0.6, 1.0]), len(suzanne.data.loops))
-    suzanne.data.color_attributes.new("Dirt", "BYTE_COLOR", "CORNER").data.foreach_set("color", dirt)
-    suzanne.data.color_attributes.active_color_name = "Paint"
-    bpy.ops.mesh.primitive_cube_add(size=0.25, location=(-2.0, 0.0, 0.0))
-    bpy.context.active_object.name = "Small"
-    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(-2.0, -3.0, 0.0))
-    large = bpy.context.active_object
-    large.name, large.scale = "Large", (2.0, 2.0, 2.0)
+
+    def join(active: Any, objects: list[Any]) -> None:
+        for obj in bpy.context.scene.objects:
+            obj.select_set(obj in objects)
+        bpy.context.view_layer.objects.active = active
+        with bpy.context.temp_override(window=window, area=area, region=region, active_object=active,
+                                       selected_editable_objects=objects):
+            bpy.ops.object.join()
+
+    scene = attribute_scene.build(join)
+    scene["Suzanne"].data.color_attributes.active_color_name = "Paint"
     for obj in bpy.context.scene.objects:
         obj.select_set(obj.name in ("Duo", "Suzanne"))
-    bpy.context.view_layer.objects.active = duo
+    bpy.context.view_layer.objects.active = scene["Duo"]
     settings = bpy.context.scene.log3d
     settings.size_mode, settings.resolution, settings.keep_attributes = "RESOLUTION", str(ARGS["resolution"]), True
-    bpy.context.view_layer.update()
     with bpy.context.temp_override(window=window, area=area, region=region):
         bpy.ops.ed.undo_push(message="Scene built")
     RESULT["before"] = scene_state()
