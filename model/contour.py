@@ -705,6 +705,25 @@ def weld(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return rows[first], inverse.reshape(-1)[faces]
 
 
+
+
+def distinct_faces(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """The faces without repeats: a face whose corners (welded: files split vertices at seams) are
+    those of an earlier face, in either winding, is dropped. Double-sided game and CAD exports carry
+    every face twice, and two copies of a face cross the same grid edges, so by parity they cancel
+    and the surface would vanish; one copy is the sheet of material."""
+    faces = np.asarray(faces, dtype=np.int64)
+    if len(faces) == 0:
+        return faces
+    _, welded = weld(vertices, faces)
+    corners = np.sort(welded, axis=1)
+    keys = np.ascontiguousarray(corners).view(np.dtype((np.void, 24))).ravel()
+    _, first = np.unique(keys, return_index=True)
+    if len(first) == len(faces):
+        return faces
+    return faces[np.sort(first)]
+
+
 @dataclass
 class InputTopology:
     """What the contouring needs to know about the input's connectivity, computed once (after
@@ -1029,5 +1048,5 @@ def contour(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> tuple[n
     return tidy_contour(out_vertices, out_faces, source, topology)[:2]
 
 
-__all__ = ["InputTopology", "collapse_zero_edges", "contour", "detach_at_boundary", "drop_crumbs", "dual_contour",
+__all__ = ["InputTopology", "collapse_zero_edges", "contour", "detach_at_boundary", "distinct_faces", "drop_crumbs", "dual_contour",
            "grid_crossings", "odd_edges", "snap_boundary", "tidy_contour", "trim_fragments", "weld"]

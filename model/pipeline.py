@@ -21,7 +21,7 @@ import numpy as np
 from .autoencode import Latents, ModeUnavailable, decode_latents, encode_blocks, load_vae
 from .bvh import PrimitiveIndex, SurfaceIndex
 from .cleanup import DECODED_SPECK_AREA, CleanupOptions, clean_surface, decimate, drop_specks
-from .contour import InputTopology, dual_contour, tidy_contour
+from .contour import InputTopology, distinct_faces, dual_contour, tidy_contour
 from .engine import ENGINES, Engine, NumbaEngine, engine_for
 from .extract import marching_cubes_sparse
 from .grid import (CHUNK_BLOCKS, SparseField, check_resolution, iso_level, resolution_for_voxel_size, unit_margin,
@@ -171,9 +171,10 @@ def _extract_direct(exact: Mesh, options: RemeshOptions, stages: Stages) -> Mesh
     n = options.resolution
 
     def contour(report: Callable[[float], None]) -> tuple[InputTopology, tuple[np.ndarray, ...]]:
-        topology = InputTopology.of(exact.vertices, exact.faces)
+        faces = distinct_faces(exact.vertices, exact.faces)  # a face twice would cancel itself out
+        topology = InputTopology.of(exact.vertices, faces)
         report(0.2)
-        return topology, dual_contour(exact.vertices, exact.faces, n, topology)
+        return topology, dual_contour(exact.vertices, faces, n, topology)
 
     topology, (out_vertices, out_faces, source, quad_id) = stages.run("extract", contour)
     if len(out_faces) == 0:  # both sides of every part cross the same grid edges

@@ -342,3 +342,25 @@ def test_vae_style_remesh_of_a_punctured_field_is_closed(monkeypatch):
     assert border == 0 and edge_pieces(faces) == 1
     radius = np.linalg.norm(vertices - vertices.mean(axis=0), axis=1)
     assert radius.std() / radius.mean() < 0.05  # one sphere, not a sphere and a shell inside it
+
+
+@pytest.mark.parametrize("copies", ["same winding", "opposite winding", "some faces"])
+def test_faces_given_twice_are_one_sheet_of_material(copies):
+    """Double-sided exports repeat every face (either winding); by parity two copies would cancel
+    and the surface vanish ("empty surface" on a chair hundreds of voxels across). One copy counts."""
+    box = trimesh.creation.box((1.0, 0.7, 0.5))
+    v, f = np.asarray(box.vertices), np.asarray(box.faces)
+    extra = {"same winding": f, "opposite winding": f[:, ::-1], "some faces": f[:5]}[copies]
+    once = remesh(Mesh(v, f), RemeshOptions(resolution=64)).mesh
+    twice = remesh(Mesh(v, np.concatenate([f, extra])), RemeshOptions(resolution=64)).mesh
+    np.testing.assert_array_equal(twice.faces, once.faces)
+    np.testing.assert_array_equal(twice.vertices, once.vertices)
+    # a double-sided sheet with its vertices split per side (as exporters write it): one open layer
+    grid = trimesh.creation.box((1.0, 1.0, 0.0001))
+    sheet_v = np.asarray(grid.vertices)[:, :2]
+    sheet = trimesh.Trimesh(np.c_[sheet_v, np.zeros(len(sheet_v))], np.asarray(grid.faces)[np.asarray(grid.face_normals)[:, 2] > 0.5])
+    back = np.asarray(sheet.faces)[:, ::-1] + len(sheet.vertices)
+    both = Mesh(np.concatenate([sheet.vertices, sheet.vertices]), np.concatenate([sheet.faces, back]))
+    out = remesh(both, RemeshOptions(resolution=64)).mesh
+    loops = trimesh.Trimesh(out.vertices, out.faces, process=False).outline().entities
+    assert len(loops) == 1
