@@ -22,7 +22,7 @@ Protocol (docs/training.md, "The decoder A/B"):
   (20,000 uniform samples), and the mean absolute error over the iso band (true value < 0.5, two
   voxels: ``backend.train.band_error``), in normalised units.
 
-Prints the table; writes OUT/ab.json and bench/results/decoder_ab.md.
+Prints the table; writes OUT/ab.json and bench/results/decoder_ab.md (``--table`` names another).
 """
 
 from __future__ import annotations
@@ -128,6 +128,7 @@ def main() -> int:
     parser.add_argument("--val-shapes", type=int, default=6)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--score-only", action="store_true")
+    parser.add_argument("--table", default="decoder_ab", help="name of the table under bench/results (default decoder_ab)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.score_only:
@@ -153,7 +154,7 @@ def main() -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     (args.out / "ab.json").write_text(json.dumps(results, indent=1, default=str))
-    (RESULTS / "decoder_ab.md").write_text(text)
+    (RESULTS / f"{args.table}.md").write_text(text)
     return 0
 
 
