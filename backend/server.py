@@ -270,7 +270,7 @@ def compute_remesh(job: Job, progress: Progress, should_cancel: Callable[[], boo
             arrays["colors"] = np.ascontiguousarray(out_colors, dtype="<f4")
     data = {"resolution": result.resolution, "mode": mode, "num_blocks": result.num_blocks,
             "num_vertices": result.mesh.num_vertices, "num_faces": result.mesh.num_faces, "quads": result.mesh.num_quads,
-            "timings": {k: round(v, 6) for k, v in timings.items()}}
+            "timings": {k: round(v, 6) for k, v in timings.items()}, "warnings": list(result.warnings)}
     return data, arrays
 
 

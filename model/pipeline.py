@@ -13,6 +13,7 @@ for both (:func:`extract_surface`).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -35,6 +36,7 @@ from .ublocks import iter_chunks, pad_average
 from .udf_contour import field_contour
 
 MODES = ("direct", "vae")
+log = logging.getLogger("log3d.pipeline")
 
 
 FIELD_EXTRACTIONS = ("shell", "dual")
@@ -100,6 +102,7 @@ class RemeshResult:
     timings: dict[str, float] = field(default_factory=dict)
     num_blocks: int = 0  # active UBlocks; 0 where no field was made (direct mode, default clean-up)
     peak_gpu_bytes: int | None = None  # peak allocated CUDA memory of the run (torch engine on CUDA)
+    warnings: list[str] = field(default_factory=list)  # what the run did other than asked (a fallback)
 
 
 def grid_for(mesh: Mesh, resolution: int, voxel_size: float | None = None) -> tuple[int, Normalization]:
@@ -208,14 +211,16 @@ def _contours(exact: Mesh | None, options: RemeshOptions) -> bool:
 
 
 def extract_surface(field_: SparseField | None, exact: Mesh | None, options: RemeshOptions,
-                    stages: Stages) -> Mesh:
+                    stages: Stages, contour: bool = True) -> Mesh:
     """The surface in voxel coordinates, decimated if asked, on the host whichever engine made the
     field: the input contoured when it is known (``exact``, voxel coordinates) and every clean-up
     step is on (:func:`_extract_direct`: the field's ε-surface of an open sheet is a slab that no cut
     splits cleanly; quads where flat), otherwise the field's ε-surface with the steps that are on (a
     decoded field, ``--raw``, ``--keep-slabs``; triangles: marching cubes makes no quads).
-    Decimation returns triangles: quadric decimation collapses the edges of triangles."""
-    if _contours(exact, options):
+    Decimation returns triangles: quadric decimation collapses the edges of triangles.
+    ``contour=False``: the field's ε-surface even where the input could be contoured (the fallback
+    of direct mode, :func:`_remesh_direct`)."""
+    if contour and _contours(exact, options):
         assert exact is not None
         surface = _extract_direct(exact, options, stages)
     elif exact is None and options.field_extraction == "dual" and options.cleanup.full:
@@ -286,26 +291,43 @@ def decode_to_mesh(latents: Latents, normalization: Normalization, options: Reme
     return Mesh(normalization.from_unit(voxel_to_unit(surface.vertices, n)), surface.faces, surface.num_quads)
 
 
-def _remesh_direct(mesh: Mesh, options: RemeshOptions, stages: Stages, engine: Engine) -> tuple[Mesh, int]:
+def _remesh_direct(mesh: Mesh, options: RemeshOptions, stages: Stages, engine: Engine) -> tuple[Mesh, int, list[str]]:
     """Direct mode: the exact field is never encoded, so Pad-Average of its padded blocks would give
     it back unchanged (up to float rounding) and is not run. With every clean-up step on the surface
-    is the input contoured on the grid, which reads no field, so none is made. Returns the mesh and
-    the number of active UBlocks (0 where no field was made)."""
+    is the input contoured on the grid, which reads no field, so none is made — unless the contour
+    comes back empty (every part thinner than a voxel cancels out by parity): then the exact field's
+    ε-surface with the same clean-up is used instead, which keeps such parts as one layer, and a
+    warning says so. Returns the mesh, the number of active UBlocks (0 where no field was made) and
+    the warnings."""
     n, normalization = grid_for(mesh, options.resolution, options.voxel_size)
     options = dataclasses.replace(options, resolution=n)
     unit_vertices = normalization.to_unit(mesh.vertices)
     exact = Mesh(vertices=unit_to_voxel(unit_vertices, n), faces=mesh.faces)
-    host_field, num_blocks = None, 0
-    if not _contours(exact, options):
+
+    def exact_field() -> tuple[SparseField, int]:
         with engine.session():
             field_ = stages.run("udf", lambda report: engine.udf(unit_vertices, mesh.faces, n, report))
-            num_blocks = int(engine.active_coords(field_).shape[0])
-            if num_blocks == 0:
+            count = int(engine.active_coords(field_).shape[0])
+            if count == 0:
                 raise MeshError("the mesh produced no active UBlocks")
-            host_field = field_.to_host()
-            del field_
-    surface = extract_surface(host_field, exact, options, stages)
-    return Mesh(normalization.from_unit(voxel_to_unit(surface.vertices, n)), surface.faces, surface.num_quads), num_blocks
+            return field_.to_host(), count
+
+    host_field, num_blocks, warnings = None, 0, []
+    if not _contours(exact, options):
+        host_field, num_blocks = exact_field()
+    try:
+        surface = extract_surface(host_field, exact, options, stages)
+    except MeshError:
+        if not _contours(exact, options):
+            raise
+        warnings.append(f"the contour at N={n} is empty (every part of the mesh is thinner than a voxel, so its two "
+                        "sides cancel): the exact field's ε-surface was used instead, thin parts as one layer; a "
+                        "higher resolution contours them")
+        log.warning(warnings[-1])
+        host_field, num_blocks = exact_field()
+        surface = extract_surface(host_field, exact, options, stages, contour=False)
+    return (Mesh(normalization.from_unit(voxel_to_unit(surface.vertices, n)), surface.faces, surface.num_quads),
+            num_blocks, warnings)
 
 
 def remesh(mesh: Mesh, options: RemeshOptions | None = None, progress: ProgressCallback | None = None,
@@ -328,10 +350,11 @@ def remesh(mesh: Mesh, options: RemeshOptions | None = None, progress: ProgressC
         latents, normalization = encode_mesh(mesh, options, vae=network, stages=stages, engine=engine)
         out = decode_to_mesh(latents, normalization, options, vae=network, stages=stages, engine=engine)
         num_blocks = int(latents.coords.shape[0])
+        warnings: list[str] = []
     else:
-        out, num_blocks = _remesh_direct(mesh, options, stages, engine)
+        out, num_blocks, warnings = _remesh_direct(mesh, options, stages, engine)
     return RemeshResult(mesh=out, resolution=resolution, timings=stages.timings, num_blocks=num_blocks,
-                        peak_gpu_bytes=engine.peak_bytes())
+                        peak_gpu_bytes=engine.peak_bytes(), warnings=warnings)
 
 
 __all__ = ["Cancelled", "MODES", "POLYGONS", "ModeUnavailable", "RemeshOptions", "RemeshResult", "decode_to_mesh", "encode_mesh",

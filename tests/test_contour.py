@@ -14,7 +14,7 @@ from model.contour import InputTopology, contour, dual_contour, weld
 from model.edges import edge_valence, half_edge_groups
 from model.extract import marching_cubes_sparse
 from model.grid import iso_level, unit_margin, unit_to_voxel
-from model.mesh import Mesh, MeshError, fit_unit_cube, load_mesh
+from model.mesh import Mesh, fit_unit_cube, load_mesh
 from model.pipeline import RemeshOptions, mesh_to_field, remesh
 from model.shell import ShellOptions, flood_outside, outer_shell_field
 from tests.conftest import as_mesh
@@ -78,15 +78,14 @@ def test_closed_input_gives_a_closed_surface_of_the_same_area(shape):
     assert point_triangle_distance(out_v[::7], vertices[faces]).max() < 0.3
 
 
-def test_a_shape_thinner_than_a_voxel_everywhere_is_a_clear_error():
+def test_a_shape_thinner_than_a_voxel_everywhere_has_no_contour():
     """Both sides of a 0.2-voxel plate cross the same grid edges, so no edge is crossed an odd
-    number of times: no surface at this N — said as such, not an IndexError from inside."""
+    number of times: no contour at this N — empty arrays, not an IndexError from inside (direct
+    mode then falls back to the field: the test below)."""
     plate = trimesh.creation.box(extents=(1.0, 1.0, 0.003))
     vertices, faces = in_voxels(plate)
     out_v, out_f, source, _ = dual_contour(vertices, faces, N)
     assert out_v.shape == (0, 3) and out_f.shape == (0, 3) and source.shape == (0,)
-    with pytest.raises(MeshError, match="empty"):
-        remesh(as_mesh(plate), RemeshOptions(resolution=N))
 
 
 def test_two_sheets_in_one_cell_keep_their_own_vertices():
@@ -364,3 +363,19 @@ def test_faces_given_twice_are_one_sheet_of_material(copies):
     out = remesh(both, RemeshOptions(resolution=64)).mesh
     loops = trimesh.Trimesh(out.vertices, out.faces, process=False).outline().entities
     assert len(loops) == 1
+
+
+def test_a_part_thinner_than_a_voxel_falls_back_to_the_field_with_a_warning(caplog):
+    """Both sides of a plate thinner than a voxel cross the same grid edges and cancel: the contour
+    is empty. Direct mode then takes the exact field's ε-surface with the same clean-up (the plate
+    as one layer), says so in the log and in the result, and never fails where --raw would not."""
+    plate = as_mesh(trimesh.creation.box((1.0, 1.0, 0.002)))
+    with caplog.at_level("WARNING", logger="log3d.pipeline"):
+        result = remesh(plate, RemeshOptions(resolution=64))
+    assert len(result.warnings) == 1 and "thinner than a voxel" in result.warnings[0]
+    assert "ε-surface was used instead" in caplog.text
+    out = trimesh.Trimesh(result.mesh.vertices, result.mesh.faces, process=False)
+    assert abs(out.area - 1.0) < 0.05  # one layer of the plate's area (a side), not two
+    assert len(out.outline().entities) == 1 and result.num_blocks > 0
+    thick = remesh(as_mesh(trimesh.creation.box((1.0, 1.0, 0.2))), RemeshOptions(resolution=64))
+    assert thick.warnings == [] and thick.num_blocks == 0  # contoured: no field made, nothing to say
