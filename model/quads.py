@@ -24,7 +24,7 @@ MAX_QUAD_BEND_DEGREES = 20.0
 quad bent further shades and subdivides differently from the surface it stands for (Blender's own
 Tris to Quads defaults to 40°; the contour's quads bend far less: at N=256 on the bunny, spot and
 Suzanne 98–99 % of the quads that pass every other test bend by under 10°, and 20° keeps all but
-0.1–0.2 % of the faces a 90° limit would join)."""
+0.2–0.6 % of the faces a 90° limit would join)."""
 
 
 @nb.njit(cache=True, inline="always")
