@@ -70,7 +70,7 @@ def test_empty_output_is_a_clear_failure(tmp_path):
     empty = (
         "import numpy as np\n"
         "np.savez(dst, vertices=np.zeros((0, 3), np.float32), faces=np.zeros((0, 3), np.int64),"
-        " remesh_seconds=0.0, peak_rss_bytes=0, blender_version=np.array('5.0.1'))\n"
+        " remesh_seconds=0.0, peak_rss_bytes=0, blender_version=np.array('5.0.1'), num_polygons=0, num_quads=0)\n"
     )
     with pytest.raises(BlenderRemeshError, match="empty mesh.*sheets"):
         voxel_remesh(icosphere(), 0.05, python=fake_python(tmp_path, empty))
