@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .client import BackendError, Log3DClient
-from .protocol import DEFAULT_HOST, DEFAULT_PORT, ProtocolError, check_positive, check_resolution_value
+from .protocol import DEFAULT_HOST, DEFAULT_PORT, POLYGONS, ProtocolError, check_positive, check_resolution_value
 
 MESH_EXTENSIONS = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")  # as model.mesh.SUPPORTED_EXTENSIONS
 
@@ -216,9 +216,8 @@ def _wait_with_heartbeat(client: Log3DClient, job: str, config: BatchConfig, on_
 def _remesh_one(client: Log3DClient, src: Path, dst: Path, config: BatchConfig, on_progress: Any) -> None:
     """Remesh ``src`` into ``dst``: written to a hidden partial name, flushed to disk, then renamed,
     so ``dst`` is either absent or whole; the partial file never outlives a failure."""
-    from model.atomic import atomic_output
     from model import Mesh, load_mesh, save_mesh
-
+    from model.atomic import atomic_output
     from model.quad_layout import check_quad_pairs
 
     mesh = load_mesh(src)
@@ -247,8 +246,8 @@ def run_batch(config: BatchConfig) -> BatchReport:
         raise ValueError("OUT_DIR must differ from IN_DIR (outputs would be taken as inputs on a rerun)")
     if config.mode not in ("direct", "vae"):
         raise ValueError(f"unknown mode {config.mode!r}")
-    if config.polygons not in ("quads", "triangles"):
-        raise ValueError(f"unknown polygons {config.polygons!r} (choose from: quads, triangles)")
+    if config.polygons not in POLYGONS:
+        raise ValueError(f"unknown polygons {config.polygons!r} (choose from: {', '.join(POLYGONS)})")
     try:
         check_resolution_value("resolution", config.resolution)
         if config.voxel_size is not None:

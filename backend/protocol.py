@@ -311,6 +311,7 @@ class ArraySpec:
 
 
 MESH_ARRAYS = {"vertices": ArraySpec("<f4", (None, 3)), "faces": ArraySpec("<i4", (None, 3))}
+POLYGONS = ("quads", "triangles")  # what a remesh result is made of (model.pipeline.POLYGONS)
 MAX_MATERIAL_INDEX = 32767  # Blender's limit on material slots
 MAX_COLOR_CHANNELS = 64  # 16 RGBA colour attributes
 # Attributes a remesh carries over to its result (docs/protocol.md): each input face's material
@@ -337,7 +338,7 @@ REQUESTS: dict[str, RequestSpec] = {
     "hello": RequestSpec(),
     "remesh": RequestSpec(options={"resolution": check_resolution_value, "mode": _mode, "chunk_blocks": _CHUNK,
                                    "cleanup": _cleanup_map, "voxel_size": _optional(check_positive),
-                                   "polygons": _one_of("quads", "triangles")},
+                                   "polygons": _one_of(*POLYGONS)},
                           defaults={"resolution": 256, "mode": "direct", "chunk_blocks": WIRE_CHUNK_BLOCKS, "cleanup": {},
                                     "voxel_size": None, "polygons": "quads"},
                           arrays=REMESH_ARRAYS, is_job=True),

@@ -82,12 +82,6 @@ def evaluated_mesh(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph, attrib
     return EvaluatedMesh(to_world(vertices.reshape(-1, 3), world), triangles, material, colors, layers)
 
 
-def evaluated_triangles(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`evaluated_mesh`'s vertices and triangles."""
-    evaluated = evaluated_mesh(obj, depsgraph)
-    return evaluated.vertices, evaluated.faces
-
-
 def to_world(local: np.ndarray, matrix_world: np.ndarray) -> np.ndarray:
     """Object-space points to world space (float32 out, float64 arithmetic)."""
     m = np.asarray(matrix_world, dtype=np.float64)

@@ -11,11 +11,10 @@ Values: the truncated UDF divided by the truncation distance τ = 4/N, so 1.0 me
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any
-
-import math
 
 import numpy as np
 
@@ -65,12 +64,18 @@ def unit_margin(resolution: int) -> float:
     return (TRUNCATION_VOXELS + 1.0) / resolution
 
 
+def check_voxel_size(voxel_size: object) -> float:
+    """Accept a voxel size that is a finite number > 0; raise a clear error otherwise."""
+    if not (isinstance(voxel_size, (int, float, np.floating)) and math.isfinite(voxel_size) and voxel_size > 0):
+        raise ResolutionError(f"voxel size must be a positive number, got {voxel_size!r}")
+    return float(voxel_size)
+
+
 def resolution_for_voxel_size(extent: float, voxel_size: float) -> int:
     """The smallest N (a multiple of 8, at least 64) whose grid holds an object ``extent`` across at
     ``voxel_size`` (same units) with the margin :func:`unit_margin` keeps; raises a clear error past
     2048 or for a size that is not a positive number."""
-    if not (isinstance(voxel_size, (int, float, np.floating)) and math.isfinite(voxel_size) and voxel_size > 0):
-        raise ResolutionError(f"voxel size must be a positive number, got {voxel_size!r}")
+    voxel_size = check_voxel_size(voxel_size)
     margin_voxels = 2.0 * (TRUNCATION_VOXELS + 1.0)
     needed = extent / voxel_size + margin_voxels
     n = max(MIN_RESOLUTION, BLOCK_SIZE * math.ceil(needed / BLOCK_SIZE - 1e-9))

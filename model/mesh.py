@@ -167,17 +167,23 @@ def save_mesh(mesh: Mesh, path: str | os.PathLike[str]) -> None:
     trimesh.Trimesh(vertices=mesh.vertices, faces=mesh.faces, process=False).export(str(file_path))
 
 
-def fit_unit_cube(vertices: np.ndarray, margin: float = 0.0) -> Normalization:
-    """The transform that centres the bounding box and scales its longest side to ``1 - 2*margin``,
-    so the points land in ``[-0.5 + margin, 0.5 - margin]³``."""
-    if not 0.0 <= margin < 0.5:
-        raise ValueError(f"margin must be in [0, 0.5), got {margin}")
+def bounding_box(vertices: np.ndarray) -> tuple[np.ndarray, float]:
+    """The centre of the points' bounding box and its longest side; a clear error when that is 0."""
     pts = np.asarray(vertices, dtype=np.float64)
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     extent = float((hi - lo).max())
     if extent <= 0.0:
         raise MeshError("cannot normalise a mesh with zero extent")
-    return Normalization(center=(lo + hi) / 2.0, scale=(1.0 - 2.0 * margin) / extent)
+    return (lo + hi) / 2.0, extent
+
+
+def fit_unit_cube(vertices: np.ndarray, margin: float = 0.0) -> Normalization:
+    """The transform that centres the bounding box and scales its longest side to ``1 - 2*margin``,
+    so the points land in ``[-0.5 + margin, 0.5 - margin]³``."""
+    if not 0.0 <= margin < 0.5:
+        raise ValueError(f"margin must be in [0, 0.5), got {margin}")
+    center, extent = bounding_box(vertices)
+    return Normalization(center=center, scale=(1.0 - 2.0 * margin) / extent)
 
 
 def used_vertices(mesh: Mesh) -> np.ndarray:

@@ -25,9 +25,9 @@ from .cleanup import DECODED_SPECK_AREA, CleanupOptions, clean_surface, decimate
 from .contour import InputTopology, distinct_faces, dual_contour, tidy_contour
 from .engine import ENGINES, Engine, NumbaEngine, engine_for
 from .extract import marching_cubes_sparse
-from .grid import (CHUNK_BLOCKS, SparseField, check_resolution, iso_level, resolution_for_voxel_size, unit_margin,
-                   unit_to_voxel, voxel_to_unit)
-from .mesh import Mesh, MeshError, Normalization, fit_unit_cube, used_vertices, validate_arrays
+from .grid import (CHUNK_BLOCKS, SparseField, check_resolution, check_voxel_size, iso_level, resolution_for_voxel_size,
+                   unit_margin, unit_to_voxel, voxel_to_unit)
+from .mesh import Mesh, MeshError, Normalization, bounding_box, fit_unit_cube, used_vertices, validate_arrays
 from .quads import pair_quads
 from .shell import outer_shell_field
 from .geometry import compact
@@ -80,7 +80,7 @@ class RemeshOptions:
         if self.voxel_size is None:
             check_resolution(self.resolution)
         else:
-            resolution_for_voxel_size(0.0, self.voxel_size)  # a positive, finite number
+            check_voxel_size(self.voxel_size)
         if self.polygons not in POLYGONS:
             raise ValueError(f"unknown polygons '{self.polygons}' (choose from: {', '.join(POLYGONS)})")
         self.cleanup.validate()
@@ -115,12 +115,9 @@ def grid_for(mesh: Mesh, resolution: int, voxel_size: float | None = None) -> tu
     if voxel_size is None:
         n = check_resolution(resolution)
         return n, fit_unit_cube(used, unit_margin(n))
-    lo, hi = used.min(axis=0), used.max(axis=0)
-    extent = float((hi - lo).max())
-    if extent <= 0.0:
-        raise MeshError("cannot normalise a mesh with zero extent")
+    center, extent = bounding_box(used)
     n = resolution_for_voxel_size(extent, voxel_size)
-    return n, Normalization(center=(lo + hi) / 2.0, scale=1.0 / (n * float(voxel_size)))
+    return n, Normalization(center=center, scale=1.0 / (n * float(voxel_size)))
 
 
 def mesh_to_field(mesh: Mesh, resolution: int, stages: Stages | None = None,
@@ -291,15 +288,15 @@ def decode_to_mesh(latents: Latents, normalization: Normalization, options: Reme
     return Mesh(normalization.from_unit(voxel_to_unit(surface.vertices, n)), surface.faces, surface.num_quads)
 
 
-def _remesh_direct(mesh: Mesh, options: RemeshOptions, stages: Stages, engine: Engine) -> tuple[Mesh, int, list[str]]:
+def _remesh_direct(mesh: Mesh, options: RemeshOptions, stages: Stages, engine: Engine,
+                   n: int, normalization: Normalization) -> tuple[Mesh, int, list[str]]:
     """Direct mode: the exact field is never encoded, so Pad-Average of its padded blocks would give
     it back unchanged (up to float rounding) and is not run. With every clean-up step on the surface
     is the input contoured on the grid, which reads no field, so none is made — unless the contour
     comes back empty (every part thinner than a voxel cancels out by parity): then the exact field's
     ε-surface with the same clean-up is used instead, which keeps such parts as one layer, and a
     warning says so. Returns the mesh, the number of active UBlocks (0 where no field was made) and
-    the warnings."""
-    n, normalization = grid_for(mesh, options.resolution, options.voxel_size)
+    the warnings. ``n``, ``normalization``: the mesh's grid (:func:`grid_for`)."""
     options = dataclasses.replace(options, resolution=n)
     unit_vertices = normalization.to_unit(mesh.vertices)
     exact = Mesh(vertices=unit_to_voxel(unit_vertices, n), faces=mesh.faces)
@@ -345,14 +342,14 @@ def remesh(mesh: Mesh, options: RemeshOptions | None = None, progress: ProgressC
     mesh = validate_arrays(mesh.vertices, mesh.faces)
     stages = Stages(progress, should_cancel, engine.sync)
     engine.reset_peak()
-    resolution = grid_for(mesh, options.resolution, options.voxel_size)[0]  # a voxel size past 2048 fails here
     if options.mode == "vae":
         latents, normalization = encode_mesh(mesh, options, vae=network, stages=stages, engine=engine)
         out = decode_to_mesh(latents, normalization, options, vae=network, stages=stages, engine=engine)
-        num_blocks = int(latents.coords.shape[0])
+        resolution, num_blocks = latents.resolution, int(latents.coords.shape[0])
         warnings: list[str] = []
     else:
-        out, num_blocks, warnings = _remesh_direct(mesh, options, stages, engine)
+        resolution, normalization = grid_for(mesh, options.resolution, options.voxel_size)
+        out, num_blocks, warnings = _remesh_direct(mesh, options, stages, engine, resolution, normalization)
     return RemeshResult(mesh=out, resolution=resolution, timings=stages.timings, num_blocks=num_blocks,
                         peak_gpu_bytes=engine.peak_bytes(), warnings=warnings)
 

@@ -35,24 +35,26 @@ def _obj(path: Path, vertices: np.ndarray, quads: np.ndarray, triangles: np.ndar
         _write_rows(out, "f ", triangles + 1, "%d")
 
 
-def _off(path: Path, vertices: np.ndarray, quads: np.ndarray, triangles: np.ndarray) -> None:
+def _counted(path: Path, header: str, vertices: np.ndarray, quads: np.ndarray, triangles: np.ndarray) -> None:
+    """OFF and ASCII PLY: ``header``, the vertices, then each face as its corner count and corners."""
     with open(path, "w", encoding="ascii") as out:
-        out.write(f"OFF\n{len(vertices)} {len(quads) + len(triangles)} 0\n")
+        out.write(header)
         _write_rows(out, "", vertices, "%.17g")
         _write_rows(out, "4 ", quads, "%d")
         _write_rows(out, "3 ", triangles, "%d")
+
+
+def _off(path: Path, vertices: np.ndarray, quads: np.ndarray, triangles: np.ndarray) -> None:
+    _counted(path, f"OFF\n{len(vertices)} {len(quads) + len(triangles)} 0\n", vertices, quads, triangles)
 
 
 def _ply(path: Path, vertices: np.ndarray, quads: np.ndarray, triangles: np.ndarray) -> None:
     """ASCII: a binary PLY whose faces differ in length is valid, but trimesh (our own reader) cannot
     read one back."""
-    with open(path, "w", encoding="ascii") as out:
-        out.write(f"ply\nformat ascii 1.0\ncomment LoG3D Studio\nelement vertex {len(vertices)}\n"
-                  "property double x\nproperty double y\nproperty double z\n"
-                  f"element face {len(quads) + len(triangles)}\nproperty list uchar int vertex_indices\nend_header\n")
-        _write_rows(out, "", vertices, "%.17g")
-        _write_rows(out, "4 ", quads, "%d")
-        _write_rows(out, "3 ", triangles, "%d")
+    header = (f"ply\nformat ascii 1.0\ncomment LoG3D Studio\nelement vertex {len(vertices)}\n"
+              "property double x\nproperty double y\nproperty double z\n"
+              f"element face {len(quads) + len(triangles)}\nproperty list uchar int vertex_indices\nend_header\n")
+    _counted(path, header, vertices, quads, triangles)
 
 
 def write_polygons(path: Path, vertices: np.ndarray, faces: np.ndarray, num_quads: int) -> None:

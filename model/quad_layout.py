@@ -13,13 +13,13 @@ import numpy as np
 
 
 def quad_corners(faces: np.ndarray, num_quads: int) -> np.ndarray:
-    """The quads [Q, 4] of a mesh stored as :func:`pair_quads` leaves it."""
+    """The quads [Q, 4] of a mesh stored as :func:`model.quads.pair_quads` leaves it."""
     pairs = np.asarray(faces)[: 2 * num_quads].reshape(num_quads, 2, 3)
     return np.concatenate([pairs[:, 0, :], pairs[:, 1, 2:]], axis=1)
 
 
 def check_quad_pairs(faces: np.ndarray, num_quads: int) -> None:
-    """Raise ValueError unless the first ``2·num_quads`` faces are quads as :func:`pair_quads` stores
+    """Raise ValueError unless the first ``2·num_quads`` faces are quads as :func:`model.quads.pair_quads` stores
     them (what a reader of the wire or of a file must be able to rely on)."""
     faces = np.asarray(faces)
     if num_quads < 0 or 2 * num_quads > len(faces):
@@ -31,9 +31,4 @@ def check_quad_pairs(faces: np.ndarray, num_quads: int) -> None:
         raise ValueError(f"quad {q}: faces {2 * q} and {2 * q + 1} are not one quad split along its first diagonal")
 
 
-def polygon_counts(num_faces: int, num_quads: int) -> tuple[int, int]:
-    """(quads, triangles) of a mesh of ``num_faces`` triangles whose first ``2·num_quads`` are quads."""
-    return num_quads, num_faces - 2 * num_quads
-
-
-__all__ = ["check_quad_pairs", "polygon_counts", "quad_corners"]
+__all__ = ["check_quad_pairs", "quad_corners"]

@@ -113,7 +113,8 @@ def _describe(obj: Any) -> dict[str, Any]:
     from blender_addon import mesh_io
 
     depsgraph = bpy.context.evaluated_depsgraph_get()
-    world, faces = mesh_io.evaluated_triangles(obj, depsgraph)
+    evaluated = mesh_io.evaluated_mesh(obj, depsgraph)
+    world = evaluated.vertices
     return {
         "name": obj.name,
         "matrix_world": [list(row) for row in obj.matrix_world],
