@@ -80,8 +80,8 @@ ON_SURFACE = 1e-3
 @dataclass
 class FieldContourOptions:
     """``band`` (voxels): the voxels nearer the surface than this are given a side (an edge is crossed
-    only between two of them). ``off_surface`` (voxels): a face whose centre the field puts farther
-    from the surface than this is not on it, and goes; so do the edge-connected pieces smaller than
+    only between two of them). ``off_surface`` (voxels): a face each of whose corners the field puts
+    farther from the surface than this is not on it, and goes; so do the edge-connected pieces smaller than
     ``min_piece`` square voxels that leaves. ``bend_tolerance``: as in :func:`model.contour.dual_contour` (a quad whose triangles pass farther
     than this from its crossing gets the crossing as a fifth vertex)."""
 
