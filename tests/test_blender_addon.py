@@ -18,7 +18,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -210,7 +210,8 @@ def scenario_no_backend(port: int) -> dict[str, Any]:
 
 
 def scenario_killed(port: int, server_pid: int) -> dict[str, Any]:
-    """The backend is killed while it remeshes the second of two objects (Box, then Torus)."""
+    """The backend is killed while it remeshes the second of two objects (Box, then Torus): in its
+    extraction, where the test's backend (``STALLING_BACKEND``) holds it."""
     import threading
 
     import bpy
@@ -228,7 +229,7 @@ def scenario_killed(port: int, server_pid: int) -> dict[str, Any]:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             progress = state.manager().progress
-            if progress is not None and progress.index == 1 and progress.stage in ("udf", "pad_average", "extract"):
+            if progress is not None and progress.index == 1 and progress.stage == "extract":  # it stalls there
                 killed["stage"] = progress.stage
                 os.kill(server_pid, signal.SIGKILL)
                 return
@@ -570,9 +571,10 @@ def wait_for_backend(port: int, process: subprocess.Popen, timeout_s: float = 60
     raise AssertionError(f"no backend on port {port} after {timeout_s} s")
 
 
-def start_backend(port: int, *extra: str, code: str | None = None, cwd: Path = REPO) -> subprocess.Popen:
-    cmd = [PYTHON, "-c", code] if code else [PYTHON, "-m", "backend.cli", "serve", "--port", str(port),
-                                             "--device", "cpu", "--quiet", *extra]
+def start_backend(port: int, *extra: str, code: str | None = None, args: Sequence[str] = (),
+                  cwd: Path = REPO) -> subprocess.Popen:
+    cmd = [PYTHON, "-c", code, *args] if code else [PYTHON, "-m", "backend.cli", "serve", "--port", str(port),
+                                                    "--device", "cpu", "--quiet", *extra]
     process = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wait_for_backend(port, process)
     return process
@@ -694,15 +696,34 @@ def test_no_backend_reports_and_changes_nothing():
     print(f"\nno backend: the operator gave up after {op['seconds']:.1f} s")
 
 
+# The real backend, whose second extraction (the second object's job) stalls once it has reported that
+# it started: the test kills it there whatever the machine's speed (a fast machine once finished the
+# second job between two looks of the watcher, and a busy one could be anywhere).
+STALLING_BACKEND = textwrap.dedent("""
+    import sys, threading
+    from model.stages import Stages
+    from backend.cli import main
+    real_run, extract_calls = Stages.run, []
+    def run(self, name, work):
+        if name == "extract":
+            extract_calls.append(name)
+            if len(extract_calls) == 2:
+                return real_run(self, name, lambda report: threading.Event().wait(600) or work(report))
+        return real_run(self, name, work)
+    Stages.run = run
+    sys.exit(main(["serve", "--port", sys.argv[1], "--device", "cpu", "--quiet"]))
+""")
+
+
 @needs_bpy
 def test_backend_killed_mid_job_keeps_what_came_back():
     port = free_port()
-    process = start_backend(port)
+    process = start_backend(port, code=STALLING_BACKEND, args=(str(port),))
     try:
         out = drive("killed", port=port, server_pid=process.pid)
     finally:
         stop_backend(process)
-    assert out["killed"], "the second job never started"
+    assert out["killed"], f"the second job never started: {out}"
     op = out["op"]
     assert op["ret"] is None and "stopped answering" in op["error"] and "'Torus'" in op["error"], op
     assert "1 finished result(s) kept" in op["error"] and not out["session"]
