@@ -99,6 +99,8 @@ class ServerConfig:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if self.progress_interval_s < 0:
             raise ValueError("progress_interval_s must be >= 0")
+        if not 0.001 <= self.handshake_timeout_s <= 60:
+            raise ValueError(f"handshake_timeout_s must be in 0.001..60 s, got {self.handshake_timeout_s:g}")
         return self
 
     @property

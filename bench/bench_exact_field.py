@@ -2,6 +2,7 @@
 field a flawless encoder-decoder would give back, against direct mode in the same run.
 
     .venv/bin/python bench/bench_exact_field.py [--resolutions 256 512] [--meshes spot.obj ...] [--samples 100000]
+        [--methods direct shell dual vae vae=runs/x/model.safetensors]
 
 Per mesh of ``../shared/meshes`` and N: the exact UDF blocks are gathered into padded UBlocks and
 Pad-Averaged (as a decode would deliver them), then extracted by each field extraction —
@@ -10,6 +11,11 @@ and set beside direct mode's result of the same mesh: CD (×1e3, outer-surface s
 the input's longest side), F1@0.001, pieces, boundary loops, edges of 3+ faces, area / input area,
 and the extraction's seconds (for direct mode: its whole pipeline). Prints a Markdown table; writes
 bench/results/exact_field.json and exact_field.md after every row.
+
+``vae`` (the shipped weights) and ``vae=PATH`` (other weights, named by the file's folder and stem)
+run VAE mode itself — encode, decode, Pad-Average and the default field extraction — so that the
+network's share of the error sits beside the extraction's: their ``CD / exact`` column divides by
+the ``shell`` row's CD, the same extraction on the exact field (issue 28's ratio).
 """
 
 from __future__ import annotations
@@ -48,23 +54,37 @@ def perfect_field(mesh: Mesh, n: int):
 def row_of(name: str, method: str, n: int, gt: Mesh, out: Mesh, seconds: float, config: MetricsConfig, inp: dict) -> dict:
     m = compute_metrics(gt, out, config)
     s = boundary_stats(out)
-    return {"mesh": name, "N": n, "method": method, "CD": m["CD"], "F1@0.001": m["F1@0.001"], "pieces": s["pieces"],
+    return {"mesh": name, "N": n, "method": method, "CD": m["CD"], "F1@0.001": m["F1@0.001"], "F1@0.01": m["F1@0.01"],
+            "pieces": s["pieces"],
             "input_pieces": inp["pieces"], "loops": s["loops"], "input_loops": inp["loops"],
             "nonmanifold_edges": s["nonmanifold_edges"], "area_ratio": surface_area(out) / surface_area(gt),
             "seconds": seconds, "faces": out.num_faces}
 
 
+def vae_weights(method: str) -> str | None:
+    """``vae`` → None (the shipped weights); ``vae=PATH`` → PATH."""
+    return method.split("=", 1)[1] if "=" in method else None
+
+
+def vae_label(method: str) -> str:
+    weights = vae_weights(method)
+    return "vae" if weights is None else f"vae:{Path(weights).parent.name}/{Path(weights).stem}"
+
+
 def table(rows: list[dict]) -> str:
-    direct = {(r["mesh"], r["N"]): r["CD"] for r in rows if r["method"] == "direct"}
-    lines = ["| mesh | N | method | CD ×1e3 | CD / direct | F1@0.001 | pieces / input | loops / input | 3+-face edges | "
-             "area / input | seconds |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    direct = {(r["mesh"], r["N"]): r["CD"] for r in rows if r["method"] == "direct" and "CD" in r}
+    exact = {(r["mesh"], r["N"]): r["CD"] for r in rows if r["method"] == "shell" and "CD" in r}
+    lines = ["| mesh | N | method | CD ×1e3 | CD / direct | CD / exact | F1@0.01 | F1@0.001 | pieces / input | loops / input | "
+             "3+-face edges | area / input | seconds |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['mesh']} | {r['N']} | {r['method']} | failed: {r['error'][:60]} |" + " |" * 7)
+            lines.append(f"| {r['mesh']} | {r['N']} | {r['method']} | failed: {r['error'][:60]} |" + " |" * 9)
             continue
-        ref = direct.get((r["mesh"], r["N"]))
+        ref, ref_exact = direct.get((r["mesh"], r["N"])), exact.get((r["mesh"], r["N"]))
         ratio = f"{r['CD'] / ref:.2f}" if ref else ""
-        lines.append(f"| {r['mesh']} | {r['N']} | {r['method']} | {1e3 * r['CD']:.4g} | {ratio} | {r['F1@0.001']:.4f} | "
+        ratio_exact = f"{r['CD'] / ref_exact:.2f}" if ref_exact and r["method"].startswith("vae") else ""
+        lines.append(f"| {r['mesh']} | {r['N']} | {r['method']} | {1e3 * r['CD']:.4g} | {ratio} | {ratio_exact} | "
+                     f"{r.get('F1@0.01', float('nan')):.4f} | {r['F1@0.001']:.4f} | "
                      f"{r['pieces']} / {r['input_pieces']} | {r['loops']} / {r['input_loops']} | {r['nonmanifold_edges']} | "
                      f"{r['area_ratio']:.3f} | {r['seconds']:.1f} |")
     return "\n".join(lines)
@@ -74,7 +94,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resolutions", nargs="+", type=int, default=[256, 512])
     parser.add_argument("--meshes", nargs="+", default=DEFAULT_MESHES)
-    parser.add_argument("--methods", nargs="+", default=["direct", "shell", "dual"])
+    parser.add_argument("--methods", nargs="+", default=["direct", "shell", "dual"],
+                        help="direct, shell, dual (extractions of the exact field), vae (shipped weights), vae=PATH")
     parser.add_argument("--samples", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=RESULTS / "exact_field.json")
     args = parser.parse_args()
@@ -88,10 +109,13 @@ def main() -> int:
             inp = boundary_stats(gt)
             field_ = normalization = None
             for method in args.methods:
+                label = vae_label(method) if method.startswith("vae") else method
                 try:
                     start = time.perf_counter()
                     if method == "direct":
                         out = remesh(gt, RemeshOptions(resolution=n)).mesh
+                    elif method.startswith("vae"):
+                        out = remesh(gt, RemeshOptions(resolution=n, mode="vae", checkpoint=vae_weights(method))).mesh
                     else:
                         if field_ is None:
                             field_, normalization = perfect_field(gt, n)
@@ -99,9 +123,9 @@ def main() -> int:
                         start = time.perf_counter()
                         surface = extract_surface(field_, None, options, Stages())
                         out = Mesh(normalization.from_unit(voxel_to_unit(surface.vertices, n)), surface.faces)
-                    rows.append(row_of(name, method, n, gt, out, time.perf_counter() - start, config, inp))
+                    rows.append(row_of(name, label, n, gt, out, time.perf_counter() - start, config, inp))
                 except Exception as exc:  # a failure is a row
-                    rows.append({"mesh": name, "N": n, "method": method, "error": f"{type(exc).__name__}: {exc}"})
+                    rows.append({"mesh": name, "N": n, "method": label, "error": f"{type(exc).__name__}: {exc}"})
                 print(table(rows).splitlines()[-1], flush=True)
                 args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
                 args.out.with_suffix(".md").write_text(

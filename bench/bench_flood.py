@@ -3,6 +3,7 @@
 held keyed clients off for about 17 s).
 
     .venv/bin/python bench/bench_flood.py [--processes 4 8] [--seconds 20] [--hard-limit 1024]
+                                          [--handshake-timeouts 1 0.25]
 
 Starts a server whose open-file limit is ``--hard-limit`` (soft and hard: the server cannot raise
 it, so the flood meets the descriptor limit the report met), then ``--processes`` flooders that
@@ -34,6 +35,8 @@ sys.path.insert(0, str(REPO))
 
 RESULTS = REPO / "bench" / "results"
 
+from backend.server import ServerConfig  # noqa: E402
+
 
 def flooder(port: int, seconds: float, opened: "mp.Value") -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -51,14 +54,15 @@ def flooder(port: int, seconds: float, opened: "mp.Value") -> None:
         s.close()
 
 
-def start_server(tmp: Path, hard_limit: int) -> tuple[subprocess.Popen, int]:
+def start_server(tmp: Path, hard_limit: int, handshake_timeout_s: float) -> tuple[subprocess.Popen, int]:
     env = {**os.environ, "LOG3D_RUNTIME_DIR": str(tmp / "runtime"), "PYTHONPATH": str(REPO)}
     log = open(tmp / "serve.log", "wb")
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard_limit, hard_limit))
 
-    proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--port", "0", "--device", "cpu"], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--port", "0", "--device", "cpu",
+                             "--handshake-timeout", str(handshake_timeout_s)], cwd=REPO,
                             env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -70,7 +74,7 @@ def start_server(tmp: Path, hard_limit: int) -> tuple[subprocess.Popen, int]:
     raise RuntimeError("the server did not start")
 
 
-def flood_once(processes: int, seconds: float, hard_limit: int) -> dict:
+def flood_once(processes: int, seconds: float, hard_limit: int, handshake_timeout_s: float) -> dict:
     """One flood of ``processes`` flooders against a fresh server; its row of the table."""
     import psutil
 
@@ -78,7 +82,7 @@ def flood_once(processes: int, seconds: float, hard_limit: int) -> dict:
 
     tmp = Path(tempfile.mkdtemp(prefix="log3d_flood_"))
     os.environ["LOG3D_RUNTIME_DIR"] = str(tmp / "runtime")
-    proc, port = start_server(tmp, hard_limit)
+    proc, port = start_server(tmp, hard_limit, handshake_timeout_s)
     server = psutil.Process(proc.pid)
     try:
         with Log3DClient(port=port, timeout_s=30) as c:
@@ -107,7 +111,7 @@ def flood_once(processes: int, seconds: float, hard_limit: int) -> dict:
         proc.terminate()
         proc.wait(30)
     lat = sorted(latencies)
-    return {"processes": processes, "seconds": round(wall, 1), "server_descriptor_limit": hard_limit,
+    return {"processes": processes, "handshake_timeout_s": handshake_timeout_s, "seconds": round(wall, 1), "server_descriptor_limit": hard_limit,
             "connections_opened": opened.value, "server_fds_max": max(fds), "hello_count": len(lat),
             "hello_median_s": round(lat[len(lat) // 2], 4), "hello_within_1s": sum(x <= 1.0 for x in lat),
             "hello_max_s": round(lat[-1], 4), "server_cpu_s": round(cpu, 2), "server_counts_last_hello": counts}
@@ -119,18 +123,20 @@ def main() -> int:
                         help="flooder counts, one flood (and one row) each (default 4 8)")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--hard-limit", type=int, default=1024)
+    parser.add_argument("--handshake-timeouts", type=float, nargs="+", default=[ServerConfig.handshake_timeout_s],
+                        help="the server's handshake timeouts to compare, one flood per timeout and flooder count")
     args = parser.parse_args()
-    rows = [flood_once(p, args.seconds, args.hard_limit) for p in args.processes]
+    rows = [flood_once(p, args.seconds, args.hard_limit, t) for t in args.handshake_timeouts for p in args.processes]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    lines = [f"| {r['processes']} | {r['seconds']} | {r['connections_opened']:,} | {r['server_fds_max']} | "
+    lines = [f"| {r['handshake_timeout_s']:g} | {r['processes']} | {r['seconds']} | {r['connections_opened']:,} | {r['server_fds_max']} | "
              f"{r['hello_count']} | {r['hello_median_s']} | {r['hello_within_1s']} | {r['hello_max_s']} | {r['server_cpu_s']} |"
              for r in rows]
     text = ("# Idle-connection flood against `log3d serve` (bench/bench_flood.py)\n\n"
             f"{os.cpu_count()} cores, commit {commit}, {time.strftime('%Y-%m-%d %H:%M')}; loopback; the server's "
-            f"open-file limit {args.hard_limit} (soft = hard), handshake timeout 1 s; a keyed client's `hello` once a second.\n\n"
-            "| flooders | flood s | connections opened | server fds (max) | hellos | hello median s | hellos within 1 s | hello max s | server CPU s |\n"
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(lines) + "\n\n"
-            + "".join(f"The server's own counts at the last hello ({r['processes']} flooders): "
+            f"open-file limit {args.hard_limit} (soft = hard); a keyed client's `hello` once a second.\n\n"
+            "| handshake timeout s | flooders | flood s | connections opened | server fds (max) | hellos | hello median s | hellos within 1 s | hello max s | server CPU s |\n"
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(lines) + "\n\n"
+            + "".join(f"The server's own counts at the last hello ({r['processes']} flooders, timeout {r['handshake_timeout_s']:g} s): "
                       f"{json.dumps(r['server_counts_last_hello'])}\n" for r in rows))
     print(text)
     (RESULTS / "flood.json").write_text(json.dumps(rows, indent=1))

@@ -20,7 +20,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                           checkpoint=str(args.checkpoint) if args.checkpoint else None,
                           connection_file=args.connection_file, allow_remote=args.allow_remote,
                           runs_dir=args.runs_dir, data_roots=tuple(args.data_root),
-                          max_train_runs=args.max_train_runs).validate()
+                          max_train_runs=args.max_train_runs,
+                          handshake_timeout_s=args.handshake_timeout).validate()
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="log3d serve: %(message)s")
     server = Server(config)
@@ -48,5 +49,8 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", type=Path, action="append", default=[],
                    help="a folder train.start may read caches and --init weights from (repeatable; default: none)")
     p.add_argument("--max-train-runs", type=int, default=1, help="training runs alive at once (default 1)")
+    p.add_argument("--handshake-timeout", type=float, default=ServerConfig.handshake_timeout_s, metavar="SECONDS",
+                   help="drop a connection that has not completed the CURVE handshake by then "
+                        f"(default {ServerConfig.handshake_timeout_s:g}; see backend/handshakes.py)")
     arguments.add_quiet_argument(p, "log only warnings")
     p.set_defaults(func=_cmd_serve)
