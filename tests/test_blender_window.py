@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from tests.test_blender_addon import _load_install_py, free_port, start_backend, stop_backend
+from tests.test_blender_addon import STALLING_BACKEND, _load_install_py, free_port, start_backend, stop_backend
 from tests.window_harness import (BLENDER, ONE_CORE, REPO, available, make_runtime, run_window,  # noqa: F401
                                   step)
 
@@ -111,7 +111,7 @@ def test_esc_cancels_the_running_job_and_changes_nothing(runtime, backend, tmp_p
 def test_backend_killed_mid_job_keeps_what_came_back(runtime, tmp_path, monkeypatch):
     backend_env(runtime, monkeypatch)
     port = free_port()
-    process = start_backend(port)
+    process = start_backend(port, code=STALLING_BACKEND, args=(str(port),))  # Suzanne's job holds until killed
     try:
         result = run_window(runtime, "killed", tmp_path, port=port, resolution=512, subdivide=2,
                             backend_pid=process.pid)

@@ -342,7 +342,8 @@ RESULT_JOB: dict[str, RunJob] = {}
 
 
 def scenario_killed() -> list[Step]:
-    """Remesh All (Cube, then Suzanne); the backend is killed once the first result is in."""
+    """Remesh All (Cube, then Suzanne); the backend is killed once the first result is in (the
+    test's backend holds the second job in its extraction, so it cannot finish first)."""
     killed: list[bool] = []
 
     def kill_after_first(job: RunJob) -> None:
