@@ -1038,7 +1038,27 @@ def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.nda
     on_border[out_faces[owner[border_half], corner[border_half]]] = True
     on_border[out_faces[owner[border_half], (corner[border_half] + 1) % 3]] = True
     report(0.5)
-    return (*compact(snap_boundary(out_vertices, on_border, index), out_faces[kept]), kept)
+    snapped = snap_boundary(out_vertices, on_border, index)
+    kept = kept[~flat_ears(snapped, out_faces[kept])]
+    return (*compact(snapped, out_faces[kept]), kept)
+
+
+def flat_ears(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Per face, whether it is a flat ear: no area, with a corner that no other face uses. Snapping
+    puts boundary vertices on the input's boundary curve; where that curve runs along a grid line,
+    the two ends of a boundary triangle's edge can land on one point, and such a triangle is a fold
+    of zero width in the boundary (two coincident vertices, welded into an edge of three faces).
+    Dropping it leaves the boundary along its third edge: the same curve, one corner fewer."""
+    if len(faces) == 0:
+        return np.zeros(0, dtype=bool)
+    area = face_normals_and_areas(vertices, faces)[1]
+    flat = np.flatnonzero(area <= 1e-12)
+    ears = np.zeros(len(faces), dtype=bool)
+    if len(flat) == 0:
+        return ears
+    uses = np.bincount(faces.ravel(), minlength=len(vertices))
+    ears[flat] = (uses[faces[flat]] == 1).any(axis=1)
+    return ears
 
 
 def contour(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
@@ -1048,5 +1068,5 @@ def contour(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> tuple[n
     return tidy_contour(out_vertices, out_faces, source, topology)[:2]
 
 
-__all__ = ["InputTopology", "collapse_zero_edges", "contour", "detach_at_boundary", "distinct_faces", "drop_crumbs", "dual_contour",
+__all__ = ["InputTopology", "collapse_zero_edges", "contour", "detach_at_boundary", "distinct_faces", "drop_crumbs", "dual_contour", "flat_ears",
            "grid_crossings", "odd_edges", "snap_boundary", "tidy_contour", "trim_fragments", "weld"]

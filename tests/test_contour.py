@@ -191,6 +191,22 @@ def test_open_sheets_keep_their_boundary_loops_and_length():
         assert PrimitiveIndex(topology.welded_vertices, topology.boundary).distance(out_v[on_border]).max() < 1e-9
 
 
+def test_a_sheet_at_45_degrees_whose_rim_runs_along_a_grid_line_stays_one_loop():
+    """A 45° sheet through voxel centres, its vertical rims on grid lines (CAD's common case): the
+    snapped boundary once folded onto itself there (two boundary vertices at one point, a triangle
+    of no area between them), which read as two loops and edges of three faces once welded."""
+    c = N / 2 - 0.5
+    lo = np.array([c - 3.5, c - 11.5, c - 7.5])
+    side, height = 11.0, 14.0
+    vertices = np.array([lo, lo + [side, side, 0], lo + [side, side, height], lo + [0, 0, height]])
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    out_v, out_f = contour(vertices, faces, N)
+    welded_v, welded_f = weld(out_v, out_f)
+    assert edge_valence(len(welded_v), welded_f)[1].max() == 2
+    assert loops_and_border(out_v, out_f)[0] == 1 and edge_pieces(out_f) == 1
+    assert abs(area(out_v, out_f) / area(vertices, faces) - 1.0) < 0.03
+
+
 def test_a_fin_on_a_sheet_stays_joined():
     """A T-junction (three faces on one edge) is a three-face edge of the output, not a tear: one
     piece, and only the input's own loops (the square's outline and the fin's free edge)."""
