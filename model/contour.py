@@ -763,6 +763,31 @@ class InputTopology:
     def junction_index(self) -> PrimitiveIndex | None:
         return PrimitiveIndex(self.welded_vertices, self.junctions) if len(self.junctions) else None
 
+    def boundary_corners(self) -> np.ndarray:
+        """The points [K, 3] where the input's boundary turns by more than :data:`CORNER_TURN`, or
+        meets itself (three or more boundary edges at a vertex), and no other such point lies within
+        :data:`CORNER_SPACING`: the corners that an output boundary on the N³ grid can follow."""
+        if len(self.boundary) == 0:
+            return np.empty((0, 3))
+        ends = np.concatenate([self.boundary, self.boundary[:, ::-1]])
+        ends = ends[np.argsort(ends[:, 0], kind="stable")]
+        vertex, start, count = np.unique(ends[:, 0], return_index=True, return_counts=True)
+        corner = count != 2
+        two = np.flatnonzero(count == 2)
+        p = self.welded_vertices[vertex[two]]
+        d_in = p - self.welded_vertices[ends[start[two], 1]]
+        d_out = self.welded_vertices[ends[start[two] + 1, 1]] - p
+        norms = np.linalg.norm(d_in, axis=1) * np.linalg.norm(d_out, axis=1)
+        cos = np.einsum("ij,ij->i", d_in, d_out) / np.where(norms > 0, norms, 1.0)
+        corner[two] = (norms > 0) & (cos < np.cos(CORNER_TURN))
+        points = self.welded_vertices[vertex[corner]]
+        if len(points) < 2:
+            return points
+        from scipy.spatial import cKDTree
+
+        crowded = np.array([len(near) > 1 for near in cKDTree(points).query_ball_point(points, CORNER_SPACING)])
+        return points[~crowded]
+
 
 DETACH_DISTANCE = 1.5
 """An output edge shared by three faces within this many voxels of the input's boundary is a sheet
@@ -777,6 +802,17 @@ CRUMB_RATIO = 0.01
 
 SNAP_DISTANCE = 2.0
 """Output boundary vertices are put onto the input's boundary when it is at most this far (voxels)."""
+
+CORNER_DISTANCE = 1.0
+"""Voxels: a corner of the input's boundary takes the nearest output boundary vertex this close (see
+:func:`snap_boundary`)."""
+
+CORNER_TURN = np.deg2rad(30.0)
+"""The input's boundary turns by more than this at a corner (see :meth:`InputTopology.boundary_corners`)."""
+
+CORNER_SPACING = 2.0
+"""Voxels: a corner with another within this distance is not one the grid can show (a jagged scan
+rim, a fine curve): it is left to the nearest-point snap."""
 
 
 def _fins(vertices: np.ndarray, faces: np.ndarray, near: np.ndarray, groups=None):
@@ -884,21 +920,60 @@ def detach_at_boundary(vertices: np.ndarray, faces: np.ndarray, near: np.ndarray
     return out_vertices, out_faces, alive, (owner, corner, first, size)
 
 
-def snap_boundary(vertices: np.ndarray, on_border: np.ndarray, boundary: PrimitiveIndex | None) -> np.ndarray:
-    """Put the output's boundary vertices (``on_border``) onto the input's boundary curve (nearest
-    point) when it is within :data:`SNAP_DISTANCE`."""
+def snap_boundary(vertices: np.ndarray, on_border: np.ndarray, boundary: PrimitiveIndex | None,
+                  border_edges: np.ndarray | None = None, corners: np.ndarray | None = None) -> np.ndarray:
+    """Put the output's boundary vertices (``on_border``) onto the input's boundary curve when it is
+    at most :data:`SNAP_DISTANCE` away, in three passes.
+
+    1. Each vertex onto its nearest point of the curve. At a corner of the input's boundary several
+       vertices find the same nearest point: the nearest of them takes it, the others wait
+       (coincident vertices would be a crack of zero width).
+    2. ``corners`` (points where the input's boundary turns, :meth:`InputTopology.boundary_corners`):
+       each takes the nearest boundary vertex within :data:`CORNER_DISTANCE`. The vertices of the
+       cells around a corner sit half a voxel inside the material (the crossings are all on one
+       side), and their nearest points lie on the two sides of the corner, never at it: the corner
+       was cut off, which on a sheet a few voxels wide is several percent of its area.
+    3. A vertex that waited goes to the point of the curve nearest the midpoint of its two
+       neighbours along the output's boundary (``border_edges`` [E, 2]), so that it lies between
+       them on the curve rather than folding back onto a taken point.
+    """
     border = np.flatnonzero(on_border)
     if boundary is None or len(border) == 0:
         return vertices
     out = vertices.copy()
     dist, _, closest = boundary.closest_points(vertices[border], SNAP_DISTANCE)
     close = np.flatnonzero(dist <= SNAP_DISTANCE)
-    # at a corner of the input's boundary several vertices find the same nearest point: the nearest
-    # of them takes it, the others stay (coincident vertices would be a crack of zero width)
     order = close[np.lexsort((dist[close], *closest[close].T[::-1]))]
     first = np.concatenate([[True], np.any(closest[order][1:] != closest[order][:-1], axis=1)])
     taken = order[first]
     out[border[taken]] = closest[taken]
+    waiting = np.zeros(len(vertices), dtype=bool)
+    waiting[border[order[~first]]] = True
+    if corners is not None and len(corners):
+        from scipy.spatial import cKDTree
+
+        tree = cKDTree(out[border])
+        dist_c, nearest = tree.query(corners, distance_upper_bound=CORNER_DISTANCE)
+        found = np.flatnonzero(np.isfinite(dist_c))
+        used: set[int] = set()
+        for c in found[np.argsort(dist_c[found], kind="stable")].tolist():
+            v = int(border[nearest[c]])
+            if v not in used:
+                used.add(v)
+                out[v] = corners[c]
+                waiting[v] = False
+    if border_edges is not None and waiting.any():
+        ends = np.concatenate([border_edges, border_edges[:, ::-1]])
+        ends = ends[waiting[ends[:, 0]]]
+        ends = ends[np.argsort(ends[:, 0], kind="stable")]
+        vertex, start, count = np.unique(ends[:, 0], return_index=True, return_counts=True)
+        two = count == 2  # a vertex where the boundary pinches has more: it stays
+        vertex, start = vertex[two], start[two]
+        if len(vertex):
+            midpoint = 0.5 * (out[ends[start, 1]] + out[ends[start + 1, 1]])
+            dist_m, _, target = boundary.closest_points(midpoint, SNAP_DISTANCE)
+            ok = np.linalg.norm(target - vertices[vertex], axis=1) <= SNAP_DISTANCE
+            out[vertex[ok]] = target[ok]
     return out
 
 
@@ -1038,7 +1113,9 @@ def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.nda
     on_border[out_faces[owner[border_half], corner[border_half]]] = True
     on_border[out_faces[owner[border_half], (corner[border_half] + 1) % 3]] = True
     report(0.5)
-    snapped = snap_boundary(out_vertices, on_border, index)
+    border_edges = np.stack([out_faces[owner[border_half], corner[border_half]],
+                             out_faces[owner[border_half], (corner[border_half] + 1) % 3]], axis=1)
+    snapped = snap_boundary(out_vertices, on_border, index, border_edges, topology.boundary_corners())
     kept = kept[~flat_ears(snapped, out_faces[kept])]
     return (*compact(snapped, out_faces[kept]), kept)
 

@@ -207,6 +207,20 @@ def test_a_sheet_at_45_degrees_whose_rim_runs_along_a_grid_line_stays_one_loop()
     assert abs(area(out_v, out_f) / area(vertices, faces) - 1.0) < 0.03
 
 
+def test_a_small_sheet_keeps_its_corners_and_its_area():
+    """A 10 × 8 voxel sheet off the grid by a third of a voxel: the cells around each corner have
+    their vertices half a voxel inside, whose nearest points lie beside the corner, never at it —
+    the corners were cut off (3 % of the area). Each corner now takes the nearest boundary vertex."""
+    c = N / 2 - 0.5
+    lo = np.array([c - 17 / 3, c - 20 / 3, c - 11 / 3])
+    vertices = np.array([lo, lo + [0, 10, 0], lo + [0, 10, 8], lo + [0, 0, 8]])
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    out_v, out_f = contour(vertices, faces, N)
+    assert abs(area(out_v, out_f) / 80.0 - 1.0) < 0.002
+    assert np.linalg.norm(out_v[:, None, :] - vertices[None], axis=2).min(axis=0).max() < 1e-9  # every corner
+    assert loops_and_border(out_v, out_f)[0] == 1 and edge_pieces(out_f) == 1
+
+
 def test_a_fin_on_a_sheet_stays_joined():
     """A T-junction (three faces on one edge) is a three-face edge of the output, not a tear: one
     piece, and only the input's own loops (the square's outline and the fin's free edge)."""
