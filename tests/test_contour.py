@@ -221,6 +221,21 @@ def test_a_small_sheet_keeps_its_corners_and_its_area():
     assert loops_and_border(out_v, out_f)[0] == 1 and edge_pieces(out_f) == 1
 
 
+def test_a_coarse_triangle_keeps_its_tips():
+    """One triangle of 67 square voxels with a 27° tip: near the tip it is narrower than a voxel and
+    crosses no grid edge, so no cell there has a vertex; an ear from the nearest boundary edge to
+    the tip gives the area back (it was 4.6 % short) and every corner is a vertex."""
+    c = N / 2 - 0.5
+    vertices = c + np.array([[3.25, -5.5, 8.0], [-13.0, -8.75, 8.0], [-12.75, -10.25, 0.0]])
+    faces = np.array([[0, 1, 2]])
+    out_v, out_f = contour(vertices, faces, N)
+    assert abs(area(out_v, out_f) / area(vertices, faces) - 1.0) < 0.005
+    assert np.linalg.norm(out_v[:, None, :] - vertices[None], axis=2).min(axis=0).max() < 1e-9
+    assert loops_and_border(out_v, out_f)[0] == 1 and edge_pieces(out_f) == 1
+    normals = trimesh.Trimesh(out_v, out_f, process=False).face_normals
+    assert ((normals @ normals[0]) > 0.999).all()  # one flat sheet, no face folded back
+
+
 def test_a_fin_on_a_sheet_stays_joined():
     """A T-junction (three faces on one edge) is a three-face edge of the output, not a tear: one
     piece, and only the input's own loops (the square's outline and the fin's free edge)."""
