@@ -813,12 +813,16 @@ CORNER_TURN = np.deg2rad(30.0)
 FLAT_EAR_ROUNDS = 8
 """Rounds of :func:`flat_ears` at most (a flat strip along a straight rim is peeled one face a round)."""
 
-EAR_REACH = 4.0
-"""Voxels: a corner of the input's boundary that no output vertex reached is joined to an output
-boundary edge whose ends are both this close (see :func:`corner_ears`)."""
+EAR_REACH = 6.0
+"""Voxels: output boundary vertices farther than this from the input's rim are not in a gap that
+:func:`fill_rim_gaps` closes."""
 
-EAR_AGREEMENT = 0.5
-"""Cosine: an ear turns at least this much the same way as the face it continues."""
+FLAT_TURN = 1e-3
+"""Voxels²: a corner of a gap that turns the wrong way by less than this is flat (see :func:`_ear_clip`)."""
+
+GAP_EDGES = 6
+"""Output boundary edges at most in a gap that :func:`fill_rim_gaps` closes."""
+
 
 CORNER_SPACING = 2.0
 """Voxels: a corner with another within this distance is not one the grid can show (a jagged scan
@@ -1126,28 +1130,32 @@ def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.nda
     border_edges = np.stack([out_faces[owner[border_half], corner[border_half]],
                              out_faces[owner[border_half], (corner[border_half] + 1) % 3]], axis=1)
     corners = topology.boundary_corners()
-    snapped = snap_boundary(out_vertices, on_border, index, border_edges, corners)
+    snapped = unfold(out_vertices, snap_boundary(out_vertices, on_border, index, border_edges, corners), out_faces[kept])
     for _ in range(FLAT_EAR_ROUNDS):  # dropping one can make the next of a flat strip an ear
         ears = flat_ears(snapped, out_faces[kept])
         if not ears.any():
             break
         kept = kept[~ears]
     vertices, faces = compact(snapped, out_faces[kept])
-    vertices, faces, ears = corner_ears(vertices, faces, corners)
-    return vertices, faces, np.concatenate([kept, np.full(ears, -1, dtype=kept.dtype)])
+    vertices, faces, fills = fill_rim_gaps(vertices, faces, index, corners)
+    return vertices, faces, np.concatenate([kept, np.full(fills, -1, dtype=kept.dtype)])
 
 
-def corner_ears(vertices: np.ndarray, faces: np.ndarray, corners: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """A triangle from each corner of the input's boundary that no output vertex reached to the
-    output boundary edge nearest it (within :data:`EAR_REACH`): the tip of a sheet narrower than a
-    voxel crosses no grid edge, so no cell there has a vertex, and a 25° tip of a coarse triangle
-    lost 2–5 % of its area. The ear turns the same way as the face it continues (never folded back
-    over it); an edge takes one ear. Returns the vertices (the corners appended), the faces (the
-    ears appended) and the number of ears."""
-    if len(corners) == 0 or len(faces) == 0:
+def fill_rim_gaps(vertices: np.ndarray, faces: np.ndarray, boundary: PrimitiveIndex,
+                  corners: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Triangles that close the gaps between the output's boundary and the input's rim. Every
+    boundary vertex is meant to lie on the rim, but near a corner of a coarse sheet some cannot:
+    the tip narrower than a voxel crosses no grid edge, so no cell there has a vertex (a 25° tip of
+    a coarse triangle lost 2–5 % of its area), and a vertex that lost its snap point (two vertices
+    wanting one point, a move undone by :func:`unfold`) leaves a run of boundary edges off the
+    rim. A gap is a run of at most :data:`GAP_EDGES` output boundary edges from one vertex on the
+    rim to the next, closed along the rim — through the corner between them where the two lie on
+    the two sides of one of ``corners`` that no vertex has reached. It is triangulated by ear
+    clipping in the plane of the faces beside it, the triangles turning as those faces do; a gap
+    that is not a simple polygon there is left open. Returns the vertices (reached corners
+    appended), the faces (the fills appended) and the number of faces added."""
+    if len(faces) == 0:
         return vertices, faces, 0
-    from scipy.spatial import cKDTree
-
     owner, corner, first, size = half_edge_groups(faces)
     border = first[size == 1]
     a = faces[owner[border], corner[border]]
@@ -1155,36 +1163,164 @@ def corner_ears(vertices: np.ndarray, faces: np.ndarray, corners: np.ndarray) ->
     ends = np.unique(np.concatenate([a, b]))
     if len(ends) == 0:
         return vertices, faces, 0
-    tree = cKDTree(vertices[ends])
-    reached = cKDTree(vertices).query(corners)[0] <= 1e-9
-    normals = face_normals_and_areas(vertices, faces)[0][owner[border]]
-    new_vertices, new_faces, used = [], [], set()
-    for c in np.flatnonzero(~reached).tolist():
-        point = corners[c]
-        near = ends[tree.query_ball_point(point, EAR_REACH)]
-        if len(near) < 2:
+    distance = np.full(len(vertices), np.inf)
+    segment = np.full(len(vertices), -1, dtype=np.int64)
+    distance[ends], segment[ends] = boundary.query(vertices[ends], EAR_REACH)
+    on_rim = distance <= 1e-7
+    free_corner: dict[int, int] = {}  # welded input vertex → its row in corners, for corners no output vertex reached
+    if len(corners):
+        from scipy.spatial import cKDTree
+
+        unreached = np.flatnonzero(cKDTree(vertices).query(corners)[0] > 1e-9)
+        if len(unreached):
+            rows = cKDTree(boundary.vertices).query(corners[unreached])[1]
+            free_corner = {int(r): int(c) for r, c in zip(rows.tolist(), unreached.tolist())}
+    seg_ends = boundary.elements
+
+    def shared_corner(s1: int, s2: int) -> int:
+        """The unreached corner where boundary segments s1 and s2 meet, or -1."""
+        if s1 < 0 or s2 < 0 or s1 == s2:
+            return -1
+        common = set(seg_ends[s1].tolist()) & set(seg_ends[s2].tolist())
+        return next((free_corner[v] for v in common if v in free_corner), -1)
+
+    leaving = on_rim[a] & ~on_rim[b]
+    if free_corner:
+        both = np.flatnonzero(on_rim[a] & on_rim[b] & (segment[a] != segment[b]))
+        leaving[both[[shared_corner(int(segment[a[e]]), int(segment[b[e]])) >= 0 for e in both.tolist()]]] = True
+    starts = np.flatnonzero(leaving)
+    if len(starts) == 0:
+        return vertices, faces, 0
+    successors = np.bincount(a, minlength=len(vertices))
+    following = np.full(len(vertices), -1, dtype=np.int64)
+    single = successors[a] == 1  # where the boundary pinches, a vertex has two ways on: left alone
+    following[a[single]] = np.flatnonzero(single)
+    keys = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    keys = np.unique(keys[:, 0] * len(vertices) + keys[:, 1])  # the mesh's edges, to look a diagonal up
+
+    def new_edge(i: int, j: int) -> bool:
+        if i < 0 or j < 0:  # a corner, not yet a vertex
+            return True
+        key = min(i, j) * len(vertices) + max(i, j)
+        at = np.searchsorted(keys, key)
+        return not (at < len(keys) and keys[at] == key)
+
+    unit, areas = face_normals_and_areas(vertices, faces)
+    normals = (unit * areas[:, None])[owner[border]]  # by area: a sliver beside a gap may face any way
+    new_vertices: list[np.ndarray] = []
+    new_faces: list[tuple[int, int, int]] = []
+    used_corners: set[int] = set()
+    for e in starts.tolist():
+        run = [e]
+        while not on_rim[b[run[-1]]] and following[b[run[-1]]] >= 0 and len(run) <= GAP_EDGES:
+            run.append(int(following[b[run[-1]]]))
+        if not on_rim[b[run[-1]]] or len(run) > GAP_EDGES:
             continue
-        candidates = np.flatnonzero(np.isin(a, near) & np.isin(b, near))
-        best, best_cost = -1, np.inf
-        for e in candidates.tolist():
-            if e in used:
-                continue
-            pa, pb = vertices[a[e]], vertices[b[e]]
-            turn = np.cross(pa - pb, point - pb)  # the ear (b, a, corner)
-            length = np.linalg.norm(turn)
-            if length <= 1e-12 or np.dot(turn / length, normals[e]) < EAR_AGREEMENT:
-                continue
-            cost = np.linalg.norm(pa - point) + np.linalg.norm(pb - point)
-            if cost < best_cost:
-                best, best_cost = e, cost
-        if best >= 0:
-            used.add(best)
-            new_faces.append((b[best], a[best], len(vertices) + len(new_vertices)))
-            new_vertices.append(point)
+        chain = [int(a[run[0]])] + [int(b[k]) for k in run]  # rim, off the rim..., rim
+        ids = chain[::-1]  # the gap turns against the run: the faces beside it hold its edges reversed
+        c = shared_corner(int(segment[chain[0]]), int(segment[chain[-1]]))
+        points = [vertices[i] for i in ids]
+        if c >= 0 and c not in used_corners:
+            ids.append(-1 - c)  # a corner, made a vertex only if the gap is filled
+            points.append(corners[c])
+        if len(ids) < 3:
+            continue
+        normal = normals[run].sum(axis=0)
+        triangles = _ear_clip(np.array(points), normal)
+        if triangles is None:
+            continue
+        inner = {(min(ids[p], ids[q]), max(ids[p], ids[q])) for t in triangles for p, q in ((t[0], t[1]), (t[1], t[2]), (t[2], t[0]))
+                 if (q - p) % len(ids) not in (1, len(ids) - 1)}  # the diagonals the triangulation draws
+        inner.add((min(ids[0], ids[-1]), max(ids[0], ids[-1])))  # and the side along the rim
+        if not all(new_edge(i, j) for i, j in inner):  # one already an edge of the mesh: a third face on it
+            continue
+        apex = {}
+        for i in ids:
+            if i < 0:
+                apex[i] = len(vertices) + len(new_vertices)
+                new_vertices.append(corners[-1 - i])
+                used_corners.add(-1 - i)
+        index_of = [apex.get(i, i) for i in ids]
+        new_faces.extend((index_of[p], index_of[q], index_of[r]) for p, q, r in triangles)
     if not new_faces:
         return vertices, faces, 0
-    return (np.concatenate([vertices, np.array(new_vertices)]), np.concatenate([faces, np.array(new_faces, dtype=faces.dtype)]),
-            len(new_faces))
+    out_vertices = np.concatenate([vertices, np.array(new_vertices).reshape(-1, 3)])
+    return out_vertices, np.concatenate([faces, np.array(new_faces, dtype=faces.dtype)]), len(new_faces)
+
+
+def _ear_clip(points: np.ndarray, normal: np.ndarray) -> list[tuple[int, int, int]] | None:
+    """Triangles (indices into ``points``) of the polygon ``points`` seen along ``normal``, turning
+    counter-clockwise about it; None if it does not turn that way or is not simple in that view."""
+    length = np.linalg.norm(normal)
+    if length <= 1e-12:
+        return None
+    n = normal / length
+    u = np.cross(n, [1.0, 0.0, 0.0] if abs(n[0]) < 0.9 else [0.0, 1.0, 0.0])
+    u /= np.linalg.norm(u)
+    w = np.cross(n, u)
+    xy = np.stack([points @ u, points @ w], axis=1)
+    signed = 0.5 * np.sum(xy[:, 0] * np.roll(xy[:, 1], -1) - np.roll(xy[:, 0], -1) * xy[:, 1])
+    if signed <= 1e-12:
+        return None
+
+    def turn(p: int, q: int, r: int) -> float:
+        return (xy[q, 0] - xy[p, 0]) * (xy[r, 1] - xy[p, 1]) - (xy[q, 1] - xy[p, 1]) * (xy[r, 0] - xy[p, 0])
+
+    def ear(k: int, least: float) -> bool:
+        p, q, r = left[k - 1], left[k], left[(k + 1) % len(left)]
+        if turn(p, q, r) <= least:
+            return False
+        return not any(turn(p, q, t) > 0 and turn(q, r, t) > 0 and turn(r, p, t) > 0 for t in left if t not in (p, q, r))
+
+    left = list(range(len(points)))
+    out = []
+    while len(left) > 3:
+        # a proper ear first; else one of no area (a run that went back on itself by a hair, where
+        # unfold moved a vertex part of the way)
+        k = next((k for k in range(len(left)) if ear(k, 1e-12)), None)
+        if k is None:
+            k = next((k for k in range(len(left)) if ear(k, -FLAT_TURN)), None)
+        if k is None:
+            return None
+        out.append((left[k - 1], left[k], left[(k + 1) % len(left)]))
+        left.pop(k)
+    if turn(*left) <= -FLAT_TURN:
+        return None
+    out.append(tuple(left))
+    return out
+
+def unfold(before: np.ndarray, after: np.ndarray, faces: np.ndarray, rounds: int = 8) -> np.ndarray:
+    """``after`` (moved vertices) with the moves undone that turned a face over: near the tip of a
+    coarse sheet, two boundary vertices snapped onto the two sides of the tip can cross, and their
+    triangles fold back over their neighbours (a 41-voxel² triangle came back with 4 faces folded
+    and 4 % more area). Of a face whose normal reverses, the corner that moved farthest goes half
+    way back, round after round (in the last, all the way); undoing a move can turn a neighbour.
+    The check after the last round is left to the caller's tests: a face can stay turned only if
+    it was turned before the moves."""
+    moved = np.flatnonzero(np.any(before != after, axis=1))
+    if len(moved) == 0:
+        return after
+    is_moved = np.zeros(len(before), dtype=bool)
+    is_moved[moved] = True
+    touched = faces[is_moved[faces].any(axis=1)]
+    if len(touched) == 0:
+        return after
+    out = after.copy()
+
+    def cross(points: np.ndarray) -> np.ndarray:
+        tri = points[touched]
+        return np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+
+    reference = cross(before)
+    for round_ in range(rounds):
+        flipped = np.einsum("ij,ij->i", reference, cross(out)) < 0
+        if not flipped.any():
+            break
+        tri = touched[flipped]
+        moves = np.linalg.norm(out[tri] - before[tri], axis=2)  # per corner: how far it is from where it was
+        far = np.unique(tri[np.arange(len(tri)), moves.argmax(axis=1)])  # the corner that moved farthest
+        out[far] = 0.5 * (before[far] + out[far]) if round_ < rounds - 1 else before[far]  # half way back; at last all
+    return out
 
 
 def flat_ears(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -1212,5 +1348,5 @@ def contour(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> tuple[n
     return tidy_contour(out_vertices, out_faces, source, topology)[:2]
 
 
-__all__ = ["InputTopology", "collapse_zero_edges", "contour", "detach_at_boundary", "distinct_faces", "drop_crumbs", "dual_contour", "corner_ears", "flat_ears",
+__all__ = ["InputTopology", "collapse_zero_edges", "contour", "detach_at_boundary", "distinct_faces", "drop_crumbs", "dual_contour", "fill_rim_gaps", "flat_ears", "unfold",
            "grid_crossings", "odd_edges", "snap_boundary", "tidy_contour", "trim_fragments", "weld"]
