@@ -869,7 +869,14 @@ def test_panel_draws_and_a_pumped_remesh(backend):
         assert f"prop:{name}" in d["idle"]
     assert "operator:log3d.remesh_selected" in d["idle"] and "operator:log3d.remesh_all" in d["idle"]
     assert "label:Backend connected" in d["connected"] and "label:Device: cpu" in d["connected"]
-    assert "label:Model: small (7.4M, cpu)" in d["connected"]  # the shipped weights, loaded by default
+    from model.autoencode import DEFAULT_CHECKPOINT
+    from model.checkpoint import read_metadata
+    from model.vae import load_model
+
+    # the shipped weights, loaded by default
+    parameters = sum(p.numel() for p in load_model(DEFAULT_CHECKPOINT, "cpu").parameters())
+    preset = read_metadata(DEFAULT_CHECKPOINT)["preset"]
+    assert f"label:Model: {preset} ({parameters / 1e6:.1f}M, cpu)" in d["connected"], d["connected"]
     assert "operator:log3d.backend_stop" in d["connected"]
     assert "label:something went wrong" in d["connected"] and "label:second line" in d["connected"]
     assert out["status"]["connected"] and out["status"]["endpoint"] == f"tcp://127.0.0.1:{backend}"
