@@ -823,7 +823,6 @@ FLAT_TURN = 1e-3
 GAP_EDGES = 6
 """Output boundary edges at most in a gap that :func:`fill_rim_gaps` closes."""
 
-
 CORNER_SPACING = 2.0
 """Voxels: a corner with another within this distance is not one the grid can show (a jagged scan
 rim, a fine curve): it is left to the nearest-point snap."""
@@ -985,7 +984,7 @@ def snap_boundary(vertices: np.ndarray, on_border: np.ndarray, boundary: Primiti
         vertex, start = vertex[two], start[two]
         if len(vertex):
             midpoint = 0.5 * (out[ends[start, 1]] + out[ends[start + 1, 1]])
-            dist_m, _, target = boundary.closest_points(midpoint, SNAP_DISTANCE)
+            _, _, target = boundary.closest_points(midpoint, SNAP_DISTANCE)
             ok = np.linalg.norm(target - vertices[vertex], axis=1) <= SNAP_DISTANCE
             out[vertex[ok]] = target[ok]
     return out
@@ -1091,8 +1090,9 @@ def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.nda
     coordinates): detached where a sheet's boundary touches another sheet, without junction
     fragments and crumbs, boundary vertices on the input's boundary, its corners kept. Returns the
     vertices, the faces and, per face, its index among ``out_faces`` (faces keep their order;
-    per-face data follows by indexing with it), or −1 for an ear added at a corner (appended last). ``progress`` is called between steps (the pipeline's reporter also checks for
-    cancellation there)."""
+    per-face data follows by indexing with it), or −1 for a face that closes a gap at the rim
+    (:func:`fill_rim_gaps`, appended last). ``progress`` is called between steps (the pipeline's
+    reporter also checks for cancellation there)."""
     report = progress or (lambda fraction: None)
     if len(out_faces) == 0:
         return out_vertices, out_faces, np.empty(0, dtype=np.int64)
@@ -1195,8 +1195,13 @@ def fill_rim_gaps(vertices: np.ndarray, faces: np.ndarray, boundary: PrimitiveIn
     following = np.full(len(vertices), -1, dtype=np.int64)
     single = successors[a] == 1  # where the boundary pinches, a vertex has two ways on: left alone
     following[a[single]] = np.flatnonzero(single)
-    keys = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
-    keys = np.unique(keys[:, 0] * len(vertices) + keys[:, 1])  # the mesh's edges, to look a diagonal up
+    # the edges between two boundary vertices, to look a diagonal up: only faces at the boundary
+    # can hold one, so the rest of the mesh (millions of faces at N=1024) is not sorted
+    is_end = np.zeros(len(vertices), dtype=bool)
+    is_end[ends] = True
+    rim_faces = faces[is_end[faces].sum(axis=1) >= 2]
+    keys = np.sort(np.concatenate([rim_faces[:, [0, 1]], rim_faces[:, [1, 2]], rim_faces[:, [2, 0]]]), axis=1)
+    keys = np.unique(keys[:, 0] * len(vertices) + keys[:, 1])
 
     def new_edge(i: int, j: int) -> bool:
         if i < 0 or j < 0:  # a corner, not yet a vertex
@@ -1288,6 +1293,7 @@ def _ear_clip(points: np.ndarray, normal: np.ndarray) -> list[tuple[int, int, in
         return None
     out.append(tuple(left))
     return out
+
 
 def unfold(before: np.ndarray, after: np.ndarray, faces: np.ndarray, rounds: int = 8) -> np.ndarray:
     """``after`` (moved vertices) with the moves undone that turned a face over: near the tip of a

@@ -185,7 +185,7 @@ def _extract_direct(exact: Mesh, options: RemeshOptions, stages: Stages) -> Mesh
         vertices, faces, kept = tidy_contour(out_vertices, out_faces, source, topology, report)
         if options.polygons != "quads" or len(faces) == 0:
             return Mesh(vertices, faces)
-        paired, num_quads = pair_quads(vertices, faces, np.where(kept >= 0, quad_id[kept], -1))  # an ear (−1) pairs with none
+        paired, num_quads = pair_quads(vertices, faces, np.where(kept >= 0, quad_id[kept], -1))  # a gap fill (−1) pairs with none
         return Mesh(vertices, paired, num_quads)
 
     return stages.run("cleanup", tidy)
