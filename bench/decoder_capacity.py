@@ -32,9 +32,10 @@ from model.vae import LocalDecoder, count_parameters, preset  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 
+TOKEN = {"dec_stem": 1, "dec_channels": (128, 64, 32, 16, 8), "dec_scales": (1, 2, 2, 2, 2)}  # the 1³ start
 DESIGNS: dict[str, dict] = {
-    "token (today: 1³ token, nearest)": {},
-    "token + shuffle": {"dec_upsample": "shuffle"},
+    "token (the previous small preset: 1³ token, nearest)": {**TOKEN, "dec_upsample": "nearest"},
+    "token + shuffle": {**TOKEN, "dec_upsample": "shuffle"},
     "grid4 + shuffle 64,24,8": {"dec_stem": 4, "dec_upsample": "shuffle", "dec_channels": (64, 24, 8), "dec_scales": (1, 2, 2)},
     "grid4 + nearest 64,24,8": {"dec_stem": 4, "dec_upsample": "nearest", "dec_channels": (64, 24, 8), "dec_scales": (1, 2, 2)},
     "grid4 + shuffle 64,32,16": {"dec_stem": 4, "dec_upsample": "shuffle", "dec_channels": (64, 32, 16), "dec_scales": (1, 2, 2)},

@@ -12,7 +12,8 @@ set -euo pipefail
 cache=${1:?cache folder}; out=${2:?output folder}; init=${3:-model/weights/log3d-vae.safetensors}
 log3d=${LOG3D:-.venv/bin/log3d}
 common=(--data "$cache" --preset small --init "$init" --max-steps 850 --threads 1 --val-every 60 --val-shapes 6
-        --val-sampling uniform --save-every 60 --mixed-precision no --seed 3)
+        --val-sampling uniform --save-every 60 --mixed-precision no --seed 3
+        --objective huber --surface-band 0.5 --slope-weight 0)  # the weighted Huber of that A/B, not the preset's recipe
 "$log3d" train "${common[@]}" --out "$out/ab-plain" --surface-weight 0 > "$out/ab-plain.log" 2>&1 &
 "$log3d" train "${common[@]}" --out "$out/ab-surface" --surface-weight 4 > "$out/ab-surface.log" 2>&1 &
 wait

@@ -171,8 +171,9 @@ PRESETS: dict[str, VAEConfig] = {
     # the text read literally (one conv, ``replace(block_convs=1)``) gives 51.0M (docs/network.md).
     "paper": VAEConfig(block_convs=2),
     # For CPU users: half width and depth; the 12³-resolution encoder convs (most of the FLOPs)
-    # are 4x thinner, the decoder's channels halved. ~9 s per 1,000-block training step on 2 idle-ish
-    # cores (docs/network.md).
+    # are 4x thinner. The local decoder projects the token to a learned 4³ grid (64, 24, 8
+    # channels, two nearest upsamplings to 16³): it won the equal-compute A/B against the 1³ start
+    # and is what the shipped weights use (issue 28; docs/training.md, "The decoder A/B").
     "small": VAEConfig(
         name="small",
         dim=128,
@@ -180,7 +181,10 @@ PRESETS: dict[str, VAEConfig] = {
         enc_depth=4,
         dec_depth=4,
         enc_channels=(8, 16, 32, 128),
-        dec_channels=(128, 64, 32, 16, 8),
+        dec_channels=(64, 24, 8),
+        dec_scales=(1, 2, 2),
+        dec_stem=4,
+        dec_upsample="nearest",
         chunk_size=512,
     ),
     # For tests: every code path, almost no arithmetic.

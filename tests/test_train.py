@@ -315,6 +315,13 @@ def test_cli_run_dir_alias_and_defaults() -> None:
     assert paper.resolved().lr == 5e-5 and paper.resolved().lr_schedule == "constant"
     assert paper.resolved().surface_weight == 0.0 and paper.resolved().warmup_steps == 0
     assert cfg.resolved().lr == RECIPES["small"]["lr"] and cfg.resolved().lr_schedule == "cosine"
+    # small: the surface objective that trained the shipped weights (issue 28); paper: its Huber
+    small = cfg.resolved()
+    assert (small.objective, small.surface_delta, small.surface_band, small.slope_weight) == ("surface", 0.01, 0.75, 0.5)
+    assert (paper.resolved().objective, paper.resolved().surface_delta, paper.resolved().slope_weight) == ("huber", 0.02, 0.0)
+    huber = config_from_args(build_parser().parse_args(["train", "--data", "c", "--out", "r", "--objective", "huber",
+                                                        "--surface-delta", "0.05"])).resolved()
+    assert (huber.objective, huber.surface_delta, huber.slope_weight) == ("huber", 0.05, 0.5)
     explicit = config_from_args(build_parser().parse_args(["train", "--data", "c", "--out", "r", "--lr", "1e-3",
                                                            "--surface-weight", "0"]))
     assert explicit.resolved().lr == 1e-3 and explicit.resolved().surface_weight == 0.0

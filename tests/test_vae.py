@@ -216,6 +216,19 @@ def test_config_validation_and_presets():
         preset("huge")
 
 
+def test_the_small_preset_is_the_shipped_weights_design():
+    """Issue 28: the grid decoder won the A/B and trained the shipped weights, so a fresh `small`
+    run builds that design (the `paper` preset stays the supplementary's 1³ start)."""
+    from model.autoencode import DEFAULT_CHECKPOINT
+    from model.checkpoint import config_differences, read_metadata
+    from model.vae import RUNTIME_FIELDS
+
+    shipped = VAEConfig.from_dict(read_metadata(DEFAULT_CHECKPOINT)["config"]).to_dict()
+    assert config_differences(preset("small").to_dict(), shipped, ignore=RUNTIME_FIELDS) == {}
+    assert preset("small").dec_stem == 4 and preset("small").dec_channels == (64, 24, 8)
+    assert preset("paper").dec_stem == 1 and preset("paper").dec_channels[0] == preset("paper").dim
+
+
 def test_parameter_counts():
     counts = {name: count_parameters(LogVAE(preset(name))) for name in ("paper", "small", "tiny")}
     print("parameters:", counts)

@@ -82,8 +82,8 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--objective", choices=("huber", "surface"), default=None,
                    help="huber (the paper's Huber, optionally weighted) or surface (L1 over the iso band + slope); "
                         "default: the preset's recipe")
-    g.add_argument("--surface-delta", type=float, default=d.surface_delta,
-                   help=f"surface objective: quadratic zone of its smooth L1 (default {d.surface_delta:g})")
+    g.add_argument("--surface-delta", type=float, default=None,
+                   help="surface objective: quadratic zone of its smooth L1 (default: the preset's recipe)")
     g.add_argument("--slope-weight", type=float, default=None,
                    help="surface objective: weight of the neighbour-difference term (default: the preset's recipe)")
     g.add_argument("--max-skipped-steps", type=int, default=d.max_skipped_steps,
