@@ -42,7 +42,7 @@ import numba as nb
 import numpy as np
 
 from .bvh import PrimitiveIndex, _closest_on_triangle
-from .geometry import compact, union
+from .geometry import compact, signed_volumes, union
 from .edges import border_half_edges, half_edge_groups, slot_groups, split_groups
 from .mesh import face_normals_and_areas
 
@@ -158,21 +158,30 @@ def grid_crossings(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> 
     return tuple(np.concatenate([part[i][order] for part, order in zip(parts, orders)]) for i in range(3))
 
 
+COINCIDENT = 1e-6
+"""Crossings of one grid edge by two pieces closer than this (voxels) are the same point of two
+coincident surfaces (overlapping coplanar faces, a sheet lying on a face), not two surfaces."""
+
+
 @nb.njit(cache=True)
-def _odd_runs(k, c, p, order):
+def _odd_runs(k, c, p, w, facing, sheet, order, tolerance):
     """:func:`odd_edges`'s count over crossings sorted by (key ``k``, piece ``c``, patch ``p``): per
     key, one vote per piece that crosses it an odd number of times in some patch (the middle crossing
-    of its first such patch), and the edge is crossed when the votes are odd."""
+    of its first such patch); votes at one point (``tolerance``) are merged first — once where an
+    open piece is among them or all face one way, cancelled where closed pieces face each other — and
+    the edge is crossed when what remains is odd."""
     n = k.shape[0]
     out_key = np.empty(n, dtype=k.dtype)
     out_pick = np.empty(n, dtype=np.int64)
+    vote_at = np.empty(n)
+    vote_pick = np.empty(n, dtype=np.int64)
     m = 0
     i = 0
     while i < n:
         j = i
         while j < n and k[j] == k[i]:
             j += 1
-        votes, first_pick = 0, -1
+        votes = 0
         a = i
         while a < j:  # one piece
             b = a
@@ -184,13 +193,40 @@ def _odd_runs(k, c, p, order):
                 while y < b and p[y] == p[x]:
                     y += 1
                 if (y - x) % 2 == 1:
+                    pick = x + (y - x) // 2
+                    # insertion by position along the edge (a handful of votes at most)
+                    v = votes
+                    while v > 0 and vote_at[v - 1] > w[pick]:
+                        vote_at[v] = vote_at[v - 1]
+                        vote_pick[v] = vote_pick[v - 1]
+                        v -= 1
+                    vote_at[v] = w[pick]
+                    vote_pick[v] = pick
                     votes += 1
-                    if first_pick < 0:
-                        first_pick = x + (y - x) // 2
                     break
                 x = y
             a = b
-        if votes % 2 == 1:
+        crossed, first_pick = 0, -1
+        g = 0
+        while g < votes:  # one point: votes within tolerance of each other
+            h = g + 1
+            while h < votes and vote_at[h] - vote_at[h - 1] <= tolerance:
+                h += 1
+            any_sheet, up, down = False, False, False
+            for v in range(g, h):
+                q = vote_pick[v]
+                any_sheet = any_sheet or sheet[q]
+                if facing[q] < 0:
+                    down = True
+                else:
+                    up = True
+            counts = 1 if any_sheet else (1 if up != down else 0)
+            if counts == 1:
+                crossed += 1
+                if first_pick < 0:
+                    first_pick = vote_pick[g]
+            g = h
+        if crossed % 2 == 1:
             out_key[m] = k[i]
             out_pick[m] = order[first_pick]
             m += 1
@@ -198,18 +234,153 @@ def _odd_runs(k, c, p, order):
     return out_key[:m], out_pick[:m]
 
 
-def odd_edges(keys: np.ndarray, patch: np.ndarray, piece: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@nb.njit(cache=True)
+def _union_sweep(line, w, piece, weight, tolerance, out_keep, out_free):
+    """:func:`union_crossings`'s sweep over the crossings of closed pieces sorted by (grid line,
+    position): per line, each piece's parity (inside it or not) and the running sum ``W`` of the
+    weights of the pieces one is inside. Crossings at one point (``tolerance``) are one step: it is
+    kept (its first crossing) when ``W > 0`` changes across it. ``out_free[q]`` is set when a
+    crossing of piece q lies outside every other piece (for the first pass, which finds cavities:
+    the pieces that never are)."""
+    n = line.shape[0]
+    inside = np.zeros(weight.shape[0], dtype=np.bool_)
+    touched = np.empty(n, dtype=np.int64)
+    i = 0
+    while i < n:
+        j = i
+        while j < n and line[j] == line[i]:
+            j += 1
+        total, count = 0, 0
+        g = i
+        while g < j:
+            h = g + 1
+            while h < j and w[h] - w[h - 1] <= tolerance:
+                h += 1
+            before = total
+            for x in range(g, h):
+                q = piece[x]
+                own = weight[q] if inside[q] else 0
+                if before - own <= 0:
+                    out_free[q] = True
+            for x in range(g, h):
+                q = piece[x]
+                if inside[q]:
+                    total -= weight[q]
+                else:
+                    total += weight[q]
+                    touched[count] = q
+                    count += 1
+                inside[q] = not inside[q]
+            if (before > 0) != (total > 0):
+                out_keep[g] = True
+            g = h
+        for t in range(count):
+            inside[touched[t]] = False
+        i = j
+
+
+@nb.njit(parallel=True, cache=True)
+def _line_order(keys, m):
+    """Per edge key: its grid line's id and a key that sorts by line, then along it (the axis's
+    coordinate moved to the least significant place)."""
+    n = keys.shape[0]
+    line = np.empty(n, dtype=np.int64)
+    along = np.empty(n, dtype=np.int64)
+    mmm = m * m * m
+    for e in nb.prange(n):
+        a = keys[e] // mmm
+        node = keys[e] - a * mmm
+        x, y, z = node // (m * m), (node // m) % m, node % m
+        if a == 0:
+            line[e] = a * mmm + (y * m + z) * m
+            along[e] = line[e] + x
+        elif a == 1:
+            line[e] = a * mmm + (x * m + z) * m
+            along[e] = line[e] + y
+        else:
+            line[e] = a * mmm + (x * m + y) * m
+            along[e] = line[e] + z
+    return line, along
+
+
+@nb.njit(cache=True)
+def _sort_runs_by(sorted_keys, value, order):
+    """Within each run of equal ``sorted_keys``, reorder ``order`` (in place) by ``value[order]``:
+    the few crossings of one grid edge, by position."""
+    n = sorted_keys.shape[0]
+    i = 0
+    while i < n:
+        j = i + 1
+        while j < n and sorted_keys[j] == sorted_keys[i]:
+            j += 1
+        for x in range(i + 1, j):
+            item = order[x]
+            y = x
+            while y > i and value[order[y - 1]] > value[item]:
+                order[y] = order[y - 1]
+                y -= 1
+            order[y] = item
+        i = j
+
+
+def union_crossings(keys: np.ndarray, where: np.ndarray, piece: np.ndarray, closed_piece: np.ndarray,
+                    volume: np.ndarray, m: int, tolerance: float = COINCIDENT) -> np.ndarray:
+    """Which crossings to keep so that closed pieces contour as the boundary of their union: a
+    closed body through another (a character's eyes in its head, parts of an assembly that
+    interpenetrate) loses the walls inside the other, a body inside another body is absorbed, and
+    two bodies sharing a face's plane from one side keep it once — as Blender's voxel remesh and
+    every slicer read solids. A closed piece inside another whose normals point inwards (negative
+    ``volume``) is a cavity and stays one. Inside-ness is each piece's own parity along the grid
+    line, so a body with flipped or inconsistent winding is still a body. Open pieces (sheets) are
+    kept as they are: they have no inside. ``keys``, ``where``, ``piece`` per crossing (grid order);
+    ``closed_piece`` and ``volume`` per piece."""
+    keep = np.ones(len(keys), dtype=bool)
+    closed = closed_piece[piece]
+    present = np.zeros(len(closed_piece), dtype=bool)
+    present[piece[closed]] = True
+    if int(np.count_nonzero(present)) < 2:
+        return keep  # one body (or none): nothing to unite
+    index = np.flatnonzero(closed)
+    line, position = _line_order(keys[index], m)
+    order = np.argsort(position, kind="stable")  # by line, then edge along it (radix sort: int64)
+    _sort_runs_by(position[order], where[index], order)  # then by position inside one edge
+    line, w, q = line[order], where[index][order], piece[index][order]
+    solid = np.ones(len(closed_piece), dtype=np.int64)
+    free = np.zeros(len(closed_piece), dtype=np.bool_)
+    _union_sweep(line, w, q, solid, float(tolerance), np.zeros(len(q), dtype=np.bool_), free)
+    # a piece wholly inside others with its normals inwards is a cavity: it takes away what holds it
+    weight = np.where(~free & (volume < 0), -1, 1).astype(np.int64)
+    kept = np.zeros(len(q), dtype=np.bool_)
+    _union_sweep(line, w, q, weight, float(tolerance), kept, np.zeros(len(closed_piece), dtype=np.bool_))
+    keep[index[order[~kept]]] = False
+    return keep
+
+
+def odd_edges(keys: np.ndarray, patch: np.ndarray, piece: np.ndarray, where: np.ndarray | None = None,
+              facing: np.ndarray | None = None, sheet: np.ndarray | None = None,
+              tolerance: float = COINCIDENT) -> tuple[np.ndarray, np.ndarray]:
     """(unique keys of the crossed edges, index of one crossing of each).
 
     Parity is counted per manifold patch of the input; the patches of one piece (joined at
     non-manifold edges: a fin on a body) cross an edge when any of them does, so a junction merges
     in its cell instead of cancelling; separate pieces combine by parity again, so two pieces that
-    touch (a lid on a pot) fold into each other without a tear. ``keys`` sorted; ``patch`` and
-    ``piece`` per crossing."""
+    cross or touch (a lid on a pot, two bodies through each other) fold into each other without a
+    tear. Except where two pieces cross an edge at one point (``where`` within ``tolerance``): there
+    the surfaces coincide, and one surface is kept where it is a sheet of material — an open piece
+    among them (overlapping coplanar sheets, a decal on a face) or closed pieces facing the same way
+    (bodies sharing a face's plane from one side) — while closed pieces facing each other (boxes
+    face to face) cancel: that wall is inside the union. ``keys`` sorted; ``patch``, ``piece``,
+    ``where`` (position along the edge), ``facing`` (sign of the triangle's normal along the edge)
+    and ``sheet`` (its piece is open) per crossing; without ``where``, pieces combine by parity only."""
     if len(keys) == 0:
         return keys, np.empty(0, dtype=np.int64)
+    if where is None:
+        where, tolerance = np.arange(len(keys), dtype=np.float64), -1.0  # no two votes at one point
+    facing = np.ones(len(keys), dtype=np.int8) if facing is None else np.asarray(facing, dtype=np.int8)
+    sheet = np.zeros(len(keys), dtype=np.bool_) if sheet is None else np.asarray(sheet, dtype=np.bool_)
     order = np.lexsort((patch, piece, keys))
-    return _odd_runs(keys[order], piece[order], patch[order], order)
+    return _odd_runs(keys[order], piece[order], patch[order], where[order], facing[order], sheet[order], order,
+                     float(tolerance))
 
 
 # --- dual contouring -------------------------------------------------------------------------------
@@ -593,13 +764,19 @@ def dual_contour(vertices: np.ndarray, faces: np.ndarray, resolution: int,
         return empty
     keys, where, owner = grid_crossings(vertices, faces, resolution)
     topology = topology or InputTopology.of(vertices, faces)
-    edges, pick = odd_edges(keys, topology.patch[owner], topology.piece[owner])
+    m = resolution + 1
+    face_normals = face_normals_and_areas(vertices, faces)[0]
+    facing = np.sign(face_normals[owner, keys // (m * m * m)]).astype(np.int8)  # along each crossing's edge
+    keep = union_crossings(keys, where, topology.piece[owner], ~topology.open_piece, topology.volume(vertices, faces), m)
+    if not keep.all():
+        keys, where, owner, facing = keys[keep], where[keep], owner[keep], facing[keep]
+    edges, pick = odd_edges(keys, topology.patch[owner], topology.piece[owner], where, facing,
+                            topology.open_piece[topology.piece[owner]])
     if len(edges) == 0:
         return empty
-    m = resolution + 1
     source = owner[pick]  # the input triangle crossing each edge
     axis, points = _edge_points(edges, where[pick], m)
-    normals = face_normals_and_areas(vertices, faces)[0][source]  # of the input triangle at each crossing
+    normals = face_normals[source]  # of the input triangle at each crossing
     cells, cell_of = _cells_around(edges, m)
     # one vertex per sheet of a cell, not per cell: where two sheets pass through one cell (a part
     # thinner than a voxel, two pieces touching) each keeps its own vertex, and the output's edges
@@ -741,6 +918,8 @@ class InputTopology:
     welded_vertices: np.ndarray
     boundary: np.ndarray
     junctions: np.ndarray
+    open_piece: np.ndarray
+    """Per piece: whether it has a boundary edge (a sheet, not the boundary of a solid)."""
 
     @classmethod
     def of(cls, vertices: np.ndarray, faces: np.ndarray) -> "InputTopology":
@@ -750,8 +929,14 @@ class InputTopology:
         patch = _edge_pieces(len(faces), owner, first[even], size[even], np.ones(len(faces), dtype=bool))
         piece = _edge_pieces(len(faces), owner, first, size, np.ones(len(faces), dtype=bool))
         ends = np.stack([welded[owner[first], corner[first]], welded[owner[first], (corner[first] + 1) % 3]], axis=1)
+        open_piece = np.zeros(int(piece.max()) + 1 if len(piece) else 0, dtype=bool)
+        open_piece[piece[owner[first[size == 1]]]] = True
         return cls(patch=patch, piece=piece, welded_vertices=welded_vertices, boundary=ends[size == 1],
-                   junctions=ends[size >= 3])
+                   junctions=ends[size >= 3], open_piece=open_piece)
+
+    def volume(self, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+        """Signed volume of each piece (positive: normals out; meaningful for closed pieces)."""
+        return signed_volumes(vertices, faces, self.piece, len(self.open_piece))
 
     @property
     def closed(self) -> bool:
