@@ -1317,7 +1317,7 @@ def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.nda
     corners = topology.boundary_corners()
     snapped = unfold(out_vertices, snap_boundary(out_vertices, on_border, index, border_edges, corners), out_faces[kept])
     for _ in range(FLAT_EAR_ROUNDS):  # dropping one can make the next of a flat strip an ear
-        ears = flat_ears(snapped, out_faces[kept])
+        ears = flat_ears(snapped, out_faces[kept], np.flatnonzero(on_border[out_faces[kept]].any(axis=1)))
         if not ears.any():
             break
         kept = kept[~ears]
@@ -1356,7 +1356,7 @@ def fill_rim_gaps(vertices: np.ndarray, faces: np.ndarray, boundary: PrimitiveIn
     if len(corners):
         from scipy.spatial import cKDTree
 
-        unreached = np.flatnonzero(cKDTree(vertices).query(corners)[0] > 1e-9)
+        unreached = np.flatnonzero(cKDTree(vertices[ends]).query(corners)[0] > 1e-9)  # a corner is reached on the rim
         if len(unreached):
             rows = cKDTree(boundary.vertices).query(corners[unreached])[1]
             free_corner = {int(r): int(c) for r, c in zip(rows.tolist(), unreached.tolist())}
@@ -1395,8 +1395,8 @@ def fill_rim_gaps(vertices: np.ndarray, faces: np.ndarray, boundary: PrimitiveIn
         at = np.searchsorted(keys, key)
         return not (at < len(keys) and keys[at] == key)
 
-    unit, areas = face_normals_and_areas(vertices, faces)
-    normals = (unit * areas[:, None])[owner[border]]  # by area: a sliver beside a gap may face any way
+    unit, areas = face_normals_and_areas(vertices, faces[owner[border]])  # the faces at the boundary only
+    normals = unit * areas[:, None]  # by area: a sliver beside a gap may face any way
     new_vertices: list[np.ndarray] = []
     new_faces: list[tuple[int, int, int]] = []
     used_corners: set[int] = set()
@@ -1514,16 +1514,19 @@ def unfold(before: np.ndarray, after: np.ndarray, faces: np.ndarray, rounds: int
     return out
 
 
-def flat_ears(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+def flat_ears(vertices: np.ndarray, faces: np.ndarray, candidates: np.ndarray | None = None) -> np.ndarray:
     """Per face, whether it is a flat ear: no area, with a corner that no other face uses. Snapping
     puts boundary vertices on the input's boundary curve; where that curve runs along a grid line,
     the two ends of a boundary triangle's edge can land on one point, and such a triangle is a fold
     of zero width in the boundary (two coincident vertices, welded into an edge of three faces).
-    Dropping it leaves the boundary along its third edge: the same curve, one corner fewer."""
+    Dropping it leaves the boundary along its third edge: the same curve, one corner fewer.
+    ``candidates``: the only faces that can be ears (those with a snapped corner), when known —
+    the areas of millions of faces far from any boundary need not be computed each round."""
     if len(faces) == 0:
         return np.zeros(0, dtype=bool)
-    area = face_normals_and_areas(vertices, faces)[1]
-    flat = np.flatnonzero(area <= 1e-12)
+    candidates = np.arange(len(faces)) if candidates is None else np.asarray(candidates, dtype=np.int64)
+    area = face_normals_and_areas(vertices, faces[candidates])[1]
+    flat = candidates[area <= 1e-12]
     ears = np.zeros(len(faces), dtype=bool)
     if len(flat) == 0:
         return ears
