@@ -97,6 +97,54 @@ class NumbaEngine:
         return None
 
 
+class DeferredEngine:
+    """:func:`engine_for`'s choice, made when a kernel is first needed. Direct mode's contouring
+    reads no field, so a remesh that only contours never asks — and deciding ``auto`` imports
+    torch to look for CUDA, over a second of start-up that every ``log3d remesh`` of a small mesh
+    paid for nothing. Until then there is no device work to wait for or to count."""
+
+    def __init__(self, engine: str = "auto", device: str = "auto") -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine '{engine}' (choose from: {', '.join(ENGINES)})")
+        self.choice = (engine, device)
+        self.resolved: Engine | None = None
+
+    def resolve(self) -> Engine:
+        if self.resolved is None:
+            self.resolved = engine_for(*self.choice)
+            self.resolved.reset_peak()
+        return self.resolved
+
+    def udf(self, unit_vertices: np.ndarray, faces: np.ndarray, resolution: int, report: Report) -> SparseField:
+        return self.resolve().udf(unit_vertices, faces, resolution, report)
+
+    def active_coords(self, field: SparseField) -> Array:
+        return self.resolve().active_coords(field)
+
+    def all_ublocks(self, field: SparseField, chunk_blocks: int) -> UBlocks:
+        return self.resolve().all_ublocks(field, chunk_blocks)
+
+    def adopt(self, resolution: int, blocks: "torch.Tensor", coords: np.ndarray) -> UBlocks:
+        return self.resolve().adopt(resolution, blocks, coords)
+
+    def assembler(self, resolution: int, coords: Array) -> Assembler:
+        return self.resolve().assembler(resolution, coords)
+
+    def session(self) -> ContextManager[Any]:
+        return self.resolve().session()
+
+    def sync(self) -> None:
+        if self.resolved is not None:
+            self.resolved.sync()
+
+    def reset_peak(self) -> None:
+        if self.resolved is not None:
+            self.resolved.reset_peak()
+
+    def peak_bytes(self) -> int | None:
+        return None if self.resolved is None else self.resolved.peak_bytes()
+
+
 def engine_for(engine: str = "auto", device: str = "auto") -> Engine:
     """The engine a remesh runs on: ``numba`` on the CPU; ``torch`` on ``device``; ``auto`` picks
     torch when ``device`` resolves to CUDA, numba otherwise (and with ``device="cpu"`` decides
@@ -115,4 +163,4 @@ def engine_for(engine: str = "auto", device: str = "auto") -> Engine:
     return TorchEngine(resolved)
 
 
-__all__ = ["ENGINES", "Engine", "NumbaEngine", "engine_for"]
+__all__ = ["DeferredEngine", "ENGINES", "Engine", "NumbaEngine", "engine_for"]

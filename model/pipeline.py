@@ -23,7 +23,7 @@ from .autoencode import Latents, ModeUnavailable, decode_latents, encode_blocks,
 from .bvh import PrimitiveIndex, SurfaceIndex
 from .cleanup import DECODED_SPECK_AREA, CleanupOptions, clean_surface, decimate, drop_specks
 from .contour import InputTopology, distinct_faces, dual_contour, tidy_contour
-from .engine import ENGINES, Engine, NumbaEngine, engine_for
+from .engine import ENGINES, DeferredEngine, Engine, NumbaEngine, engine_for
 from .extract import marching_cubes_sparse
 from .grid import (CHUNK_BLOCKS, SparseField, check_resolution, check_voxel_size, iso_level, resolution_for_voxel_size,
                    unit_margin, unit_to_voxel, voxel_to_unit)
@@ -337,7 +337,8 @@ def remesh(mesh: Mesh, options: RemeshOptions | None = None, progress: ProgressC
     default the one ``options.engine`` and ``options.device`` pick (:func:`model.engine.engine_for`).
     """
     options = (options or RemeshOptions()).validate()
-    engine = engine or engine_for(options.engine, options.device)
+    if engine is None:  # direct mode decides at its first kernel: contouring alone needs none
+        engine = engine_for(options.engine, options.device) if options.mode == "vae" else DeferredEngine(options.engine, options.device)
     network = network_for(options, vae) if options.mode == "vae" else None  # fail before any work
     mesh = validate_arrays(mesh.vertices, mesh.faces)
     stages = Stages(progress, should_cancel, engine.sync)

@@ -142,6 +142,33 @@ def test_contoured_direct_mode_makes_no_field(engine):
     np.testing.assert_array_equal(got.mesh.faces, expected.mesh.faces)
 
 
+def test_a_contour_only_remesh_never_loads_torch(tmp_path):
+    """`log3d remesh` of a small mesh in direct mode contours the input and needs no engine, so it
+    must not import torch to decide one (a second and more of every CLI call's start-up); a remesh
+    that does need the field still gets the engine `auto` picks."""
+    import subprocess
+    import sys
+
+    source = tmp_path / "sphere.obj"
+    trimesh.creation.icosphere(subdivisions=2).export(source)
+    code = ("import sys; from backend.cli import main; "
+            f"assert main(['remesh', {str(source)!r}, {str(tmp_path / 'out.ply')!r}, '-n', '64', '-q']) == 0; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert (tmp_path / "out.ply").is_file()
+    from model.engine import DeferredEngine
+
+    deferred = DeferredEngine("auto", "auto")
+    assert deferred.peak_bytes() is None and deferred.resolved is None
+    deferred.sync()  # nothing to wait for, and still undecided
+    assert deferred.resolved is None
+    raw = remesh(as_mesh(trimesh.creation.icosphere(subdivisions=2)), RemeshOptions(resolution=N, cleanup=CleanupOptions.none()),
+                 engine=deferred)
+    assert raw.num_blocks > 0 and isinstance(deferred.resolved, type(engine_for("auto", "auto")))
+
+
 def test_float32_udf_stays_close_to_numba():
     """The CUDA configuration (float32 distances), run on the CPU: same topology, vertices within
     TOL_FLOAT32. Spot's raw ε-surface is where the float32 difference shows (~1e-4 voxel)."""
