@@ -1,7 +1,15 @@
-"""Direct LoG3D round trip vs Blender's Voxel Remesh: time per stage and peak memory.
+"""Direct LoG3D round trip vs Blender's Voxel Remesh: time per stage, the whole process, peak memory
+and the output's quality.
 
     .venv/bin/python bench/bench_pipeline.py [--meshes stanford-bunny.obj spot.obj ...]
-        [--resolutions 256 512 1024 2048] [--blender-max-resolution 1024]
+        [--resolutions 256 512 1024] [--blender-max-resolution 1024]
+
+By default every mesh of ../shared/meshes (open and small ones included) at N = 256, 512, 1024.
+``process s`` is the whole ``log3d remesh IN OUT -n N`` command as a user runs it — interpreter
+start-up, imports, kernel loading, reading, remeshing, writing — timed from outside, beside
+Blender's whole worker process (start-up, importing bpy, the operator, handing the mesh back); its output
+gives the quality columns: CD against the input (the metrics' protocol, 50,000 samples), pieces,
+boundary loops and edges of three or more faces (after welding).
 
 Every (method, mesh, N) runs in a fresh child process, so its peak resident memory is its own
 (read with wait4). Blender runs at voxel size = longest extent / N, and only its remesh operator is
@@ -25,7 +33,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MESHES = REPO.parent / "shared" / "meshes"
 RESULTS = REPO / "bench" / "results"
-DEFAULT_MESHES = ["stanford-bunny.obj", "spot.obj", "fandisk.obj"]
+MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
+
+
+def default_meshes() -> list[str]:
+    return sorted(p.name for p in SHARED_MESHES.iterdir() if p.suffix.lower() in MESH_SUFFIXES) if SHARED_MESHES.is_dir() else []
 
 
 def _child_ours(path: str, resolution: int, cleanup: str) -> dict:
@@ -93,6 +105,48 @@ def run_case(method: str, path: Path, resolution: int, timeout: float, cleanup: 
     return json.loads(out.strip().splitlines()[-1])
 
 
+def run_process(path: Path, resolution: int, out: Path, timeout: float, cleanup: str) -> dict:
+    """The whole ``log3d remesh`` command, timed from outside, and its peak memory (wait4)."""
+    cmd = [sys.executable, "-m", "backend.cli", "remesh", str(path), str(out), "-n", str(resolution), "-q"]
+    if cleanup == "raw":
+        cmd.append("--raw")
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return {"error": f"timed out after {timeout:.0f} s"}
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        return {"error": (err.strip().splitlines() or [f"exit {proc.returncode}"])[-1]}
+    return {"seconds": seconds}
+
+
+def quality(source: Path, output: Path) -> dict:
+    """CD against the input and the output's topology (welded): what the remesh did to the shape."""
+    from bench_cleanup import boundary_stats
+
+    from model.mesh import load_mesh
+    from model.metrics import MetricsConfig, compute_metrics
+
+    gt, out = load_mesh(source), load_mesh(output)
+    stats = boundary_stats(out)
+    cd = compute_metrics(gt, out, MetricsConfig(num_samples=50_000, sharp_samples=10_000))["CD"]
+    return {"CD": cd, "pieces": stats["pieces"], "loops": stats["loops"], "edges_3plus": stats["nonmanifold_edges"]}
+
+
+def input_topology(source: Path) -> dict:
+    from bench_cleanup import boundary_stats
+
+    from model.mesh import load_mesh
+
+    stats = boundary_stats(load_mesh(source))
+    return {"pieces": stats["pieces"], "loops": stats["loops"], "edges_3plus": stats["nonmanifold_edges"]}
+
+
 def child_main(method: str, path: str, resolution: int, cleanup: str) -> None:
     import resource
 
@@ -105,23 +159,33 @@ def child_main(method: str, path: str, resolution: int, cleanup: str) -> None:
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| mesh | N | LoG3D load→save s | LoG3D s | udf | ublocks | pad_avg | extract | cleanup | cores busy (extract/cleanup) | LoG3D peak MB | LoG3D faces | Blender s | Blender peak MB | Blender faces | time ratio LoG3D (load→save)/Blender |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| mesh | N | process s | LoG3D load→save s | LoG3D s | extract | cleanup | LoG3D peak MB | LoG3D faces | "
+             "Blender s | Blender process s | Blender peak MB | Blender faces | ratio (load→save) / Blender | ratio process / Blender process | "
+             "CD ×1e3 | pieces / input | loops / input | 3+-face edges / input |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    nan = float("nan")
     for r in rows:
-        o, b = r["log3d"], r.get("blender")
+        o, b, proc = r["log3d"], r.get("blender"), r.get("process", {})
+        q, i = r.get("quality", {}), r.get("input", {})
         st = o.get("stages", {})
-        cores = o.get("cores_busy", {})
-        busy = f"{cores.get('extract', float('nan')):.1f} / {cores.get('cleanup', float('nan')):.1f}"
-        ours = (f"{o.get('total_seconds', float('nan')):.2f} | {o['seconds']:.2f} | {st.get('udf', 0):.2f} | {st.get('ublocks', 0):.2f} | {st.get('pad_average', 0):.2f} | "
-                f"{st.get('extract', 0):.2f} | {st.get('cleanup', 0):.2f} | {busy} | {o['peak_rss_mb']:.0f} | {o['faces']:,}") if "error" not in o else f"error: {o['error']} | | | | | | | | |"
+        process = f"{proc['seconds']:.2f}" if "seconds" in proc else proc.get("error", "")
+        ours = (f"{o.get('total_seconds', nan):.2f} | {o['seconds']:.2f} | {st.get('extract', 0):.2f} | {st.get('cleanup', 0):.2f} | "
+                f"{o['peak_rss_mb']:.0f} | {o['faces']:,}") if "error" not in o else f"error: {o['error']} | | | | |"
         if b is None:
-            theirs = "not run | | | "
+            theirs = "not run | | | | | "
         elif "error" in b:
-            theirs = f"error: {b['error']} | | | "
+            theirs = f"error: {b['error']} | | | | | "
         else:
-            ratio = o.get("total_seconds", o.get("seconds", float("nan"))) / b["seconds"] if "error" not in o else float("nan")
-            theirs = f"{b['seconds']:.2f} | {b['peak_rss_mb']:.0f} | {b['faces']:,} | {ratio:.2f}"
-        lines.append(f"| {r['mesh']} | {r['resolution']} | {ours} | {theirs} |")
+            ratio = o.get("total_seconds", nan) / b["seconds"] if "error" not in o else nan
+            ratio_process = proc.get("seconds", nan) / b.get("total_seconds", nan)
+            theirs = (f"{b['seconds']:.2f} | {b.get('total_seconds', nan):.2f} | {b['peak_rss_mb']:.0f} | {b['faces']:,} | "
+                      f"{ratio:.2f} | {ratio_process:.2f}")
+        if "CD" in q:
+            shape = (f"{1e3 * q['CD']:.4g} | {q['pieces']} / {i.get('pieces', '?')} | {q['loops']} / {i.get('loops', '?')} | "
+                     f"{q['edges_3plus']} / {i.get('edges_3plus', '?')}")
+        else:
+            shape = f"{q.get('error', 'not measured')} | | |"
+        lines.append(f"| {r['mesh']} | {r['resolution']} | {process} | {ours} | {theirs} | {shape} |")
     return "\n".join(lines)
 
 
@@ -130,8 +194,8 @@ def main() -> int:
     parser.add_argument("--child", nargs=4, metavar=("METHOD", "PATH", "N", "CLEANUP"), help=argparse.SUPPRESS)
     parser.add_argument("--cleanup", choices=("default", "raw"), default="default",
                         help="LoG3D with its default clean-up, or the seed's raw ε-surface")
-    parser.add_argument("--meshes", nargs="+", default=DEFAULT_MESHES, help="file names in ../shared/meshes (or paths)")
-    parser.add_argument("--resolutions", nargs="+", type=int, default=[256, 512, 1024, 2048])
+    parser.add_argument("--meshes", nargs="+", default=None, help="file names in ../shared/meshes (or paths); default: all of them")
+    parser.add_argument("--resolutions", nargs="+", type=int, default=[256, 512, 1024])
     parser.add_argument("--blender-max-resolution", type=int, default=1024,
                         help="skip Blender above this N (its 2048³ runs take minutes per mesh)")
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per case")
@@ -141,17 +205,29 @@ def main() -> int:
         child_main(args.child[0], args.child[1], int(args.child[2]), args.child[3])
         return 0
 
+    import tempfile
+
+    sys.path.insert(0, str(REPO / "bench"))
     run_case("log3d", REPO / "examples" / "spot.obj", 64, args.timeout, args.cleanup)  # compiles and caches the kernels
     rows = []
-    for name in args.meshes:
-        path = Path(name) if Path(name).exists() else SHARED_MESHES / name
-        for n in args.resolutions:
-            row = {"mesh": path.name, "resolution": n, "cleanup": args.cleanup,
-                   "log3d": run_case("log3d", path, n, args.timeout, args.cleanup)}
-            if n <= args.blender_max_resolution:
-                row["blender"] = run_case("blender", path, n, args.timeout)
-            rows.append(row)
-            print(format_table([row]).splitlines()[-1], flush=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in args.meshes or default_meshes():
+            path = Path(name) if Path(name).exists() else SHARED_MESHES / name
+            source = input_topology(path)
+            for n in args.resolutions:
+                row = {"mesh": path.name, "resolution": n, "cleanup": args.cleanup, "input": source,
+                       "log3d": run_case("log3d", path, n, args.timeout, args.cleanup)}
+                output = Path(scratch) / f"out-{n}.ply"
+                row["process"] = run_process(path, n, output, args.timeout, args.cleanup)
+                if n <= args.blender_max_resolution:
+                    row["blender"] = run_case("blender", path, n, args.timeout)
+                try:
+                    row["quality"] = quality(path, output) if "seconds" in row["process"] else {"error": "no output"}
+                except Exception as exc:  # a metric that fails is a row that says so, not a lost run
+                    row["quality"] = {"error": f"{type(exc).__name__}: {exc}"[:80]}
+                output.unlink(missing_ok=True)
+                rows.append(row)
+                print(format_table([row]).splitlines()[-1], flush=True)
     table = format_table(rows)
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
