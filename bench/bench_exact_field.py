@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.bench_cleanup import DEFAULT_MESHES, SHARED_MESHES, boundary_stats, surface_area  # noqa: E402
 from model.grid import voxel_to_unit  # noqa: E402
-from model.mesh import Mesh, load_mesh  # noqa: E402
+from model.mesh import Mesh, load_mesh, save_mesh  # noqa: E402
 from model.metrics import MetricsConfig, compute_metrics  # noqa: E402
 from model.pipeline import RemeshOptions, extract_surface, mesh_to_field, remesh  # noqa: E402
 from model.stages import Stages  # noqa: E402
@@ -98,6 +98,8 @@ def main() -> int:
                         help="direct, shell, dual (extractions of the exact field), vae (shipped weights), vae=PATH")
     parser.add_argument("--samples", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=RESULTS / "exact_field.json")
+    parser.add_argument("--save", type=Path, default=None,
+                        help="also write each output as SAVE/<mesh>.<method>.<N>.ply (for bench/render_compare.py)")
     args = parser.parse_args()
     config = MetricsConfig(num_samples=args.samples, sharp_samples=args.samples // 5)
     meta = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -124,6 +126,9 @@ def main() -> int:
                         surface = extract_surface(field_, None, options, Stages())
                         out = Mesh(normalization.from_unit(voxel_to_unit(surface.vertices, n)), surface.faces)
                     rows.append(row_of(name, label, n, gt, out, time.perf_counter() - start, config, inp))
+                    if args.save is not None:
+                        args.save.mkdir(parents=True, exist_ok=True)
+                        save_mesh(out, args.save / f"{Path(name).stem}.{label.replace('/', '_')}.{n}.ply")
                 except Exception as exc:  # a failure is a row
                     rows.append({"mesh": name, "N": n, "method": label, "error": f"{type(exc).__name__}: {exc}"})
                 print(table(rows).splitlines()[-1], flush=True)
