@@ -340,19 +340,31 @@ def union_crossings(keys: np.ndarray, where: np.ndarray, piece: np.ndarray, clos
     present[piece[closed]] = True
     if int(np.count_nonzero(present)) < 2:
         return keep  # one body (or none): nothing to unite
-    index = np.flatnonzero(closed)
-    line, position = _line_order(keys[index], m)
-    order = np.argsort(position, kind="stable")  # by line, then edge along it (radix sort: int64)
-    _sort_runs_by(position[order], where[index], order)  # then by position inside one edge
-    line, w, q = line[order], where[index][order], piece[index][order]
-    solid = np.ones(len(closed_piece), dtype=np.int64)
-    free = np.zeros(len(closed_piece), dtype=np.bool_)
-    _union_sweep(line, w, q, solid, float(tolerance), np.zeros(len(q), dtype=np.bool_), free)
-    # a piece wholly inside others with its normals inwards is a cavity: it takes away what holds it
-    weight = np.where(~free & (volume < 0), -1, 1).astype(np.int64)
-    kept = np.zeros(len(q), dtype=np.bool_)
-    _union_sweep(line, w, q, weight, float(tolerance), kept, np.zeros(len(closed_piece), dtype=np.bool_))
-    keep[index[order[~kept]]] = False
+    mmm = m * m * m
+    bounds = np.searchsorted(keys, np.arange(4, dtype=np.int64) * mmm)  # keys are axis-major
+
+    def lines_of(axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One axis's crossings of closed pieces in sweep order (an axis at a time bounds the
+        scratch memory: a line never leaves its axis)."""
+        index = bounds[axis] + np.flatnonzero(closed[bounds[axis]:bounds[axis + 1]])
+        line, position = _line_order(keys[index], m)
+        order = np.argsort(position, kind="stable")  # by line, then edge along it (radix sort: int64)
+        _sort_runs_by(position[order], where[index], order)  # then by position inside one edge
+        return index[order], line[order], where[index[order]], piece[index[order]]
+
+    weight = np.ones(len(closed_piece), dtype=np.int64)
+    if bool((volume[present] < 0).any()):  # a cavity is possible: find the pieces wholly inside others
+        free = np.zeros(len(closed_piece), dtype=np.bool_)
+        for axis in range(3):
+            _, line, w, q = lines_of(axis)
+            _union_sweep(line, w, q, weight, float(tolerance), np.zeros(len(q), dtype=np.bool_), free)
+        # a piece wholly inside others with its normals inwards is a cavity: it takes away what holds it
+        weight = np.where(~free & (volume < 0), -1, 1).astype(np.int64)
+    for axis in range(3):
+        index, line, w, q = lines_of(axis)
+        kept = np.zeros(len(q), dtype=np.bool_)
+        _union_sweep(line, w, q, weight, float(tolerance), kept, np.zeros(len(closed_piece), dtype=np.bool_))
+        keep[index[~kept]] = False
     return keep
 
 
