@@ -123,3 +123,49 @@ def print_tally():
     if TALLY:
         print(f"\ngenerated coarse meshes at N={N} that came back whole: "
               + ", ".join(f"{k} {v}" for k, v in sorted(TALLY.items())) + f" ({sum(TALLY.values())} in all)")
+
+
+@st.composite
+def two_boxes(draw: st.DrawFn) -> tuple[str, list[tuple[np.ndarray, np.ndarray]], bool]:
+    """Two axis-aligned boxes whose insides overlap (through each other, sharing planes, one inside
+    the other) at exact voxel fractions, as (size, centre) pairs in voxel coordinates, and whether
+    the second is written with its normals inwards (a flipped export)."""
+    fraction = draw(st.sampled_from(FRACTIONS))
+    size_a = np.array(draw(st.lists(st.integers(8, 20), min_size=3, max_size=3)), float)
+    size_b = np.array(draw(st.lists(st.integers(4, 20), min_size=3, max_size=3)), float)
+    centre_a = np.full(3, CENTRE) + fraction
+    # the second box's centre: its inside overlaps the first's by at least a voxel along every axis
+    reach = (size_a + size_b) / 2 - 1
+    offset = np.array([draw(st.integers(-int(r), int(r))) for r in reach], float) + draw(st.sampled_from((0.0, 0.5)))
+    offset = np.clip(offset, -reach, reach)
+    centre_b = centre_a + offset
+    assume(np.all(np.abs(centre_b) + size_b / 2 < N - 2) and np.all(centre_b - size_b / 2 > 1))
+    kind = "nested" if np.all(np.abs(offset) + size_b / 2 <= size_a / 2) else "through"
+    return kind, [(size_a, centre_a), (size_b, centre_b)], draw(st.booleans())
+
+
+@given(case=two_boxes())
+@PROPERTY_SETTINGS
+def test_two_boxes_through_each_other_come_back_as_their_union(case):
+    """Closed bodies contour as their union (``model.contour.union_crossings``): one closed,
+    manifold surface whose area is the union's, whether they cross, share a plane or nest."""
+    from tests.test_messy import union_area_of_boxes
+
+    kind, boxes, flipped = case
+    parts = []
+    for k, (size, centre) in enumerate(boxes):
+        box = trimesh.creation.box(size)
+        box.apply_translation(centre)
+        faces = np.asarray(box.faces)
+        parts.append((np.asarray(box.vertices, float), faces[:, ::-1] if flipped and k == 1 else faces))
+    vertices = np.vstack([parts[0][0], parts[1][0]])
+    faces = np.vstack([parts[0][1], parts[1][1] + len(parts[0][0])])
+    out_v, out_f = contour(vertices, distinct_faces(vertices, faces), N)
+    welded_v, welded_f = weld(out_v, out_f)
+    assert edge_valence(len(welded_v), welded_f)[1].max() <= 2, f"{kind}: an edge of three or more faces"
+    assert loops_and_border(out_v, out_f)[0] == 0, f"{kind}: not closed"
+    assert edge_pieces(welded_f) == 1, f"{kind}: {edge_pieces(welded_f)} pieces"
+    expected = union_area_of_boxes([(tuple(s), tuple(c)) for s, c in boxes])
+    ratio = area(out_v, out_f) / expected
+    assert abs(ratio - 1.0) <= 0.03, f"{kind}: area {ratio:.4f} of the union's"
+    TALLY[f"two boxes {kind}"] = TALLY.get(f"two boxes {kind}", 0) + 1
