@@ -7,9 +7,11 @@ and the output's quality.
 By default every mesh of ../shared/meshes (open and small ones included) at N = 256, 512, 1024.
 ``process s`` is the whole ``log3d remesh IN OUT -n N`` command as a user runs it — interpreter
 start-up, imports, kernel loading, reading, remeshing, writing — timed from outside, beside
-Blender's whole worker process (start-up, importing bpy, the operator, handing the mesh back); its output
-gives the quality columns: CD against the input (the metrics' protocol, 50,000 samples), pieces,
-boundary loops and edges of three or more faces (after welding).
+Blender's whole worker process (start-up, importing bpy, the operator, handing the mesh back). The
+quality columns are measured on the timed child's result after its clocks and peak memory are read:
+CD against the input (the metrics' protocol, 50,000 outer-surface samples; up to
+``--cd-max-resolution``, 512 by default), pieces, boundary loops and edges of three or more faces
+(after welding) against the input's.
 
 Every (method, mesh, N) runs in a fresh child process, so its peak resident memory is its own
 (read with wait4). Blender runs at voxel size = longest extent / N, and only its remesh operator is
@@ -40,7 +42,7 @@ def default_meshes() -> list[str]:
     return sorted(p.name for p in SHARED_MESHES.iterdir() if p.suffix.lower() in MESH_SUFFIXES) if SHARED_MESHES.is_dir() else []
 
 
-def _child_ours(path: str, resolution: int, cleanup: str) -> dict:
+def _child_ours(path: str, resolution: int, cleanup: str, measure: str = "none") -> dict:
     import tempfile
 
     from model.cleanup import CleanupOptions
@@ -70,7 +72,9 @@ def _child_ours(path: str, resolution: int, cleanup: str) -> dict:
         remeshed = time.perf_counter()
         save_mesh(result.mesh, Path(folder) / "out.ply")
         saved = time.perf_counter()
-    return {"seconds": remeshed - loaded, "load_seconds": loaded - start, "save_seconds": saved - remeshed,
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # before any measuring of the result
+    shape = quality(mesh, result.mesh, measure) if measure != "none" else {}
+    return {"peak_rss_mb": peak_mb, "quality": shape, "seconds": remeshed - loaded, "load_seconds": loaded - start, "save_seconds": saved - remeshed,
             "total_seconds": saved - start, "stages": result.timings, "stage_cpu_seconds": stage_cpu,
             "cores_busy": {stage: stage_cpu[stage] / wall for stage, wall in result.timings.items() if wall > 0 and stage in stage_cpu},
             "faces": result.mesh.num_faces,
@@ -87,9 +91,11 @@ def _child_blender(path: str, resolution: int) -> dict:
             "worker_peak_rss_mb": result.peak_rss_bytes / 2**20}
 
 
-def run_case(method: str, path: Path, resolution: int, timeout: float, cleanup: str = "default") -> dict:
-    """Run one case in a child process; returns its result plus the child's peak RSS."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", method, str(path), str(resolution), cleanup]
+def run_case(method: str, path: Path, resolution: int, timeout: float, cleanup: str = "default",
+             measure: str = "none") -> dict:
+    """Run one case in a child process; returns its result plus the child's peak RSS (and, for
+    ours, the output's quality: ``measure`` full (CD and topology), topology, or none)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", method, str(path), str(resolution), cleanup, measure]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
@@ -125,20 +131,24 @@ def run_process(path: Path, resolution: int, out: Path, timeout: float, cleanup:
     return {"seconds": seconds}
 
 
-def quality(source: Path, output: Path) -> dict:
-    """CD against the input and the output's topology (welded): what the remesh did to the shape."""
+def quality(gt, out, measure: str = "full") -> dict:
+    """The output's topology (welded) and, for ``full``, its CD against the input (the metrics'
+    protocol: outer-surface samples, 50,000 per mesh): what the remesh did to the shape. Measured in
+    the timed child after its clocks and peak memory are read (no second load of a large result)."""
+    sys.path.insert(0, str(REPO / "bench"))
     from bench_cleanup import boundary_stats
 
-    from model.mesh import load_mesh
     from model.metrics import MetricsConfig, compute_metrics
 
-    gt, out = load_mesh(source), load_mesh(output)
     stats = boundary_stats(out)
-    cd = compute_metrics(gt, out, MetricsConfig(num_samples=50_000, sharp_samples=10_000))["CD"]
-    return {"CD": cd, "pieces": stats["pieces"], "loops": stats["loops"], "edges_3plus": stats["nonmanifold_edges"]}
+    shape = {"pieces": stats["pieces"], "loops": stats["loops"], "edges_3plus": stats["nonmanifold_edges"]}
+    if measure == "full":
+        shape["CD"] = compute_metrics(gt, out, MetricsConfig(num_samples=50_000, sharp_samples=10_000))["CD"]
+    return shape
 
 
 def input_topology(source: Path) -> dict:
+    sys.path.insert(0, str(REPO / "bench"))
     from bench_cleanup import boundary_stats
 
     from model.mesh import load_mesh
@@ -147,14 +157,15 @@ def input_topology(source: Path) -> dict:
     return {"pieces": stats["pieces"], "loops": stats["loops"], "edges_3plus": stats["nonmanifold_edges"]}
 
 
-def child_main(method: str, path: str, resolution: int, cleanup: str) -> None:
+def child_main(method: str, path: str, resolution: int, cleanup: str, measure: str) -> None:
     import resource
 
-    result = _child_ours(path, resolution, cleanup) if method == "log3d" else _child_blender(path, resolution)
+    result = _child_ours(path, resolution, cleanup, measure) if method == "log3d" else _child_blender(path, resolution)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     # Blender runs in its own worker process: its peak is the worker's, not this launcher's.
-    result["peak_rss_mb"] = result.pop("worker_peak_rss_mb", None) or max(peak_kb, children_kb) / 1024.0
+    result["peak_rss_mb"] = (result.pop("worker_peak_rss_mb", None) or result.get("peak_rss_mb")
+                             or max(peak_kb, children_kb) / 1024.0)
     print(json.dumps(result))
 
 
@@ -180,8 +191,9 @@ def format_table(rows: list[dict]) -> str:
             ratio_process = proc.get("seconds", nan) / b.get("total_seconds", nan)
             theirs = (f"{b['seconds']:.2f} | {b.get('total_seconds', nan):.2f} | {b['peak_rss_mb']:.0f} | {b['faces']:,} | "
                       f"{ratio:.2f} | {ratio_process:.2f}")
-        if "CD" in q:
-            shape = (f"{1e3 * q['CD']:.4g} | {q['pieces']} / {i.get('pieces', '?')} | {q['loops']} / {i.get('loops', '?')} | "
+        if "pieces" in q:
+            cd = f"{1e3 * q['CD']:.4g}" if "CD" in q else "—"
+            shape = (f"{cd} | {q['pieces']} / {i.get('pieces', '?')} | {q['loops']} / {i.get('loops', '?')} | "
                      f"{q['edges_3plus']} / {i.get('edges_3plus', '?')}")
         else:
             shape = f"{q.get('error', 'not measured')} | | |"
@@ -191,7 +203,10 @@ def format_table(rows: list[dict]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--child", nargs=4, metavar=("METHOD", "PATH", "N", "CLEANUP"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=5, metavar=("METHOD", "PATH", "N", "CLEANUP", "MEASURE"), help=argparse.SUPPRESS)
+    parser.add_argument("--cd-max-resolution", type=int, default=512,
+                        help="measure CD up to this N (topology at every N): the metrics' visibility test "
+                             "on a 1024³ result takes minutes on two cores")
     parser.add_argument("--cleanup", choices=("default", "raw"), default="default",
                         help="LoG3D with its default clean-up, or the seed's raw ε-surface")
     parser.add_argument("--meshes", nargs="+", default=None, help="file names in ../shared/meshes (or paths); default: all of them")
@@ -202,29 +217,27 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "pipeline.json")
     args = parser.parse_args()
     if args.child:
-        child_main(args.child[0], args.child[1], int(args.child[2]), args.child[3])
+        child_main(args.child[0], args.child[1], int(args.child[2]), args.child[3], args.child[4])
         return 0
 
     import tempfile
 
     sys.path.insert(0, str(REPO / "bench"))
-    run_case("log3d", REPO / "examples" / "spot.obj", 64, args.timeout, args.cleanup)  # compiles and caches the kernels
+    run_case("log3d", REPO / "examples" / "spot.obj", 64, args.timeout, args.cleanup, "full")  # compiles and caches the kernels
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.meshes or default_meshes():
             path = Path(name) if Path(name).exists() else SHARED_MESHES / name
             source = input_topology(path)
             for n in args.resolutions:
+                measure = "full" if n <= args.cd_max_resolution else "topology"
                 row = {"mesh": path.name, "resolution": n, "cleanup": args.cleanup, "input": source,
-                       "log3d": run_case("log3d", path, n, args.timeout, args.cleanup)}
+                       "log3d": run_case("log3d", path, n, args.timeout, args.cleanup, measure)}
                 output = Path(scratch) / f"out-{n}.ply"
                 row["process"] = run_process(path, n, output, args.timeout, args.cleanup)
                 if n <= args.blender_max_resolution:
                     row["blender"] = run_case("blender", path, n, args.timeout)
-                try:
-                    row["quality"] = quality(path, output) if "seconds" in row["process"] else {"error": "no output"}
-                except Exception as exc:  # a metric that fails is a row that says so, not a lost run
-                    row["quality"] = {"error": f"{type(exc).__name__}: {exc}"[:80]}
+                row["quality"] = row["log3d"].get("quality", {"error": "no output"})
                 output.unlink(missing_ok=True)
                 rows.append(row)
                 print(format_table([row]).splitlines()[-1], flush=True)
