@@ -1327,13 +1327,14 @@ def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.nda
     border_edges = np.stack([out_faces[owner[border_half], corner[border_half]],
                              out_faces[owner[border_half], (corner[border_half] + 1) % 3]], axis=1)
     corners = topology.boundary_corners()
-    snapped = unfold(out_vertices, snap_boundary(out_vertices, on_border, index, border_edges, corners), out_faces[kept])
+    kept_faces = out_faces[kept]  # gathered once: millions of faces at N=1024
+    snapped = unfold(out_vertices, snap_boundary(out_vertices, on_border, index, border_edges, corners), kept_faces)
     for _ in range(FLAT_EAR_ROUNDS):  # dropping one can make the next of a flat strip an ear
-        ears = flat_ears(snapped, out_faces[kept], np.flatnonzero(on_border[out_faces[kept]].any(axis=1)))
+        ears = flat_ears(snapped, kept_faces, np.flatnonzero(on_border[kept_faces].any(axis=1)))
         if not ears.any():
             break
-        kept = kept[~ears]
-    vertices, faces = compact(snapped, out_faces[kept])
+        kept, kept_faces = kept[~ears], kept_faces[~ears]
+    vertices, faces = compact(snapped, kept_faces)
     vertices, faces, fills = fill_rim_gaps(vertices, faces, index, corners)
     return vertices, faces, np.concatenate([kept, np.full(fills, -1, dtype=kept.dtype)])
 
