@@ -164,12 +164,11 @@ coincident surfaces (overlapping coplanar faces, a sheet lying on a face), not t
 
 
 @nb.njit(cache=True)
-def _odd_runs(k, c, p, w, facing, sheet, order, tolerance):
+def _odd_runs(k, c, p, w, order, tolerance):
     """:func:`odd_edges`'s count over crossings sorted by (key ``k``, piece ``c``, patch ``p``): per
     key, one vote per piece that crosses it an odd number of times in some patch (the middle crossing
-    of its first such patch); votes at one point (``tolerance``) are merged first — once where an
-    open piece is among them or all face one way, cancelled where closed pieces face each other — and
-    the edge is crossed when what remains is odd."""
+    of its first such patch); votes at one point (positions ``w`` within ``tolerance``) count once,
+    and the edge is crossed when the points are odd."""
     n = k.shape[0]
     out_key = np.empty(n, dtype=k.dtype)
     out_pick = np.empty(n, dtype=np.int64)
@@ -206,29 +205,17 @@ def _odd_runs(k, c, p, w, facing, sheet, order, tolerance):
                     break
                 x = y
             a = b
-        crossed, first_pick = 0, -1
+        points = 0
         g = 0
         while g < votes:  # one point: votes within tolerance of each other
             h = g + 1
             while h < votes and vote_at[h] - vote_at[h - 1] <= tolerance:
                 h += 1
-            any_sheet, up, down = False, False, False
-            for v in range(g, h):
-                q = vote_pick[v]
-                any_sheet = any_sheet or sheet[q]
-                if facing[q] < 0:
-                    down = True
-                else:
-                    up = True
-            counts = 1 if any_sheet else (1 if up != down else 0)
-            if counts == 1:
-                crossed += 1
-                if first_pick < 0:
-                    first_pick = vote_pick[g]
+            points += 1
             g = h
-        if crossed % 2 == 1:
+        if points % 2 == 1:
             out_key[m] = k[i]
-            out_pick[m] = order[first_pick]
+            out_pick[m] = order[vote_pick[0]]
             m += 1
         i = j
     return out_key[:m], out_pick[:m]
@@ -368,8 +355,7 @@ def union_crossings(keys: np.ndarray, where: np.ndarray, piece: np.ndarray, clos
     return keep
 
 
-def odd_edges(keys: np.ndarray, patch: np.ndarray, piece: np.ndarray, where: np.ndarray | None = None,
-              facing: np.ndarray | None = None, sheet: np.ndarray | None = None,
+def odd_edges(keys: np.ndarray, patch: np.ndarray, piece: np.ndarray, where: np.ndarray,
               tolerance: float = COINCIDENT) -> tuple[np.ndarray, np.ndarray]:
     """(unique keys of the crossed edges, index of one crossing of each).
 
@@ -377,22 +363,16 @@ def odd_edges(keys: np.ndarray, patch: np.ndarray, piece: np.ndarray, where: np.
     non-manifold edges: a fin on a body) cross an edge when any of them does, so a junction merges
     in its cell instead of cancelling; separate pieces combine by parity again, so two pieces that
     cross or touch (a lid on a pot, two bodies through each other) fold into each other without a
-    tear. Except where two pieces cross an edge at one point (``where`` within ``tolerance``): there
-    the surfaces coincide, and one surface is kept where it is a sheet of material — an open piece
-    among them (overlapping coplanar sheets, a decal on a face) or closed pieces facing the same way
-    (bodies sharing a face's plane from one side) — while closed pieces facing each other (boxes
-    face to face) cancel: that wall is inside the union. ``keys`` sorted; ``patch``, ``piece``,
-    ``where`` (position along the edge), ``facing`` (sign of the triangle's normal along the edge)
-    and ``sheet`` (its piece is open) per crossing; without ``where``, pieces combine by parity only."""
+    tear. Except where two pieces cross an edge at one point (``where``, the position along the
+    edge, within ``tolerance``): there the surfaces coincide and count once — overlapping coplanar
+    sheets, a decal on a face. Coincident faces of closed bodies are settled before this, by
+    :func:`union_crossings` (kept once where the bodies share a plane from one side, dropped where
+    they face each other), so what coincides here always has a sheet among it. ``keys`` sorted;
+    ``patch``, ``piece`` and ``where`` per crossing."""
     if len(keys) == 0:
         return keys, np.empty(0, dtype=np.int64)
-    if where is None:
-        where, tolerance = np.arange(len(keys), dtype=np.float64), -1.0  # no two votes at one point
-    facing = np.ones(len(keys), dtype=np.int8) if facing is None else np.asarray(facing, dtype=np.int8)
-    sheet = np.zeros(len(keys), dtype=np.bool_) if sheet is None else np.asarray(sheet, dtype=np.bool_)
     order = np.lexsort((patch, piece, keys))
-    return _odd_runs(keys[order], piece[order], patch[order], where[order], facing[order], sheet[order], order,
-                     float(tolerance))
+    return _odd_runs(keys[order], piece[order], patch[order], where[order], order, float(tolerance))
 
 
 # --- dual contouring -------------------------------------------------------------------------------
@@ -777,18 +757,15 @@ def dual_contour(vertices: np.ndarray, faces: np.ndarray, resolution: int,
     keys, where, owner = grid_crossings(vertices, faces, resolution)
     topology = topology or InputTopology.of(vertices, faces)
     m = resolution + 1
-    face_normals = face_normals_and_areas(vertices, faces)[0]
-    facing = np.sign(face_normals[owner, keys // (m * m * m)]).astype(np.int8)  # along each crossing's edge
     keep = union_crossings(keys, where, topology.piece[owner], ~topology.open_piece, topology.volume(vertices, faces), m)
     if not keep.all():
-        keys, where, owner, facing = keys[keep], where[keep], owner[keep], facing[keep]
-    edges, pick = odd_edges(keys, topology.patch[owner], topology.piece[owner], where, facing,
-                            topology.open_piece[topology.piece[owner]])
+        keys, where, owner = keys[keep], where[keep], owner[keep]
+    edges, pick = odd_edges(keys, topology.patch[owner], topology.piece[owner], where)
     if len(edges) == 0:
         return empty
     source = owner[pick]  # the input triangle crossing each edge
     axis, points = _edge_points(edges, where[pick], m)
-    normals = face_normals[source]  # of the input triangle at each crossing
+    normals = face_normals_and_areas(vertices, faces)[0][source]  # of the input triangle at each crossing
     cells, cell_of = _cells_around(edges, m)
     # one vertex per sheet of a cell, not per cell: where two sheets pass through one cell (a part
     # thinner than a voxel, two pieces touching) each keeps its own vertex, and the output's edges
