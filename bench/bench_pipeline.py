@@ -91,11 +91,9 @@ def _child_blender(path: str, resolution: int) -> dict:
             "worker_peak_rss_mb": result.peak_rss_bytes / 2**20}
 
 
-def run_case(method: str, path: Path, resolution: int, timeout: float, cleanup: str = "default",
-             measure: str = "none") -> dict:
-    """Run one case in a child process; returns its result plus the child's peak RSS (and, for
-    ours, the output's quality: ``measure`` full (CD and topology), topology, or none)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", method, str(path), str(resolution), cleanup, measure]
+def _run(cmd: list[str], timeout: float) -> tuple[str, float] | str:
+    """Run ``cmd`` from the repository: (its stdout, its wall seconds), or an error message."""
+    start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
@@ -103,58 +101,52 @@ def run_case(method: str, path: Path, resolution: int, timeout: float, cleanup: 
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        return {"error": f"timed out after {timeout:.0f} s"}
+        return f"timed out after {timeout:.0f} s"
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        return (err.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+    return out, seconds
+
+
+def run_case(method: str, path: Path, resolution: int, timeout: float, cleanup: str = "default",
+             measure: str = "none") -> dict:
+    """Run one case in a child process; returns its result plus the child's peak RSS (and, for
+    ours, the output's quality: ``measure`` full (CD and topology), topology, or none)."""
+    done = _run([sys.executable, str(Path(__file__).resolve()), "--child", method, str(path), str(resolution), cleanup,
+                 measure], timeout)
+    if isinstance(done, str):
+        return {"error": done}
     # communicate() has reaped the child; its rusage is folded into RUSAGE_CHILDREN, so the peak of
     # this child alone comes from the line it printed itself (ru_maxrss of its own process).
-    if proc.returncode != 0:
-        return {"error": (err.strip().splitlines() or [f"exit {proc.returncode}"])[-1]}
-    return json.loads(out.strip().splitlines()[-1])
+    return json.loads(done[0].strip().splitlines()[-1])
 
 
 def run_process(path: Path, resolution: int, out: Path, timeout: float, cleanup: str) -> dict:
-    """The whole ``log3d remesh`` command, timed from outside, and its peak memory (wait4)."""
+    """The whole ``log3d remesh`` command, timed from outside."""
     cmd = [sys.executable, "-m", "backend.cli", "remesh", str(path), str(out), "-n", str(resolution), "-q"]
-    if cleanup == "raw":
-        cmd.append("--raw")
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
-    try:
-        _, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        return {"error": f"timed out after {timeout:.0f} s"}
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        return {"error": (err.strip().splitlines() or [f"exit {proc.returncode}"])[-1]}
-    return {"seconds": seconds}
+    done = _run(cmd + (["--raw"] if cleanup == "raw" else []), timeout)
+    return {"error": done} if isinstance(done, str) else {"seconds": done[1]}
+
+
+def topology(mesh) -> dict:
+    """Pieces, boundary loops and edges of three or more faces, welded first (bench_cleanup's)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_cleanup import boundary_stats
+
+    stats = boundary_stats(mesh)
+    return {"pieces": stats["pieces"], "loops": stats["loops"], "edges_3plus": stats["nonmanifold_edges"]}
 
 
 def quality(gt, out, measure: str = "full") -> dict:
-    """The output's topology (welded) and, for ``full``, its CD against the input (the metrics'
-    protocol: outer-surface samples, 50,000 per mesh): what the remesh did to the shape. Measured in
-    the timed child after its clocks and peak memory are read (no second load of a large result)."""
-    sys.path.insert(0, str(REPO / "bench"))
-    from bench_cleanup import boundary_stats
-
+    """The output's topology and, for ``full``, its CD against the input (the metrics' protocol:
+    outer-surface samples, 50,000 per mesh): what the remesh did to the shape. Measured in the timed
+    child after its clocks and peak memory are read (no second load of a large result)."""
     from model.metrics import MetricsConfig, compute_metrics
 
-    stats = boundary_stats(out)
-    shape = {"pieces": stats["pieces"], "loops": stats["loops"], "edges_3plus": stats["nonmanifold_edges"]}
+    shape = topology(out)
     if measure == "full":
         shape["CD"] = compute_metrics(gt, out, MetricsConfig(num_samples=50_000, sharp_samples=10_000))["CD"]
     return shape
-
-
-def input_topology(source: Path) -> dict:
-    sys.path.insert(0, str(REPO / "bench"))
-    from bench_cleanup import boundary_stats
-
-    from model.mesh import load_mesh
-
-    stats = boundary_stats(load_mesh(source))
-    return {"pieces": stats["pieces"], "loops": stats["loops"], "edges_3plus": stats["nonmanifold_edges"]}
 
 
 def child_main(method: str, path: str, resolution: int, cleanup: str, measure: str) -> None:
@@ -222,13 +214,14 @@ def main() -> int:
 
     import tempfile
 
-    sys.path.insert(0, str(REPO / "bench"))
+    from model.mesh import load_mesh
+
     run_case("log3d", REPO / "examples" / "spot.obj", 64, args.timeout, args.cleanup, "full")  # compiles and caches the kernels
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.meshes or default_meshes():
             path = Path(name) if Path(name).exists() else SHARED_MESHES / name
-            source = input_topology(path)
+            source = topology(load_mesh(path))
             for n in args.resolutions:
                 measure = "full" if n <= args.cd_max_resolution else "topology"
                 row = {"mesh": path.name, "resolution": n, "cleanup": args.cleanup, "input": source,
