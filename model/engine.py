@@ -97,6 +97,11 @@ class NumbaEngine:
         return None
 
 
+def check_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine '{engine}' (choose from: {', '.join(ENGINES)})")
+
+
 class DeferredEngine:
     """:func:`engine_for`'s choice, made when a kernel is first needed. Direct mode's contouring
     reads no field, so a remesh that only contours never asks — and deciding ``auto`` imports
@@ -104,8 +109,7 @@ class DeferredEngine:
     paid for nothing. Until then there is no device work to wait for or to count."""
 
     def __init__(self, engine: str = "auto", device: str = "auto") -> None:
-        if engine not in ENGINES:
-            raise ValueError(f"unknown engine '{engine}' (choose from: {', '.join(ENGINES)})")
+        check_engine(engine)  # a wrong name fails now, not at the first kernel
         self.choice = (engine, device)
         self.resolved: Engine | None = None
 
@@ -149,8 +153,7 @@ def engine_for(engine: str = "auto", device: str = "auto") -> Engine:
     """The engine a remesh runs on: ``numba`` on the CPU; ``torch`` on ``device``; ``auto`` picks
     torch when ``device`` resolves to CUDA, numba otherwise (and with ``device="cpu"`` decides
     without importing torch, which takes a second to load)."""
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine '{engine}' (choose from: {', '.join(ENGINES)})")
+    check_engine(engine)
     if engine == "numba" or (engine == "auto" and device == "cpu"):
         return NumbaEngine()
     from .autoencode import resolve_device
@@ -163,4 +166,4 @@ def engine_for(engine: str = "auto", device: str = "auto") -> Engine:
     return TorchEngine(resolved)
 
 
-__all__ = ["DeferredEngine", "ENGINES", "Engine", "NumbaEngine", "engine_for"]
+__all__ = ["DeferredEngine", "ENGINES", "Engine", "NumbaEngine", "check_engine", "engine_for"]

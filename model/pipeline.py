@@ -23,7 +23,7 @@ from .autoencode import Latents, ModeUnavailable, decode_latents, encode_blocks,
 from .bvh import PrimitiveIndex, SurfaceIndex
 from .cleanup import DECODED_SPECK_AREA, CleanupOptions, clean_surface, decimate, drop_specks
 from .contour import InputTopology, distinct_faces, dual_contour, tidy_contour
-from .engine import ENGINES, DeferredEngine, Engine, NumbaEngine, engine_for
+from .engine import DeferredEngine, Engine, NumbaEngine, check_engine, engine_for
 from .extract import marching_cubes_sparse
 from .grid import (CHUNK_BLOCKS, SparseField, check_resolution, check_voxel_size, iso_level, resolution_for_voxel_size,
                    unit_margin, unit_to_voxel, voxel_to_unit)
@@ -88,8 +88,7 @@ class RemeshOptions:
             raise ValueError(f"unknown field extraction '{self.field_extraction}' (choose from: {', '.join(FIELD_EXTRACTIONS)})")
         if self.mode not in MODES:
             raise ValueError(f"unknown mode '{self.mode}' (choose from: {', '.join(MODES)})")
-        if self.engine not in ENGINES:
-            raise ValueError(f"unknown engine '{self.engine}' (choose from: {', '.join(ENGINES)})")
+        check_engine(self.engine)
         if self.chunk_blocks <= 0:
             raise ValueError(f"chunk_blocks must be positive, got {self.chunk_blocks}")
         return self
