@@ -27,7 +27,6 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import zmq
 
@@ -51,6 +50,10 @@ class ConnectionInfo:
     client_secret: str
     pid: int = 0
     created: float = 0.0
+    endpoint: str = ""
+    """Where the server listens: ``ipc://<runtime folder>/server-<port>.sock`` (the default on
+    POSIX: only this user can reach a socket in a 0700 folder) or ``tcp://host:port``; empty in
+    files written before the ipc transport, which meant TCP."""
 
     def to_json(self) -> str:
         return json.dumps({"format": CONNECTION_FORMAT, "version": CONNECTION_VERSION, **asdict(self)}, indent=1)
@@ -91,7 +94,23 @@ def default_connection_file(port: int) -> Path:
     return runtime_dir() / f"server-{int(port)}.json"
 
 
-def _private_dir(path: Path) -> Path:
+def socket_path(connection_file: Path) -> Path:
+    """The server's ipc socket: beside its connection file, in the same private folder."""
+    return Path(connection_file).with_suffix(".sock")
+
+
+def client_endpoint(info: ConnectionInfo, host: str, port: int) -> str:
+    """Where a client connects: the file's ipc socket when the server listens on one, else
+    ``tcp://host:port`` as the client was told (a remote client names the server's address itself)."""
+    if info.endpoint.startswith("ipc://"):
+        return info.endpoint
+    host = "127.0.0.1" if host == "localhost" else host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"tcp://{host}:{int(port)}"
+
+
+def private_dir(path: Path) -> Path:
     """Create ``path`` (0700) if needed; use a folder that already existed only when it is ours, not a
     symlink and nobody else can write to it. The permissions of a folder this process did not
     create are never changed (a shared 1777 or group 2775 folder stays as it is): an unsafe one is
@@ -126,7 +145,7 @@ def write_connection_file(info: ConnectionInfo, path: Path | None = None) -> Pat
     """Write the file atomically, created 0600 (never world-readable, not even for an instant), and
     never through a symlink someone placed at its name."""
     path = Path(path) if path is not None else default_connection_file(info.port)
-    _private_dir(path.parent)
+    private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
@@ -170,7 +189,10 @@ def read_connection_file(path: Path) -> ConnectionInfo:
             raise ValueError("not a log3d connection file")
         info = ConnectionInfo(host=str(doc["host"]), port=int(doc["port"]), server_public=str(doc["server_public"]),
                               client_public=str(doc["client_public"]), client_secret=str(doc["client_secret"]),
-                              pid=int(doc.get("pid", 0)), created=float(doc.get("created", 0.0)))
+                              pid=int(doc.get("pid", 0)), created=float(doc.get("created", 0.0)),
+                              endpoint=str(doc.get("endpoint", "")))
+        if info.endpoint and not info.endpoint.startswith(("ipc://", "tcp://")):
+            raise ValueError(f"endpoint {info.endpoint!r} is neither ipc:// nor tcp://")
         for key in (info.server_public, info.client_public, info.client_secret):
             if len(key) != 40:
                 raise ValueError("a CURVE key is not 40 z85 characters")
@@ -237,11 +259,11 @@ class ServerAuth:
         sock.setsockopt(zmq.CURVE_SECRETKEY, self.keys.server_secret.encode())
         sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
 
-    def publish(self, host: str, port: int, path: Path | None = None) -> Path:
+    def publish(self, host: str, port: int, path: Path | None = None, endpoint: str = "") -> Path:
         """Write the connection file clients read."""
         info = ConnectionInfo(host=host, port=port, server_public=self.keys.server_public,
                               client_public=self.keys.client_public, client_secret=self.keys.client_secret,
-                              pid=os.getpid(), created=time.time())
+                              pid=os.getpid(), created=time.time(), endpoint=endpoint)
         with self._lock:
             self.connection_file = write_connection_file(info, path)
         return self.connection_file
@@ -253,7 +275,3 @@ class ServerAuth:
                 self.connection_file = None
         self._authenticator.stop()
 
-
-def describe(info: ConnectionInfo) -> dict[str, Any]:
-    """What may be shown of a connection (never the secret)."""
-    return {"host": info.host, "port": info.port, "server_public": info.server_public, "pid": info.pid}

@@ -57,7 +57,8 @@ class EncodedShape:
 
 
 class Log3DClient:
-    """Talks to one server at ``tcp://host:port``.
+    """Talks to the server numbered ``port``: at the ipc socket its connection file names (the
+    default on Linux and macOS, ``backend.listen``) or at ``tcp://host:port``.
 
     ``timeout_s``: how long a request may wait for the server's first answer (accepted, or the
     reply to a quick request). ``job_timeout_s``: how long ``wait`` may wait for a job to end
@@ -74,7 +75,8 @@ class Log3DClient:
     def __init__(self, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, timeout_s: float = 10.0,
                  job_timeout_s: float | None = None, context: zmq.Context | None = None,
                  connection_file: str | Path | None = None) -> None:
-        self.endpoint = f"tcp://{host}:{port}"
+        self.host, self.port = host, int(port)
+        self.endpoint = f"tcp://{host}:{port}"  # until the connection file says where the server is
         self.connection_file = Path(connection_file) if connection_file else auth.default_connection_file(port)
         self.auth_problem: str | None = None
         self.timeout_s = timeout_s
@@ -92,7 +94,8 @@ class Log3DClient:
 
     def _connect(self) -> None:
         try:
-            self._socket, self.auth_problem = connect_dealer(self.endpoint, self.connection_file, self._context), None
+            self._socket, self.endpoint = connect_dealer(self.host, self.port, self.connection_file, self._context)
+            self.auth_problem = None
         except auth.AuthError as exc:
             self._socket, self.auth_problem = None, str(exc)
 
@@ -126,8 +129,8 @@ class Log3DClient:
             if self._socket is None:
                 self._connect()
             if self._socket is None:
-                raise BackendError("not_running", f"{self.auth_problem}. Nothing was sent to {self.endpoint}. "
-                                                  f"Start the server with `log3d serve --port {self.endpoint.rsplit(':', 1)[-1]}` "
+                raise BackendError("not_running", f"{self.auth_problem}. Nothing was sent to server {self.port}. "
+                                                  f"Start the server with `log3d serve --port {self.port}` "
                                                   "as this user (or set LOG3D_RUNTIME_DIR to the folder it writes to).")
             self._counter += 1
             request_id = f"{self._prefix}-{self._counter}"
@@ -318,18 +321,21 @@ class Log3DClient:
         return self.call("shutdown")
 
 
-def connect_dealer(endpoint: str, connection_file: Path, context: zmq.Context | None = None) -> zmq.Socket:
-    """A DEALER socket to ``endpoint`` that authenticates with the keys in ``connection_file`` and
-    accepts only the server holding the file's server key (CurveZMQ: what is queued on it leaves
-    only after that server has proved the key, encrypted to it). Raises ``auth.AuthError`` — and
+def connect_dealer(host: str, port: int, connection_file: Path,
+                   context: zmq.Context | None = None) -> tuple[zmq.Socket, str]:
+    """A DEALER socket to the server of ``connection_file`` — its ipc socket when it listens on one,
+    else ``tcp://host:port`` — that authenticates with the file's keys and accepts only the server
+    holding the file's server key (CurveZMQ: what is queued on it leaves only after that server has
+    proved the key, encrypted to it); returns it with the endpoint. Raises ``auth.AuthError`` — and
     opens no connection — when the file is missing, unsafe or malformed: a client never talks to a
     server it has not verified."""
     info = auth.read_connection_file(connection_file)
+    endpoint = auth.client_endpoint(info, host, port)
     sock = (context or zmq.Context.instance()).socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     auth.secure_client_socket(sock, info)
     sock.connect(endpoint)
-    return sock
+    return sock, endpoint
 
 
 def mesh_arrays(vertices: np.ndarray, faces: np.ndarray) -> dict[str, np.ndarray]:

@@ -1,6 +1,7 @@
 """Connections that have not finished the CURVE handshake, bounded in time and in number.
 
-Any local user can open TCP connections to the server's port without a key. Each one holds a file
+On the TCP transport any local user can open connections to the server's port without a key (on
+ipc, the default on Linux and macOS, no other user can connect at all: backend/listen.py). Each one holds a file
 descriptor until its handshake ends, and libzmq gives an idle one 30 s by default: 1,106 of them
 once filled the server's 1,024 descriptors, libzmq's accept then failed in a busy loop (14 s of CPU),
 and keyed clients waited about 17 s for an answer (issue 29). The bounds:

@@ -34,14 +34,11 @@ import numpy as np
 import zmq
 
 from . import auth, handshakes
+from .listen import TRANSPORTS, BindError, bind_ipc, choose_transport, ipc_available, release_socket
 from . import protocol as proto
 from .jobs import CANCELLED, DONE, FAILED, FINAL_STATES, Job, JobIds, JobQueue, ProgressThrottle, QueueFull, TrainRun
 
 log = logging.getLogger("log3d.server")
-
-
-class BindError(RuntimeError):
-    """The address cannot be listened on (port in use, no such interface)."""
 
 
 def default_train_command() -> list[str]:
@@ -86,6 +83,9 @@ class ServerConfig:
     shutdown_wait_s: float = 30.0  # how long shutdown waits for the running job to reach a stage boundary
     handshake_timeout_s: float = 1.0
     """A connection that has not completed the CURVE handshake by then is dropped (backend.handshakes)."""
+    transport: str | None = None
+    """``ipc`` (a Unix socket in the private runtime folder: no other user can connect at all),
+    ``tcp``, or None: ipc where the platform has it and the server is local, else tcp (backend.listen)."""
 
     def validate(self) -> "ServerConfig":
         """Refuse a non-loopback address unless asked for: the server runs meshes through numba
@@ -99,6 +99,12 @@ class ServerConfig:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if self.progress_interval_s < 0:
             raise ValueError("progress_interval_s must be >= 0")
+        if self.transport not in (None, *TRANSPORTS):
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {self.transport!r}")
+        if self.transport == "ipc" and (self.allow_remote or not is_loopback(self.host)):
+            raise ValueError("--transport ipc serves this machine only: it takes no --host or --allow-remote")
+        if self.transport == "ipc" and not ipc_available():
+            raise ValueError("--transport ipc needs Unix sockets (Linux, macOS); use --transport tcp")
         if not 0.001 <= self.handshake_timeout_s <= 60:
             raise ValueError(f"handshake_timeout_s must be in 0.001..60 s, got {self.handshake_timeout_s:g}")
         return self
@@ -433,6 +439,8 @@ class Server:
         self._watch: handshakes.ConnectionWatch | None = None
         self.connection_file: Path | None = None
         self.port: int | None = None
+        self._endpoint = ""
+        self._ipc_socket: tuple[Path, int] | None = None  # our socket file and its inode, removed at close
         self._handlers: dict[str, Callable[[bytes, proto.Request], None]] = {
             "hello": self._hello, "remesh": self._submit, "encode": self._submit, "decode": self._submit,
             "cancel": self._cancel, "jobs": self._jobs, "train.start": self._train_start,
@@ -442,7 +450,7 @@ class Server:
     # -- life cycle --------------------------------------------------------------------------
 
     def bind(self) -> int:
-        """Bind the sockets and start the worker; returns the TCP port actually bound."""
+        """Bind the sockets and start the worker; returns the server's port (its number, on ipc)."""
         if self._router is not None:
             assert self.port is not None
             return self.port
@@ -458,22 +466,27 @@ class Server:
         # A frame larger than any valid message is dropped by zmq itself (connection closed) rather
         # than buffered; anything smaller is checked and answered with `too_large`.
         router.setsockopt(zmq.MAXMSGSIZE, self.config.limits.max_message_bytes + (1 << 20))
-        if ":" in self.config.host.strip("[]"):
-            router.setsockopt(zmq.IPV6, 1)
+        transport = choose_transport(self.config.transport, is_loopback(self.config.host), self.config.connection_file,
+                                     self.config.port)
         try:
-            router.bind(self.config.bind_address)
-        except zmq.ZMQError as exc:
+            if transport == "ipc":
+                endpoint, self.port, file = bind_ipc(router, self.config.port, self.config.connection_file)
+            else:
+                endpoint, file = self._bind_tcp(router), self.config.connection_file
+                self.port = int(endpoint.rsplit(":", 1)[1])
+            self.connection_file = self._auth.publish(self.config.host, self.port, file, endpoint)
+        except BindError:
             router.close(linger=0)
             self._auth.stop()
-            raise BindError(f"cannot listen on {self.config.bind_address}: {exc}") from None
-        endpoint = router.getsockopt(zmq.LAST_ENDPOINT).decode()
-        self.port = int(endpoint.rsplit(":", 1)[1])
-        try:
-            self.connection_file = self._auth.publish(self.config.host, self.port, self.config.connection_file)
+            raise
         except (OSError, auth.AuthError) as exc:
             router.close(linger=0)
             self._auth.stop()
             raise BindError(f"cannot write the connection file: {exc}") from None
+        self._endpoint = endpoint
+        if endpoint.startswith("ipc://"):
+            path = Path(endpoint[len("ipc://"):])
+            self._ipc_socket = (path, path.lstat().st_ino)
         self._watch = handshakes.ConnectionWatch(router)
         events = self._context.socket(zmq.PULL)
         events.bind(self._events_endpoint)
@@ -483,10 +496,22 @@ class Server:
         self._worker.start()
         return self.port
 
+    def _bind_tcp(self, router: zmq.Socket) -> str:
+        if ":" in self.config.host.strip("[]"):
+            router.setsockopt(zmq.IPV6, 1)
+        try:
+            router.bind(self.config.bind_address)
+        except zmq.ZMQError as exc:
+            raise BindError(f"cannot listen on {self.config.bind_address}: {exc}") from None
+        return router.getsockopt(zmq.LAST_ENDPOINT).decode()
+
     @property
     def endpoint(self) -> str:
-        host = "127.0.0.1" if self.config.host in ("0.0.0.0", "*", "localhost") else self.config.host
-        return f"tcp://{host}:{self.port}"
+        """Where clients connect: ``ipc://…/server-PORT.sock`` or ``tcp://host:port``."""
+        if self._endpoint.startswith("tcp://"):
+            host = "127.0.0.1" if self.config.host in ("0.0.0.0", "*", "localhost") else self.config.host
+            return f"tcp://{host}:{self.port}"
+        return self._endpoint
 
     def start(self) -> "Server":
         """Bind and run the I/O loop in a background thread."""
@@ -564,6 +589,8 @@ class Server:
         if self._watch is not None:
             self._watch.close()
         self._router.close(linger=1000)
+        if self._ipc_socket is not None:
+            release_socket(*self._ipc_socket)
         if self._auth is not None:
             self._auth.stop()
         if self._worker is None or not self._worker.is_alive():

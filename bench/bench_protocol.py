@@ -106,7 +106,7 @@ def start_server(log_path: Path) -> tuple[subprocess.Popen, int]:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while True:
-        match = re.search(r"listening on tcp://127\.0\.0\.1:(\d+)", log_path.read_text(errors="replace"))
+        match = re.search(r"listening on \S+ as server (\d+)", log_path.read_text(errors="replace"))
         if match:
             return proc, int(match.group(1))
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -167,7 +167,7 @@ class Manager:
         """Take in one message of a side task (main thread)."""
         if isinstance(message, worker.Status):
             if message.info is not None:
-                self.status = BackendStatus.from_hello(task.connection.endpoint, message.info)
+                self.status = BackendStatus.from_hello(message.endpoint or task.connection.endpoint, message.info)
             else:
                 self.status = BackendStatus(False, task.connection.endpoint, message=message.error or "",
                                             checked_at=time.monotonic())

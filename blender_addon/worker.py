@@ -72,7 +72,9 @@ class Connection:
 
     @property
     def endpoint(self) -> str:
-        return f"tcp://{self.host}:{self.port}"
+        """The server as the user named it; where it really listens (an ipc socket on Linux and
+        macOS, backend/listen.py) is in its connection file, and ``Status.endpoint`` reports it."""
+        return f"port {self.port}" if self.host in ("127.0.0.1", "localhost", "::1") else f"{self.host}:{self.port}"
 
     def client(self) -> Any:
         from .wire import Log3DClient
@@ -96,6 +98,7 @@ class Status:
 
     info: dict[str, Any] | None
     error: str | None = None
+    endpoint: str = ""  # where the client reached the server (from its connection file)
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,8 @@ class StatusTask(Task):
     def work(self) -> None:
         client = self.connection.client()
         try:
-            self.post(Status(hello(client, self.connection)))
+            info = hello(client, self.connection)
+            self.post(Status(info, endpoint=client.endpoint))
         except Exception as exc:
             self.post(Status(None, getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"))
         finally:

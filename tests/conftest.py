@@ -110,6 +110,13 @@ def keyed_dealer(port: int):
     return sock
 
 
+def endpoint_of(port: int) -> str:
+    """Where the server on ``port`` listens (its ipc socket or TCP port), from its connection file."""
+    from backend import auth
+
+    return auth.client_endpoint(auth.read_connection_file(auth.default_connection_file(port)), "127.0.0.1", port)
+
+
 @pytest.fixture
 def sphere() -> Mesh:
     return as_mesh(trimesh.creation.icosphere(subdivisions=3, radius=1.0))

@@ -159,7 +159,7 @@ def test_malformed_messages_get_their_code_and_the_server_keeps_serving(server, 
     }
     sock = keyed_dealer(server.port)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(f"tcp://127.0.0.1:{server.port}")
+    sock.connect(server.endpoint)
     try:
         for name, (frames, code) in cases.items():
             event = raw_request(sock, frames)
@@ -354,7 +354,7 @@ def test_random_garbage_never_gets_an_internal_error_nor_stops_the_server(server
     safe_types = [t for t in proto.REQUESTS if t not in ("shutdown", "train.start")]
     sock = keyed_dealer(server.port)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(f"tcp://127.0.0.1:{server.port}")
+    sock.connect(server.endpoint)
     seen: dict[str, int] = {}
     try:
         for _ in range(200):

@@ -5,8 +5,13 @@ cancelling or listing another's jobs, a queue flood, and hostile mesh values."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import stat
 import sys
+import tempfile
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -97,7 +102,8 @@ def test_the_http_payload_is_a_real_attack_on_an_unprotected_router():
 
 @pytest.mark.parametrize("kind", ["hello", "shutdown"])
 def test_http_embedded_requests_get_no_answer_and_have_no_effect(kind):
-    with Server(config()) as srv:
+    """On TCP, where a web page's request can land (on the default ipc socket no browser can)."""
+    with Server(config(transport="tcp")) as srv:
         answer = send_raw(srv.port, http_post_with_request(kind))
         assert b"log3d" not in answer and b"stopping" not in answer and len(answer) < 64, answer
         time.sleep(0.3)
@@ -118,7 +124,7 @@ def test_a_peer_with_other_keys_delivers_nothing(server):
     auth.secure_client_socket(sock, auth.ConnectionInfo("127.0.0.1", server.port, info.server_public,
                                                         other.client_public, other.client_secret))
     sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(f"tcp://127.0.0.1:{server.port}")
+    sock.connect(server.endpoint)
     refused = server._auth.refused
     try:
         sock.send_multipart(proto.request_frames("shutdown", 1))
@@ -128,7 +134,7 @@ def test_a_peer_with_other_keys_delivers_nothing(server):
     assert server._auth.refused > refused and not server.stopped
     plain = zmq.Context.instance().socket(zmq.DEALER)  # no CURVE at all
     plain.setsockopt(zmq.LINGER, 0)
-    plain.connect(f"tcp://127.0.0.1:{server.port}")
+    plain.connect(server.endpoint)
     try:
         plain.send_multipart(proto.request_frames("shutdown", 1))
         assert not plain.poll(1500)
@@ -147,7 +153,7 @@ def test_the_client_refuses_an_impostor_on_the_port(tmp_path):
     impostor = ctx.socket(zmq.ROUTER)
     impostor.curve_server = True
     impostor.curve_secretkey = impostor_keys.server_secret.encode()
-    impostor.bind(f"tcp://127.0.0.1:{port}")
+    impostor.bind(auth.client_endpoint(kept, "127.0.0.1", port))  # the socket, or the port, it left
     path = tmp_path / "conn.json"
     auth.write_connection_file(kept, path)
     try:
@@ -437,10 +443,11 @@ def test_the_client_sends_nothing_to_a_server_it_has_not_verified(tmp_path):
         fake.close()
 
 
-def test_batch_writes_nothing_from_a_fake_server_and_fails(tmp_path):
-    """`log3d batch` with a fake server on the port and no connection file: it starts its own server
-    there, which cannot bind, so the batch stops with an error; the fake gets no byte of a mesh and
-    nothing it sends is written."""
+def test_batch_writes_nothing_from_a_fake_server(tmp_path):
+    """`log3d batch` with a fake server on the port and no connection file: it starts its own server.
+    On TCP that one cannot bind the port, so the batch stops with an error; on ipc (the default on
+    POSIX) it listens on its own socket and remeshes. Either way the fake gets no byte of a mesh and
+    nothing it sends (a tetrahedron) is written."""
     from backend.cli import main
 
     src, out = tmp_path / "in", tmp_path / "out"
@@ -450,9 +457,12 @@ def test_batch_writes_nothing_from_a_fake_server_and_fails(tmp_path):
     try:
         code = main(["batch", str(src), str(out), "--port", str(fake.port), "--resolution", "64", "--quiet"])
         time.sleep(0.3)
-        assert code != 0
         assert fake.received == [] and fake.connections == 0
-        assert not out.exists() or not any(out.iterdir())
+        written = sorted(out.glob("*.ply")) if out.exists() else []
+        if code != 0:
+            assert written == []
+        else:  # its own server's work: the ball, not the fake's tetrahedron
+            assert len(written) == 1 and len(trimesh.load(written[0]).vertices) > 100
     finally:
         fake.close()
 
@@ -465,9 +475,13 @@ def test_a_stale_connection_file_meets_a_fake_server_with_a_timeout_and_no_data(
     path = tmp_path / "stale.json"
     auth.write_connection_file(kept, path)
     ctx = zmq.Context.instance()
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", port))
+    if kept.endpoint.startswith("ipc://"):  # the fake takes the socket's path the server left
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(kept.endpoint[len("ipc://"):])
+    else:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
     listener.listen(4)
     got = bytearray()
 
@@ -532,7 +546,8 @@ def test_idle_connections_without_keys_are_dropped_and_keyed_clients_answered(tm
 
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--port", "0", "--device", "cpu"],
+        proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--port", "0", "--device", "cpu",
+                                 "--transport", "tcp"],
                                 cwd=Path(__file__).resolve().parents[1], stdout=log, stderr=subprocess.STDOUT,
                                 preexec_fn=limit)
     held: list[socket.socket] = []
@@ -541,7 +556,7 @@ def test_idle_connections_without_keys_are_dropped_and_keyed_clients_answered(tm
         deadline = time.monotonic() + 120
         while port is None:
             assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            m = re.search(r"listening on tcp://127\.0\.0\.1:(\d+)", log_path.read_text(errors="replace"))
+            m = re.search(r"listening on tcp://127\.0\.0\.1:\d+ as server (\d+)", log_path.read_text(errors="replace"))
             port = int(m.group(1)) if m else None
             time.sleep(0.05)
         refused = 0
@@ -580,7 +595,7 @@ def test_a_connection_that_reuses_a_routing_id_is_the_same_client(server):
         "vertices": sphere(1)[0], "faces": sphere(1)[1]})]
     first = keyed_dealer(server.port)
     first.setsockopt(zmq.ROUTING_ID, b"\x00chosen")
-    first.connect(f"tcp://127.0.0.1:{server.port}")
+    first.connect(server.endpoint)
     first.send_multipart(hello)
     assert first.poll(10_000)
     job = proto.parse_event(first.recv_multipart()).job
@@ -589,7 +604,7 @@ def test_a_connection_that_reuses_a_routing_id_is_the_same_client(server):
     for routing_id, sees in ((b"\x00chosen", True), (b"another", False)):
         sock = keyed_dealer(server.port)
         sock.setsockopt(zmq.ROUTING_ID, routing_id)
-        sock.connect(f"tcp://127.0.0.1:{server.port}")
+        sock.connect(server.endpoint)
         sock.send_multipart([bytes(x) for x in proto.request_frames("jobs", "j")])
         assert sock.poll(10_000)
         listed = {j["job"] for j in proto.parse_event(sock.recv_multipart()).data["jobs"]}
@@ -627,3 +642,101 @@ def test_a_client_without_the_servers_file_fails_at_once_naming_it(server, tmp_p
     with Log3DClient(port=server.port, timeout_s=30, connection_file=elsewhere) as c, pytest.raises(BackendError) as info:
         c.hello()
     assert info.value.code == "not_running" and str(elsewhere) in info.value.message  # not "timeout"
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. The ipc transport: a socket only this user can reach
+# ----------------------------------------------------------------------------------------------
+
+NOBODY = 65534
+
+ATTEMPT_AS_NOBODY = textwrap.dedent("""
+    import os, socket, sys, json
+    os.setgroups([]); os.setgid(%(uid)d); os.setuid(%(uid)d)
+    out = {}
+    for name, path, count in (("control", sys.argv[1], 1), ("server", sys.argv[2], int(sys.argv[3]))):
+        errors = {}
+        for _ in range(count):
+            s = socket.socket(socket.AF_UNIX)
+            try:
+                s.connect(path)
+                errors["connected"] = errors.get("connected", 0) + 1
+            except OSError as exc:
+                errors[exc.__class__.__name__] = errors.get(exc.__class__.__name__, 0) + 1
+            finally:
+                s.close()
+        out[name] = errors
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "setuid") or os.geteuid() != 0,
+                    reason="acting as another local user needs root (bench/bench_flood.py --transports ipc likewise)")
+def test_another_user_cannot_open_one_connection_to_the_ipc_socket(tmp_path, monkeypatch):
+    """MEDIUM in issue 29, at its root: on ipc the flood cannot start. Another user (uid 65534) can
+    connect to a socket in an open folder beside ours (the control) but not to the server's, in its
+    0700 runtime folder: 2,000 attempts, every one refused by the kernel, none reaching the server,
+    while the keyed client is answered. bench/bench_flood.py times the same with several flooders."""
+    import json
+    import subprocess
+
+    base = Path(tempfile.mkdtemp(prefix="log3d_ipc_", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        monkeypatch.setenv("LOG3D_RUNTIME_DIR", str(base / "runtime"))
+        control = socket.socket(socket.AF_UNIX)
+        control.bind(str(base / "open.sock"))
+        control.listen(4)
+        os.chmod(base / "open.sock", 0o777)
+        with Server(config(transport="ipc")) as srv:
+            assert srv.endpoint == f"ipc://{base / 'runtime' / f'server-{srv.port}.sock'}"
+            with Log3DClient(port=srv.port, timeout_s=20) as c:
+                before = c.hello()["connections"]
+                attempt = subprocess.Popen([sys.executable, "-c", ATTEMPT_AS_NOBODY % {"uid": NOBODY},
+                                            str(base / "open.sock"), srv.endpoint[len("ipc://"):], "2000"],
+                                           stdout=subprocess.PIPE, text=True)
+                answered = [c.hello()["server"] for _ in range(5)]
+                out, _ = attempt.communicate(timeout=120)
+                after = c.hello()["connections"]
+        result = json.loads(out)
+        assert result["control"] == {"connected": 1}  # the other user could reach an open folder...
+        assert result["server"] == {"PermissionError": 2000}  # ...but never the server's socket
+        assert answered == ["log3d-studio"] * 5
+        assert after["accepted"] == before["accepted"] and after["refused"] == before["refused"]  # nobody else came
+    finally:
+        control.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_ipc_socket_is_private_and_never_taken_from_a_live_server(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOG3D_RUNTIME_DIR", str(tmp_path / "rt"))
+    with Server(config(transport="ipc")) as srv:
+        path = Path(srv.endpoint[len("ipc://"):])
+        assert path.parent == tmp_path / "rt" and path.is_socket()
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700 and stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert auth.read_connection_file(srv.connection_file).endpoint == srv.endpoint
+        from backend.server import BindError
+
+        with pytest.raises(BindError, match="another server is listening"):  # libzmq alone would unlink it
+            Server(config(transport="ipc", port=srv.port)).bind()
+        with Log3DClient(port=srv.port, timeout_s=10) as c:  # the first server still answers
+            assert c.hello()["server"] == "log3d-studio"
+        port = srv.port
+    assert not path.exists()  # removed at shutdown
+    stale = socket.socket(socket.AF_UNIX)  # a socket file left by a server that died
+    stale.bind(str(path))
+    stale.close()
+    with Server(config(transport="ipc", port=port)) as srv, Log3DClient(port=port, timeout_s=10) as c:
+        assert srv.endpoint == f"ipc://{path}" and c.hello()["server"] == "log3d-studio"
+
+
+def test_a_socket_path_too_long_for_ipc_falls_back_to_tcp_or_is_refused(tmp_path, monkeypatch):
+    from backend.listen import IPC_PATH_MAX
+    from backend.server import BindError
+
+    deep = tmp_path / ("d" * max(1, IPC_PATH_MAX - len(str(tmp_path)) - 5))
+    monkeypatch.setenv("LOG3D_RUNTIME_DIR", str(deep))
+    with pytest.raises(BindError, match="longer than"):
+        Server(config(transport="ipc")).bind()
+    with Server(config()) as srv, Log3DClient(port=srv.port, timeout_s=10) as c:  # the default: TCP instead
+        assert srv.endpoint.startswith("tcp://127.0.0.1:") and c.hello()["server"] == "log3d-studio"

@@ -67,8 +67,8 @@ START_TIMEOUT_S = 90.0
 
 
 class ServerProcess:
-    def __init__(self, proc: subprocess.Popen, port: int, log_path: Path) -> None:
-        self.proc, self.port, self.log_path = proc, port, log_path
+    def __init__(self, proc: subprocess.Popen, port: int, log_path: Path, endpoint: str) -> None:
+        self.proc, self.port, self.log_path, self.endpoint = proc, port, log_path, endpoint
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -117,14 +117,14 @@ def serve_process(tmp: Path) -> Iterator[ServerProcess]:
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while port is None:
-            match = re.search(r"listening on tcp://127\.0\.0\.1:(\d+)", log_path.read_text(errors="replace"))
+            match = re.search(r"listening on (\S+) as server (\d+)", log_path.read_text(errors="replace"))
             if match:
-                port = int(match.group(1))
+                endpoint, port = match.group(1), int(match.group(2))
                 break
             assert proc.poll() is None, f"log3d serve exited with {proc.returncode}:\n{log_path.read_text()}"
             assert time.monotonic() < deadline, f"log3d serve did not start:\n{log_path.read_text()}"
             time.sleep(0.05)
-        srv = ServerProcess(proc, port, log_path)
+        srv = ServerProcess(proc, port, log_path, endpoint)
         while True:  # the port is bound before the I/O loop runs: wait for a hello
             try:
                 with srv.client(timeout_s=2.0) as c:
@@ -641,7 +641,7 @@ def test_1000_malformed_messages_get_an_error_or_are_dropped_and_the_server_keep
     wrong: list[str] = []
     sock = keyed_dealer(server.port)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(f"tcp://127.0.0.1:{server.port}")
+    sock.connect(server.endpoint)
     start = time.perf_counter()
     try:
         for _ in range(1000):
@@ -653,7 +653,7 @@ def test_1000_malformed_messages_get_an_error_or_are_dropped_and_the_server_keep
                 sock.close()  # a fresh connection, in case the server reset this one
                 sock = keyed_dealer(server.port)
                 sock.setsockopt(zmq.LINGER, 0)
-                sock.connect(f"tcp://127.0.0.1:{server.port}")
+                sock.connect(server.endpoint)
                 continue
             code = event.data.get("code") if event.type == "error" else event.type
             answered[code] = answered.get(code, 0) + 1
@@ -802,7 +802,7 @@ CHILD_CLIENT = textwrap.dedent("""
     import numpy as np, trimesh, zmq
     from backend import protocol as proto
     from backend.client import Log3DClient
-    from tests.conftest import keyed_dealer
+    from tests.conftest import endpoint_of, keyed_dealer
     port, what = int(sys.argv[1]), sys.argv[2]
     if what == "job":
         tm = trimesh.creation.icosphere(subdivisions=3)
@@ -816,7 +816,7 @@ CHILD_CLIENT = textwrap.dedent("""
         print(job, flush=True)
     else:  # a large message (about 200 MB), killed while it is on its way
         sock = keyed_dealer(port)
-        sock.connect(f"tcp://127.0.0.1:{port}")
+        sock.connect(endpoint_of(port))
         v = np.zeros((8_000_000, 3), np.float32)
         f = np.zeros((8_000_000, 3), np.int32)
         # an invalid resolution: if it arrives whole, it is refused without any compute
@@ -882,7 +882,7 @@ def test_a_client_that_stops_reading_does_not_block_the_server(server):
     stalled.setsockopt(zmq.LINGER, 0)
     stalled.setsockopt(zmq.RCVHWM, 10)
     stalled.setsockopt(zmq.RCVBUF, 4096)
-    stalled.connect(f"tcp://127.0.0.1:{server.port}")
+    stalled.connect(server.endpoint)
     hello = [bytes(x) for x in proto.request_frames("hello", "flood")]
     try:
         sent = 0
