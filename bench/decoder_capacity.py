@@ -91,13 +91,16 @@ def main() -> int:
     parser.add_argument("--blocks", type=int, default=2048)
     parser.add_argument("--cpu-seconds", type=float, default=240.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--designs", nargs="+", metavar="SUBSTRING",
+                        help="run only the designs whose names contain one of these (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS / "decoder_capacity")
     args = parser.parse_args()
     torch.set_num_threads(1)
     precision, why = default_cpu_precision()
     blocks = load_blocks(args.data, args.blocks, args.seed)
     rows = []
-    for name, overrides in DESIGNS.items():
+    chosen = {n: o for n, o in DESIGNS.items() if not args.designs or any(d in n for d in args.designs)}
+    for name, overrides in chosen.items():
         rows.append(fit(name, overrides, blocks, args.cpu_seconds, precision, args.seed))
         print(json.dumps(rows[-1]), flush=True)
     lines = ["# Local decoder capacity (bench/decoder_capacity.py)\n",
