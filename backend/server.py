@@ -33,6 +33,8 @@ from typing import Any, Callable
 import numpy as np
 import zmq
 
+from model.memory import release_free_memory
+
 from . import auth, handshakes
 from .listen import TRANSPORTS, BindError, bind_ipc, choose_transport, ipc_available, release_socket
 from . import protocol as proto
@@ -331,12 +333,15 @@ def classify_error(exc: BaseException, job: Job) -> tuple[str, str]:
 
 
 def _free_memory(model: LoadedModel) -> None:
-    """Return a cancelled or failed job's memory now rather than at the next job."""
+    """Return a finished, cancelled or failed job's memory now rather than at the next job: the
+    objects, CUDA's cache, and the heap pages the process keeps for reuse (``model.memory``), so an
+    idle server does not hold its last job's gigabytes."""
     gc.collect()
     if model.vae is not None and model.device.startswith("cuda"):
         import torch
 
         torch.cuda.empty_cache()
+    release_free_memory()
 
 
 class Worker(threading.Thread):
@@ -401,6 +406,7 @@ class Worker(threading.Thread):
             data["elapsed_s"] = round(time.time() - (job.started or job.created), 6)
             self._queue.finish(job, DONE)
             self._send(job, proto.event_frames(proto.RESULT, job.request_id, job.id, data, arrays))
+            release_free_memory()  # the result's arrays stay referenced until zmq has sent them
             return
         _free_memory(self._model)
         self._send(job, frames)

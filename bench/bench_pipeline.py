@@ -2,7 +2,7 @@
 and the output's quality.
 
     .venv/bin/python bench/bench_pipeline.py [--meshes stanford-bunny.obj spot.obj ...]
-        [--resolutions 256 512 1024] [--blender-max-resolution 1024]
+        [--resolutions 256 512 1024] [--blender-max-resolution 1024] [--allocators tuned system]
 
 By default every mesh of ../shared/meshes (open and small ones included) at N = 256, 512, 1024.
 ``process s`` is the whole ``log3d remesh IN OUT -n N`` command as a user runs it — interpreter
@@ -18,7 +18,9 @@ Every (method, mesh, N) runs in a fresh child process, so its peak resident memo
 timed. Ours is timed twice: the pipeline alone (``LoG3D s``: the loaded mesh to the finished mesh,
 stage by stage) and the whole job as a user runs it (``load→save s``: reading the file, the
 pipeline, writing a binary PLY); the ratio is the whole job's against Blender's operator alone. The two methods alternate per case, so machine noise
-hits both alike. Prints a Markdown table; writes bench/results/pipeline.json and pipeline.md.
+hits both alike. ``--allocators``: LoG3D's memory policy (``model.memory``, ``LOG3D_ALLOCATOR``):
+``tuned`` (what ``log3d`` applies: freed arrays reused, no huge pages) and/or ``system`` (the
+platform's), one row each, beside the same Blender run. Prints a Markdown table; writes bench/results/pipeline.json and pipeline.md.
 """
 
 from __future__ import annotations
@@ -91,11 +93,11 @@ def _child_blender(path: str, resolution: int) -> dict:
             "worker_peak_rss_mb": result.peak_rss_bytes / 2**20}
 
 
-def _run(cmd: list[str], timeout: float) -> tuple[str, float] | str:
+def _run(cmd: list[str], timeout: float, allocator: str = "tuned") -> tuple[str, float] | str:
     """Run ``cmd`` from the repository: (its stdout, its wall seconds), or an error message."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+                            env={**os.environ, "PYTHONPATH": str(REPO), "LOG3D_ALLOCATOR": allocator})
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -109,11 +111,11 @@ def _run(cmd: list[str], timeout: float) -> tuple[str, float] | str:
 
 
 def run_case(method: str, path: Path, resolution: int, timeout: float, cleanup: str = "default",
-             measure: str = "none") -> dict:
+             measure: str = "none", allocator: str = "tuned") -> dict:
     """Run one case in a child process; returns its result plus the child's peak RSS (and, for
     ours, the output's quality: ``measure`` full (CD and topology), topology, or none)."""
     done = _run([sys.executable, str(Path(__file__).resolve()), "--child", method, str(path), str(resolution), cleanup,
-                 measure], timeout)
+                 measure], timeout, allocator)
     if isinstance(done, str):
         return {"error": done}
     # communicate() has reaped the child; its rusage is folded into RUSAGE_CHILDREN, so the peak of
@@ -121,10 +123,10 @@ def run_case(method: str, path: Path, resolution: int, timeout: float, cleanup: 
     return json.loads(done[0].strip().splitlines()[-1])
 
 
-def run_process(path: Path, resolution: int, out: Path, timeout: float, cleanup: str) -> dict:
+def run_process(path: Path, resolution: int, out: Path, timeout: float, cleanup: str, allocator: str = "tuned") -> dict:
     """The whole ``log3d remesh`` command, timed from outside."""
     cmd = [sys.executable, "-m", "backend.cli", "remesh", str(path), str(out), "-n", str(resolution), "-q"]
-    done = _run(cmd + (["--raw"] if cleanup == "raw" else []), timeout)
+    done = _run(cmd + (["--raw"] if cleanup == "raw" else []), timeout, allocator)
     return {"error": done} if isinstance(done, str) else {"seconds": done[1]}
 
 
@@ -152,6 +154,11 @@ def quality(gt, out, measure: str = "full") -> dict:
 def child_main(method: str, path: str, resolution: int, cleanup: str, measure: str) -> None:
     import resource
 
+    if method == "log3d":  # what the log3d command does first (LOG3D_ALLOCATOR picks the policy)
+        from model.memory import configure_allocator
+
+        configure_allocator()
+
     result = _child_ours(path, resolution, cleanup, measure) if method == "log3d" else _child_blender(path, resolution)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -162,10 +169,10 @@ def child_main(method: str, path: str, resolution: int, cleanup: str, measure: s
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| mesh | N | process s | LoG3D load→save s | LoG3D s | extract | cleanup | LoG3D peak MB | LoG3D faces | "
+    lines = ["| mesh | N | allocator | process s | LoG3D load→save s | LoG3D s | extract | cleanup | LoG3D peak MB | LoG3D faces | "
              "Blender s | Blender process s | Blender peak MB | Blender faces | ratio (load→save) / Blender | ratio process / Blender process | "
              "CD ×1e3 | pieces / input | loops / input | 3+-face edges / input |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     nan = float("nan")
     for r in rows:
         o, b, proc = r["log3d"], r.get("blender"), r.get("process", {})
@@ -189,7 +196,7 @@ def format_table(rows: list[dict]) -> str:
                      f"{q['edges_3plus']} / {i.get('edges_3plus', '?')}")
         else:
             shape = f"{q.get('error', 'not measured')} | | |"
-        lines.append(f"| {r['mesh']} | {r['resolution']} | {process} | {ours} | {theirs} | {shape} |")
+        lines.append(f"| {r['mesh']} | {r['resolution']} | {r.get('allocator', 'system')} | {process} | {ours} | {theirs} | {shape} |")
     return "\n".join(lines)
 
 
@@ -206,6 +213,8 @@ def main() -> int:
     parser.add_argument("--blender-max-resolution", type=int, default=1024,
                         help="skip Blender above this N (its 2048³ runs take minutes per mesh)")
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per case")
+    parser.add_argument("--allocators", nargs="+", choices=("tuned", "system"), default=["tuned"],
+                        help="LoG3D's memory policies to run, a row each (model.memory; default: tuned, as log3d runs)")
     parser.add_argument("--out", type=Path, default=RESULTS / "pipeline.json")
     args = parser.parse_args()
     if args.child:
@@ -224,16 +233,23 @@ def main() -> int:
             source = topology(load_mesh(path))
             for n in args.resolutions:
                 measure = "full" if n <= args.cd_max_resolution else "topology"
-                row = {"mesh": path.name, "resolution": n, "cleanup": args.cleanup, "input": source,
-                       "log3d": run_case("log3d", path, n, args.timeout, args.cleanup, measure)}
-                output = Path(scratch) / f"out-{n}.ply"
-                row["process"] = run_process(path, n, output, args.timeout, args.cleanup)
+                case = []
+                for allocator in args.allocators:
+                    row = {"mesh": path.name, "resolution": n, "cleanup": args.cleanup, "input": source,
+                           "allocator": allocator,
+                           "log3d": run_case("log3d", path, n, args.timeout, args.cleanup, measure, allocator)}
+                    output = Path(scratch) / f"out-{n}.ply"
+                    row["process"] = run_process(path, n, output, args.timeout, args.cleanup, allocator)
+                    row["quality"] = row["log3d"].get("quality", {"error": "no output"})
+                    output.unlink(missing_ok=True)
+                    case.append(row)
                 if n <= args.blender_max_resolution:
-                    row["blender"] = run_case("blender", path, n, args.timeout)
-                row["quality"] = row["log3d"].get("quality", {"error": "no output"})
-                output.unlink(missing_ok=True)
-                rows.append(row)
-                print(format_table([row]).splitlines()[-1], flush=True)
+                    blender = run_case("blender", path, n, args.timeout)
+                    for row in case:
+                        row["blender"] = blender
+                rows.extend(case)
+                for line in format_table(case).splitlines()[2:]:
+                    print(line, flush=True)
     table = format_table(rows)
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)

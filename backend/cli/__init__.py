@@ -44,4 +44,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+def entry() -> int:
+    """The ``log3d`` command (and ``python -m backend.cli``): the process's memory policy
+    (``model.memory``: freed arrays reused, no huge pages; ``LOG3D_ALLOCATOR=system`` keeps the
+    platform's), then :func:`main`. Tests call ``main`` and leave their own process as it is."""
+    from model.memory import configure_allocator
+
+    try:
+        configure_allocator()
+    except ValueError as exc:
+        print(f"log3d: error: {exc}", file=sys.stderr)
+        return 2
+    return main()
+
+
+__all__ = ["COMMANDS", "build_parser", "entry", "main"]

@@ -3,6 +3,6 @@ torchrun) start."""
 
 import sys
 
-from backend.cli import main
+from backend.cli import entry
 
-sys.exit(main())
+sys.exit(entry())
