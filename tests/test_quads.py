@@ -139,3 +139,27 @@ def test_a_voxel_size_past_the_grid_names_the_smallest_it_can_do():
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ResolutionError, match="voxel size must be a positive number"):
             RemeshOptions(voxel_size=bad).validate()
+
+
+def test_written_numbers_read_back_to_twelve_digits_and_integers_exactly():
+    import io
+
+    from model.polygon_files import SIGNIFICANT, _write_rows
+
+    rng = np.random.default_rng(5)
+    floats = rng.standard_normal(30_000) * 10.0 ** rng.integers(-12, 14, 30_000)
+    floats[:8] = [0.0, -0.0, 1.0, -1.0, 0.1, 1e-5, 123456789012.0, 1e12]
+    for rows in (floats.reshape(-1, 3), np.array([[1.7e308, 2.3e-308, -5e-324]])):  # the second: the fallback
+        out = io.BytesIO()
+        _write_rows(out, "v ", rows, True)
+        lines = out.getvalue().decode("ascii").splitlines()
+        assert all(line.startswith("v ") for line in lines) and len(lines) == len(rows)
+        back = np.array([[float(t) for t in line.split()[1:]] for line in lines])
+        assert (np.abs(back - rows) <= 0.5 * 10.0 ** (1 - SIGNIFICANT) * np.abs(rows)).all()
+    assert lines and out.getvalue().decode().split()[1] == "1.7e+308"
+    ints = rng.integers(-10**12, 10**12, (20_000, 4))
+    ints[0] = [0, -1, 9, 10]
+    out = io.BytesIO()
+    _write_rows(out, "4 ", ints, False)
+    back = np.array([[int(t) for t in line.split()[1:]] for line in out.getvalue().decode().splitlines()])
+    assert (back == ints).all()
