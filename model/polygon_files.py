@@ -24,10 +24,13 @@ float64 one within 5e-12 of itself — far below any voxel (``%.17g`` took 1 s p
 _POW10 = 10.0 ** np.arange(-308, 309)  # exact where 10^k is, and the correctly rounded double elsewhere
 
 
-@nb.njit(cache=True)
-def _int_text(value, scratch):
-    """``value`` in decimal into ``scratch`` (right-aligned, ending at its last byte); its length."""
-    end = scratch.shape[0]
+_DIGITS = 48  # scratch[_DIGITS:_DIGITS + SIGNIFICANT]: a coordinate's digits; scratch[_TAIL - 8:_TAIL]: an integer's
+_TAIL = 40
+
+
+@nb.njit(cache=True, inline="always")
+def _int_text(value, scratch, end):
+    """``value`` in decimal into ``scratch``, right-aligned to end just before ``end``; its length."""
     n = -value if value < 0 else value
     i = end
     while True:
@@ -45,7 +48,7 @@ def _int_text(value, scratch):
 @nb.njit(cache=True)
 def _float_text(x, scratch):
     """``x`` with at most ``SIGNIFICANT`` significant digits, trailing zeros dropped, positional from
-    1e-5 to 1e12 and ``1.5e-07``-style beyond, into ``scratch`` from its start (its bytes 40–63 are
+    1e-5 to 1e12 and ``1.5e-07``-style beyond, into ``scratch`` from its start (its bytes 32–63 are
     working space); its length."""
     if x == 0.0:
         scratch[0] = 48
@@ -64,12 +67,11 @@ def _float_text(x, scratch):
     elif m < top:
         m = int(np.round(x * _POW10[SIGNIFICANT - e + 308])) if e < 290 else int(np.round(x / _POW10[e - SIGNIFICANT + 308]))
         e -= 1
-    digits = scratch[48:48 + SIGNIFICANT]
     for d in range(SIGNIFICANT - 1, -1, -1):
-        digits[d] = 48 + m % 10
+        scratch[_DIGITS + d] = 48 + m % 10
         m //= 10
     used = SIGNIFICANT
-    while used > 1 and digits[used - 1] == 48:
+    while used > 1 and scratch[_DIGITS + used - 1] == 48:
         used -= 1
     if -5 <= e < SIGNIFICANT:
         if e < 0:
@@ -80,23 +82,23 @@ def _float_text(x, scratch):
                 scratch[pos] = 48
                 pos += 1
             for d in range(used):
-                scratch[pos] = digits[d]
+                scratch[pos] = scratch[_DIGITS + d]
                 pos += 1
         else:
             for d in range(max(used, e + 1)):
                 if d == e + 1:
                     scratch[pos] = 46
                     pos += 1
-                scratch[pos] = digits[d] if d < used else 48
+                scratch[pos] = scratch[_DIGITS + d] if d < used else 48
                 pos += 1
         return pos
-    scratch[pos] = digits[0]
+    scratch[pos] = scratch[_DIGITS]
     pos += 1
     if used > 1:
         scratch[pos] = 46
         pos += 1
         for d in range(1, used):
-            scratch[pos] = digits[d]
+            scratch[pos] = scratch[_DIGITS + d]
             pos += 1
     scratch[pos] = 101
     scratch[pos + 1] = 45 if e < 0 else 43
@@ -105,10 +107,9 @@ def _float_text(x, scratch):
     if ae < 10:
         scratch[pos] = 48
         pos += 1
-    tail = scratch[40:48]
-    k = _int_text(ae, tail)
-    for d in range(8 - k, 8):
-        scratch[pos] = tail[d]
+    k = _int_text(ae, scratch, _TAIL)
+    for d in range(_TAIL - k, _TAIL):
+        scratch[pos] = scratch[d]
         pos += 1
     return pos
 
@@ -118,10 +119,13 @@ def _number(value, scratch, is_float):
     """Bytes of one number at the start of ``scratch``; its length."""
     if is_float:
         return _float_text(value, scratch)
-    k = _int_text(np.int64(value), scratch[32:])
+    k = _int_text(np.int64(value), scratch, _TAIL)
     for d in range(k):
-        scratch[d] = scratch[32 + 32 - k + d]
+        scratch[d] = scratch[_TAIL - k + d]
     return k
+
+
+_SPANS = 64  # rows are formatted in this many spans at once, each with one scratch buffer
 
 
 @nb.njit(parallel=True, cache=True)
@@ -131,29 +135,32 @@ def _rows_text(prefix, rows, is_float):
     n, width = rows.shape
     lengths = np.empty(n + 1, dtype=np.int64)
     lengths[0] = 0
-    for r in nb.prange(n):
+    spans = min(n, _SPANS)
+    for s in nb.prange(spans):
         scratch = np.empty(64, dtype=np.uint8)
-        total = prefix.shape[0] + width  # the spaces and the newline
-        for c in range(width):
-            total += _number(rows[r, c], scratch, is_float)
-        lengths[r + 1] = total
+        for r in range(s * n // spans, (s + 1) * n // spans):
+            total = prefix.shape[0] + width  # the spaces and the newline
+            for c in range(width):
+                total += _number(rows[r, c], scratch, is_float)
+            lengths[r + 1] = total
     offsets = np.cumsum(lengths)
     out = np.empty(offsets[n], dtype=np.uint8)
-    for r in nb.prange(n):
+    for s in nb.prange(spans):
         scratch = np.empty(64, dtype=np.uint8)
-        at = offsets[r]
-        for b in range(prefix.shape[0]):
-            out[at + b] = prefix[b]
-        at += prefix.shape[0]
-        for c in range(width):
-            if c:
-                out[at] = 32
-                at += 1
-            k = _number(rows[r, c], scratch, is_float)
-            for b in range(k):
-                out[at + b] = scratch[b]
-            at += k
-        out[at] = 10
+        for r in range(s * n // spans, (s + 1) * n // spans):
+            at = offsets[r]
+            for b in range(prefix.shape[0]):
+                out[at + b] = prefix[b]
+            at += prefix.shape[0]
+            for c in range(width):
+                if c:
+                    out[at] = 32
+                    at += 1
+                k = _number(rows[r, c], scratch, is_float)
+                for b in range(k):
+                    out[at + b] = scratch[b]
+                at += k
+            out[at] = 10
     return out
 
 
