@@ -41,7 +41,7 @@ class LOG3D_AddonPreferences(bpy.types.AddonPreferences):
     host: StringProperty(name="Host", default=DEFAULTS["host"],
                          description="Address of the backend (127.0.0.1: this computer)")
     port: IntProperty(name="Port", default=DEFAULTS["port"], min=1, max=65535,
-                      description="TCP port of the backend (`log3d serve --port`)")
+                      description="The backend's number (`log3d serve --port`): its TCP port, or on Linux and macOS the name of its private socket")
     device: EnumProperty(
         name="Device", default=DEFAULTS["device"],
         items=[("auto", "Auto", "CUDA when available, else CPU"), ("cuda", "CUDA", "NVIDIA GPU"),
