@@ -99,15 +99,18 @@ def socket_path(connection_file: Path) -> Path:
     return Path(connection_file).with_suffix(".sock")
 
 
-def client_endpoint(info: ConnectionInfo, host: str, port: int) -> str:
-    """Where a client connects: the file's ipc socket when the server listens on one, else
-    ``tcp://host:port`` as the client was told (a remote client names the server's address itself)."""
-    if info.endpoint.startswith("ipc://"):
-        return info.endpoint
+def tcp_endpoint(host: str, port: int | str) -> str:
+    """``tcp://host:port`` as ZeroMQ wants it: ``localhost`` as 127.0.0.1, an IPv6 address in brackets."""
     host = "127.0.0.1" if host == "localhost" else host
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    return f"tcp://{host}:{int(port)}"
+    return f"tcp://{host}:{port}"
+
+
+def client_endpoint(info: ConnectionInfo, host: str, port: int) -> str:
+    """Where a client connects: the file's ipc socket when the server listens on one, else
+    ``tcp://host:port`` as the client was told (a remote client names the server's address itself)."""
+    return info.endpoint if info.endpoint.startswith("ipc://") else tcp_endpoint(host, int(port))
 
 
 def private_dir(path: Path) -> Path:

@@ -45,6 +45,12 @@ def ipc_fits(path: Path) -> bool:
     return len(os.fsencode(str(path))) <= IPC_PATH_MAX
 
 
+def _files(number: int, connection_file: Path | None) -> tuple[Path, Path]:
+    """(connection file, ipc socket) of server ``number``: the socket beside the file."""
+    file = Path(connection_file) if connection_file else auth.default_connection_file(number)
+    return file, auth.socket_path(file)
+
+
 def choose_transport(requested: str | None, loopback: bool, connection_file: Path | None, port: int) -> str:
     """``requested`` when given (checked by the caller), else ipc where it is possible and the
     server is local, else tcp."""
@@ -52,8 +58,7 @@ def choose_transport(requested: str | None, loopback: bool, connection_file: Pat
         return requested
     if not loopback or not ipc_available():
         return "tcp"
-    folder = Path(connection_file).parent if connection_file else auth.runtime_dir()
-    return "ipc" if ipc_fits(folder / f"server-{port or 65535}.sock") else "tcp"
+    return "ipc" if ipc_fits(_files(port or 65535, connection_file)[1]) else "tcp"  # 0: the longest number
 
 
 def socket_in_use(path: Path) -> bool:
@@ -109,14 +114,13 @@ def free_number(folder: Path, rng: random.Random | None = None) -> int:
 def bind_ipc(router: zmq.Socket, port: int, connection_file: Path | None) -> tuple[str, int, Path]:
     """Bind ``router`` to the ipc socket of server ``port`` (0: a free number); returns (endpoint,
     port, connection file path). The folder is checked (ours, 0700, not a symlink) before binding."""
-    folder = Path(connection_file).parent if connection_file else auth.runtime_dir()
+    folder = _files(port, connection_file)[0].parent
     try:
         auth.private_dir(folder)
     except (OSError, auth.AuthError) as exc:
         raise BindError(f"cannot keep the server's socket in {folder}: {exc}") from None
     number = port or free_number(folder)
-    file = Path(connection_file) if connection_file else folder / f"server-{number}.json"
-    path = auth.socket_path(file)
+    file, path = _files(number, connection_file)
     if not ipc_fits(path):
         raise BindError(f"the socket path {path} is longer than the {IPC_PATH_MAX} bytes a Unix socket allows; "
                         "use a shorter LOG3D_RUNTIME_DIR or --connection-file, or --transport tcp")

@@ -113,10 +113,7 @@ class ServerConfig:
 
     @property
     def bind_address(self) -> str:
-        host = "127.0.0.1" if self.host == "localhost" else self.host
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"tcp://{host}:{self.port or '*'}"
+        return auth.tcp_endpoint(self.host, self.port or "*")
 
 
 # ----------------------------------------------------------------------------------------------

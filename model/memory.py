@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import platform
 from dataclasses import dataclass
@@ -55,7 +56,9 @@ class AllocatorPolicy:
         raise ValueError(f"{ENV} must be 'tuned' or 'system', got {value!r}")
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
+    """glibc, looked up once (the server trims after every job)."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
     try:
