@@ -126,7 +126,7 @@ def _has_area(verts: np.ndarray, tris: np.ndarray, extent: float, first: int = 4
 
 def load_mesh(path: str | os.PathLike[str]) -> Mesh:
     """Read a mesh file; multi-body scenes are concatenated (with their node transforms) and
-    polygons are triangulated by trimesh's loaders."""
+    polygons are triangulated (by trimesh's loaders, and :mod:`model.ply_reader` for binary PLY)."""
     import trimesh  # local: keeps `import model` light for the Blender-free server start-up
 
     file_path = Path(path)
@@ -135,6 +135,15 @@ def load_mesh(path: str | os.PathLike[str]) -> Mesh:
     suffix = file_path.suffix.lower()
     if suffix not in SUPPORTED_EXTENSIONS:
         raise MeshError(f"{file_path}: unsupported format '{suffix}' (supported: {', '.join(SUPPORTED_EXTENSIONS)})")
+    if suffix == ".ply":  # trimesh cannot read a binary PLY whose faces differ in length (ours)
+        from .ply_reader import PlyError, read_binary_ply
+
+        try:
+            arrays = read_binary_ply(file_path)
+        except (PlyError, ValueError) as exc:
+            raise MeshError(f"{file_path}: cannot read the file: {exc}") from None
+        if arrays is not None:
+            return validate_arrays(*arrays, name=str(file_path))
     try:
         loaded = trimesh.load(str(file_path), process=False)
     except Exception as exc:  # trimesh raises many types for broken files
@@ -161,7 +170,7 @@ def save_mesh(mesh: Mesh, path: str | os.PathLike[str]) -> None:
     if file_path.suffix.lower() not in SUPPORTED_EXTENSIONS:
         raise MeshError(f"{file_path}: unsupported output format (supported: {', '.join(SUPPORTED_EXTENSIONS)})")
     file_path.parent.mkdir(parents=True, exist_ok=True)
-    if mesh.num_quads and file_path.suffix.lower() in POLYGON_FORMATS:
+    if file_path.suffix.lower() == ".ply" or (mesh.num_quads and file_path.suffix.lower() in POLYGON_FORMATS):
         write_polygons(file_path, mesh.vertices, mesh.faces, mesh.num_quads)
         return
     trimesh.Trimesh(vertices=mesh.vertices, faces=mesh.faces, process=False).export(str(file_path))

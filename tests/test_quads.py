@@ -87,14 +87,23 @@ def test_polygon_files_hold_the_quads_and_read_back(tmp_path, suffix):
     out = remesh(load_mesh(SPOT), RemeshOptions(resolution=64)).mesh
     path = tmp_path / f"out{suffix}"
     save_mesh(out, path)
-    back = trimesh.load(path, process=False)
+    back = load_mesh(path)  # trimesh for OBJ and OFF; model.ply_reader for the binary PLY
     assert len(back.vertices) == len(out.vertices) and len(back.faces) == len(out.faces)
-    assert back.area == pytest.approx(trimesh.Trimesh(out.vertices, out.faces, process=False).area, rel=1e-9)
-    text = path.read_text()
+    assert trimesh.Trimesh(back.vertices, back.faces, process=False).area == pytest.approx(
+        trimesh.Trimesh(out.vertices, out.faces, process=False).area, rel=1e-9)
     if suffix == ".obj":
-        sizes = [len(line.split()) - 1 for line in text.splitlines() if line.startswith("f ")]
-    else:  # PLY and OFF: the faces are the last lines, each starting with its corner count
-        sizes = [int(line.split()[0]) for line in text.splitlines()[-(out.num_quads + len(out.faces) - 2 * out.num_quads):]]
+        sizes = [len(line.split()) - 1 for line in path.read_text().splitlines() if line.startswith("f ")]
+    elif suffix == ".off":  # the faces are the last lines, each starting with its corner count
+        sizes = [int(line.split()[0]) for line in path.read_text().splitlines()[-(out.num_quads + len(out.faces) - 2 * out.num_quads):]]
+    else:  # binary: after the header and the vertices' doubles, each face is a byte count then int32 corners
+        data = path.read_bytes()
+        at = data.index(b"end_header\n") + len(b"end_header\n") + 24 * len(out.vertices)
+        sizes = []
+        while at < len(data):
+            sizes.append(data[at])
+            at += 1 + 4 * data[at]
+        np.testing.assert_array_equal(back.vertices, out.vertices)  # doubles: exact
+        np.testing.assert_array_equal(back.faces, out.faces)  # quads fanned from their first corner: the same pairs
     assert sizes.count(4) == out.num_quads and sizes.count(3) == len(out.faces) - 2 * out.num_quads
 
 
@@ -163,3 +172,30 @@ def test_written_numbers_read_back_to_twelve_digits_and_integers_exactly():
     _write_rows(out, "4 ", ints, False)
     back = np.array([[int(t) for t in line.split()[1:]] for line in out.getvalue().decode().splitlines()])
     assert (back == ints).all()
+
+
+def test_blender_reads_the_polygon_files_with_their_quads(tmp_path):
+    """What an artist does with the file: Blender's own importers, in a fresh Blender process."""
+    import subprocess
+    import sys
+
+    from backend.blender_voxel import bpy_available
+
+    if not bpy_available():
+        pytest.skip("bpy (pip install bpy==5.0.1) is not importable")
+    out = remesh(load_mesh(SPOT), RemeshOptions(resolution=64)).mesh
+    script = (
+        "import bpy, sys\n"
+        "for path in sys.argv[1:]:\n"
+        "    bpy.ops.wm.read_factory_settings(use_empty=True)\n"
+        "    (bpy.ops.wm.ply_import if path.endswith('.ply') else bpy.ops.wm.obj_import)(filepath=path)\n"
+        "    me = bpy.context.selected_objects[0].data\n"
+        "    sizes = [len(p.vertices) for p in me.polygons]\n"
+        "    print('RESULT', len(me.vertices), sizes.count(4), sizes.count(3))\n")
+    paths = [tmp_path / "out.ply", tmp_path / "out.obj"]
+    for path in paths:
+        save_mesh(out, path)
+    done = subprocess.run([sys.executable, "-c", script, *map(str, paths)], capture_output=True, text=True, timeout=300)
+    results = [line.split()[1:] for line in done.stdout.splitlines() if line.startswith("RESULT")]
+    expected = [str(len(out.vertices)), str(out.num_quads), str(len(out.faces) - 2 * out.num_quads)]
+    assert results == [expected, expected], done.stderr[-2000:]
