@@ -1306,11 +1306,20 @@ def tidy_contour(out_vertices: np.ndarray, out_faces: np.ndarray, source: np.nda
     corners = topology.boundary_corners()
     kept_faces = out_faces[kept]  # gathered once: millions of faces at N=1024
     snapped = unfold(out_vertices, snap_boundary(out_vertices, on_border, index, border_edges, corners), kept_faces)
+    candidates = np.flatnonzero(on_border[kept_faces].any(axis=1))  # only faces with a snapped corner can be ears
+    uses = np.bincount(kept_faces.ravel(), minlength=len(snapped))
+    dropped = []
     for _ in range(FLAT_EAR_ROUNDS):  # dropping one can make the next of a flat strip an ear
-        ears = flat_ears(snapped, kept_faces, np.flatnonzero(on_border[kept_faces].any(axis=1)))
-        if not ears.any():
+        ears = flat_ears(snapped, kept_faces, candidates, uses)
+        if len(ears) == 0:
             break
-        kept, kept_faces = kept[~ears], kept_faces[~ears]
+        np.subtract.at(uses, kept_faces[ears].ravel(), 1)
+        candidates = np.setdiff1d(candidates, ears, assume_unique=True)
+        dropped.append(ears)
+    if dropped:
+        alive = np.ones(len(kept_faces), dtype=bool)
+        alive[np.concatenate(dropped)] = False
+        kept, kept_faces = kept[alive], kept_faces[alive]
     vertices, faces = compact(snapped, kept_faces)
     vertices, faces, fills = fill_rim_gaps(vertices, faces, index, corners)
     return vertices, faces, np.concatenate([kept, np.full(fills, -1, dtype=kept.dtype)])
@@ -1504,25 +1513,27 @@ def unfold(before: np.ndarray, after: np.ndarray, faces: np.ndarray, rounds: int
     return out
 
 
-def flat_ears(vertices: np.ndarray, faces: np.ndarray, candidates: np.ndarray | None = None) -> np.ndarray:
-    """Per face, whether it is a flat ear: no area, with a corner that no other face uses. Snapping
-    puts boundary vertices on the input's boundary curve; where that curve runs along a grid line,
-    the two ends of a boundary triangle's edge can land on one point, and such a triangle is a fold
-    of zero width in the boundary (two coincident vertices, welded into an edge of three faces).
+def flat_ears(vertices: np.ndarray, faces: np.ndarray, candidates: np.ndarray | None = None,
+              uses: np.ndarray | None = None) -> np.ndarray:
+    """The faces (ids, ascending) that are flat ears: no area, with a corner that no other face uses.
+    Snapping puts boundary vertices on the input's boundary curve; where that curve runs along a grid
+    line, the two ends of a boundary triangle's edge can land on one point, and such a triangle is a
+    fold of zero width in the boundary (two coincident vertices, welded into an edge of three faces).
     Dropping it leaves the boundary along its third edge: the same curve, one corner fewer.
     ``candidates``: the only faces that can be ears (those with a snapped corner), when known —
-    the areas of millions of faces far from any boundary need not be computed each round."""
+    the areas of millions of faces far from any boundary need not be computed each round; ``uses``:
+    the faces per vertex, when the caller keeps it up to date between rounds (a count over every face
+    otherwise)."""
     if len(faces) == 0:
-        return np.zeros(0, dtype=bool)
+        return np.zeros(0, dtype=np.int64)
     candidates = np.arange(len(faces)) if candidates is None else np.asarray(candidates, dtype=np.int64)
     area = face_normals_and_areas(vertices, faces[candidates])[1]
     flat = candidates[area <= 1e-12]
-    ears = np.zeros(len(faces), dtype=bool)
     if len(flat) == 0:
-        return ears
-    uses = np.bincount(faces.ravel(), minlength=len(vertices))
-    ears[flat] = (uses[faces[flat]] == 1).any(axis=1)
-    return ears
+        return flat
+    if uses is None:
+        uses = np.bincount(faces.ravel(), minlength=len(vertices))
+    return flat[(uses[faces[flat]] == 1).any(axis=1)]
 
 
 def contour(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
