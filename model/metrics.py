@@ -50,6 +50,12 @@ class VisibilityConfig:
     resolution: int = 1024
     tolerance: float = 2.5e-4
     max_view_angle_deg: float = 72.5
+    drop_enclosed: bool = False
+    """Also count as hidden a point strictly inside another closed body of the same mesh (parts of an
+    assembly that pass through each other: a chair's seat inside its backrest). The depth test lets
+    some of those through near where the bodies meet (on armchair.obj 2.5 % of the outer samples, all
+    inside another body), which charges a remesh that unites the bodies for surface no one can see.
+    Off in the reported protocol, so its numbers stay comparable; ``bench_pipeline`` reports both."""
 
 
 @dataclass(frozen=True)
@@ -245,7 +251,92 @@ def outer_surface_mask(
         fid = _rasterize(px, py, depth, faces, res)
         _mark_visible(points, normals, samples.face_ids, e1, e2, direction, half, scale, fid, px, py, depth,
                       faces, float(config.tolerance), min_cos, visible)
+    if config.drop_enclosed and visible.any():
+        visible[visible] = ~enclosed_mask(vertices, faces, samples.subset(visible))
     return visible
+
+
+@numba.njit(cache=True)
+def _bin_triangles(lo, hi, origin, cell, cells):
+    """Triangles per cell of a ``cells``² grid over x, y (a counting sort of their bounding boxes)."""
+    n = lo.shape[0]
+    count = np.zeros(cells * cells + 1, dtype=np.int64)
+    for t in range(n):
+        i0, i1 = int((lo[t, 0] - origin[0]) / cell), min(int((hi[t, 0] - origin[0]) / cell), cells - 1)
+        j0, j1 = int((lo[t, 1] - origin[1]) / cell), min(int((hi[t, 1] - origin[1]) / cell), cells - 1)
+        for j in range(j0, j1 + 1):
+            for i in range(i0, i1 + 1):
+                count[j * cells + i + 1] += 1
+    start = np.cumsum(count)
+    fill = start[:-1].copy()
+    items = np.empty(start[-1], dtype=np.int64)
+    for t in range(n):
+        i0, i1 = int((lo[t, 0] - origin[0]) / cell), min(int((hi[t, 0] - origin[0]) / cell), cells - 1)
+        j0, j1 = int((lo[t, 1] - origin[1]) / cell), min(int((hi[t, 1] - origin[1]) / cell), cells - 1)
+        for j in range(j0, j1 + 1):
+            for i in range(i0, i1 + 1):
+                items[fill[j * cells + i]] = t
+                fill[j * cells + i] += 1
+    return start, items
+
+
+@numba.njit(cache=True, parallel=True)
+def _enclosed(points, own, tri, body, num_bodies, origin, cell, cells, start, items):
+    """Per point: whether the ray from it along +z crosses some closed body other than its own an odd
+    number of times (the body's own parity: overlapping bodies do not cancel)."""
+    out = np.zeros(points.shape[0], dtype=np.bool_)
+    for k in numba.prange(points.shape[0]):
+        x, y, z = points[k, 0], points[k, 1], points[k, 2]
+        i = int((x - origin[0]) / cell)
+        j = int((y - origin[1]) / cell)
+        if i < 0 or j < 0 or i >= cells or j >= cells:
+            continue
+        parity = np.zeros(num_bodies, dtype=np.bool_)
+        c = j * cells + i
+        for m in range(start[c], start[c + 1]):
+            t = items[m]
+            b = body[t]
+            if b == own[k]:
+                continue
+            ax, ay = tri[t, 0, 0] - x, tri[t, 0, 1] - y
+            bx, by = tri[t, 1, 0] - x, tri[t, 1, 1] - y
+            cx, cy = tri[t, 2, 0] - x, tri[t, 2, 1] - y
+            w0 = bx * cy - by * cx  # twice the signed areas seen from the ray: all one sign inside
+            w1 = cx * ay - cy * ax
+            w2 = ax * by - ay * bx
+            if not ((w0 > 0 and w1 > 0 and w2 > 0) or (w0 < 0 and w1 < 0 and w2 < 0)):
+                continue
+            hit = (w0 * tri[t, 0, 2] + w1 * tri[t, 1, 2] + w2 * tri[t, 2, 2]) / (w0 + w1 + w2)
+            if hit > z:
+                parity[b] = not parity[b]
+        for b in range(num_bodies):
+            if parity[b]:
+                out[k] = True
+                break
+    return out
+
+
+def enclosed_mask(vertices: np.ndarray, faces: np.ndarray, samples: SurfaceSamples) -> np.ndarray:
+    """Which samples lie strictly inside a closed body (a welded piece without boundary) other than
+    the one they are on. A ray that grazes an edge exactly is a measure-zero event for random
+    samples and is not resolved."""
+    from model.contour import InputTopology
+
+    topology = InputTopology.of(vertices, faces)
+    bodies, body = np.unique(topology.piece, return_inverse=True)  # piece labels are not consecutive
+    closed_faces = np.flatnonzero(~topology.open_piece[topology.piece])
+    hidden = np.zeros(len(samples), dtype=bool)
+    if len(samples) == 0 or len(closed_faces) == 0 or len(bodies) < 2:
+        return hidden
+    tri = np.ascontiguousarray(vertices[faces[closed_faces]], dtype=np.float64)
+    lo, hi = tri.min(axis=1), tri.max(axis=1)
+    origin = lo.min(axis=0)
+    side = float(max((hi.max(axis=0) - origin)[:2].max(), 1e-12))
+    cells = int(min(512, max(8, math.sqrt(len(tri)))))
+    cell = side / cells * (1.0 + 1e-9)
+    start, items = _bin_triangles(lo, hi, origin, cell, cells)
+    return _enclosed(np.ascontiguousarray(samples.points, dtype=np.float64), body[samples.face_ids],
+                     tri, body[closed_faces], len(bodies), origin, cell, cells, start, items)
 
 
 def sample_outer_surface(

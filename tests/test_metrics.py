@@ -24,6 +24,7 @@ from model.metrics import (
     SurfaceIndex,
     VisibilityConfig,
     compute_metrics,
+    enclosed_mask,
     normal_error,
     outer_surface_mask,
     sample_pair,
@@ -289,6 +290,44 @@ def test_outer_sampling_keeps_an_open_sheet_and_a_concavity():
     cup = as_mesh(trimesh.creation.annulus(r_min=0.3, r_max=0.5, height=0.8, sections=64))
     s = sample_surface(cup.vertices, cup.faces, 5000, np.random.default_rng(0))
     assert outer_surface_mask(cup.vertices, cup.faces, s, VisibilityConfig(views=64, resolution=512)).mean() > 0.99
+
+
+def test_points_inside_another_closed_body_are_enclosed_whatever_its_winding():
+    """Two boxes through each other and an open sheet through both: a point is enclosed exactly
+    when it is strictly inside the other box (a sheet encloses nothing, nothing encloses itself)."""
+    a = trimesh.creation.box((1.0, 1.0, 1.0))
+    b = trimesh.creation.box((1.0, 1.0, 1.0))
+    b.apply_translation((0.5, 0.3, 0.2))
+    sheet_part = trimesh.Trimesh([[-1, -1, 0.1], [1.5, -1, 0.1], [1.5, 1.5, 0.1], [-1, 1.5, 0.1]], [[0, 1, 2], [0, 2, 3]])
+    for flip in (False, True):
+        b_faces = b.faces[:, ::-1] if flip else b.faces
+        mesh = Mesh(np.vstack([a.vertices, b.vertices, sheet_part.vertices]),
+                    np.vstack([a.faces, b_faces + 8, sheet_part.faces + 16]))
+        samples = sample_surface(mesh.vertices, mesh.faces, 20_000, np.random.default_rng(1))
+        got = enclosed_mask(mesh.vertices, mesh.faces, samples)
+        p = samples.points
+        in_a = (np.abs(p) < 0.5).all(axis=1)
+        in_b = (np.abs(p - (0.5, 0.3, 0.2)) < 0.5).all(axis=1)
+        on_a, on_b = samples.face_ids < 12, (samples.face_ids >= 12) & (samples.face_ids < 24)
+        expected = np.where(on_a, in_b, np.where(on_b, in_a, in_a | in_b))
+        assert 3000 < expected.sum() < 17000
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_dropping_enclosed_points_scores_the_union_of_two_bodies_by_what_can_be_seen():
+    """Two spheres through each other against their united surface (direct mode's): with the walls
+    inside the other sphere dropped from the reference, completeness is that of the visible surface."""
+    from model.pipeline import RemeshOptions, remesh
+
+    one = sphere(0.3, 4)
+    two = Mesh(np.vstack([one.vertices, one.vertices + (0.35, 0.0, 0.0)]), np.vstack([one.faces, one.faces + one.num_vertices]))
+    united = remesh(two, RemeshOptions(resolution=128)).mesh
+    visibility = VisibilityConfig(views=32, resolution=512)
+    plain = compute_metrics(two, united, replace(FAST, visibility=visibility))
+    dropped = compute_metrics(two, united, replace(FAST, visibility=replace(visibility, drop_enclosed=True)))
+    assert dropped["Acc"] == plain["Acc"]  # one body: nothing of the prediction is enclosed
+    assert dropped["Comp"] < 1.5 * dropped["Acc"]  # as close one way as the other: nothing hidden is asked for
+    assert plain["Comp"] > 2.0 * dropped["Comp"]  # the depth test alone lets some of the inner walls through
 
 
 # ------------------------------------------------------------------------------------------------
