@@ -3,7 +3,8 @@
 Made for the union of closed bodies (issue 34): it removes the walls of one body inside another, and
 the metrics' outer sampling keeps some of those walls in the reference (docs/metrics.md, "Enclosed
 points"), so CD is reported both ways — the reported protocol and ``drop_enclosed`` — beside the
-topology columns, for the code in ``--before`` (any checkout of this repository) and this one::
+topology columns, for the code in ``--before`` (any checkout of this repository) and this one, each
+output in canonical element order (two outputs that differ only in order get the same numbers)::
 
     git worktree add /tmp/before a96784e^     # the contouring before the union
     python bench/bench_union_quality.py --before /tmp/before
@@ -32,7 +33,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_pipeline import SHARED_MESHES, default_meshes, topology  # noqa: E402
 from model.contour import InputTopology  # noqa: E402
-from model.mesh import load_mesh  # noqa: E402
+from model.mesh import Mesh, load_mesh  # noqa: E402
 from model.metrics import MetricsConfig, VisibilityConfig, compute_metrics  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -66,8 +67,11 @@ def same_surface(a, b) -> bool:
     return bool(np.array_equal(va, vb) and np.array_equal(fa, fb))
 
 
-def scores(gt, out) -> dict:
-    config = MetricsConfig(num_samples=50_000, sharp_samples=10_000)
+def scores(gt, out, samples: int) -> dict:
+    """Topology and CD both ways, on the output in canonical element order: two outputs that differ
+    only in order get the same samples, so the same numbers."""
+    out = Mesh(*_canonical(out.vertices, out.faces))
+    config = MetricsConfig(num_samples=samples, sharp_samples=10_000)
     return {**topology(out), "CD": compute_metrics(gt, out, config)["CD"],
             "CD_visible": compute_metrics(gt, out, replace(config, visibility=VisibilityConfig(drop_enclosed=True)))["CD"]}
 
@@ -77,6 +81,7 @@ def main() -> int:
     parser.add_argument("--before", type=Path, required=True, help="a checkout of the code to compare against")
     parser.add_argument("--meshes", nargs="+", default=None, help="default: every shared mesh of two or more bodies")
     parser.add_argument("--resolutions", nargs="+", type=int, default=[256, 512])
+    parser.add_argument("--samples", type=int, default=100_000, help="samples per mesh for CD")
     parser.add_argument("--out", type=Path, default=RESULTS / "union_quality.json")
     args = parser.parse_args()
     before_rev = subprocess.run(["git", "-C", str(args.before), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -99,7 +104,7 @@ def main() -> int:
                     out = Path(scratch) / f"{tag}.ply"
                     remesh_with(code, path, n, out)
                     outputs[tag] = load_mesh(out)
-                    row[tag] = scores(gt, outputs[tag])
+                    row[tag] = scores(gt, outputs[tag], args.samples)
                 row["same_surface"] = same_surface(outputs["before"], outputs["after"])
                 rows.append(row)
                 b, a = row["before"], row["after"]

@@ -51,11 +51,19 @@ class VisibilityConfig:
     tolerance: float = 2.5e-4
     max_view_angle_deg: float = 72.5
     drop_enclosed: bool = False
-    """Also count as hidden a point strictly inside another closed body of the same mesh (parts of an
-    assembly that pass through each other: a chair's seat inside its backrest). The depth test lets
-    some of those through near where the bodies meet (on armchair.obj 2.5 % of the outer samples, all
-    inside another body), which charges a remesh that unites the bodies for surface no one can see.
-    Off in the reported protocol, so its numbers stay comparable; ``bench_pipeline`` reports both."""
+    """Also count as hidden a point with solid on both sides (:func:`enclosed_mask`, half a pixel
+    off the surface): a wall inside another closed body of the same mesh (parts of an assembly that
+    pass through each other: a chair's seat inside its backrest), or where two bodies touch face to
+    face or come closer than a pixel (a pin in its bore), as the renders hide a gap narrower than a
+    pixel. The depth test lets some of those through near where the bodies meet (on armchair.obj
+    2.5 % of the outer samples, all inside another body), which charges a remesh that unites the
+    bodies for surface no one can see. Off in the reported protocol, so its numbers stay comparable;
+    ``bench_pipeline`` and ``bench_union_quality`` report both."""
+
+    @property
+    def pixel(self) -> float:
+        """A render pixel's side in unit-cube units."""
+        return math.sqrt(3.0) * 1.001 / self.resolution
 
 
 @dataclass(frozen=True)
@@ -232,7 +240,7 @@ def outer_surface_mask(
     the origin, which holds the whole ``[-0.5, 0.5]³`` cube whatever the direction.
     """
     res = int(config.resolution)
-    half = math.sqrt(3.0) / 2.0 * 1.001
+    half = math.sqrt(3.0) / 2.0 * 1.001  # config.pixel = 2·half / res
     scale = res / (2.0 * half)
     min_cos = math.cos(math.radians(config.max_view_angle_deg))
     visible = np.zeros(len(samples), dtype=np.bool_)
@@ -252,7 +260,7 @@ def outer_surface_mask(
         _mark_visible(points, normals, samples.face_ids, e1, e2, direction, half, scale, fid, px, py, depth,
                       faces, float(config.tolerance), min_cos, visible)
     if config.drop_enclosed and visible.any():
-        visible[visible] = ~enclosed_mask(vertices, faces, samples.subset(visible))
+        visible[visible] = ~enclosed_mask(vertices, faces, samples.subset(visible), 0.5 * config.pixel)
     return visible
 
 
@@ -281,23 +289,20 @@ def _bin_triangles(lo, hi, origin, cell, cells):
 
 
 @numba.njit(cache=True, parallel=True)
-def _enclosed(points, own, tri, body, num_bodies, origin, cell, cells, start, items):
-    """Per point: whether the ray from it along +z crosses some closed body other than its own an odd
-    number of times (the body's own parity: overlapping bodies do not cancel)."""
+def _inside_any(points, tri, body, num_bodies, origin, cell, cells, start, items):
+    """Per point: whether the ray from it along +z crosses some closed body an odd number of times
+    (each body's own parity: overlapping bodies do not cancel, and winding does not matter)."""
     out = np.zeros(points.shape[0], dtype=np.bool_)
     for k in numba.prange(points.shape[0]):
         x, y, z = points[k, 0], points[k, 1], points[k, 2]
-        i = int((x - origin[0]) / cell)
-        j = int((y - origin[1]) / cell)
+        i = int(math.floor((x - origin[0]) / cell))
+        j = int(math.floor((y - origin[1]) / cell))
         if i < 0 or j < 0 or i >= cells or j >= cells:
             continue
         parity = np.zeros(num_bodies, dtype=np.bool_)
         c = j * cells + i
         for m in range(start[c], start[c + 1]):
             t = items[m]
-            b = body[t]
-            if b == own[k]:
-                continue
             ax, ay = tri[t, 0, 0] - x, tri[t, 0, 1] - y
             bx, by = tri[t, 1, 0] - x, tri[t, 1, 1] - y
             cx, cy = tri[t, 2, 0] - x, tri[t, 2, 1] - y
@@ -308,7 +313,7 @@ def _enclosed(points, own, tri, body, num_bodies, origin, cell, cells, start, it
                 continue
             hit = (w0 * tri[t, 0, 2] + w1 * tri[t, 1, 2] + w2 * tri[t, 2, 2]) / (w0 + w1 + w2)
             if hit > z:
-                parity[b] = not parity[b]
+                parity[body[t]] = not parity[body[t]]
         for b in range(num_bodies):
             if parity[b]:
                 out[k] = True
@@ -316,18 +321,21 @@ def _enclosed(points, own, tri, body, num_bodies, origin, cell, cells, start, it
     return out
 
 
-def enclosed_mask(vertices: np.ndarray, faces: np.ndarray, samples: SurfaceSamples) -> np.ndarray:
-    """Which samples lie strictly inside a closed body (a welded piece without boundary) other than
-    the one they are on. A ray that grazes an edge exactly is a measure-zero event for random
-    samples and is not resolved."""
+def enclosed_mask(vertices: np.ndarray, faces: np.ndarray, samples: SurfaceSamples, offset: float) -> np.ndarray:
+    """Which samples have solid on both sides: ``offset`` off the surface along the sample's normal,
+    both ways, each point lies inside some closed body (a welded piece without boundary) of the mesh.
+    That is a wall inside another body, and also the interface where two bodies touch face to face
+    (a pin in its hole: the sample lies on the other body's surface, so a strict inside test cannot
+    decide it). A point on a body's outer surface has air on one side; an open sheet in the open has
+    air on both. A ray that grazes an edge exactly is a measure-zero event for the offset points and
+    is not resolved."""
     from model.contour import InputTopology
 
     topology = InputTopology.of(vertices, faces)
     bodies, body = np.unique(topology.piece, return_inverse=True)  # piece labels are not consecutive
     closed_faces = np.flatnonzero(~topology.open_piece[topology.piece])
-    hidden = np.zeros(len(samples), dtype=bool)
-    if len(samples) == 0 or len(closed_faces) == 0 or len(bodies) < 2:
-        return hidden
+    if len(samples) == 0 or len(closed_faces) == 0:
+        return np.zeros(len(samples), dtype=bool)
     tri = np.ascontiguousarray(vertices[faces[closed_faces]], dtype=np.float64)
     lo, hi = tri.min(axis=1), tri.max(axis=1)
     origin = lo.min(axis=0)
@@ -335,8 +343,10 @@ def enclosed_mask(vertices: np.ndarray, faces: np.ndarray, samples: SurfaceSampl
     cells = int(min(512, max(8, math.sqrt(len(tri)))))
     cell = side / cells * (1.0 + 1e-9)
     start, items = _bin_triangles(lo, hi, origin, cell, cells)
-    return _enclosed(np.ascontiguousarray(samples.points, dtype=np.float64), body[samples.face_ids],
-                     tri, body[closed_faces], len(bodies), origin, cell, cells, start, items)
+    ids = body[closed_faces]
+    solid = [_inside_any(np.ascontiguousarray(samples.points + sign * offset * samples.normals, dtype=np.float64),
+                         tri, ids, len(bodies), origin, cell, cells, start, items) for sign in (1.0, -1.0)]
+    return solid[0] & solid[1]
 
 
 def sample_outer_surface(

@@ -293,8 +293,8 @@ def test_outer_sampling_keeps_an_open_sheet_and_a_concavity():
 
 
 def test_points_inside_another_closed_body_are_enclosed_whatever_its_winding():
-    """Two boxes through each other and an open sheet through both: a point is enclosed exactly
-    when it is strictly inside the other box (a sheet encloses nothing, nothing encloses itself)."""
+    """Two boxes through each other and an open sheet through both: a point has solid on both
+    sides exactly when it is strictly inside the other box (a sheet encloses nothing)."""
     a = trimesh.creation.box((1.0, 1.0, 1.0))
     b = trimesh.creation.box((1.0, 1.0, 1.0))
     b.apply_translation((0.5, 0.3, 0.2))
@@ -304,7 +304,7 @@ def test_points_inside_another_closed_body_are_enclosed_whatever_its_winding():
         mesh = Mesh(np.vstack([a.vertices, b.vertices, sheet_part.vertices]),
                     np.vstack([a.faces, b_faces + 8, sheet_part.faces + 16]))
         samples = sample_surface(mesh.vertices, mesh.faces, 20_000, np.random.default_rng(1))
-        got = enclosed_mask(mesh.vertices, mesh.faces, samples)
+        got = enclosed_mask(mesh.vertices, mesh.faces, samples, 1e-4)
         p = samples.points
         in_a = (np.abs(p) < 0.5).all(axis=1)
         in_b = (np.abs(p - (0.5, 0.3, 0.2)) < 0.5).all(axis=1)
@@ -312,6 +312,22 @@ def test_points_inside_another_closed_body_are_enclosed_whatever_its_winding():
         expected = np.where(on_a, in_b, np.where(on_b, in_a, in_a | in_b))
         assert 3000 < expected.sum() < 17000
         np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("gap, hidden", [(0.0, True), (0.4, True), (2.0, False)])
+def test_facing_walls_of_bodies_closer_than_a_pixel_are_enclosed(gap, hidden):
+    """Two unit boxes side by side, ``gap`` render pixels apart: their facing walls have solid on
+    both sides half a pixel off when the gap is narrower than a pixel; every other wall has air."""
+    pixel = VisibilityConfig().pixel
+    a = trimesh.creation.box((1.0, 1.0, 1.0))
+    b = trimesh.creation.box((1.0, 1.0, 1.0))
+    b.apply_translation((1.0 + gap * pixel, 0.0, 0.0))
+    mesh = Mesh(np.vstack([a.vertices, b.vertices]), np.vstack([a.faces, b.faces[:, ::-1] + 8]))
+    samples = sample_surface(mesh.vertices, mesh.faces, 6000, np.random.default_rng(2))
+    got = enclosed_mask(mesh.vertices, mesh.faces, samples, 0.5 * pixel)
+    facing = np.abs(np.abs(samples.points[:, 0] - 0.5 - gap * pixel / 2) - gap * pixel / 2) < 1e-9
+    assert 500 < facing.sum() < 1500
+    np.testing.assert_array_equal(got, facing & hidden)
 
 
 def test_dropping_enclosed_points_scores_the_union_of_two_bodies_by_what_can_be_seen():
