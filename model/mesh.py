@@ -159,9 +159,8 @@ def load_mesh(path: str | os.PathLike[str]) -> Mesh:
 
 
 def save_mesh(mesh: Mesh, path: str | os.PathLike[str]) -> None:
-    """Write a mesh; the format follows the file extension. A mesh with quads keeps them in the
-    formats that hold polygons (OBJ, PLY, OFF: :mod:`model.polygon_files`); glTF and STL get their
-    triangles."""
+    """Write a mesh; the format follows the file extension. OBJ, PLY and OFF are written by
+    :mod:`model.polygon_files` (quads kept as quads); glTF and STL get triangles, through trimesh."""
     import trimesh
 
     from .polygon_files import POLYGON_FORMATS, write_polygons
@@ -170,7 +169,7 @@ def save_mesh(mesh: Mesh, path: str | os.PathLike[str]) -> None:
     if file_path.suffix.lower() not in SUPPORTED_EXTENSIONS:
         raise MeshError(f"{file_path}: unsupported output format (supported: {', '.join(SUPPORTED_EXTENSIONS)})")
     file_path.parent.mkdir(parents=True, exist_ok=True)
-    if file_path.suffix.lower() == ".ply" or (mesh.num_quads and file_path.suffix.lower() in POLYGON_FORMATS):
+    if file_path.suffix.lower() in POLYGON_FORMATS:  # triangles too: the fast writers (a 1.4M-face OBJ 0.66 s through trimesh)
         write_polygons(file_path, mesh.vertices, mesh.faces, mesh.num_quads)
         return
     trimesh.Trimesh(vertices=mesh.vertices, faces=mesh.faces, process=False).export(str(file_path))
