@@ -67,13 +67,24 @@ def same_surface(a, b) -> bool:
     return bool(np.array_equal(va, vb) and np.array_equal(fa, fb))
 
 
-def scores(gt, out, samples: int) -> dict:
+def scores(gt, out, samples: int, seeds: int = 1) -> dict:
     """Topology and CD both ways, on the output in canonical element order: two outputs that differ
-    only in order get the same samples, so the same numbers."""
+    only in order get the same samples, so the same numbers. With ``seeds`` > 1 the CDs are also
+    taken with seeds 0 … seeds−1 (lists ``CD_seeds``, ``CD_visible_seeds``): the sampling noise
+    beside a difference between two different surfaces."""
     out = Mesh(*_canonical(out.vertices, out.faces))
-    config = MetricsConfig(num_samples=samples, sharp_samples=10_000)
-    return {**topology(out), "CD": compute_metrics(gt, out, config)["CD"],
-            "CD_visible": compute_metrics(gt, out, replace(config, visibility=VisibilityConfig(drop_enclosed=True)))["CD"]}
+    cd, visible = [], []
+    for seed in range(seeds):
+        config = MetricsConfig(num_samples=samples, sharp_samples=10_000, seed=seed)
+        cd.append(compute_metrics(gt, out, config)["CD"])
+        visible.append(compute_metrics(gt, out, replace(config, visibility=VisibilityConfig(drop_enclosed=True)))["CD"])
+    return {**topology(out), "CD": cd[0], "CD_visible": visible[0], "CD_seeds": cd, "CD_visible_seeds": visible}
+
+
+def paired(before: list[float], after: list[float]) -> str:
+    """after − before over the seeds, relative to before's mean: mean ± standard error."""
+    d = (np.array(after) - np.array(before)) / np.mean(before)
+    return f"{100 * d.mean():+.2f} % ± {100 * d.std(ddof=1) / np.sqrt(len(d)):.2f} %" if len(d) > 1 else ""
 
 
 def main() -> int:
@@ -82,6 +93,7 @@ def main() -> int:
     parser.add_argument("--meshes", nargs="+", default=None, help="default: every shared mesh of two or more bodies")
     parser.add_argument("--resolutions", nargs="+", type=int, default=[256, 512])
     parser.add_argument("--samples", type=int, default=100_000, help="samples per mesh for CD")
+    parser.add_argument("--seeds", type=int, default=1, help="sampling seeds per CD (more: the paired difference and its standard error)")
     parser.add_argument("--out", type=Path, default=RESULTS / "union_quality.json")
     args = parser.parse_args()
     before_rev = subprocess.run(["git", "-C", str(args.before), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -89,6 +101,9 @@ def main() -> int:
     rows = []
     lines = ["| mesh | N | bodies | same surface | CD ×1e3 before / after | CD visible ×1e3 before / after | pieces before / after / input | "
              "loops before / after / input | 3+-face edges before / after / input |", "|---|---:|---:|---|---|---|---|---|---|"]
+    if args.seeds > 1:
+        lines[0] += f" CD after − before, {args.seeds} seeds | CD visible after − before, {args.seeds} seeds |"
+        lines[1] += "---|---|"
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.meshes or default_meshes():
             path = Path(name) if Path(name).exists() else SHARED_MESHES / name
@@ -104,7 +119,7 @@ def main() -> int:
                     out = Path(scratch) / f"{tag}.ply"
                     remesh_with(code, path, n, out)
                     outputs[tag] = load_mesh(out)
-                    row[tag] = scores(gt, outputs[tag], args.samples)
+                    row[tag] = scores(gt, outputs[tag], args.samples, args.seeds)
                 row["same_surface"] = same_surface(outputs["before"], outputs["after"])
                 rows.append(row)
                 b, a = row["before"], row["after"]
@@ -112,6 +127,8 @@ def main() -> int:
                         f"{1e3 * b['CD']:.4g} / {1e3 * a['CD']:.4g} | "
                         f"{1e3 * b['CD_visible']:.4g} / {1e3 * a['CD_visible']:.4g} | "
                         + " | ".join(f"{b[k]} / {a[k]} / {source[k]}" for k in ("pieces", "loops", "edges_3plus")) + " |")
+                if args.seeds > 1:
+                    line += (f" {paired(b['CD_seeds'], a['CD_seeds'])} | {paired(b['CD_visible_seeds'], a['CD_visible_seeds'])} |")
                 lines.append(line)
                 print(line, flush=True)
     table = "\n".join(lines)
