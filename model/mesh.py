@@ -136,11 +136,11 @@ def load_mesh(path: str | os.PathLike[str]) -> Mesh:
     if suffix not in SUPPORTED_EXTENSIONS:
         raise MeshError(f"{file_path}: unsupported format '{suffix}' (supported: {', '.join(SUPPORTED_EXTENSIONS)})")
     if suffix == ".ply":  # trimesh cannot read a binary PLY whose faces differ in length (ours)
-        from .ply_reader import PlyError, read_binary_ply
+        from .ply_reader import read_binary_ply
 
         try:
             arrays = read_binary_ply(file_path)
-        except (PlyError, ValueError) as exc:
+        except ValueError as exc:  # PlyError, or a header number that is not one
             raise MeshError(f"{file_path}: cannot read the file: {exc}") from None
         if arrays is not None:
             return validate_arrays(*arrays, name=str(file_path))

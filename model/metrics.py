@@ -35,6 +35,10 @@ Sampling = Literal["outer", "uniform"]
 Distance = Literal["point_to_surface", "point_to_point"]
 
 
+_RENDER_HALF = math.sqrt(3.0) / 2.0 * 1.001
+"""Half the side of the square each view renders: the cube's circumsphere, with a margin."""
+
+
 @dataclass(frozen=True)
 class VisibilityConfig:
     """How "outer surface" is decided: orthographic depth renders from ``views`` directions spread
@@ -63,7 +67,7 @@ class VisibilityConfig:
     @property
     def pixel(self) -> float:
         """A render pixel's side in unit-cube units."""
-        return math.sqrt(3.0) * 1.001 / self.resolution
+        return 2.0 * _RENDER_HALF / self.resolution
 
 
 @dataclass(frozen=True)
@@ -240,7 +244,7 @@ def outer_surface_mask(
     the origin, which holds the whole ``[-0.5, 0.5]³`` cube whatever the direction.
     """
     res = int(config.resolution)
-    half = math.sqrt(3.0) / 2.0 * 1.001  # config.pixel = 2·half / res
+    half = _RENDER_HALF
     scale = res / (2.0 * half)
     min_cos = math.cos(math.radians(config.max_view_angle_deg))
     visible = np.zeros(len(samples), dtype=np.bool_)
@@ -264,14 +268,20 @@ def outer_surface_mask(
     return visible
 
 
+@numba.njit(cache=True, inline="always")
+def _cell_span(lo, hi, origin, cell, cells):
+    """The grid cells (i0, i1, j0, j1, inclusive) that a bounding box from ``lo`` to ``hi`` covers in x, y."""
+    return (int((lo[0] - origin[0]) / cell), min(int((hi[0] - origin[0]) / cell), cells - 1),
+            int((lo[1] - origin[1]) / cell), min(int((hi[1] - origin[1]) / cell), cells - 1))
+
+
 @numba.njit(cache=True)
 def _bin_triangles(lo, hi, origin, cell, cells):
     """Triangles per cell of a ``cells``² grid over x, y (a counting sort of their bounding boxes)."""
     n = lo.shape[0]
     count = np.zeros(cells * cells + 1, dtype=np.int64)
     for t in range(n):
-        i0, i1 = int((lo[t, 0] - origin[0]) / cell), min(int((hi[t, 0] - origin[0]) / cell), cells - 1)
-        j0, j1 = int((lo[t, 1] - origin[1]) / cell), min(int((hi[t, 1] - origin[1]) / cell), cells - 1)
+        i0, i1, j0, j1 = _cell_span(lo[t], hi[t], origin, cell, cells)
         for j in range(j0, j1 + 1):
             for i in range(i0, i1 + 1):
                 count[j * cells + i + 1] += 1
@@ -279,8 +289,7 @@ def _bin_triangles(lo, hi, origin, cell, cells):
     fill = start[:-1].copy()
     items = np.empty(start[-1], dtype=np.int64)
     for t in range(n):
-        i0, i1 = int((lo[t, 0] - origin[0]) / cell), min(int((hi[t, 0] - origin[0]) / cell), cells - 1)
-        j0, j1 = int((lo[t, 1] - origin[1]) / cell), min(int((hi[t, 1] - origin[1]) / cell), cells - 1)
+        i0, i1, j0, j1 = _cell_span(lo[t], hi[t], origin, cell, cells)
         for j in range(j0, j1 + 1):
             for i in range(i0, i1 + 1):
                 items[fill[j * cells + i]] = t

@@ -141,10 +141,11 @@ def _uniform_faces(data: np.ndarray, at: int, count: int, before: int, after: in
 def read_binary_ply(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """(vertices [V, 3] float64, triangles [F, 3] int64) of a binary PLY, or None when the header
     is one for trimesh. Raises :class:`PlyError` for a file cut short."""
-    data = np.fromfile(path, dtype=np.uint8)
-    parsed = _parse_header(data[:1 << 16].tobytes())
-    if parsed is None:
+    with open(path, "rb") as file:
+        parsed = _parse_header(file.read(1 << 16))
+    if parsed is None:  # trimesh reads it: the body is not read here first
         return None
+    data = np.fromfile(path, dtype=np.uint8)
     order, elements, at = parsed
     vertices = triangles = None
     for element in elements:
