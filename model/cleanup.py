@@ -114,18 +114,22 @@ class CleanupOptions:
     layer, then close the pinholes the cut leaves at non-manifold junctions (it acts only on slabs:
     closed solids are untouched); without it, slabs are left at ε — a thin closed solid — because
     deflating them would stack their two sides on top of each other. ``target_faces``: decimate to
-    about this many faces (0: keep all).
+    about this many faces (0: keep all). ``settle``: a field without its input (VAE mode, a decode)
+    — with every other step on, its cleaned surface's vertices go onto the zero set by the tangent
+    planes of the voxels around them (:mod:`model.zero_set`; the deflated ε-surface sits off it by
+    a few hundredths of a voxel, by a voxel where a thin wall was crumpled).
     """
 
     deflate: bool = True
     outer_shell: bool = True
     single_layer: bool = True
     target_faces: int = 0
+    settle: bool = True
 
     @classmethod
     def none(cls) -> "CleanupOptions":
         """The paper's raw output: the ε-surface as marching cubes made it."""
-        return cls(deflate=False, outer_shell=False, single_layer=False, target_faces=0)
+        return cls(deflate=False, outer_shell=False, single_layer=False, target_faces=0, settle=False)
 
     def validate(self) -> "CleanupOptions":
         if int(self.target_faces) < 0:

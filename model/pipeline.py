@@ -34,6 +34,7 @@ from .geometry import compact
 from .stages import Cancelled, ProgressCallback, Stages
 from .ublocks import iter_chunks, pad_average
 from .udf_contour import field_contour
+from .zero_set import settle_on_zero_set
 
 MODES = ("direct", "vae")
 log = logging.getLogger("log3d.pipeline")
@@ -159,7 +160,10 @@ def _extract_field(field_: SparseField, options: RemeshOptions, stages: Stages,
     vertices, faces = stages.run("extract", lambda report: marching_cubes_sparse(contoured, level, report))
     if faces.shape[0] == 0 or not cleanup.active:
         return vertices, faces
-    return stages.run("cleanup", lambda report: clean_surface(vertices, faces, field_, cleanup, report, surface))
+    vertices, faces = stages.run("cleanup", lambda report: clean_surface(vertices, faces, field_, cleanup, report, surface))
+    if surface is None and cleanup.full and cleanup.settle and len(faces):
+        vertices = stages.run("settle", lambda report: settle_on_zero_set(vertices, faces, field_))
+    return vertices, faces
 
 
 def _extract_direct(exact: Mesh, options: RemeshOptions, stages: Stages) -> Mesh:
@@ -190,13 +194,15 @@ def _extract_direct(exact: Mesh, options: RemeshOptions, stages: Stages) -> Mesh
     return stages.run("cleanup", tidy)
 
 
-def _extract_dual(field_: SparseField, stages: Stages) -> Mesh:
+def _extract_dual(field_: SparseField, cleanup: CleanupOptions, stages: Stages) -> Mesh:
     """A field without its input, dual-contoured at its zero set (:mod:`model.udf_contour`), then
-    rid of the specks a decoded field leaves."""
+    rid of the specks a decoded field leaves and settled onto the zero set (:mod:`model.zero_set`)."""
     vertices, faces = stages.run("extract", lambda report: field_contour(field_))
     if len(faces):
         faces = stages.run("cleanup", lambda report: drop_specks(vertices, faces, DECODED_SPECK_AREA))
         vertices, faces = compact(vertices, faces)
+    if len(faces) and cleanup.settle:
+        vertices = stages.run("settle", lambda report: settle_on_zero_set(vertices, faces, field_))
     return Mesh(vertices, faces)
 
 
@@ -222,7 +228,7 @@ def extract_surface(field_: SparseField | None, exact: Mesh | None, options: Rem
     elif exact is None and options.field_extraction == "dual" and options.cleanup.full:
         if field_ is None:
             raise ValueError("the field's zero set needs the field")
-        surface = _extract_dual(field_, stages)
+        surface = _extract_dual(field_, options.cleanup, stages)
     else:
         if field_ is None:
             raise ValueError("the field's ε-surface needs the field")

@@ -114,7 +114,7 @@ def test_no_dense_allocation_at_2048(cleanup):
 
 
 @pytest.mark.parametrize("mode, cleanup", [("direct", CleanupOptions()), ("direct", CleanupOptions.none()),
-                                           ("direct", CleanupOptions(single_layer=False))])
+                                           ("direct", CleanupOptions(single_layer=False)), ("vae", CleanupOptions())])
 def test_the_add_on_expects_the_stages_the_pipeline_runs(sphere, mode, cleanup):
     """The add-on's progress bar divides a remesh by the stages it expects for the request
     (blender_addon.worker.stage_path): they must be the ones the pipeline reports, in order."""

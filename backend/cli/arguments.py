@@ -92,6 +92,9 @@ def add_cleanup_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--keep-inner", action="store_true", help="keep the inner shells of closed surfaces")
     g.add_argument("--keep-slabs", action="store_true",
                    help="leave an open sheet as a thin closed slab at ε instead of one open layer")
+    g.add_argument("--no-settle", action="store_true",
+                   help="VAE mode: leave the cleaned surface where deflate put it instead of settling it onto the "
+                        "field's zero set by the voxels' tangent planes")
     g.add_argument("--target-faces", type=int, default=0, help="decimate to about this many faces (0: all)")
 
 
@@ -102,4 +105,5 @@ def cleanup_from_args(args: argparse.Namespace) -> "CleanupOptions":
         return CleanupOptions.none()
     deflate = not args.no_deflate
     return CleanupOptions(deflate=deflate, outer_shell=not args.keep_inner,
-                          single_layer=deflate and not args.keep_slabs, target_faces=args.target_faces)
+                          single_layer=deflate and not args.keep_slabs, target_faces=args.target_faces,
+                          settle=not args.no_settle)

@@ -1,0 +1,172 @@
+"""Vertices settled onto an unsigned field's zero set from the field alone (model.zero_set): exact on
+planes, onto the right one of two close walls, and what it does to VAE mode's extraction."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import trimesh
+
+from model.bvh import PrimitiveIndex
+from model.cleanup import CleanupOptions
+from model.grid import unit_to_voxel
+from model.mesh import Mesh
+from model.pipeline import RemeshOptions, extract_surface, mesh_to_field
+from model.stages import Stages
+from model.zero_set import ZeroSetOptions, settle_on_zero_set
+
+N = 64
+NOISE = 0.02  # normalised units (× 4 = voxels)
+NO_FACES = np.zeros((0, 3), dtype=np.int64)  # points, each on its own
+
+
+def as_mesh(tm: trimesh.Trimesh) -> Mesh:
+    return Mesh(np.asarray(tm.vertices, dtype=np.float64), np.asarray(tm.faces, dtype=np.int64))
+
+
+def field_of(tm: trimesh.Trimesh, n: int = N):
+    """The exact field of ``tm`` and its triangles in voxel coordinates (as an index)."""
+    mesh = as_mesh(tm)
+    field, normalization = mesh_to_field(mesh, n)
+    voxels = unit_to_voxel(normalization.to_unit(mesh.vertices), n)
+    return field, PrimitiveIndex(voxels, mesh.faces), voxels
+
+
+def square(normal: np.ndarray, offset: float, half: float = 0.5) -> trimesh.Trimesh:
+    normal = normal / np.linalg.norm(normal)
+    u = np.cross(normal, [1.0, 0.0, 0.0] if abs(normal[0]) < 0.9 else [0.0, 1.0, 0.0])
+    u /= np.linalg.norm(u)
+    v = np.cross(normal, u)
+    quad = np.array([-u - v, u - v, u + v, -u + v]) * half + normal * offset
+    return trimesh.Trimesh(quad, [[0, 1, 2], [0, 2, 3]])
+
+
+def test_points_near_a_tilted_plane_land_on_it():
+    """Every voxel's tangent plane is the plane itself: points up to 0.4 voxel off go onto it exactly."""
+    normal = np.array([1.0, 2.0, 3.0]) / np.linalg.norm([1.0, 2.0, 3.0])
+    field, index, voxels = field_of(square(normal, 0.0137))
+    centre = voxels.mean(0)
+    rng = np.random.default_rng(0)
+    u = np.cross(normal, [1.0, 0.0, 0.0])
+    u /= np.linalg.norm(u)
+    v = np.cross(normal, u)
+    on_plane = centre + (rng.uniform(-12, 12, (500, 1)) * u + rng.uniform(-12, 12, (500, 1)) * v)  # away from the rim
+    off = rng.uniform(-0.4, 0.4, (500, 1))
+    settled = settle_on_zero_set(on_plane + off * normal, NO_FACES, field)
+    before = index.distance(on_plane + off * normal)
+    after = index.distance(settled)
+    assert before.mean() > 0.15
+    assert after.max() < 1e-4, after.max()
+    # and they move along the normal: the foot of each point stays where it was
+    assert np.abs((settled - on_plane) @ u).max() < 1e-4 and np.abs((settled - on_plane) @ v).max() < 1e-4
+
+
+def test_each_of_two_walls_a_voxel_and_a_half_apart_keeps_its_points():
+    """A wall's points go onto that wall, not onto the other one 1.5 voxels away: the other wall's
+    tangent planes touch the surface where the point is not."""
+    gap = 1.5 / (N - 10)  # the pair spans about one unit: N − 10 voxels
+    normal = np.array([0.2, 0.3, 1.0])
+    a, b = square(normal, 0.0), square(normal, gap)
+    field, normalization = mesh_to_field(as_mesh(trimesh.util.concatenate([a, b])), N)
+    to_voxel = lambda points: unit_to_voxel(normalization.to_unit(points), N)  # noqa: E731
+    wall_a, wall_b = PrimitiveIndex(to_voxel(a.vertices), a.faces), PrimitiveIndex(to_voxel(b.vertices), b.faces)
+    unit = normal / np.linalg.norm(normal)
+    centre = to_voxel(a.vertices).mean(0)
+    rng = np.random.default_rng(1)
+    tangent = np.cross(unit, [1.0, 0.0, 0.0])
+    tangent /= np.linalg.norm(tangent)
+    other = np.cross(unit, tangent)
+    feet = centre + rng.uniform(-10, 10, (300, 1)) * tangent + rng.uniform(-10, 10, (300, 1)) * other
+    for wall, shift in ((wall_a, 0.0), (wall_b, 1.5)):
+        points = feet + (shift + rng.uniform(-0.3, 0.3, (300, 1))) * unit
+        settled = settle_on_zero_set(points, NO_FACES, field)
+        before, after = wall.distance(points), wall.distance(settled)
+        # between the walls every voxel's differences cross a kink: those planes are not read, and
+        # the walls' outer voxels place the points (a few hundredths of a voxel off near the gap)
+        assert after.mean() < 0.1 * before.mean() and after.max() < 0.1, (before.mean(), after.mean(), after.max())
+
+
+def test_a_sphere_surface_moves_closer_and_a_lone_point_stays():
+    field, index, voxels = field_of(trimesh.creation.icosphere(subdivisions=4))
+    rng = np.random.default_rng(2)
+    feet = index.closest_points(voxels[rng.choice(len(voxels), 400, replace=False)] + rng.normal(0, 0.3, (400, 3)))[2]
+    normals = feet - voxels.mean(0)
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    points = feet + rng.uniform(-0.3, 0.3, (400, 1)) * normals
+    settled = settle_on_zero_set(points, NO_FACES, field)
+    assert index.distance(settled).mean() < 0.1 * index.distance(points).mean()
+    lone = np.array([[2.0, 2.0, 2.0]])  # no stored voxel near it: nothing to settle by
+    assert np.array_equal(settle_on_zero_set(lone, NO_FACES, field), lone)
+    assert settle_on_zero_set(np.zeros((0, 3)), NO_FACES, field).shape == (0, 3)
+
+
+def test_vae_modes_surface_is_settled_by_default_and_raw_is_not():
+    """On an exact field, the shell extraction's surface settles closer to the input (CD-like mean
+    distance both ways), in its own stage; ``settle=False`` and the raw ε-surface skip it."""
+    tm = trimesh.creation.icosphere(subdivisions=3)
+    field, index, voxels = field_of(tm)
+    surface_index = PrimitiveIndex(voxels, tm.faces)
+    results = {}
+    for label, cleanup in (("settled", CleanupOptions()), ("unsettled", CleanupOptions(settle=False)),
+                           ("raw", CleanupOptions.none())):
+        stages = Stages()
+        surface = extract_surface(field, None, RemeshOptions(resolution=N, mode="vae", cleanup=cleanup), stages)
+        results[label] = (surface, stages.timings)
+    settled, unsettled = results["settled"][0], results["unsettled"][0]
+    assert "settle" in results["settled"][1] and "settle" not in results["unsettled"][1] and "settle" not in results["raw"][1]
+    assert np.array_equal(settled.faces, unsettled.faces)  # the same surface, moved
+    off_before = surface_index.distance(unsettled.vertices).mean()
+    off_after = surface_index.distance(settled.vertices).mean()
+    assert off_after < 0.5 * off_before, (off_before, off_after)
+    dual = extract_surface(field, None, RemeshOptions(resolution=N, mode="vae", field_extraction="dual"), Stages())
+    dual_unsettled = extract_surface(field, None, dataclasses.replace(
+        RemeshOptions(resolution=N, mode="vae", field_extraction="dual"), cleanup=CleanupOptions(settle=False)), Stages())
+    assert surface_index.distance(dual.vertices).mean() < surface_index.distance(dual_unsettled.vertices).mean()
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="reach"):
+        ZeroSetOptions(reach=0).validate()
+    with pytest.raises(ValueError, match="spread"):
+        ZeroSetOptions(spread=0.0).validate()
+
+
+def normal_error(surface, centre: np.ndarray) -> float:
+    """Mean 1 − cos between a sphere's surface faces' normals and the radial direction."""
+    tri = surface.vertices[surface.faces]
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    radial = tri.mean(1) - centre
+    radial /= np.linalg.norm(radial, axis=1, keepdims=True)
+    return float(np.mean(1.0 - np.abs(np.einsum("ij,ij->i", normals, radial))))
+
+
+@pytest.mark.parametrize("agreement, rougher", [(ZeroSetOptions().agreement, False), (1e9, True)])
+def test_a_noisy_fields_planes_do_not_roughen_the_surface(monkeypatch, agreement, rougher):
+    """A field with noise (as a decoded one has): the planes around a vertex disagree, and each
+    vertex moved on its own would make the surface rougher than deflate left it; leaning to the
+    ring's mean move keeps it as smooth (the second case, every vertex trusted, shows the test bites)."""
+    import model.pipeline as pipeline
+
+    tm = trimesh.creation.icosphere(subdivisions=4)
+    field, _, voxels = field_of(tm)
+    rng = np.random.default_rng(3)
+    # a decoder's error is not independent per voxel: each 8³ block is off by its own offset and tilt
+    ramp = (np.arange(8) - 3.5) / 8.0
+    blocks = len(field.keys)
+    error = (rng.normal(0, NOISE, (blocks, 1, 1, 1))
+             + rng.normal(0, NOISE, (blocks, 1, 1, 1)) * ramp[None, :, None, None]
+             + rng.normal(0, NOISE, (blocks, 1, 1, 1)) * ramp[None, None, :, None]
+             + rng.normal(0, NOISE, (blocks, 1, 1, 1)) * ramp[None, None, None, :]
+             + rng.normal(0, NOISE / 2, field.values.shape))
+    noisy = dataclasses.replace(field, values=np.clip(field.values + error, 0, 1).astype(field.values.dtype))
+    centre = voxels.mean(0)
+    original = pipeline.settle_on_zero_set
+    monkeypatch.setattr(pipeline, "settle_on_zero_set", lambda v, f, fld: original(v, f, fld, ZeroSetOptions(agreement=agreement)))
+    options = RemeshOptions(resolution=N, mode="vae")
+    settled = extract_surface(noisy, None, options, Stages())
+    unsettled = extract_surface(noisy, None, dataclasses.replace(options, cleanup=CleanupOptions(settle=False)), Stages())
+    before, after = normal_error(unsettled, centre), normal_error(settled, centre)
+    assert (after > 1.1 * before) == rougher, (before, after)
