@@ -179,10 +179,10 @@ def _gradient(ext, i, j, k, out):
 
 
 @nb.njit(parallel=True, cache=True)
-def _band(values, nbr, scale, far, band, dist, grads, slope):
+def _band(values, nbr, scale, far, band, slope_tolerance, dist, grads):
     """Per stored voxel: its distance in voxels (``dist``) and, within ``band`` of the surface, its
-    unit gradient (``grads``; zero elsewhere) and, when ``slope`` is not empty, the length of the
-    differences before they were made unit (1 for a distance; see :func:`voxel_planes`)."""
+    unit gradient (``grads``; zero elsewhere, and where the differences it came from are not a
+    distance's: their length off 1 by more than ``slope_tolerance``, see :func:`voxel_planes`)."""
     size = BLOCK_SIZE + 2 * HALO
     for b in nb.prange(values.shape[0]):
         ext = np.empty((size, size, size))
@@ -195,15 +195,13 @@ def _band(values, nbr, scale, far, band, dist, grads, slope):
                     dist[b, i, j, k] = d
                     if d < band:
                         length = _gradient(ext, i + HALO, j + HALO, k + HALO, g)
-                        if slope.shape[0]:
-                            slope[b, i, j, k] = length
+                        if abs(length - 1.0) > slope_tolerance:
+                            g[0] = g[1] = g[2] = 0.0
                         grads[b, i, j, k, 0], grads[b, i, j, k, 1], grads[b, i, j, k, 2] = g[0], g[1], g[2]
                     else:
                         grads[b, i, j, k, 0] = 0.0
                         grads[b, i, j, k, 1] = 0.0
                         grads[b, i, j, k, 2] = 0.0
-                        if slope.shape[0]:
-                            slope[b, i, j, k] = 0.0
 
 
 @nb.njit(cache=True, inline="always")
@@ -385,27 +383,26 @@ def _write(dist, grads, origins, src, dst, axes, chosen, m, keys, where, normals
         normals[q, 0], normals[q, 1], normals[q, 2] = nx / norm, ny / norm, nz / norm
 
 
-def _planes(values: np.ndarray, nbr: np.ndarray, band: float, with_slope: bool = False
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _planes(values: np.ndarray, nbr: np.ndarray, band: float, slope_tolerance: float = np.inf
+            ) -> tuple[np.ndarray, np.ndarray]:
     dist = np.empty((len(values), BLOCK_SIZE, BLOCK_SIZE, BLOCK_SIZE), dtype=np.float32)
     grads = np.empty((len(values), BLOCK_SIZE, BLOCK_SIZE, BLOCK_SIZE, 3), dtype=np.float32)
-    slope = np.empty((len(values) if with_slope else 0, BLOCK_SIZE, BLOCK_SIZE, BLOCK_SIZE), dtype=np.float32)
-    _band(values, nbr, TRUNCATION_VOXELS, FAR, band, dist, grads, slope)
-    return dist, grads, slope
+    _band(values, nbr, TRUNCATION_VOXELS, FAR, band, slope_tolerance, dist, grads)
+    return dist, grads
 
 
-def voxel_planes(field: SparseField, band: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def voxel_planes(field: SparseField, band: float, slope_tolerance: float) -> tuple[np.ndarray, np.ndarray]:
     """Per stored voxel (arrays shaped like ``field.values``): its distance from the surface in
-    voxels, float32 [B, 8, 8, 8]; within ``band`` voxels of it the unit direction away from it,
-    float32 [B, 8, 8, 8, 3] (:func:`_gradient`; zero elsewhere) — together they name where the
-    voxel touches the surface (p − d·g) and the tangent plane there —; and the length of the
-    differences that direction came from, float32 [B, 8, 8, 8]: 1 for a distance field, far from 1
-    where every difference crosses a kink (a voxel between two walls less than two voxels apart,
-    whose direction names neither)."""
+    voxels, float32 [B, 8, 8, 8], and within ``band`` voxels of it the unit direction away from it,
+    float32 [B, 8, 8, 8, 3] (:func:`_gradient`) — together they name where the voxel touches the
+    surface (p − d·g) and the tangent plane there. The direction is zero beyond the band, and where
+    the differences it came from are not a distance's: their length off 1 by more than
+    ``slope_tolerance`` (every difference crosses a kink, as for a voxel between two walls less than
+    two voxels apart, whose direction names neither)."""
     keys = np.asarray(field.keys, dtype=np.int64)
     grid = field.resolution // BLOCK_SIZE
     nbr = neighbor_table(keys, key_coords(keys, grid).astype(np.int64), grid, NEIGHBOR_OFFSETS)
-    return _planes(np.ascontiguousarray(field.values, dtype=np.float32), nbr, band, with_slope=True)
+    return _planes(np.ascontiguousarray(field.values, dtype=np.float32), nbr, band, slope_tolerance)
 
 
 def field_crossings(field: SparseField, options: FieldContourOptions = FieldContourOptions()
@@ -421,7 +418,7 @@ def field_crossings(field: SparseField, options: FieldContourOptions = FieldCont
     grid = field.resolution // BLOCK_SIZE
     coords = key_coords(keys, grid).astype(np.int64)
     nbr = neighbor_table(keys, coords, grid, NEIGHBOR_OFFSETS)
-    dist, grads, _ = _planes(values, nbr, options.band)
+    dist, grads = _planes(values, nbr, options.band)
     counts = np.zeros(len(keys), dtype=np.int64)
     none_i, none_b, none_f = np.empty(0, np.int64), np.empty(0, np.bool_), np.empty(0, np.float32)
     _edges(dist, grads, nbr, options.band, True, counts, counts, none_i, none_i, none_i, none_b, none_f)

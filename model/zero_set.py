@@ -69,7 +69,7 @@ class ZeroSetOptions:
 
 
 @nb.njit(parallel=True, cache=True)
-def _settle(keys, grid, dist, grads, slope, vertices, reach, spread2, power, rounds, slope_tolerance, out, disagreement):
+def _settle(keys, grid, dist, grads, vertices, reach, spread2, power, rounds, out, disagreement):
     n = grid * BLOCK_SIZE
     for q in nb.prange(vertices.shape[0]):
         vx, vy, vz = vertices[q, 0], vertices[q, 1], vertices[q, 2]
@@ -99,9 +99,7 @@ def _settle(keys, grid, dist, grads, slope, vertices, reach, spread2, power, rou
                             continue
                         li, lj, lk = x & 7, y & 7, z & 7
                         gx, gy, gz = grads[b, li, lj, lk, 0], grads[b, li, lj, lk, 1], grads[b, li, lj, lk, 2]
-                        if gx * gx + gy * gy + gz * gz < 0.5:  # beyond the band, or no direction
-                            continue
-                        if abs(slope[b, li, lj, lk] - 1.0) > slope_tolerance:  # not a distance's slope
+                        if gx * gx + gy * gy + gz * gz < 0.5:  # beyond the band, no direction, not a distance's
                             continue
                         d = dist[b, li, lj, lk]
                         cx, cy, cz = x - d * gx, y - d * gy, z - d * gz  # where this voxel touches the surface
@@ -137,11 +135,11 @@ def settle_on_zero_set(vertices: np.ndarray, faces: np.ndarray, field: SparseFie
     settled = vertices.copy()
     if len(vertices) == 0 or len(field.keys) == 0:
         return settled
-    dist, grads, slope = voxel_planes(field, options.band)
+    dist, grads = voxel_planes(field, options.band, options.slope_tolerance)
     disagreement = np.zeros(len(vertices))
-    _settle(np.asarray(field.keys, dtype=np.int64), field.resolution // BLOCK_SIZE, dist, grads, slope, vertices,
-            options.reach, options.spread ** 2, options.power, options.rounds, options.slope_tolerance, settled,
-            disagreement)
+    _settle(np.asarray(field.keys, dtype=np.int64), field.resolution // BLOCK_SIZE, dist, grads, vertices,
+            options.reach, options.spread ** 2, options.power, options.rounds, settled, disagreement)
+    del dist, grads
     if len(faces) == 0:
         return settled
     move = settled - vertices
@@ -152,11 +150,22 @@ def settle_on_zero_set(vertices: np.ndarray, faces: np.ndarray, field: SparseFie
     return unfold(vertices, vertices + trust * move + (1.0 - trust) * ring, faces)
 
 
+@nb.njit(cache=True)
+def _ring_sums(values, faces, sums, count):
+    for f in range(faces.shape[0]):
+        for c in range(3):
+            a, b = faces[f, c], faces[f, (c + 1) % 3]
+            for k in range(3):
+                sums[a, k] += values[b, k]
+                sums[b, k] += values[a, k]
+            count[a] += 1.0
+            count[b] += 1.0
+
+
 def _ring_mean(values: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Per vertex, the mean of ``values`` [V, 3] over itself and the corners of its faces (an edge
     counted once per face that has it)."""
-    src = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 1], faces[:, 2], faces[:, 2], faces[:, 0]])
-    dst = np.concatenate([faces[:, 1], faces[:, 0], faces[:, 2], faces[:, 1], faces[:, 0], faces[:, 2]])
-    count = np.bincount(src, minlength=len(values)) + 1.0
-    return np.stack([(np.bincount(src, weights=values[dst, k], minlength=len(values)) + values[:, k]) / count
-                     for k in range(3)], axis=1)
+    sums = np.ascontiguousarray(values, dtype=np.float64).copy()
+    count = np.ones(len(values))
+    _ring_sums(np.ascontiguousarray(values, dtype=np.float64), faces, sums, count)
+    return sums / count[:, None]
