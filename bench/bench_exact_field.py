@@ -12,6 +12,10 @@ the input's longest side), F1@0.001, pieces, boundary loops, edges of 3+ faces, 
 and the extraction's seconds (for direct mode: its whole pipeline). Prints a Markdown table; writes
 bench/results/exact_field.json and exact_field.md after every row.
 
+A method with ``:unsettled`` after it (``shell:unsettled``, ``dual:unsettled``, ``vae:unsettled``)
+runs it without the last step, settling the vertices onto the zero set (:mod:`model.zero_set`):
+the before/after of that step in one run.
+
 ``vae`` (the shipped weights) and ``vae=PATH`` (other weights, named by the file's folder and stem)
 run VAE mode itself — encode, decode, Pad-Average and the default field extraction — so that the
 network's share of the error sits beside the extraction's: their ``CD / exact`` column divides by
@@ -21,7 +25,6 @@ the ``shell`` row's CD, the same extraction on the exact field (issue 28's ratio
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -35,6 +38,7 @@ sys.path.insert(0, str(REPO))
 from bench.bench_cleanup import DEFAULT_MESHES, SHARED_MESHES, boundary_stats, surface_area  # noqa: E402
 from model.grid import voxel_to_unit  # noqa: E402
 from model.mesh import Mesh, load_mesh, save_mesh  # noqa: E402
+from model.cleanup import CleanupOptions  # noqa: E402
 from model.metrics import MetricsConfig, compute_metrics  # noqa: E402
 from model.pipeline import RemeshOptions, extract_surface, mesh_to_field, remesh  # noqa: E402
 from model.stages import Stages  # noqa: E402
@@ -55,36 +59,49 @@ def row_of(name: str, method: str, n: int, gt: Mesh, out: Mesh, seconds: float, 
     m = compute_metrics(gt, out, config)
     s = boundary_stats(out)
     return {"mesh": name, "N": n, "method": method, "CD": m["CD"], "F1@0.001": m["F1@0.001"], "F1@0.01": m["F1@0.01"],
+            "NMSE": m["NMSE"],
             "pieces": s["pieces"],
             "input_pieces": inp["pieces"], "loops": s["loops"], "input_loops": inp["loops"],
             "nonmanifold_edges": s["nonmanifold_edges"], "area_ratio": surface_area(out) / surface_area(gt),
             "seconds": seconds, "faces": out.num_faces}
 
 
+UNSETTLED = ":unsettled"
+
+
+def cleanup_of(method: str) -> CleanupOptions:
+    """The clean-up a method runs: every step, or all but the settling (``…:unsettled``)."""
+    return CleanupOptions(settle=not method.endswith(UNSETTLED))
+
+
 def vae_weights(method: str) -> str | None:
     """``vae`` → None (the shipped weights); ``vae=PATH`` → PATH."""
+    method = method.removesuffix(UNSETTLED)
     return method.split("=", 1)[1] if "=" in method else None
 
 
 def vae_label(method: str) -> str:
     weights = vae_weights(method)
-    return "vae" if weights is None else f"vae:{Path(weights).parent.name}/{Path(weights).stem}"
+    suffix = UNSETTLED if method.endswith(UNSETTLED) else ""
+    return ("vae" if weights is None else f"vae:{Path(weights).parent.name}/{Path(weights).stem}") + suffix
 
 
 def table(rows: list[dict]) -> str:
     direct = {(r["mesh"], r["N"]): r["CD"] for r in rows if r["method"] == "direct" and "CD" in r}
     exact = {(r["mesh"], r["N"]): r["CD"] for r in rows if r["method"] == "shell" and "CD" in r}
-    lines = ["| mesh | N | method | CD ×1e3 | CD / direct | CD / exact | F1@0.01 | F1@0.001 | pieces / input | loops / input | "
-             "3+-face edges | area / input | seconds |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    exact_unsettled = {(r["mesh"], r["N"]): r["CD"] for r in rows if r["method"] == "shell" + UNSETTLED and "CD" in r}
+    lines = ["| mesh | N | method | CD ×1e3 | CD / direct | CD / exact | F1@0.01 | F1@0.001 | NMSE | pieces / input | loops / input | "
+             "3+-face edges | area / input | seconds |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['mesh']} | {r['N']} | {r['method']} | failed: {r['error'][:60]} |" + " |" * 9)
+            lines.append(f"| {r['mesh']} | {r['N']} | {r['method']} | failed: {r['error'][:60]} |" + " |" * 10)
             continue
-        ref, ref_exact = direct.get((r["mesh"], r["N"])), exact.get((r["mesh"], r["N"]))
+        ref = direct.get((r["mesh"], r["N"]))
+        ref_exact = (exact_unsettled if r["method"].endswith(UNSETTLED) else exact).get((r["mesh"], r["N"]))
         ratio = f"{r['CD'] / ref:.2f}" if ref else ""
         ratio_exact = f"{r['CD'] / ref_exact:.2f}" if ref_exact and r["method"].startswith("vae") else ""
         lines.append(f"| {r['mesh']} | {r['N']} | {r['method']} | {1e3 * r['CD']:.4g} | {ratio} | {ratio_exact} | "
-                     f"{r.get('F1@0.01', float('nan')):.4f} | {r['F1@0.001']:.4f} | "
+                     f"{r.get('F1@0.01', float('nan')):.4f} | {r['F1@0.001']:.4f} | {r.get('NMSE', float('nan')):.4f} | "
                      f"{r['pieces']} / {r['input_pieces']} | {r['loops']} / {r['input_loops']} | {r['nonmanifold_edges']} | "
                      f"{r['area_ratio']:.3f} | {r['seconds']:.1f} |")
     return "\n".join(lines)
@@ -95,12 +112,16 @@ def main() -> int:
     parser.add_argument("--resolutions", nargs="+", type=int, default=[256, 512])
     parser.add_argument("--meshes", nargs="+", default=DEFAULT_MESHES)
     parser.add_argument("--methods", nargs="+", default=["direct", "shell", "dual"],
-                        help="direct, shell, dual (extractions of the exact field), vae (shipped weights), vae=PATH")
+                        help="direct, shell, dual (extractions of the exact field), vae (shipped weights), vae=PATH; "
+                             "any but direct with ':unsettled' after it: without settling onto the zero set")
     parser.add_argument("--samples", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=RESULTS / "exact_field.json")
     parser.add_argument("--save", type=Path, default=None,
                         help="also write each output as SAVE/<mesh>.<method>.<N>.ply (for bench/render_compare.py)")
     args = parser.parse_args()
+    from model.memory import configure_allocator
+
+    configure_allocator()  # as `log3d` runs (model/memory.py): freed memory kept for the next mesh
     config = MetricsConfig(num_samples=args.samples, sharp_samples=args.samples // 5)
     meta = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d %H:%M"),
             "command": "python bench/bench_exact_field.py " + " ".join(sys.argv[1:])}
@@ -117,11 +138,13 @@ def main() -> int:
                     if method == "direct":
                         out = remesh(gt, RemeshOptions(resolution=n)).mesh
                     elif method.startswith("vae"):
-                        out = remesh(gt, RemeshOptions(resolution=n, mode="vae", checkpoint=vae_weights(method))).mesh
+                        out = remesh(gt, RemeshOptions(resolution=n, mode="vae", checkpoint=vae_weights(method),
+                                                       cleanup=cleanup_of(method))).mesh
                     else:
                         if field_ is None:
                             field_, normalization = perfect_field(gt, n)
-                        options = dataclasses.replace(RemeshOptions(resolution=n, mode="vae"), field_extraction=method)
+                        options = RemeshOptions(resolution=n, mode="vae", cleanup=cleanup_of(method),
+                                                field_extraction=method.removesuffix(UNSETTLED))
                         start = time.perf_counter()
                         surface = extract_surface(field_, None, options, Stages())
                         out = Mesh(normalization.from_unit(voxel_to_unit(surface.vertices, n)), surface.faces)
