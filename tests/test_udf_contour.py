@@ -11,9 +11,10 @@ import trimesh
 from model.cleanup import CleanupOptions
 from model.contour import weld
 from model.edges import edge_valence
-from model.mesh import Mesh, face_normals_and_areas
+from model.mesh import face_normals_and_areas
 from model.pipeline import RemeshOptions, extract_surface, mesh_to_field
 from model.stages import Stages
+from tests.conftest import as_mesh
 from model.udf_contour import field_crossings
 
 N = 96
@@ -23,9 +24,6 @@ def voxel(extent: float) -> float:
     """World length of one voxel for a shape whose longest side is ``extent``."""
     return extent / (N - 10)
 
-
-def as_mesh(tm: trimesh.Trimesh) -> Mesh:
-    return Mesh(np.asarray(tm.vertices, dtype=np.float64), np.asarray(tm.faces, dtype=np.int64))
 
 
 def counts(vertices: np.ndarray, faces: np.ndarray) -> dict:

@@ -12,18 +12,15 @@ import trimesh
 from model.bvh import PrimitiveIndex
 from model.cleanup import CleanupOptions
 from model.grid import unit_to_voxel
-from model.mesh import Mesh
 from model.pipeline import RemeshOptions, extract_surface, mesh_to_field
 from model.stages import Stages
+from tests.conftest import as_mesh
 from model.zero_set import ZeroSetOptions, settle_on_zero_set
 
 N = 64
 NOISE = 0.02  # normalised units (× 4 = voxels)
 NO_FACES = np.zeros((0, 3), dtype=np.int64)  # points, each on its own
 
-
-def as_mesh(tm: trimesh.Trimesh) -> Mesh:
-    return Mesh(np.asarray(tm.vertices, dtype=np.float64), np.asarray(tm.faces, dtype=np.int64))
 
 
 def field_of(tm: trimesh.Trimesh, n: int = N):
