@@ -14,7 +14,10 @@ bench/results/exact_field.json and exact_field.md after every row.
 
 A method with ``:unsettled`` after it (``shell:unsettled``, ``dual:unsettled``, ``vae:unsettled``)
 runs it without the last step, settling the vertices onto the zero set (:mod:`model.zero_set`):
-the before/after of that step in one run.
+the before/after of that step in one run. With ``:cut`` (``shell:cut``, ``vae:cut``) a decoded
+field's slabs are cut to one layer as before stop 42 instead of dual-contoured from the field
+(``CleanupOptions.contour_slabs``); ``CD / exact`` compares VAE mode with the exact field's row of
+the same suffixes.
 
 ``vae`` (the shipped weights) and ``vae=PATH`` (other weights, named by the file's folder and stem)
 run VAE mode itself — encode, decode, Pad-Average and the default field extraction — so that the
@@ -67,29 +70,44 @@ def row_of(name: str, method: str, n: int, gt: Mesh, out: Mesh, seconds: float, 
 
 
 UNSETTLED = ":unsettled"
+CUT = ":cut"
+SUFFIXES = (UNSETTLED, CUT)
 
 
 def cleanup_of(method: str) -> CleanupOptions:
-    """The clean-up a method runs: every step, or all but the settling (``…:unsettled``)."""
-    return CleanupOptions(settle=not method.endswith(UNSETTLED))
+    """The clean-up a method runs: every step, or all but the settling (``…:unsettled``), or with
+    the single-layer cut of slabs instead of their contour (``…:cut``)."""
+    return CleanupOptions(settle=UNSETTLED not in method, contour_slabs=CUT not in method)
+
+
+def base_method(method: str) -> str:
+    """The method without its suffixes: ``shell:cut:unsettled`` → ``shell``."""
+    for suffix in SUFFIXES:
+        method = method.replace(suffix, "")
+    return method
 
 
 def vae_weights(method: str) -> str | None:
     """``vae`` → None (the shipped weights); ``vae=PATH`` → PATH."""
-    method = method.removesuffix(UNSETTLED)
+    method = base_method(method)
     return method.split("=", 1)[1] if "=" in method else None
+
+
+def suffixes_of(method: str) -> str:
+    """The method's suffixes in a fixed order: ``vae:unsettled:cut`` → ``:unsettled:cut``."""
+    return "".join(suffix for suffix in SUFFIXES if suffix in method)
 
 
 def vae_label(method: str) -> str:
     weights = vae_weights(method)
-    suffix = UNSETTLED if method.endswith(UNSETTLED) else ""
+    suffix = suffixes_of(method)
     return ("vae" if weights is None else f"vae:{Path(weights).parent.name}/{Path(weights).stem}") + suffix
 
 
 def table(rows: list[dict]) -> str:
     direct = {(r["mesh"], r["N"]): r["CD"] for r in rows if r["method"] == "direct" and "CD" in r}
-    exact = {(r["mesh"], r["N"]): r["CD"] for r in rows if r["method"] == "shell" and "CD" in r}
-    exact_unsettled = {(r["mesh"], r["N"]): r["CD"] for r in rows if r["method"] == "shell" + UNSETTLED and "CD" in r}
+    exact = {(r["mesh"], r["N"], suffixes_of(r["method"])): r["CD"] for r in rows
+             if "CD" in r and base_method(r["method"]) == "shell"}
     lines = ["| mesh | N | method | CD ×1e3 | CD / direct | CD / exact | F1@0.01 | F1@0.001 | NMSE | pieces / input | loops / input | "
              "3+-face edges | area / input | seconds |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -97,7 +115,7 @@ def table(rows: list[dict]) -> str:
             lines.append(f"| {r['mesh']} | {r['N']} | {r['method']} | failed: {r['error'][:60]} |" + " |" * 10)
             continue
         ref = direct.get((r["mesh"], r["N"]))
-        ref_exact = (exact_unsettled if r["method"].endswith(UNSETTLED) else exact).get((r["mesh"], r["N"]))
+        ref_exact = exact.get((r["mesh"], r["N"], suffixes_of(r["method"])))
         ratio = f"{r['CD'] / ref:.2f}" if ref else ""
         ratio_exact = f"{r['CD'] / ref_exact:.2f}" if ref_exact and r["method"].startswith("vae") else ""
         lines.append(f"| {r['mesh']} | {r['N']} | {r['method']} | {1e3 * r['CD']:.4g} | {ratio} | {ratio_exact} | "
@@ -113,7 +131,8 @@ def main() -> int:
     parser.add_argument("--meshes", nargs="+", default=DEFAULT_MESHES)
     parser.add_argument("--methods", nargs="+", default=["direct", "shell", "dual"],
                         help="direct, shell, dual (extractions of the exact field), vae (shipped weights), vae=PATH; "
-                             "any but direct with ':unsettled' after it: without settling onto the zero set")
+                             "any but direct with ':unsettled' after it: without settling onto the zero set; "
+                             "with ':cut': slabs cut to one layer instead of contoured")
     parser.add_argument("--samples", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=RESULTS / "exact_field.json")
     parser.add_argument("--save", type=Path, default=None,
@@ -144,7 +163,7 @@ def main() -> int:
                         if field_ is None:
                             field_, normalization = perfect_field(gt, n)
                         options = RemeshOptions(resolution=n, mode="vae", cleanup=cleanup_of(method),
-                                                field_extraction=method.removesuffix(UNSETTLED))
+                                                field_extraction=base_method(method))
                         start = time.perf_counter()
                         surface = extract_surface(field_, None, options, Stages())
                         out = Mesh(normalization.from_unit(voxel_to_unit(surface.vertices, n)), surface.faces)

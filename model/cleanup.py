@@ -44,7 +44,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from .bvh import PrimitiveIndex
-from .edges import boundary_half_edges
+from .edges import boundary_half_edges, simple_cycles
 from .geometry import compact, face_components, signed_volumes, vertex_normals
 from .grid import BLOCK_SIZE, FAR, ISO_VOXELS, TRUNCATION_VOXELS, SparseField
 from .grid_kernels import block_key, find_block
@@ -117,7 +117,10 @@ class CleanupOptions:
     about this many faces (0: keep all). ``settle``: a field without its input (VAE mode, a decode)
     — with every other step on, its cleaned surface's vertices go onto the zero set by the tangent
     planes of the voxels around them (:mod:`model.zero_set`; the deflated ε-surface sits off it by
-    a few hundredths of a voxel, by a voxel where a thin wall was crumpled).
+    a few hundredths of a voxel, by a voxel where a thin wall was crumpled). ``contour_slabs``: a
+    field without its input — with every other step on, the slabs are not cut but replaced by the
+    zero set of the field around them, dual-contoured (:func:`clean_surface`'s ``contour_slabs``):
+    the cut tears a decoded sheet (the bunny at 256 in 207 pieces), the contour keeps it whole.
     """
 
     deflate: bool = True
@@ -125,11 +128,13 @@ class CleanupOptions:
     single_layer: bool = True
     target_faces: int = 0
     settle: bool = True
+    contour_slabs: bool = True
 
     @classmethod
     def none(cls) -> "CleanupOptions":
         """The paper's raw output: the ε-surface as marching cubes made it."""
-        return cls(deflate=False, outer_shell=False, single_layer=False, target_faces=0, settle=False)
+        return cls(deflate=False, outer_shell=False, single_layer=False, target_faces=0, settle=False,
+                   contour_slabs=False)
 
     def validate(self) -> "CleanupOptions":
         if int(self.target_faces) < 0:
@@ -332,6 +337,15 @@ def cut_slabs(vertices: np.ndarray, before: np.ndarray, faces: np.ndarray, slab:
     return fill_small_holes(vertices, faces, HOLE_PERIMETER_VOXELS, surface)
 
 
+def replace_slabs(before: np.ndarray, vertices: np.ndarray, faces: np.ndarray, slab: np.ndarray,
+                  contour: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The slab faces (``slab``) replaced by ``contour`` of their ε-surface vertices (``before``):
+    the solids stay as they are, each sheet comes back as the field's zero set around it."""
+    slab_vertices, slab_faces = contour(before[np.unique(faces[slab])])
+    return (np.concatenate([vertices, np.asarray(slab_vertices, dtype=vertices.dtype).reshape(-1, 3)]),
+            np.concatenate([faces[~slab], np.asarray(slab_faces, dtype=faces.dtype).reshape(-1, 3) + len(vertices)]))
+
+
 def single_layer(vertices: np.ndarray, faces: np.ndarray, in_slab: np.ndarray, normals_before: np.ndarray,
                  areas_before: np.ndarray, slab_component: np.ndarray, radius: float = 0.5,
                  chunk: int = 1 << 20) -> np.ndarray:
@@ -431,22 +445,39 @@ def _leftovers(vertices: np.ndarray, faces: np.ndarray, kept: np.ndarray, areas:
 
 
 def fill_small_holes(vertices: np.ndarray, faces: np.ndarray, max_perimeter: float,
-                     surface: PrimitiveIndex | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     surface: PrimitiveIndex | None = None, field: SparseField | None = None,
+                     max_distance: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
     """Close every boundary loop shorter than ``max_perimeter`` with a fan around its centroid
-    (put onto ``surface`` when the input is known), oriented like the faces around it."""
+    (put onto ``surface`` when the input is known), oriented like the faces around it. With a
+    ``field``, loops are first split into simple cycles where they touch at a vertex
+    (:func:`model.edges.simple_cycles`), and only the cycles whose fan the field puts within
+    ``max_distance`` voxels of its zero set (at the centroid and a third and two thirds of the way to
+    each rim vertex) are closed: a hole the field does not have — the surface is there — rather
+    than one it has (its middle lies as far from the zero set as the hole is wide)."""
     if len(faces) == 0:
         return vertices, faces
     half, on_border = boundary_half_edges(len(vertices), faces)
     border = half[on_border]
     if len(border) == 0:
         return vertices, faces
-    graph = coo_matrix((np.ones(len(border), np.int8), (border[:, 0], border[:, 1])), shape=(len(vertices),) * 2)
-    _, label = connected_components(graph, directed=False)
-    loop = label[border[:, 0]]
-    loops, loop = np.unique(loop, return_inverse=True)
+    if field is None:
+        graph = coo_matrix((np.ones(len(border), np.int8), (border[:, 0], border[:, 1])), shape=(len(vertices),) * 2)
+        _, label = connected_components(graph, directed=False)
+        loops, loop = np.unique(label[border[:, 0]], return_inverse=True)
+    else:  # loops touching at a vertex apart: a fan over both would give that vertex's spoke four faces
+        cycle, num_cycles = simple_cycles(border, len(vertices))
+        border, loop, loops = border[cycle >= 0], cycle[cycle >= 0], np.arange(num_cycles)
     length = np.linalg.norm(vertices[border[:, 0]] - vertices[border[:, 1]], axis=1)
     perimeter = np.bincount(loop, weights=length, minlength=len(loops))
     fill = perimeter < max_perimeter
+    if field is not None and fill.any():
+        count = np.bincount(loop, minlength=len(loops))
+        centre = np.stack([np.bincount(loop, weights=vertices[border[:, 0], k], minlength=len(loops))
+                           for k in range(3)], axis=1) / count[:, None]
+        farthest = sample_field(field, centre)
+        for t in (1.0 / 3.0, 2.0 / 3.0):
+            np.maximum.at(farthest, loop, sample_field(field, (1.0 - t) * centre[loop] + t * vertices[border[:, 0]]))
+        fill &= farthest * TRUNCATION_VOXELS <= max_distance
     if not fill.any():
         return vertices, faces
     chosen = fill[loop]
@@ -487,11 +518,18 @@ def decimate(vertices: np.ndarray, faces: np.ndarray, target_faces: int) -> tupl
 
 def clean_surface(vertices: np.ndarray, faces: np.ndarray, field: SparseField, options: CleanupOptions,
                   progress: Callable[[float], None] | None = None,
-                  surface: PrimitiveIndex | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  surface: PrimitiveIndex | None = None,
+                  contour_slabs: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Apply the enabled clean-up steps to an ε-surface given in voxel coordinates.
 
     ``surface``: the exact zero set when it is known (direct mode: the input triangles in voxel
     coordinates), used by :func:`deflate`; None for a decoded field.
+
+    ``contour_slabs``: for a decoded field, what replaces its slabs instead of the single-layer cut:
+    called with the slabs' ε-surface vertices, it returns the zero set around them as a mesh
+    (vertices, faces; :func:`model.udf_contour.field_contour` of :func:`model.udf_contour.field_near`
+    in the pipeline — this module stays below the contouring one).
 
     ``progress`` is called between steps (the pipeline's reporter also checks for cancellation)."""
     options.validate()
@@ -513,7 +551,8 @@ def clean_surface(vertices: np.ndarray, faces: np.ndarray, field: SparseField, o
         if surface is None:  # a decoded field: the deflated volume is as rough as the field, the shell's is not
             slab_of |= thin_components(before, faces, component, volume_before)
         slab = slab_of[component]
-        if slab.any() and (surface is not None or not options.cuts_slabs):
+        contoured = contour_slabs is not None and surface is None and options.cuts_slabs
+        if slab.any() and not contoured and (surface is not None or not options.cuts_slabs):
             in_slab = np.zeros(len(vertices), dtype=bool)
             in_slab[faces[slab].ravel()] = True
             if not options.cuts_slabs:  # keep slabs closed at ε rather than doubled
@@ -523,7 +562,11 @@ def clean_surface(vertices: np.ndarray, faces: np.ndarray, field: SparseField, o
                 vertices = np.where(in_slab[:, None], deflate(before, faces[slab], field), vertices)
     report(0.5)
     if options.cuts_slabs and len(faces) and slab.any():
-        vertices, faces = cut_slabs(vertices, before, faces, slab, component, surface)
+        if contoured:
+            assert contour_slabs is not None
+            vertices, faces = replace_slabs(before, vertices, faces, slab, contour_slabs)
+        else:
+            vertices, faces = cut_slabs(vertices, before, faces, slab, component, surface)
     if len(faces) and options.outer_shell:
         faces = drop_specks(vertices, faces, MIN_PIECE_AREA if surface is not None else DECODED_SPECK_AREA)
     if len(faces):

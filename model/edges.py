@@ -191,4 +191,61 @@ def boundary_half_edges(num_vertices: int, faces: np.ndarray) -> tuple[np.ndarra
     return half, on_border
 
 
-__all__ = ["border_half_edges", "boundary_half_edges", "edge_valence", "half_edge_groups", "slot_groups", "split_groups"]
+@nb.njit(cache=True)
+def _simple_cycles(border, num_vertices):
+    count = np.zeros(num_vertices + 1, dtype=np.int64)
+    for e in range(border.shape[0]):
+        count[border[e, 0] + 1] += 1
+    start = np.cumsum(count)
+    leaving = np.empty(border.shape[0], dtype=np.int64)  # the half-edges leaving each vertex, grouped
+    fill = start[:-1].copy()
+    for e in range(border.shape[0]):
+        leaving[fill[border[e, 0]]] = e
+        fill[border[e, 0]] += 1
+    taken = start[:-1].copy()  # per vertex: its next untaken leaving half-edge
+    label = np.full(border.shape[0], -1, dtype=np.int64)
+    on_path = np.full(num_vertices, -1, dtype=np.int64)  # vertex → its position on the walk
+    path = np.empty(border.shape[0], dtype=np.int64)
+    cycles = 0
+    for first in range(border.shape[0]):
+        if label[first] >= 0 or taken[border[first, 0]] >= start[border[first, 0] + 1]:
+            continue
+        depth = 0
+        vertex = border[first, 0]
+        while True:
+            if taken[vertex] >= start[vertex + 1]:  # a dead end (an unbalanced boundary): give up on the walk
+                for k in range(depth):
+                    on_path[border[path[k], 0]] = -1
+                break
+            e = leaving[taken[vertex]]
+            taken[vertex] += 1
+            on_path[vertex] = depth
+            path[depth] = e
+            depth += 1
+            vertex = border[e, 1]
+            if on_path[vertex] >= 0:  # back at a vertex of the walk: the part since then is a simple cycle
+                top = on_path[vertex]
+                for k in range(top, depth):
+                    label[path[k]] = cycles
+                    on_path[border[path[k], 0]] = -1
+                cycles += 1
+                depth = top
+                if depth == 0:
+                    break
+    return label, cycles
+
+
+def simple_cycles(border: np.ndarray, num_vertices: int) -> tuple[np.ndarray, int]:
+    """The boundary half-edges ``border`` [B, 2] (each from a face, so a loop runs one way round)
+    split into simple cycles — no vertex twice — where loops touch at a vertex: a cycle label per
+    half-edge (-1 for what closes no cycle) and the number of cycles. Where a loop passes a vertex
+    twice, which way it goes on is arbitrary; each part is still one simple cycle."""
+    border = np.ascontiguousarray(border, dtype=np.int64)
+    if len(border) == 0:
+        return np.zeros(0, dtype=np.int64), 0
+    label, cycles = _simple_cycles(border, int(num_vertices))
+    return label, int(cycles)
+
+
+__all__ = ["border_half_edges", "boundary_half_edges", "edge_valence", "half_edge_groups", "simple_cycles", "slot_groups",
+           "split_groups"]

@@ -33,7 +33,7 @@ from .shell import outer_shell_field
 from .geometry import compact
 from .stages import Cancelled, ProgressCallback, Stages
 from .ublocks import iter_chunks, pad_average
-from .udf_contour import field_contour
+from .udf_contour import field_contour, field_near
 from .zero_set import settle_on_zero_set
 
 MODES = ("direct", "vae")
@@ -41,6 +41,10 @@ log = logging.getLogger("log3d.pipeline")
 
 
 FIELD_EXTRACTIONS = ("shell", "dual")
+
+SLAB_REACH = 3.0
+"""Voxels: a decoded slab is re-contoured from the field within this distance of its ε-surface
+vertices — a voxel away from its zero set, which the dual contour reads to 2.5 voxels of."""
 POLYGONS = ("quads", "triangles")
 
 @dataclass
@@ -146,6 +150,13 @@ def input_surface_of(exact: Mesh) -> SurfaceIndex:
     return SurfaceIndex(exact.vertices, exact.faces)
 
 
+def _slab_contour(field_: SparseField) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """What replaces a decoded field's slabs (open sheets, walls thinner than the flood): the zero
+    set of the field near their ε-surface vertices, dual-contoured (:mod:`model.udf_contour`) — one
+    layer with its own rim, where the single-layer cut tore it."""
+    return lambda points: field_contour(field_near(field_, points, SLAB_REACH))
+
+
 def _extract_field(field_: SparseField, options: RemeshOptions, stages: Stages,
                     surface: PrimitiveIndex | None) -> tuple[np.ndarray, np.ndarray]:
     """The field's ε-surface and its clean-up (voxel coordinates). A decoded field (``surface``
@@ -160,7 +171,9 @@ def _extract_field(field_: SparseField, options: RemeshOptions, stages: Stages,
     vertices, faces = stages.run("extract", lambda report: marching_cubes_sparse(contoured, level, report))
     if faces.shape[0] == 0 or not cleanup.active:
         return vertices, faces
-    vertices, faces = stages.run("cleanup", lambda report: clean_surface(vertices, faces, field_, cleanup, report, surface))
+    contour_slabs = _slab_contour(field_) if surface is None and cleanup.contour_slabs else None
+    vertices, faces = stages.run("cleanup", lambda report: clean_surface(vertices, faces, field_, cleanup, report, surface,
+                                                                         contour_slabs))
     if surface is None and cleanup.full and cleanup.settle and len(faces):
         vertices = stages.run("settle", lambda report: settle_on_zero_set(vertices, faces, field_))
     return vertices, faces

@@ -71,3 +71,19 @@ def test_eval_command_prints_one_json_object(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(result) == {"CD", "F1@0.01", "F1@0.001", "NMSE", "SNE"}
     assert 0.002 < result["CD"] < 0.02 and result["F1@0.001"] < 0.5
+
+
+def test_the_clean_up_switches_reach_the_options():
+    """Each clean-up switch turns off its own step and no other (the defaults: every step on)."""
+    import argparse
+
+    from backend.cli.arguments import add_cleanup_arguments, cleanup_from_args
+    from model.cleanup import CleanupOptions
+
+    parser = argparse.ArgumentParser()
+    add_cleanup_arguments(parser)
+    assert cleanup_from_args(parser.parse_args([])) == CleanupOptions()
+    assert cleanup_from_args(parser.parse_args(["--cut-slabs"])) == CleanupOptions(contour_slabs=False)
+    assert cleanup_from_args(parser.parse_args(["--no-settle"])) == CleanupOptions(settle=False)
+    assert cleanup_from_args(parser.parse_args(["--keep-slabs"])) == CleanupOptions(single_layer=False)
+    assert cleanup_from_args(parser.parse_args(["--raw"])) == CleanupOptions.none()

@@ -63,3 +63,27 @@ def test_edge_valence_of_a_closed_sphere():
     sphere = trimesh.creation.icosphere(subdivisions=3)
     edges, valence = edge_valence(len(sphere.vertices), np.asarray(sphere.faces))
     assert len(edges) == len(sphere.edges_unique) and np.all(valence == 2)
+
+
+def test_simple_cycles_split_loops_that_touch_at_a_vertex():
+    """Two holes sharing a corner are one connected boundary but two cycles; each cycle visits each
+    of its vertices once, and every boundary half-edge lands in one."""
+    from model.edges import boundary_half_edges, simple_cycles
+
+    x, y = np.meshgrid(np.arange(5.0), np.arange(5.0))
+    vertices = np.stack([x.ravel(), y.ravel(), np.zeros(25)], 1)
+    idx = np.arange(25).reshape(5, 5)
+    quads = [(i, j) for i in range(4) for j in range(4) if (i, j) not in ((1, 1), (2, 2))]  # two cells out, diagonal
+    faces = np.array([f for i, j in quads for f in ((idx[i, j], idx[i, j + 1], idx[i + 1, j + 1]),
+                                                     (idx[i, j], idx[i + 1, j + 1], idx[i + 1, j]))])
+    half, on = boundary_half_edges(len(vertices), faces)
+    border = half[on]
+    label, count = simple_cycles(border, len(vertices))
+    assert count == 3 and (label >= 0).all()  # the outer rim and the two holes
+    sizes = sorted(np.bincount(label).tolist())
+    assert sizes == [4, 4, 16]
+    for c in range(count):
+        cycle = border[label == c]
+        assert len(np.unique(cycle[:, 0])) == len(cycle)  # simple: no vertex twice
+        assert sorted(cycle[:, 0].tolist()) == sorted(cycle[:, 1].tolist())  # closed
+    assert simple_cycles(np.array([[0, 1], [1, 2]]), 3)[1] == 0  # an open path closes no cycle

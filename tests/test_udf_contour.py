@@ -158,3 +158,117 @@ def test_vae_mode_can_extract_with_the_dual_contour():
     assert len(shell.faces) > 0
     with pytest.raises(ValueError, match="field extraction"):
         RemeshOptions(field_extraction="nope").validate()
+
+
+def folded_sheet() -> trimesh.Trimesh:
+    x = np.linspace(-1, 1, 60)
+    grid_x, grid_y = np.meshgrid(x, x)
+    vertices = np.stack([grid_x.ravel(), grid_y.ravel(), 0.3 * np.sin(3 * grid_x).ravel()], 1)
+    idx = np.arange(3600).reshape(60, 60)
+    faces = np.concatenate([np.stack([idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()], 1),
+                            np.stack([idx[:-1, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()], 1)])
+    return trimesh.Trimesh(vertices, faces)
+
+
+def open_bowl() -> trimesh.Trimesh:
+    sphere = trimesh.creation.icosphere(subdivisions=4)
+    return sphere.submesh([np.flatnonzero(sphere.triangles_center[:, 2] < 0.3)], append=True)
+
+
+@pytest.mark.parametrize("make", [folded_sheet, open_bowl])
+def test_vae_modes_default_extraction_gives_a_sheet_one_layer_with_its_rim(make):
+    """The default extraction (outer flood, ε-surface, clean-up) finds a sheet's ε-surface to be a
+    slab and replaces it by the field's zero set around it (``CleanupOptions.contour_slabs``): one
+    layer, the input's one rim, the input's area — not the slab's doubled area."""
+    tm = make()
+    mesh = as_mesh(tm)
+    field, normalization = mesh_to_field(mesh, N)
+    surface = extract_surface(field, None, RemeshOptions(resolution=N, mode="vae"), Stages())
+    got = counts(surface.vertices, surface.faces)
+    area = float(tm.area) * (normalization.scale * N) ** 2
+    assert (got["pieces"], got["loops"], got["nonmanifold"]) == (1, 1, 0), got
+    assert got["area"] == pytest.approx(area, rel=0.03)
+
+
+def test_a_sphere_with_a_hole_through_the_default_extraction_is_one_sheet():
+    """Where the flood gets inside through a hole (the Stanford bunny's base), the whole surface is a
+    slab; contoured from the field it comes back as one sheet with the hole's one rim."""
+    sphere = trimesh.creation.icosphere(subdivisions=4)
+    holed = sphere.submesh([np.flatnonzero(sphere.triangles_center[:, 2] < 0.8)], append=True)
+    mesh = as_mesh(holed)
+    field, normalization = mesh_to_field(mesh, N)
+    surface = extract_surface(field, None, RemeshOptions(resolution=N, mode="vae"), Stages())
+    got = counts(surface.vertices, surface.faces)
+    assert (got["pieces"], got["loops"], got["nonmanifold"]) == (1, 1, 0), got
+    assert got["area"] == pytest.approx(float(holed.area) * (normalization.scale * N) ** 2, rel=0.03)
+
+
+def test_a_raised_floor_leaves_the_sheet_on_the_surface_and_the_rim_where_it_was():
+    """A decoded field never falls to zero (its V is rounded: here to 0.6 voxel). Measured from the field's own floor, a
+    point on the sheet still reads as on it and a point beyond the rim as off it; by the field's
+    value alone (the rule this replaced) every point would be off and the contour empty."""
+    from model.cleanup import sample_field
+    from model.grid import FAR, TRUNCATION_VOXELS, SparseField
+    from model.udf_contour import field_contour, height_off_surface
+
+    square = trimesh.Trimesh([[-1, -1, 0.013], [1, -1, 0.013], [1, 1, 0.013], [-1, 1, 0.013]], [[0, 1, 2], [0, 2, 3]])
+    field, normalization = mesh_to_field(as_mesh(square), N)
+    distance = field.values * TRUNCATION_VOXELS  # voxels; rounded at the bottom to 0.6 voxel, like a decoded V
+    rounded = np.sqrt(distance**2 + 0.6**2) / TRUNCATION_VOXELS
+    raised = SparseField(N, field.keys, np.minimum(rounded, FAR).astype(np.float32))
+    centre = (normalization.to_unit(np.array([[0.0, 0.0, 0.013]])) + 0.5) * N - 0.5
+    corner = (normalization.to_unit(np.array([[1.0, 1.0, 0.013]])) + 0.5) * N - 0.5
+    beyond = corner + np.array([[1.5, 1.5, 0.0]])
+    on_sheet = centre + np.array([[0.3, -0.2, 0.0]])
+    for f in (field, raised):
+        heights = height_off_surface(f, np.concatenate([on_sheet, beyond]))
+        assert heights[0] < 0.2 and heights[1] > 1.0, heights
+    assert sample_field(raised, on_sheet)[0] * TRUNCATION_VOXELS > 0.5  # the old rule: off the surface
+    vertices, faces = field_contour(raised)
+    got = counts(vertices, faces)
+    assert (got["pieces"], got["loops"], got["nonmanifold"]) == (1, 1, 0), got
+    assert got["area"] == pytest.approx(counts(*field_contour(field))["area"], rel=0.03)
+
+
+def test_field_near_keeps_the_voxels_within_reach_of_the_points():
+    from model.grid import FAR
+    from model.udf_contour import field_near
+
+    field, _ = mesh_to_field(as_mesh(trimesh.creation.icosphere(subdivisions=3)), 64)
+    point = np.array([[31.5, 32.2, 5.3]])  # by the sphere's surface
+    part = field_near(field, point, 2.5)
+    origin = (part.coords.astype(np.int64) * 8)[:, None, None, None, :]
+    ijk = np.stack(np.meshgrid(np.arange(8), np.arange(8), np.arange(8), indexing="ij"), -1)[None]
+    within = np.linalg.norm(origin + ijk - point, axis=-1) <= 2.5
+    assert 0 < part.num_blocks < field.num_blocks
+    assert np.all(part.values[~within] == FAR)
+    index = np.searchsorted(field.keys, part.keys)
+    assert np.array_equal(part.values[within], field.values[index][within])
+    assert within.reshape(len(part.keys), -1).any(axis=1).all()  # no block without a kept voxel
+
+
+def grid_square(corner: np.ndarray, side_u: np.ndarray, side_v: np.ndarray, n: int = 40) -> trimesh.Trimesh:
+    """A flat rectangle corner + s·side_u + t·side_v, s, t in [0, 1], as an n × n grid of vertices."""
+    s, t = np.meshgrid(np.linspace(0, 1, n), np.linspace(0, 1, n))
+    vertices = corner + s.reshape(-1, 1) * side_u + t.reshape(-1, 1) * side_v
+    idx = np.arange(n * n).reshape(n, n)
+    faces = np.concatenate([np.stack([idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()], 1),
+                            np.stack([idx[:-1, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()], 1)])
+    return trimesh.Trimesh(vertices, faces)
+
+
+@pytest.mark.parametrize("extraction", ["shell", "dual"])
+def test_a_t_junction_of_three_sheets_keeps_every_sheet(extraction):
+    """A square standing on the middle of another (two meshes: three half-sheets meet along a line).
+    A 2-manifold cannot hold the junction: it comes back joined, no edge of 3+ faces, as many pieces
+    and rims as the input or fewer, every half-sheet there (the area within 3 % of the input's; a
+    lost half would be a quarter less) and the rims where the input's are (a strip beyond them
+    would add several per cent)."""
+    floor = grid_square(np.array([-1.0, -1.0, 0.013]), np.array([2.0, 0, 0]), np.array([0, 2.0, 0]))
+    wall = grid_square(np.array([0.017, -1.0, 0.013]), np.array([0, 2.0, 0]), np.array([0, 0, 0.987]))
+    tee = trimesh.util.concatenate([floor, wall])
+    field, normalization = mesh_to_field(as_mesh(tee), N)
+    surface = extract_surface(field, None, RemeshOptions(resolution=N, mode="vae", field_extraction=extraction), Stages())
+    got = counts(surface.vertices, surface.faces)
+    assert got["pieces"] <= 2 and got["loops"] <= 2 + 2 and got["nonmanifold"] == 0, got
+    assert got["area"] == pytest.approx(float(tee.area) * (normalization.scale * N) ** 2, rel=0.03)
