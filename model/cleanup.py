@@ -44,7 +44,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from .bvh import PrimitiveIndex
-from .edges import boundary_half_edges, simple_cycles
+from .edges import boundary_half_edges
 from .geometry import compact, face_components, signed_volumes, vertex_normals
 from .grid import BLOCK_SIZE, FAR, ISO_VOXELS, TRUNCATION_VOXELS, SparseField
 from .grid_kernels import block_key, find_block
@@ -445,39 +445,22 @@ def _leftovers(vertices: np.ndarray, faces: np.ndarray, kept: np.ndarray, areas:
 
 
 def fill_small_holes(vertices: np.ndarray, faces: np.ndarray, max_perimeter: float,
-                     surface: PrimitiveIndex | None = None, field: SparseField | None = None,
-                     max_distance: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+                     surface: PrimitiveIndex | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Close every boundary loop shorter than ``max_perimeter`` with a fan around its centroid
-    (put onto ``surface`` when the input is known), oriented like the faces around it. With a
-    ``field``, loops are first split into simple cycles where they touch at a vertex
-    (:func:`model.edges.simple_cycles`), and only the cycles whose fan the field puts within
-    ``max_distance`` voxels of its zero set (at the centroid and a third and two thirds of the way to
-    each rim vertex) are closed: a hole the field does not have — the surface is there — rather
-    than one it has (its middle lies as far from the zero set as the hole is wide)."""
+    (put onto ``surface`` when the input is known), oriented like the faces around it."""
     if len(faces) == 0:
         return vertices, faces
     half, on_border = boundary_half_edges(len(vertices), faces)
     border = half[on_border]
     if len(border) == 0:
         return vertices, faces
-    if field is None:
-        graph = coo_matrix((np.ones(len(border), np.int8), (border[:, 0], border[:, 1])), shape=(len(vertices),) * 2)
-        _, label = connected_components(graph, directed=False)
-        loops, loop = np.unique(label[border[:, 0]], return_inverse=True)
-    else:  # loops touching at a vertex apart: a fan over both would give that vertex's spoke four faces
-        cycle, num_cycles = simple_cycles(border, len(vertices))
-        border, loop, loops = border[cycle >= 0], cycle[cycle >= 0], np.arange(num_cycles)
+    graph = coo_matrix((np.ones(len(border), np.int8), (border[:, 0], border[:, 1])), shape=(len(vertices),) * 2)
+    _, label = connected_components(graph, directed=False)
+    loop = label[border[:, 0]]
+    loops, loop = np.unique(loop, return_inverse=True)
     length = np.linalg.norm(vertices[border[:, 0]] - vertices[border[:, 1]], axis=1)
     perimeter = np.bincount(loop, weights=length, minlength=len(loops))
     fill = perimeter < max_perimeter
-    if field is not None and fill.any():
-        count = np.bincount(loop, minlength=len(loops))
-        centre = np.stack([np.bincount(loop, weights=vertices[border[:, 0], k], minlength=len(loops))
-                           for k in range(3)], axis=1) / count[:, None]
-        farthest = sample_field(field, centre)
-        for t in (1.0 / 3.0, 2.0 / 3.0):
-            np.maximum.at(farthest, loop, sample_field(field, (1.0 - t) * centre[loop] + t * vertices[border[:, 0]]))
-        fill &= farthest * TRUNCATION_VOXELS <= max_distance
     if not fill.any():
         return vertices, faces
     chosen = fill[loop]

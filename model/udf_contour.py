@@ -50,11 +50,12 @@ import numpy as np
 
 from .contour import CORNER_LOCAL, EIGEN_CUTOFF, _cells_around, _edge_pieces, _quadric_vertex, _sheet_vertices, _triangulate
 from .edges import half_edge_groups
-from .cleanup import fill_small_holes, sample_field
+from .cleanup import sample_field
 from .geometry import compact, face_components, signed_volumes
 from .mesh import face_normals_and_areas
 from .grid import BLOCK_SIZE, FAR, NEIGHBOR_OFFSETS, TRUNCATION_VOXELS, SparseField, key_coords, neighbor_table
 from .grid_kernels import block_key, find_block
+from .holes import close_false_holes
 
 HALO = 3
 """Voxels of the neighbouring blocks gathered around each block: an edge (a, a + e) reads the
@@ -87,12 +88,11 @@ class FieldContourOptions:
     farther from the surface than this (:func:`off_the_surface`) is not on it, and goes; so do the edge-connected pieces smaller than
     ``min_piece`` square voxels that leaves. ``bend_tolerance``: as in :func:`model.contour.dual_contour` (a quad whose triangles pass farther
     than this from its crossing gets the crossing as a fifth vertex). ``hole_perimeter``,
-    ``hole_distance`` (voxels): a boundary loop shorter than the first is closed by a fan when the
-    field puts the fan within the second of its zero set — a hole the field does not have
-    (:func:`model.cleanup.fill_small_holes`): a decoded field's seams, where two blocks' values
-    disagree and the zero set rises, leave such holes (the bunny's decoded field at 256: 102 loops
-    → 32; its exact field 7 → 5, the input's 5); a real hole keeps its middle as far from the zero
-    set as it is wide, and stays open unless it is narrower than three voxels."""
+    ``hole_distance`` (voxels): a hole shorter than the first is closed when the field puts the
+    patch that closes it within the second of its zero set — a hole the field does not have
+    (:mod:`model.holes`): a decoded field's seams, where two blocks' values disagree and the zero
+    set rises, leave such holes; a real hole keeps its middle as far from the zero set as it is
+    wide, and stays open unless it is narrower than three voxels."""
 
     band: float = 2.5
     off_surface: float = 0.5
@@ -677,5 +677,4 @@ def field_contour(field: SparseField, options: FieldContourOptions = FieldContou
         area = np.bincount(label, weights=face_normals_and_areas(vertices, faces)[1], minlength=len(faces))
         faces = faces[area[label] >= options.min_piece]
         vertices, faces = compact(vertices, faces)
-    faces = orient(vertices, faces)
-    return fill_small_holes(vertices, faces, options.hole_perimeter, field=field, max_distance=options.hole_distance)
+    return close_false_holes(vertices, orient(vertices, faces), field, options.hole_perimeter, options.hole_distance)

@@ -173,22 +173,3 @@ def test_slab_components_catch_a_sheet_that_keeps_a_cavitys_volume():
     assert slab_components(vertices, faces, component, before, after).tolist() == [True, False]
     assert slab_components(vertices, faces, component, before, np.array([10.0, 10.0])).tolist() == [True, True]
     assert slab_components(vertices, faces, component, before, np.array([90.0, 90.0])).tolist() == [False, False]
-
-
-def test_fill_small_holes_with_a_field_closes_only_the_holes_the_field_does_not_have():
-    """A hole the field has (its middle as far from the zero set as the hole is wide) stays open; the
-    same hole over a field that has the surface there is closed."""
-    from model.cleanup import fill_small_holes
-    from model.pipeline import mesh_to_field
-    from model.grid import unit_to_voxel
-
-    n = 64
-    sphere = trimesh.creation.icosphere(subdivisions=4)
-    holed_faces = sphere.faces[sphere.triangles_center[:, 2] < 0.985]  # a cap off: a hole ~16 voxels across at 64
-    full_field, normalization = mesh_to_field(as_mesh(sphere), n)
-    holed_field, _ = mesh_to_field(as_mesh(trimesh.Trimesh(sphere.vertices, holed_faces)), n)
-    vertices = unit_to_voxel(normalization.to_unit(np.asarray(sphere.vertices, dtype=np.float64)), n)
-    assert boundary_loops(trimesh.Trimesh(vertices, holed_faces, process=False)) == 1
-    for field, loops_after in ((full_field, 0), (holed_field, 1)):
-        v, f = fill_small_holes(vertices, holed_faces, 64.0, field=field, max_distance=1.5)
-        assert boundary_loops(trimesh.Trimesh(v, f, process=False)) == loops_after

@@ -1,0 +1,58 @@
+"""Closing the holes a surface has where its field has none.
+
+A surface extracted from a decoded field opens where the field misleads the extraction — most often
+along a seam between two blocks whose values disagree, where the zero set rises. The field itself
+still says the surface runs through such a hole; a real hole of the input says the opposite, its
+middle as far from the zero set as the hole is wide. So a hole is closed only when the patch that
+closes it lies near the zero set by the field.
+
+The patch: a fan from the hole's centroid to its boundary, one boundary being a simple cycle
+(:func:`model.edges.simple_cycles`: holes touching at a vertex are closed apart, or that vertex's
+spoke would get four faces). It is kept when the field puts the centroid, and the points a third
+and two thirds of the way from it to each boundary vertex, within ``max_distance`` voxels of the
+zero set. (Ear clipping instead of the fan — shortest new edge first — closed fewer holes on the
+decoded fields of the shared meshes: its new edges often join two sides of a crack already joined
+elsewhere, which would give an edge three faces, and the bunny kept 51 loops against the fan's 25.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cleanup import sample_field
+from .edges import boundary_half_edges, simple_cycles
+from .grid import TRUNCATION_VOXELS, SparseField
+
+
+def close_false_holes(vertices: np.ndarray, faces: np.ndarray, field: SparseField, max_perimeter: float,
+                      max_distance: float) -> tuple[np.ndarray, np.ndarray]:
+    """The mesh with each hole shorter than ``max_perimeter`` voxels closed by a fan (one new vertex
+    per hole) where the field puts the fan within ``max_distance`` voxels of its zero set (see the
+    module's docstring). Faces must be oriented consistently around each hole: a fan face runs its
+    boundary edge the other way."""
+    if len(faces) == 0:
+        return vertices, faces
+    half, on_border = boundary_half_edges(len(vertices), faces)
+    border = half[on_border]
+    cycle, count = simple_cycles(border, len(vertices))
+    border, cycle = border[cycle >= 0], cycle[cycle >= 0]
+    if count == 0:
+        return vertices, faces
+    length = np.linalg.norm(vertices[border[:, 0]] - vertices[border[:, 1]], axis=1)
+    size = np.bincount(cycle, minlength=count)
+    centre = np.stack([np.bincount(cycle, weights=vertices[border[:, 0], k], minlength=count) for k in range(3)],
+                      axis=1) / np.maximum(size, 1)[:, None]
+    farthest = sample_field(field, centre)
+    for t in (1.0 / 3.0, 2.0 / 3.0):
+        np.maximum.at(farthest, cycle, sample_field(field, (1.0 - t) * centre[cycle] + t * vertices[border[:, 0]]))
+    close = (np.bincount(cycle, weights=length, minlength=count) < max_perimeter) & (size >= 3)
+    close &= farthest * TRUNCATION_VOXELS <= max_distance
+    if not close.any():
+        return vertices, faces
+    chosen = close[cycle]
+    new_vertex = len(vertices) + np.cumsum(close) - 1
+    fan = np.stack([border[chosen, 1], border[chosen, 0], new_vertex[cycle[chosen]]], axis=1)
+    return np.concatenate([vertices, centre[close]]), np.concatenate([faces, fan.astype(faces.dtype)])
+
+
+__all__ = ["close_false_holes"]
