@@ -56,6 +56,7 @@ from .mesh import face_normals_and_areas
 from .grid import BLOCK_SIZE, FAR, NEIGHBOR_OFFSETS, TRUNCATION_VOXELS, SparseField, key_coords, neighbor_table
 from .grid_kernels import block_key, find_block
 from .holes import close_false_holes
+from .manifold import split_shared_edges
 
 HALO = 3
 """Voxels of the neighbouring blocks gathered around each block: an edge (a, a + e) reads the
@@ -677,4 +678,5 @@ def field_contour(field: SparseField, options: FieldContourOptions = FieldContou
         area = np.bincount(label, weights=face_normals_and_areas(vertices, faces)[1], minlength=len(faces))
         faces = faces[area[label] >= options.min_piece]
         vertices, faces = compact(vertices, faces)
-    return close_false_holes(vertices, orient(vertices, faces), field, options.hole_perimeter, options.hole_distance)
+    vertices, faces = split_shared_edges(vertices, orient(vertices, faces))
+    return close_false_holes(vertices, faces, field, options.hole_perimeter, options.hole_distance)

@@ -1,0 +1,158 @@
+"""Parting two sheets that share an edge.
+
+Where two sheets of a surface pass within a voxel of each other — the two sides of a thin gap, a
+leg against a body — the dual contour can put both through the same pair of cells, and the edge
+between those cells' vertices then belongs to four faces (two per sheet); where a sheet's rim runs
+into another sheet, to three. Such an edge is no surface a modeller can edit. Here each such edge
+is given back to its sheets: around the edge the faces are ordered by angle, neighbours that run
+the edge in opposite directions (one consistently wound sheet) and open widest pair up — the two
+faces of one sheet lie on either side of the edge, those of two sheets facing each other close
+together — and the vertices at the edge are duplicated per group of faces still joined around them
+(the same regrouping as :func:`model.contour.detach_at_boundary`), each copy moved to the middle of
+its own neighbours so that the sheets part. A face left without a partner (a rim running into a
+sheet) keeps the edge as its boundary.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from .edges import half_edge_groups
+from .geometry import face_components
+
+
+def _pairs_around(vertices: np.ndarray, faces: np.ndarray, u: int, v: int, members: np.ndarray,
+                  forward: np.ndarray) -> list[tuple[int, int]]:
+    """Which of the faces ``members`` around edge (u, v) continue each other (indices into members)."""
+    axis = vertices[v] - vertices[u]
+    axis /= max(np.linalg.norm(axis), 1e-12)
+    third = np.array([[w for w in faces[f] if w != u and w != v][0] for f in members])
+    out = vertices[third] - vertices[u]
+    out -= np.outer(out @ axis, axis)
+    ref = out[0] / max(np.linalg.norm(out[0]), 1e-12)
+    angle = np.arctan2(out @ np.cross(axis, ref), out @ ref) % (2 * np.pi)
+    order = list(np.argsort(angle))
+    pairs: list[tuple[int, int]] = []
+    while len(order) >= 2:
+        best, best_score = -1, -np.inf
+        for i in range(len(order) if len(order) > 2 else 1):
+            a, b = order[i], order[(i + 1) % len(order)]
+            gap = (angle[b] - angle[a]) % (2 * np.pi)
+            score = (0.0 if forward[a] != forward[b] else -10.0) + min(gap, 2 * np.pi - gap)
+            if score > best_score:
+                best, best_score = i, score
+        a, b = order[best], order[(best + 1) % len(order)]
+        if forward[a] == forward[b]:  # no two left that run the edge in opposite directions
+            break
+        pairs.append((int(a), int(b)))
+        order = [x for x in order if x not in (a, b)]
+    return pairs
+
+
+def split_shared_edges(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The surface with every edge of three or more faces parted among its sheets (see the module's
+    docstring): vertices at such edges duplicated, faces renumbered, no face removed. Faces must be
+    wound consistently within each sheet. A part that would come loose — held to the rest by such
+    edges only — stays joined (the mountain's decoded sheet at 256 would lose a 113-voxel² patch as
+    a piece of its own): its edges are left as they are."""
+    if len(faces) == 0:
+        return vertices, faces
+    groups = half_edge_groups(faces)
+    owner, corner, first, size = groups
+    shared = np.flatnonzero(size >= 3)
+    if len(shared) == 0:
+        return vertices, faces
+    labels, component = face_components(len(vertices), faces)
+    for _ in range(3):
+        out_vertices, out_faces, origin = _split(vertices, faces, groups, shared)
+        pieces, after = face_components(len(out_vertices), out_faces)
+        if len(np.unique(after)) == len(np.unique(component)):
+            break
+        # per old piece, its largest new piece stays; faces of the others mark their edges' ends
+        size_of = np.bincount(after, minlength=pieces)
+        largest = np.zeros(labels, dtype=np.int64)
+        order = np.argsort(size_of[after], kind="stable")
+        largest[component[order]] = after[order]  # the last write per old piece is its largest new one
+        loose = after != largest[component]
+        held = np.zeros(len(vertices), dtype=bool)
+        held[origin[out_faces[loose].ravel()]] = True
+        start = faces[owner[first[shared]], corner[first[shared]]]
+        end = faces[owner[first[shared]], (corner[first[shared]] + 1) % 3]
+        shared = shared[~(held[start] | held[end])]
+        if len(shared) == 0:
+            return vertices, faces
+    return out_vertices, out_faces
+
+
+def _split(vertices: np.ndarray, faces: np.ndarray, groups: tuple, shared: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`split_shared_edges` at the edge groups ``shared``: (vertices, faces, the original
+    vertex of each output vertex)."""
+    owner, corner, first, size = groups
+    start = faces[owner, corner]
+    end = faces[owner, (corner + 1) % 3]
+    affected = np.zeros(len(vertices), dtype=bool)
+    affected[start[first[shared]]] = True
+    affected[end[first[shared]]] = True
+    # every edge with an end at an affected vertex: which of its faces stay joined across it
+    touching = np.flatnonzero(affected[start[first]] | affected[end[first]])
+    splitting = np.zeros(len(size), dtype=bool)
+    splitting[shared] = True
+    join_a: list[int] = []
+    join_b: list[int] = []
+    for g in touching:
+        run = np.arange(first[g], first[g] + size[g])
+        if not splitting[g]:  # every face joined to the first (a manifold edge: its two faces)
+            join_a.extend([run[0]] * (len(run) - 1))
+            join_b.extend(run[1:])
+        else:
+            u, v = start[run[0]], end[run[0]]
+            forward = start[run] == u
+            for a, b in _pairs_around(vertices, faces, u, v, owner[run], forward):
+                join_a.append(run[a])
+                join_b.append(run[b])
+    ha, hb = np.asarray(join_a, dtype=np.int64), np.asarray(join_b, dtype=np.int64)
+    # face corners (3 f + k) at affected vertices, linked where their faces stay joined
+    def corner_of(half: np.ndarray, vertex: np.ndarray) -> np.ndarray:
+        f = owner[half]
+        k = np.argmax(faces[f] == vertex[:, None], axis=1)
+        return 3 * f + k
+
+    links_a, links_b = [], []
+    for ends in (start, end):
+        vertex = ends[ha]
+        keep = affected[vertex]
+        links_a.append(corner_of(ha[keep], vertex[keep]))
+        links_b.append(corner_of(hb[keep], vertex[keep]))
+    la, lb = np.concatenate(links_a), np.concatenate(links_b)
+    slots = np.flatnonzero(affected[faces.ravel()])
+    index = np.full(3 * len(faces), -1, dtype=np.int64)
+    index[slots] = np.arange(len(slots))
+    graph = coo_matrix((np.ones(len(la), np.int8), (index[la], index[lb])), shape=(len(slots),) * 2)
+    _, group = connected_components(graph, directed=False)
+    vertex_of_slot = faces.ravel()[slots]
+    pairs, which = np.unique(np.stack([vertex_of_slot, group], axis=1), axis=0, return_inverse=True)
+    keeps = np.concatenate([[True], pairs[1:, 0] != pairs[:-1, 0]])  # each vertex's first group keeps its index
+    new_index = np.where(keeps, pairs[:, 0], len(vertices) + np.cumsum(~keeps) - 1)
+    out_faces = faces.copy().ravel()
+    out_faces[slots] = new_index[which.reshape(-1)]
+    out_faces = out_faces.reshape(-1, 3)
+    out_vertices = np.concatenate([vertices, vertices[pairs[~keeps, 0]]])
+    # each copy to the middle of its own neighbours: the sheets part by the gap between them
+    moved = np.unique(new_index)
+    rows = slots // 3
+    total = np.zeros((len(out_vertices), 3))
+    count = np.zeros(len(out_vertices))
+    for k in (1, 2):
+        here = out_faces[rows, slots % 3]
+        other = out_faces[rows, (slots % 3 + k) % 3]
+        np.add.at(total, here, out_vertices[other])
+        np.add.at(count, here, 1.0)
+    out_vertices[moved] = total[moved] / np.maximum(count[moved], 1.0)[:, None]
+    origin = np.concatenate([np.arange(len(vertices)), pairs[~keeps, 0]])
+    return out_vertices, out_faces, origin
+
+
+__all__ = ["split_shared_edges"]

@@ -1,0 +1,61 @@
+"""Parting two sheets that share an edge (model.manifold)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from model.edges import edge_valence
+from model.geometry import face_components
+from model.manifold import split_shared_edges
+
+
+def grid_sheet(height, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """A 3 × 3-vertex sheet over [0, 2]², z = height(x), vertex ids from ``offset``, wound alike."""
+    x, y = np.meshgrid(np.arange(3.0), np.arange(3.0), indexing="ij")
+    vertices = np.stack([x.ravel(), y.ravel(), height(x.ravel())], 1)
+    idx = np.arange(9).reshape(3, 3) + offset
+    faces = [f for i in range(2) for j in range(2)
+             for f in ((idx[i, j], idx[i + 1, j], idx[i + 1, j + 1]), (idx[i, j], idx[i + 1, j + 1], idx[i, j + 1]))]
+    return vertices, np.array(faces)
+
+
+def two_sheets_touching_along_a_line() -> tuple[np.ndarray, np.ndarray]:
+    """A flat sheet and a bent one that touches it along x = 1 (its vertices there are the flat
+    sheet's: the two edges on that line have four faces each), joined elsewhere by one bridge."""
+    flat_v, flat_f = grid_sheet(lambda x: 0.0 * x, 0)
+    bent_v, bent_f = grid_sheet(lambda x: 0.3 * (x - 1.0) ** 2, 9)
+    vertices = np.concatenate([flat_v, bent_v])
+    on_line = np.arange(9, 18)[np.isclose(bent_v[:, 0], 1.0)]
+    line_of_flat = np.arange(9)[np.isclose(flat_v[:, 0], 1.0)]
+    faces = np.concatenate([flat_f, bent_f])
+    for b, a in zip(on_line, line_of_flat):
+        faces[faces == b] = a
+    bridge = np.array([[8, 17, 7]])  # the flat sheet's corner (2, 2), the bent one's, the flat (2, 1)
+    return vertices, np.concatenate([faces, bridge])
+
+
+def test_an_edge_of_four_faces_is_parted_between_its_two_sheets():
+    vertices, faces = two_sheets_touching_along_a_line()
+    assert edge_valence(len(vertices), faces)[1].max() == 4
+    out_v, out_f = split_shared_edges(vertices, faces)
+    assert edge_valence(len(out_v), out_f)[1].max() == 2
+    assert len(out_f) == len(faces) and len(out_v) == len(vertices) + 3  # the line's three vertices, once more
+    assert len(np.unique(face_components(len(out_v), out_f)[1])) == 1  # still one piece (the bridge)
+    # each sheet keeps its own copy of the line, moved to the middle of its own neighbours: the bent
+    # sheet's copy lifts off the flat one (which stays on z = 0), so the two no longer touch
+    line = np.concatenate([out_v[[3, 4, 5]], out_v[len(vertices):]])
+    assert np.isclose(line[:, 2], 0.0).sum() == 3 and (line[:, 2] > 0.05).sum() == 3
+
+
+def test_a_part_held_by_the_shared_edges_alone_stays_joined():
+    """Without the bridge the two sheets are held together by the line alone: parting them would
+    make a piece of its own, so the edges stay as they are."""
+    vertices, faces = two_sheets_touching_along_a_line()
+    out_v, out_f = split_shared_edges(vertices, faces[:-1])
+    assert np.array_equal(out_f, faces[:-1]) and len(out_v) == len(vertices)
+
+
+def test_a_manifold_surface_is_left_alone():
+    vertices, faces = grid_sheet(lambda x: 0.0 * x, 0)
+    out_v, out_f = split_shared_edges(vertices, faces)
+    assert out_v is vertices and out_f is faces
