@@ -20,7 +20,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .edges import half_edge_groups
-from .geometry import face_components
+from .contour import _edge_pieces
 
 
 def _pairs_around(vertices: np.ndarray, faces: np.ndarray, u: int, v: int, members: np.ndarray,
@@ -55,7 +55,7 @@ def split_shared_edges(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndar
     """The surface with every edge of three or more faces parted among its sheets (see the module's
     docstring): vertices at such edges duplicated, faces renumbered, no face removed. Faces must be
     wound consistently within each sheet. A part that would come loose — held to the rest by such
-    edges only — stays joined (the mountain's decoded sheet at 256 would lose a 113-voxel² patch as
+    edges only (pieces counted through shared edges) — stays joined (the mountain's decoded sheet at 256 would lose a 113-voxel² patch as
     a piece of its own): its edges are left as they are."""
     if len(faces) == 0:
         return vertices, faces
@@ -64,15 +64,17 @@ def split_shared_edges(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndar
     shared = np.flatnonzero(size >= 3)
     if len(shared) == 0:
         return vertices, faces
-    labels, component = face_components(len(vertices), faces)
+    every = np.ones(len(faces), dtype=bool)
+    component = _edge_pieces(len(faces), owner, first, size, every)
     for _ in range(3):
         out_vertices, out_faces, origin = _split(vertices, faces, groups, shared)
-        pieces, after = face_components(len(out_vertices), out_faces)
+        out_owner, _, out_first, out_size = half_edge_groups(out_faces)
+        after = _edge_pieces(len(out_faces), out_owner, out_first, out_size, every)
         if len(np.unique(after)) == len(np.unique(component)):
             break
         # per old piece, its largest new piece stays; faces of the others mark their edges' ends
-        size_of = np.bincount(after, minlength=pieces)
-        largest = np.zeros(labels, dtype=np.int64)
+        size_of = np.bincount(after, minlength=len(faces))
+        largest = np.zeros(len(faces), dtype=np.int64)
         order = np.argsort(size_of[after], kind="stable")
         largest[component[order]] = after[order]  # the last write per old piece is its largest new one
         loose = after != largest[component]
