@@ -35,7 +35,9 @@ set crosses are found from the field and dual-contoured with direct mode's core
   beyond the rim of an open sheet there is no surface; :func:`off_the_surface`) go, which gives an
   open sheet its boundary;
   and the orientation is made consistent across every manifold edge (an unsigned field has no
-  inside), closed pieces facing outwards.
+  inside), closed pieces facing outwards. Last, an edge that two sheets share (three or more faces:
+  both passed through the same cells) is parted among them (:mod:`model.manifold`), and the holes
+  the field does not have — a decoded field's block seams — are closed (:mod:`model.holes`).
 
 Sparse: gradients and sides are per stored 8³ block (a three-voxel halo gathered around each); no N³
 array is made.
