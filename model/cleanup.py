@@ -444,6 +444,31 @@ def _leftovers(vertices: np.ndarray, faces: np.ndarray, kept: np.ndarray, areas:
     return out
 
 
+def loop_centres(vertices: np.ndarray, border: np.ndarray, loop: np.ndarray, count: int) -> np.ndarray:
+    """Per loop (``loop``: the loop of each boundary half-edge of ``border``, 0..count−1) the mean of
+    its half-edges' start vertices [count, 3]."""
+    size = np.bincount(loop, minlength=count)
+    return np.stack([np.bincount(loop, weights=vertices[border[:, 0], k], minlength=count) for k in range(3)],
+                    axis=1) / np.maximum(size, 1)[:, None]
+
+
+def loop_perimeters(vertices: np.ndarray, border: np.ndarray, loop: np.ndarray, count: int) -> np.ndarray:
+    """Per loop the length of its boundary half-edges [count]."""
+    length = np.linalg.norm(vertices[border[:, 0]] - vertices[border[:, 1]], axis=1)
+    return np.bincount(loop, weights=length, minlength=count)
+
+
+def add_fans(vertices: np.ndarray, faces: np.ndarray, border: np.ndarray, loop: np.ndarray, close: np.ndarray,
+             centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The loops ``close`` (bool per loop) closed by fans from ``centre`` (per loop, one new vertex
+    each), every fan face running its boundary half-edge the other way (so it is wound like the
+    faces around the hole)."""
+    chosen = close[loop]
+    new_vertex = len(vertices) + np.cumsum(close) - 1
+    fan = np.stack([border[chosen, 1], border[chosen, 0], new_vertex[loop[chosen]]], axis=1)
+    return np.concatenate([vertices, centre[close]]), np.concatenate([faces, fan.astype(faces.dtype)])
+
+
 def fill_small_holes(vertices: np.ndarray, faces: np.ndarray, max_perimeter: float,
                      surface: PrimitiveIndex | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Close every boundary loop shorter than ``max_perimeter`` with a fan around its centroid
@@ -456,23 +481,14 @@ def fill_small_holes(vertices: np.ndarray, faces: np.ndarray, max_perimeter: flo
         return vertices, faces
     graph = coo_matrix((np.ones(len(border), np.int8), (border[:, 0], border[:, 1])), shape=(len(vertices),) * 2)
     _, label = connected_components(graph, directed=False)
-    loop = label[border[:, 0]]
-    loops, loop = np.unique(loop, return_inverse=True)
-    length = np.linalg.norm(vertices[border[:, 0]] - vertices[border[:, 1]], axis=1)
-    perimeter = np.bincount(loop, weights=length, minlength=len(loops))
-    fill = perimeter < max_perimeter
+    loops, loop = np.unique(label[border[:, 0]], return_inverse=True)
+    fill = loop_perimeters(vertices, border, loop, len(loops)) < max_perimeter
     if not fill.any():
         return vertices, faces
-    chosen = fill[loop]
-    slot = np.cumsum(fill) - 1  # new vertex per filled loop
-    count = np.bincount(loop[chosen], minlength=len(loops))[fill]
-    centre = np.stack([np.bincount(loop[chosen], weights=vertices[border[chosen, 0], k], minlength=len(loops))[fill]
-                       for k in range(3)], axis=1) / count[:, None]
+    centre = loop_centres(vertices, border, loop, len(loops))
     if surface is not None:
-        centre = surface.closest_points(centre)[2]
-    new_index = len(vertices) + slot[loop[chosen]]
-    fan = np.stack([border[chosen, 1], border[chosen, 0], new_index], axis=1)
-    return np.concatenate([vertices, centre]), np.concatenate([faces, fan.astype(faces.dtype)])
+        centre[fill] = surface.closest_points(centre[fill])[2]
+    return add_fans(vertices, faces, border, loop, fill, centre)
 
 
 def drop_specks(vertices: np.ndarray, faces: np.ndarray, min_area: float = MIN_PIECE_AREA) -> np.ndarray:

@@ -5,6 +5,7 @@ search every kernel that reads a sparse field uses. Inlined into their callers."
 from __future__ import annotations
 
 import numba as nb
+import numpy as np
 
 
 @nb.njit(cache=True, inline="always")
@@ -41,4 +42,20 @@ def find_block(keys, key):
     return -1
 
 
-__all__ = ["block_key", "block_origin", "find_block", "lower_bound"]
+@nb.njit(cache=True, inline="always")
+def window_blocks(keys, grid, x0, y0, z0):
+    """The stored blocks [2, 2, 2] (index in ``keys`` or −1) of a window of voxels starting at
+    (x0, y0, z0) and at most 8 voxels wide per axis — it spans at most two blocks per axis, so a
+    kernel reading many voxels of it searches the keys eight times, not once per voxel. Voxel (x, y,
+    z) of the window lies in ``blocks[(x >> 3) - (x0 >> 3), (y >> 3) - (y0 >> 3), (z >> 3) - (z0 >> 3)]``."""
+    blocks = np.full((2, 2, 2), -1, dtype=np.int64)
+    for i in range(2):
+        for j in range(2):
+            for k in range(2):
+                bx, by, bz = (x0 >> 3) + i, (y0 >> 3) + j, (z0 >> 3) + k
+                if 0 <= bx < grid and 0 <= by < grid and 0 <= bz < grid:
+                    blocks[i, j, k] = find_block(keys, block_key(bx, by, bz, grid))
+    return blocks
+
+
+__all__ = ["block_key", "block_origin", "find_block", "lower_bound", "window_blocks"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cleanup import sample_field
+from .cleanup import add_fans, loop_centres, loop_perimeters, sample_field
 from .edges import boundary_half_edges, simple_cycles
 from .grid import TRUNCATION_VOXELS, SparseField
 
@@ -38,21 +38,15 @@ def close_false_holes(vertices: np.ndarray, faces: np.ndarray, field: SparseFiel
     border, cycle = border[cycle >= 0], cycle[cycle >= 0]
     if count == 0:
         return vertices, faces
-    length = np.linalg.norm(vertices[border[:, 0]] - vertices[border[:, 1]], axis=1)
-    size = np.bincount(cycle, minlength=count)
-    centre = np.stack([np.bincount(cycle, weights=vertices[border[:, 0], k], minlength=count) for k in range(3)],
-                      axis=1) / np.maximum(size, 1)[:, None]
+    centre = loop_centres(vertices, border, cycle, count)
     farthest = sample_field(field, centre)
     for t in (1.0 / 3.0, 2.0 / 3.0):
         np.maximum.at(farthest, cycle, sample_field(field, (1.0 - t) * centre[cycle] + t * vertices[border[:, 0]]))
-    close = (np.bincount(cycle, weights=length, minlength=count) < max_perimeter) & (size >= 3)
+    close = (loop_perimeters(vertices, border, cycle, count) < max_perimeter) & (np.bincount(cycle, minlength=count) >= 3)
     close &= farthest * TRUNCATION_VOXELS <= max_distance
     if not close.any():
         return vertices, faces
-    chosen = close[cycle]
-    new_vertex = len(vertices) + np.cumsum(close) - 1
-    fan = np.stack([border[chosen, 1], border[chosen, 0], new_vertex[cycle[chosen]]], axis=1)
-    return np.concatenate([vertices, centre[close]]), np.concatenate([faces, fan.astype(faces.dtype)])
+    return add_fans(vertices, faces, border, cycle, close, centre)
 
 
 __all__ = ["close_false_holes"]

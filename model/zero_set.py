@@ -32,7 +32,7 @@ import numba as nb
 import numpy as np
 
 from .grid import BLOCK_SIZE, SparseField
-from .grid_kernels import block_key, find_block
+from .grid_kernels import window_blocks
 from .contour import unfold
 from .udf_contour import voxel_planes
 
@@ -75,15 +75,8 @@ def _settle(keys, grid, dist, grads, vertices, reach, spread2, power, rounds, ou
         vx, vy, vz = vertices[q, 0], vertices[q, 1], vertices[q, 2]
         for _ in range(rounds):
             x0, y0, z0 = int(np.floor(vx)) - reach + 1, int(np.floor(vy)) - reach + 1, int(np.floor(vz)) - reach + 1
-            # the window spans at most two blocks per axis: find them once per round
             bx0, by0, bz0 = x0 >> 3, y0 >> 3, z0 >> 3
-            blocks = np.full((2, 2, 2), -1, dtype=np.int64)
-            for i in range(2):
-                for j in range(2):
-                    for k in range(2):
-                        bx, by, bz = bx0 + i, by0 + j, bz0 + k
-                        if 0 <= bx < grid and 0 <= by < grid and 0 <= bz < grid:
-                            blocks[i, j, k] = find_block(keys, block_key(bx, by, bz, grid))
+            blocks = window_blocks(keys, grid, x0, y0, z0)  # found once per round
             sx = sy = sz = sw = so = soo = 0.0
             for x in range(x0, x0 + 2 * reach):
                 if x < 0 or x >= n:
