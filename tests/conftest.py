@@ -20,6 +20,14 @@ def as_mesh(tm: trimesh.Trimesh) -> Mesh:
     return Mesh(vertices=np.asarray(tm.vertices, dtype=np.float64), faces=np.asarray(tm.faces, dtype=np.int64))
 
 
+def grid_triangles(idx: np.ndarray, cells: np.ndarray | None = None) -> np.ndarray:
+    """Two triangles per cell of a grid of vertex ids ``idx`` [R, C], all wound alike: faces
+    [2 · cells, 3]. ``cells`` (bool [R − 1, C − 1]): only those cells (the others are holes)."""
+    keep = np.ones((idx.shape[0] - 1, idx.shape[1] - 1), dtype=bool) if cells is None else cells
+    a, b, c, d = idx[:-1, :-1][keep], idx[1:, :-1][keep], idx[1:, 1:][keep], idx[:-1, 1:][keep]
+    return np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
+
+
 def shared_mesh(name: str) -> Mesh:
     """A real mesh from ../shared/meshes; the test is skipped where that folder is absent."""
     from model.mesh import load_mesh

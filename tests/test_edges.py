@@ -8,6 +8,7 @@ import pytest
 import trimesh
 
 from model.edges import _group_half_edges, edge_valence, half_edge_groups
+from tests.conftest import grid_triangles
 
 
 def reference_groups(faces: np.ndarray) -> dict[tuple[int, int], list[tuple[int, int]]]:
@@ -72,10 +73,9 @@ def test_simple_cycles_split_loops_that_touch_at_a_vertex():
 
     x, y = np.meshgrid(np.arange(5.0), np.arange(5.0))
     vertices = np.stack([x.ravel(), y.ravel(), np.zeros(25)], 1)
-    idx = np.arange(25).reshape(5, 5)
-    quads = [(i, j) for i in range(4) for j in range(4) if (i, j) not in ((1, 1), (2, 2))]  # two cells out, diagonal
-    faces = np.array([f for i, j in quads for f in ((idx[i, j], idx[i, j + 1], idx[i + 1, j + 1]),
-                                                     (idx[i, j], idx[i + 1, j + 1], idx[i + 1, j]))])
+    cells = np.ones((4, 4), dtype=bool)
+    cells[1, 1] = cells[2, 2] = False  # two cells out, diagonal
+    faces = grid_triangles(np.arange(25).reshape(5, 5), cells)
     half, on = boundary_half_edges(len(vertices), faces)
     border = half[on]
     label, count = simple_cycles(border, len(vertices))

@@ -9,7 +9,7 @@ from model.edges import edge_valence
 from model.grid import unit_to_voxel
 from model.holes import close_false_holes
 from model.pipeline import mesh_to_field
-from tests.conftest import as_mesh
+from tests.conftest import as_mesh, grid_triangles
 
 
 def boundary_edges(vertices: np.ndarray, faces: np.ndarray) -> int:
@@ -46,15 +46,11 @@ def test_two_holes_touching_at_a_vertex_are_closed_apart():
     x, y = np.meshgrid(np.arange(5.0), np.arange(5.0))
     world = np.stack([x.ravel(), y.ravel(), np.zeros(25)], 1)
     idx = np.arange(25).reshape(5, 5)
-
-    def cells_faces(cells):
-        return np.array([f for i, j in cells for f in ((idx[i, j], idx[i, j + 1], idx[i + 1, j + 1]),
-                                                        (idx[i, j], idx[i + 1, j + 1], idx[i + 1, j]))])
-
-    every = [(i, j) for i in range(4) for j in range(4)]
-    field, normalization = mesh_to_field(as_mesh(trimesh.Trimesh(world, cells_faces(every))), 64)
+    field, normalization = mesh_to_field(as_mesh(trimesh.Trimesh(world, grid_triangles(idx))), 64)
     vertices = unit_to_voxel(normalization.to_unit(world), 64)  # cells of ~13.5 voxels
-    faces = cells_faces([c for c in every if c not in ((1, 1), (2, 2))])
+    cells = np.ones((4, 4), dtype=bool)
+    cells[1, 1] = cells[2, 2] = False  # two cells out, diagonal
+    faces = grid_triangles(idx, cells)
     v, f = close_false_holes(vertices, faces, field, 64.0, 1.5)
     valence = edge_valence(len(v), f)[1]
     assert len(v) == len(vertices) + 2 and valence.max() == 2  # two fans, no edge of three faces

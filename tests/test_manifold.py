@@ -7,16 +7,14 @@ import numpy as np
 from model.edges import edge_valence
 from model.geometry import face_components
 from model.manifold import split_shared_edges
+from tests.conftest import grid_triangles
 
 
 def grid_sheet(height, offset: int) -> tuple[np.ndarray, np.ndarray]:
     """A 3 × 3-vertex sheet over [0, 2]², z = height(x), vertex ids from ``offset``, wound alike."""
     x, y = np.meshgrid(np.arange(3.0), np.arange(3.0), indexing="ij")
     vertices = np.stack([x.ravel(), y.ravel(), height(x.ravel())], 1)
-    idx = np.arange(9).reshape(3, 3) + offset
-    faces = [f for i in range(2) for j in range(2)
-             for f in ((idx[i, j], idx[i + 1, j], idx[i + 1, j + 1]), (idx[i, j], idx[i + 1, j + 1], idx[i, j + 1]))]
-    return vertices, np.array(faces)
+    return vertices, grid_triangles(np.arange(9).reshape(3, 3) + offset)
 
 
 def two_sheets_touching_along_a_line() -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ from model.edges import edge_valence
 from model.mesh import face_normals_and_areas
 from model.pipeline import RemeshOptions, extract_surface, mesh_to_field
 from model.stages import Stages
-from tests.conftest import as_mesh
+from tests.conftest import as_mesh, grid_triangles
 from model.udf_contour import field_crossings
 
 N = 96
@@ -63,6 +63,20 @@ def contoured(tm: trimesh.Trimesh) -> tuple[dict, float]:
     return counts(vertices, faces), float(tm.area) * scale**2
 
 
+def folded_sheet() -> trimesh.Trimesh:
+    """A 60 × 60-vertex sheet over [−1, 1]², folded: z = 0.3 sin 3x."""
+    x = np.linspace(-1, 1, 60)
+    grid_x, grid_y = np.meshgrid(x, x)
+    vertices = np.stack([grid_x.ravel(), grid_y.ravel(), 0.3 * np.sin(3 * grid_x).ravel()], 1)
+    return trimesh.Trimesh(vertices, grid_triangles(np.arange(3600).reshape(60, 60)))
+
+
+def open_bowl() -> trimesh.Trimesh:
+    """A sphere below z = 0.3: one open rim."""
+    sphere = trimesh.creation.icosphere(subdivisions=4)
+    return sphere.submesh([np.flatnonzero(sphere.triangles_center[:, 2] < 0.3)], append=True)
+
+
 def test_a_sphere_comes_back_closed_in_one_piece_with_its_area():
     got, area = contoured(trimesh.creation.icosphere(subdivisions=4))
     assert (got["pieces"], got["loops"], got["nonmanifold"]) == (1, 0, 0), got
@@ -103,21 +117,13 @@ def test_an_inner_cavity_is_kept():
 
 def test_a_folded_open_sheet_stays_one_layer_with_its_one_boundary():
     """One layer, not a slab (its area is the sheet's, not twice it), with the input's one rim."""
-    x = np.linspace(-1, 1, 60)
-    grid_x, grid_y = np.meshgrid(x, x)
-    vertices = np.stack([grid_x.ravel(), grid_y.ravel(), 0.3 * np.sin(3 * grid_x).ravel()], 1)
-    idx = np.arange(3600).reshape(60, 60)
-    faces = np.concatenate([np.stack([idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()], 1),
-                            np.stack([idx[:-1, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()], 1)])
-    got, area = contoured(trimesh.Trimesh(vertices, faces))
+    got, area = contoured(folded_sheet())
     assert (got["pieces"], got["loops"], got["nonmanifold"]) == (1, 1, 0), got
     assert got["area"] == pytest.approx(area, rel=0.03)
 
 
 def test_an_open_bowl_keeps_its_rim():
-    sphere = trimesh.creation.icosphere(subdivisions=4)
-    bowl = sphere.submesh([np.flatnonzero(sphere.triangles_center[:, 2] < 0.3)], append=True)
-    got, area = contoured(bowl)
+    got, area = contoured(open_bowl())
     assert (got["pieces"], got["loops"], got["nonmanifold"]) == (1, 1, 0), got
     assert got["area"] == pytest.approx(area, rel=0.03)
 
@@ -158,21 +164,6 @@ def test_vae_mode_can_extract_with_the_dual_contour():
     assert len(shell.faces) > 0
     with pytest.raises(ValueError, match="field extraction"):
         RemeshOptions(field_extraction="nope").validate()
-
-
-def folded_sheet() -> trimesh.Trimesh:
-    x = np.linspace(-1, 1, 60)
-    grid_x, grid_y = np.meshgrid(x, x)
-    vertices = np.stack([grid_x.ravel(), grid_y.ravel(), 0.3 * np.sin(3 * grid_x).ravel()], 1)
-    idx = np.arange(3600).reshape(60, 60)
-    faces = np.concatenate([np.stack([idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()], 1),
-                            np.stack([idx[:-1, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()], 1)])
-    return trimesh.Trimesh(vertices, faces)
-
-
-def open_bowl() -> trimesh.Trimesh:
-    sphere = trimesh.creation.icosphere(subdivisions=4)
-    return sphere.submesh([np.flatnonzero(sphere.triangles_center[:, 2] < 0.3)], append=True)
 
 
 @pytest.mark.parametrize("make", [folded_sheet, open_bowl])
@@ -251,10 +242,7 @@ def grid_square(corner: np.ndarray, side_u: np.ndarray, side_v: np.ndarray, n: i
     """A flat rectangle corner + s·side_u + t·side_v, s, t in [0, 1], as an n × n grid of vertices."""
     s, t = np.meshgrid(np.linspace(0, 1, n), np.linspace(0, 1, n))
     vertices = corner + s.reshape(-1, 1) * side_u + t.reshape(-1, 1) * side_v
-    idx = np.arange(n * n).reshape(n, n)
-    faces = np.concatenate([np.stack([idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()], 1),
-                            np.stack([idx[:-1, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()], 1)])
-    return trimesh.Trimesh(vertices, faces)
+    return trimesh.Trimesh(vertices, grid_triangles(np.arange(n * n).reshape(n, n)))
 
 
 @pytest.mark.parametrize("extraction", ["shell", "dual"])
