@@ -16,7 +16,9 @@ A method with ``:unsettled`` after it (``shell:unsettled``, ``dual:unsettled``, 
 runs it without the last step, settling the vertices onto the zero set (:mod:`model.zero_set`):
 the before/after of that step in one run. With ``:cut`` (``shell:cut``, ``vae:cut``) a decoded
 field's slabs are cut to one layer as before stop 42 instead of dual-contoured from the field
-(``CleanupOptions.contour_slabs``); ``CD / exact`` compares VAE mode with the exact field's row of
+(``CleanupOptions.contour_slabs``); with ``:nogaps`` (``shell:nogaps``, ``vae:nogaps``) the outside
+flood stops at gaps narrower than it passes, as before stop 43 (``CleanupOptions.fill_gaps``).
+``CD / exact`` compares VAE mode with the exact field's row of
 the same suffixes.
 
 ``vae`` (the shipped weights) and ``vae=PATH`` (other weights, named by the file's folder and stem)
@@ -71,13 +73,16 @@ def row_of(name: str, method: str, n: int, gt: Mesh, out: Mesh, seconds: float, 
 
 UNSETTLED = ":unsettled"
 CUT = ":cut"
-SUFFIXES = (UNSETTLED, CUT)
+NO_GAPS = ":nogaps"
+SUFFIXES = (UNSETTLED, CUT, NO_GAPS)
 
 
 def cleanup_of(method: str) -> CleanupOptions:
     """The clean-up a method runs: every step, or all but the settling (``…:unsettled``), or with
-    the single-layer cut of slabs instead of their contour (``…:cut``)."""
-    return CleanupOptions(settle=UNSETTLED not in method, contour_slabs=CUT not in method)
+    the single-layer cut of slabs instead of their contour (``…:cut``), or with the outside flood
+    stopping at gaps narrower than it passes (``…:nogaps``)."""
+    return CleanupOptions(settle=UNSETTLED not in method, contour_slabs=CUT not in method,
+                          fill_gaps=NO_GAPS not in method)
 
 
 def base_method(method: str) -> str:

@@ -121,6 +121,9 @@ class CleanupOptions:
     field without its input — with every other step on, the slabs are not cut but replaced by the
     zero set of the field around them, dual-contoured (:func:`clean_surface`'s ``contour_slabs``):
     the cut tears a decoded sheet (the bunny at 256 in 207 pieces), the contour keeps it whole.
+    ``fill_gaps``: a field without its input — the outside flood goes on down into gaps narrower than
+    it passes (1.5 voxels from the surface at their middle, :class:`~model.shell.ShellOptions`'
+    descent): without it a leg against a belly is capped and deflation folds the cap into the gap.
     """
 
     deflate: bool = True
@@ -129,12 +132,13 @@ class CleanupOptions:
     target_faces: int = 0
     settle: bool = True
     contour_slabs: bool = True
+    fill_gaps: bool = True
 
     @classmethod
     def none(cls) -> "CleanupOptions":
         """The paper's raw output: the ε-surface as marching cubes made it."""
         return cls(deflate=False, outer_shell=False, single_layer=False, target_faces=0, settle=False,
-                   contour_slabs=False)
+                   contour_slabs=False, fill_gaps=False)
 
     def validate(self) -> "CleanupOptions":
         if int(self.target_faces) < 0:

@@ -29,7 +29,7 @@ from .grid import (CHUNK_BLOCKS, SparseField, check_resolution, check_voxel_size
                    unit_margin, unit_to_voxel, voxel_to_unit)
 from .mesh import Mesh, MeshError, Normalization, bounding_box, fit_unit_cube, used_vertices, validate_arrays
 from .quads import pair_quads
-from .shell import outer_shell_field
+from .shell import ShellOptions, outer_shell_field
 from .geometry import compact
 from .stages import Cancelled, ProgressCallback, Stages
 from .ublocks import iter_chunks, pad_average
@@ -165,7 +165,8 @@ def _extract_field(field_: SparseField, options: RemeshOptions, stages: Stages,
     cleanup = dataclasses.replace(options.cleanup, target_faces=0)  # decimated once, at the end
     level = iso_level()
     if surface is None and cleanup.deflate and cleanup.outer_shell:
-        contoured = stages.run("outer_shell", lambda report: outer_shell_field(field_, level))
+        shell = ShellOptions() if cleanup.fill_gaps else ShellOptions(descent_rise=None)
+        contoured = stages.run("outer_shell", lambda report: outer_shell_field(field_, level, shell))
     else:
         contoured = field_
     vertices, faces = stages.run("extract", lambda report: marching_cubes_sparse(contoured, level, report))

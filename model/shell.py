@@ -17,6 +17,7 @@ inside each); unstored blocks are taken whole, by their connected components on 
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numba as nb
@@ -32,11 +33,26 @@ FACE_OFFSETS = np.array([(-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1
 class ShellOptions:
     """``flood_levels``: the field values (normalised, like the field: 0.5 is 2 voxels) above which
     the outside may flood (see :func:`flood_outside`: an interior reached from outside means the flood
-    found a hole in a closed wall); ``regrow_steps``: voxel
-    steps the outside then grows through values above the iso-level."""
+    found a hole in a closed wall).
+
+    The descent (``descent_rise`` None: none), before the regrowth: the outside goes on down into
+    gaps narrower than the flood passes (about 4 voxels wide: a cow's legs against its belly, whose
+    caps deflation folded into the gap — 23 % more area on the exact field) through voxels above
+    ``descent_level`` (0.375: 1.5 voxels off the surface), along paths that never rise more than
+    ``descent_rise`` above their lowest value so far (0.0625: a quarter voxel) — a gap is a valley
+    walked down and along, a decoded hole whose zero set rose above ε a pass the path would have to
+    climb out of — and never within ``descent_reach`` voxels of the interior (a gap's middle lies
+    farther from any voxel 3.5 voxels inside a solid than that; a path that got in along the inside
+    of a wall does not: the counter's decoded field at 256, which by the first two rules alone gained
+    a layer inside its disc, 6 % more area).
+
+    ``regrow_steps``: voxel steps the outside then grows through values above the iso-level."""
 
     flood_levels: tuple[float, ...] = (0.5, 0.625, 0.75, 0.875)
     regrow_steps: int = 2
+    descent_rise: float | None = 0.0625
+    descent_level: float = 0.375
+    descent_reach: int = 3
 
 
 @nb.njit(cache=True, inline="always")
@@ -137,6 +153,97 @@ def _flood(values, nbr, unstored_out, level, outside, queued, queue, label_block
                         tail += 1
 
 
+@nb.njit(cache=True, inline="always")
+def _step(nbr, b, x, y, z, d):
+    """The voxel one step from (b, x, y, z) in direction d (-x, +x, -y, +y, -z, +z): (block, x, y,
+    z), block < 0 where that block is not stored."""
+    s = BLOCK_SIZE
+    axis = d >> 1
+    step = -1 if (d & 1) == 0 else 1
+    if axis == 0:
+        x += step
+    elif axis == 1:
+        y += step
+    else:
+        z += step
+    if 0 <= x < s and 0 <= y < s and 0 <= z < s:
+        return b, x, y, z
+    return nbr[b, d], x % s, y % s, z % s
+
+
+@nb.njit(cache=True)
+def _near_interior(near, interior, interior_labels, b, x, y, z, reach):
+    """Whether a voxel of the interior (:func:`flood_outside`'s: what the strictest flood leaves
+    and lies above it, stored or not) is within ``reach`` voxels (a cube) of voxel (b, x, y, z).
+    ``near`` [M, 27]: the 3×3×3 neighbour blocks, or -1 - the label of an unstored one."""
+    s = BLOCK_SIZE
+    for dx in range(-reach, reach + 1):
+        px = x + dx
+        ox = 0 if px < 0 else (2 if px >= s else 1)
+        for dy in range(-reach, reach + 1):
+            py = y + dy
+            oy = 0 if py < 0 else (2 if py >= s else 1)
+            for dz in range(-reach, reach + 1):
+                pz = z + dz
+                oz = 0 if pz < 0 else (2 if pz >= s else 1)
+                c = near[b, ox * 9 + oy * 3 + oz]
+                if c >= 0:
+                    if interior[c, px % s, py % s, pz % s]:
+                        return True
+                elif interior_labels[-1 - c]:
+                    return True
+    return False
+
+
+@nb.njit(cache=True)
+def _descend(values, nbr, near, interior, interior_labels, level, rise, reach, outside):
+    """The descent of :class:`ShellOptions`, a widest-path search: each voxel reached carries the
+    lowest value on the best path to it (an outside voxel: its own value), and the voxel whose
+    path low is highest is settled first, so that each is settled once, by its best path. A voxel
+    above ``level`` is offered when a neighbour's path low plus ``rise`` reaches its value, and
+    joins unless an interior voxel lies within ``reach`` (:func:`_near_interior`). Only the voxels
+    offered are held (a heap), never an array over every voxel. Returns the voxels added."""
+    s = BLOCK_SIZE
+    per = s * s * s
+    heap = [(np.float32(0.0), np.int64(0))]
+    heap.pop()
+    for b in range(values.shape[0]):
+        for x in range(s):
+            for y in range(s):
+                for z in range(s):
+                    if not outside[b, x, y, z]:
+                        continue
+                    here = values[b, x, y, z]
+                    for d in range(6):
+                        c, nx, ny, nz = _step(nbr, b, x, y, z, d)
+                        if c < 0 or outside[c, nx, ny, nz]:
+                            continue
+                        v = values[c, nx, ny, nz]
+                        if level < v <= here + rise:
+                            heapq.heappush(heap, (-min(here, v), c * per + nx * s * s + ny * s + nz))
+    added = 0
+    while len(heap):
+        key, i = heapq.heappop(heap)
+        b = i // per
+        r = i - b * per
+        x = r // (s * s)
+        y = (r // s) % s
+        z = r % s
+        if outside[b, x, y, z] or _near_interior(near, interior, interior_labels, b, x, y, z, reach):
+            continue  # settled by a better path already, or next to the interior (offered again: same answer)
+        outside[b, x, y, z] = True
+        added += 1
+        here = -key
+        for d in range(6):
+            c, nx, ny, nz = _step(nbr, b, x, y, z, d)
+            if c < 0 or outside[c, nx, ny, nz]:
+                continue
+            v = values[c, nx, ny, nz]
+            if level < v <= here + rise:
+                heapq.heappush(heap, (-min(here, v), c * per + nx * s * s + ny * s + nz))
+    return added
+
+
 @nb.njit(cache=True)
 def _regrow_step(values, nbr, unstored_out, level, outside, grown):
     """One synchronous step: voxels above ``level`` next to an outside voxel become outside."""
@@ -202,14 +309,19 @@ def flood_outside(field: SparseField, iso: float, options: ShellOptions = ShellO
                                        labels[:, :, [0, -1]].ravel()]))
     unstored_out[border[border > 0]] = True
 
-    nbr = neighbor_table(field.keys, coords, g, FACE_OFFSETS)
-    for d, off in enumerate(FACE_OFFSETS):
-        missing = nbr[:, d] < 0
-        c = coords[missing] + off
-        inside = np.all((c >= 0) & (c < g), axis=1)
-        lab = np.zeros(int(missing.sum()), dtype=np.int64)
-        lab[inside] = labels[c[inside, 0], c[inside, 1], c[inside, 2]]
-        nbr[missing, d] = -1 - lab
+    def neighbours(offsets: np.ndarray) -> np.ndarray:
+        """The stored neighbour per block and offset, or -1 - the label of an unstored one (0: off the grid)."""
+        table = neighbor_table(field.keys, coords, g, offsets)
+        for d, off in enumerate(offsets):
+            missing = table[:, d] < 0
+            c = coords[missing] + off
+            inside = np.all((c >= 0) & (c < g), axis=1)
+            lab = np.zeros(int(missing.sum()), dtype=np.int64)
+            lab[inside] = labels[c[inside, 0], c[inside, 1], c[inside, 2]]
+            table[missing, d] = -1 - lab
+        return table
+
+    nbr = neighbours(FACE_OFFSETS)
     # per unstored label, the stored blocks touching it (CSR)
     touching = nbr < 0
     block_ids = np.nonzero(touching)[0]
@@ -239,6 +351,9 @@ def flood_outside(field: SparseField, iso: float, options: ShellOptions = ShellO
         if not (trial & interior_voxels).any() and not (reached & interior_labels).any():
             outside, unstored_out = trial, reached
             break
+    if options.descent_rise is not None:
+        _descend(values, nbr, neighbours(NEIGHBOR_OFFSETS), interior_voxels, interior_labels,
+                 np.float32(options.descent_level), np.float32(options.descent_rise), int(options.descent_reach), outside)
     grown = np.empty_like(outside)
     for _ in range(int(options.regrow_steps)):
         if _regrow_step(values, nbr, unstored_out, np.float32(iso), outside, grown) == 0:

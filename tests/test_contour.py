@@ -388,6 +388,26 @@ def test_vae_style_remesh_of_a_punctured_field_is_closed(monkeypatch):
     assert radius.std() / radius.mean() < 0.05  # one sphere, not a sphere and a shell inside it
 
 
+def test_the_floods_descent_stays_out_of_a_box_through_a_raised_hole():
+    """A grid-aligned box whose decoded wall has a patch lifted to 1.6 voxels (a ball of radius 5
+    voxels across the wall) — above the 1.5 voxels the outside's descent into narrow gaps goes
+    through (:class:`~model.shell.ShellOptions`). The descent enters the lifted patch and stops where
+    its path would have to climb: the surface stays closed, one piece, dented at most as deep as the
+    patch, not doubled by an inner shell along the wall (twice the area)."""
+    from model import pipeline
+
+    box = as_mesh(trimesh.creation.box((1.0, 1.0, 1.0)))
+    field_ = punctured_field(box, 64, np.array([0.5, 0.1, 0.2]), 5.0, 0.4)
+    vertices, faces = pipeline._extract_field(field_, RemeshOptions(resolution=64), pipeline.Stages(None, None), None)
+    loops, border, _ = loops_and_border(vertices, faces)
+    assert border == 0 and edge_pieces(faces) == 1
+    assert area(vertices, faces) == pytest.approx(6 * 54.0**2, rel=0.05)  # the box spans N - 10 voxels
+    hole = unit_to_voxel(np.array([[0.5, 0.1, 0.2]]) * 54.0 / 64.0, 64)[0]
+    dented = np.linalg.norm(vertices - hole, axis=1) < 8.0
+    assert vertices[~dented, 0].max() - vertices[~dented, 0].min() > 53.0  # the walls are where they were
+    assert (vertices[dented, 0] > hole[0] - 6.0).all()  # no deeper than the lifted patch
+
+
 @pytest.mark.parametrize("copies", ["same winding", "opposite winding", "some faces"])
 def test_faces_given_twice_are_one_sheet_of_material(copies):
     """Double-sided exports repeat every face (either winding); by parity two copies would cancel

@@ -181,6 +181,28 @@ def test_vae_modes_default_extraction_gives_a_sheet_one_layer_with_its_rim(make)
     assert got["area"] == pytest.approx(area, rel=0.03)
 
 
+@pytest.mark.parametrize("fill_gaps", [True, False])
+def test_two_boxes_closer_than_the_flood_passes_come_back_apart(fill_gaps):
+    """Two unit boxes 4.2 voxels apart (a leg against a belly): the outside flood passes only 2
+    voxels off the surface, so it stops at the gap; its descent (``CleanupOptions.fill_gaps``) goes on
+    down into it and the boxes come back apart, closed, with their area. Without it the gap is capped
+    and deflation folds the cap into it: one piece, and area where the input has none."""
+    gap = 4.2 / (N - 10 - 4.2) * 2.0  # 4.2 voxels of a grid whose N - 10 voxels span 2 + gap
+    a, b = trimesh.creation.box((1.0, 1.0, 1.0)), trimesh.creation.box((1.0, 1.0, 1.0))
+    b.apply_translation((1.0 + gap, 0.0, 0.0))
+    pair = trimesh.util.concatenate([a, b])
+    field, normalization = mesh_to_field(as_mesh(pair), N)
+    options = RemeshOptions(resolution=N, mode="vae", cleanup=CleanupOptions(fill_gaps=fill_gaps))
+    surface = extract_surface(field, None, options, Stages())
+    got = counts(surface.vertices, surface.faces)
+    area = float(pair.area) * (normalization.scale * N) ** 2
+    if fill_gaps:
+        assert (got["pieces"], got["loops"], got["nonmanifold"]) == (2, 0, 0), got
+        assert got["area"] == pytest.approx(area, rel=0.03)
+    else:
+        assert got["pieces"] == 1 or abs(got["area"] / area - 1.0) > 0.03, got
+
+
 def test_a_sphere_with_a_hole_through_the_default_extraction_is_one_sheet():
     """Where the flood gets inside through a hole (the Stanford bunny's base), the whole surface is a
     slab; contoured from the field it comes back as one sheet with the hole's one rim."""

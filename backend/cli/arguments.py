@@ -98,6 +98,9 @@ def add_cleanup_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cut-slabs", action="store_true",
                    help="VAE mode: cut an open sheet's slab down to one layer (the path before stop 42) instead of "
                         "contouring the field's zero set around it")
+    g.add_argument("--no-fill-gaps", action="store_true",
+                   help="VAE mode: the outside flood stops at gaps narrower than 4 voxels (the path before stop 43) "
+                        "instead of going on down into them")
     g.add_argument("--target-faces", type=int, default=0, help="decimate to about this many faces (0: all)")
 
 
@@ -109,4 +112,5 @@ def cleanup_from_args(args: argparse.Namespace) -> "CleanupOptions":
     deflate = not args.no_deflate
     return CleanupOptions(deflate=deflate, outer_shell=not args.keep_inner,
                           single_layer=deflate and not args.keep_slabs, target_faces=args.target_faces,
-                          settle=not args.no_settle, contour_slabs=not args.cut_slabs)
+                          settle=not args.no_settle, contour_slabs=not args.cut_slabs,
+                          fill_gaps=not args.no_fill_gaps)
