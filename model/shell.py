@@ -35,7 +35,7 @@ class ShellOptions:
     the outside may flood (see :func:`flood_outside`: an interior reached from outside means the flood
     found a hole in a closed wall).
 
-    The descent (``descent_rise`` None: none), before the regrowth: the outside goes on down into
+    The descent (``descent_rise`` None: none), after the regrowth (which it then repeats): the outside goes on down into
     gaps narrower than the flood passes (about 4 voxels wide: a cow's legs against its belly, whose
     caps deflation folded into the gap — 23 % more area on the exact field) through voxels above
     ``descent_level`` (0.375: 1.5 voxels off the surface), along paths that never rise more than
@@ -172,31 +172,33 @@ def _step(nbr, b, x, y, z, d):
 
 
 @nb.njit(cache=True)
-def _near_interior(near, interior, interior_labels, b, x, y, z, reach):
+def _near_interior(near, interior, interior_blocks, interior_labels, b, x, y, z, reach):
     """Whether a voxel of the interior (:func:`flood_outside`'s: what the strictest flood leaves
     and lies above it, stored or not) is within ``reach`` voxels (a cube) of voxel (b, x, y, z).
-    ``near`` [M, 27]: the 3×3×3 neighbour blocks, or -1 - the label of an unstored one."""
+    ``near`` [M, 27]: the 3×3×3 neighbour blocks, or -1 - the label of an unstored one;
+    ``interior_blocks``: the stored blocks holding an interior voxel (the others are skipped whole)."""
     s = BLOCK_SIZE
-    for dx in range(-reach, reach + 1):
-        px = x + dx
-        ox = 0 if px < 0 else (2 if px >= s else 1)
-        for dy in range(-reach, reach + 1):
-            py = y + dy
-            oy = 0 if py < 0 else (2 if py >= s else 1)
-            for dz in range(-reach, reach + 1):
-                pz = z + dz
-                oz = 0 if pz < 0 else (2 if pz >= s else 1)
+    for ox in range(0 if x - reach < 0 else 1, (3 if x + reach >= s else 2)):
+        for oy in range(0 if y - reach < 0 else 1, (3 if y + reach >= s else 2)):
+            for oz in range(0 if z - reach < 0 else 1, (3 if z + reach >= s else 2)):
                 c = near[b, ox * 9 + oy * 3 + oz]
-                if c >= 0:
-                    if interior[c, px % s, py % s, pz % s]:
+                if c < 0:
+                    if interior_labels[-1 - c]:
                         return True
-                elif interior_labels[-1 - c]:
-                    return True
+                    continue
+                if not interior_blocks[c]:
+                    continue
+                # the window's voxels inside this block, in its local coordinates
+                for px in range(max(x - reach, (ox - 1) * s), min(x + reach, ox * s - 1) + 1):
+                    for py in range(max(y - reach, (oy - 1) * s), min(y + reach, oy * s - 1) + 1):
+                        for pz in range(max(z - reach, (oz - 1) * s), min(z + reach, oz * s - 1) + 1):
+                            if interior[c, px - (ox - 1) * s, py - (oy - 1) * s, pz - (oz - 1) * s]:
+                                return True
     return False
 
 
 @nb.njit(cache=True)
-def _descend(values, nbr, near, interior, interior_labels, level, rise, reach, outside):
+def _descend(values, nbr, near, interior, interior_blocks, interior_labels, level, rise, reach, outside):
     """The descent of :class:`ShellOptions`, a widest-path search: each voxel reached carries the
     lowest value on the best path to it (an outside voxel: its own value), and the voxel whose
     path low is highest is settled first, so that each is settled once, by its best path. A voxel
@@ -229,7 +231,7 @@ def _descend(values, nbr, near, interior, interior_labels, level, rise, reach, o
         x = r // (s * s)
         y = (r // s) % s
         z = r % s
-        if outside[b, x, y, z] or _near_interior(near, interior, interior_labels, b, x, y, z, reach):
+        if outside[b, x, y, z] or _near_interior(near, interior, interior_blocks, interior_labels, b, x, y, z, reach):
             continue  # settled by a better path already, or next to the interior (offered again: same answer)
         outside[b, x, y, z] = True
         added += 1
@@ -351,13 +353,21 @@ def flood_outside(field: SparseField, iso: float, options: ShellOptions = ShellO
         if not (trial & interior_voxels).any() and not (reached & interior_labels).any():
             outside, unstored_out = trial, reached
             break
-    if options.descent_rise is not None:
-        _descend(values, nbr, neighbours(NEIGHBOR_OFFSETS), interior_voxels, interior_labels,
-                 np.float32(options.descent_level), np.float32(options.descent_rise), int(options.descent_reach), outside)
     grown = np.empty_like(outside)
-    for _ in range(int(options.regrow_steps)):
-        if _regrow_step(values, nbr, unstored_out, np.float32(iso), outside, grown) == 0:
-            break
+
+    def regrow() -> None:
+        for _ in range(int(options.regrow_steps)):
+            if _regrow_step(values, nbr, unstored_out, np.float32(iso), outside, grown) == 0:
+                break
+
+    regrow()
+    # the descent starts from the regrown outside: along most of the surface that already holds every
+    # voxel it could add, so it is offered only the gaps' voxels; the gaps then regrow in their turn
+    if options.descent_rise is not None and _descend(
+            values, nbr, neighbours(NEIGHBOR_OFFSETS), interior_voxels, interior_voxels.reshape(m, -1).any(axis=1),
+            interior_labels, np.float32(options.descent_level),
+            np.float32(options.descent_rise), int(options.descent_reach), outside):
+        regrow()
     return outside, labels, unstored_out
 
 
