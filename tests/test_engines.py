@@ -122,7 +122,10 @@ def assert_same_mesh(mesh: Mesh, got: Mesh, expected: Mesh, tol: float) -> None:
 def test_torch_engine_equals_numba_engine(device, shape, mode, cleanup):
     expected, expected_stages = numba_result(shape, mode, cleanup)
     got, got_stages = run(shape, mode, cleanup, "torch", device)
-    tol = TOL_FLOAT64 if device == "cpu" else TOL_FLOAT32
+    # VAE mode's decoded fields differ in their last float32 bits between the engines (up to 9e-8 on
+    # the sphere), which the slab contour's vertex solve in a near-degenerate cell turns into up to
+    # 4e-5 voxel: the float32 tolerance there, as on a GPU
+    tol = TOL_FLOAT64 if device == "cpu" and mode != "vae" else TOL_FLOAT32
     assert_same_mesh(SHAPES[shape](), got.mesh, expected.mesh, tol)
     assert got.num_blocks == expected.num_blocks
     assert got_stages == expected_stages  # progress: the same stages in the same order
