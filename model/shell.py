@@ -260,25 +260,8 @@ def _regrow_step(values, nbr, unstored_out, level, outside, grown):
                         continue
                     hit = False
                     for d in range(6):
-                        axis = d >> 1
-                        step = -1 if (d & 1) == 0 else 1
-                        nx, ny, nz = x, y, z
-                        if axis == 0:
-                            nx += step
-                        elif axis == 1:
-                            ny += step
-                        else:
-                            nz += step
-                        if 0 <= nx < s and 0 <= ny < s and 0 <= nz < s:
-                            if outside[b, nx, ny, nz]:
-                                hit = True
-                        else:
-                            c = nbr[b, d]
-                            if c >= 0:
-                                if outside[c, nx % s, ny % s, nz % s]:
-                                    hit = True
-                            elif unstored_out[-1 - c]:
-                                hit = True
+                        c, nx, ny, nz = _step(nbr, b, x, y, z, d)
+                        hit = outside[c, nx, ny, nz] if c >= 0 else unstored_out[-1 - c]
                         if hit:
                             break
                     if hit:
