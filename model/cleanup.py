@@ -46,6 +46,7 @@ from scipy.spatial import cKDTree
 from .bvh import PrimitiveIndex
 from .contour import edge_pieces
 from .edges import boundary_half_edges
+from .manifold import split_edges_by_pairs
 from .geometry import compact, face_components, signed_volumes, vertex_normals
 from .grid import BLOCK_SIZE, FAR, ISO_VOXELS, TRUNCATION_VOXELS, SparseField
 from .grid_kernels import block_key, find_block
@@ -567,14 +568,17 @@ def clean_surface(vertices: np.ndarray, faces: np.ndarray, field: SparseField, o
                 # positions fold the rims where the eyes meet the head and lose whole patches (CD 3.9e-4 vs 6.3e-5)
                 vertices = np.where(in_slab[:, None], deflate(before, faces[slab], field), vertices)
     report(0.5)
+    speck_area = MIN_PIECE_AREA if surface is not None else DECODED_SPECK_AREA
     if options.cuts_slabs and len(faces) and slab.any():
         if contoured:
             assert contour_slabs is not None
             vertices, faces = replace_slabs(before, vertices, faces, slab, contour_slabs)
         else:
             vertices, faces = cut_slabs(vertices, before, faces, slab, component, surface)
+        # where a sheet met the shell or another sheet along an edge, each keeps its own
+        vertices, faces = split_edges_by_pairs(vertices, faces, speck_area)
     if len(faces) and options.outer_shell:
-        faces = drop_specks(vertices, faces, MIN_PIECE_AREA if surface is not None else DECODED_SPECK_AREA)
+        faces = drop_specks(vertices, faces, speck_area)
     if len(faces):
         vertices, faces = compact(vertices, faces)
     report(0.8)

@@ -11,6 +11,11 @@ together — and the vertices at the edge are duplicated per group of faces stil
 (the same regrouping as :func:`model.contour.detach_at_boundary`), each copy moved to the middle of
 its own neighbours so that the sheets part. A face left without a partner (a rim running into a
 sheet) keeps the edge as its boundary.
+
+Where a vertex's fan passes such an edge twice (two sheets crossing or kissing along one edge, each
+turning back to the same vertex), no regrouping of the faces around the vertex parts them: there
+:func:`split_edges_by_pairs` gives each pair but the first its own vertex in the middle of the edge
+instead, so that every edge has two faces and the sheets meet at the edge's two ends only.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .edges import half_edge_groups
-from .contour import _edge_pieces
+from .contour import _edge_pieces, edge_pieces
+from .mesh import face_normals_and_areas
 
 
 def _pairs_around(vertices: np.ndarray, faces: np.ndarray, u: int, v: int, members: np.ndarray,
@@ -56,7 +62,8 @@ def split_shared_edges(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndar
     docstring): vertices at such edges duplicated, faces renumbered, no face removed. Faces must be
     wound consistently within each sheet. A part that would come loose — held to the rest by such
     edges only (pieces counted through shared edges) — stays joined (the mountain's decoded sheet at 256 would lose a 113-voxel² patch as
-    a piece of its own): its edges are left as they are."""
+    a piece of its own): its vertices are not duplicated. Edges still of 3+ faces after that go to
+    :func:`split_edges_by_pairs`."""
     if len(faces) == 0:
         return vertices, faces
     groups = half_edge_groups(faces)
@@ -84,8 +91,85 @@ def split_shared_edges(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndar
         end = faces[owner[first[shared]], (corner[first[shared]] + 1) % 3]
         shared = shared[~(held[start] | held[end])]
         if len(shared) == 0:
-            return vertices, faces
-    return out_vertices, out_faces
+            return split_edges_by_pairs(vertices, faces)
+    return split_edges_by_pairs(out_vertices, out_faces)
+
+
+PAIR_VERTEX_SHIFT = 0.05
+"""How far, in the mesh's units (voxels in the clean-up), a pair's own vertex at a shared edge's
+middle moves into the pair's wedge: the sheets then lie apart in space too, so a weld by position
+(every file writer and reader, the benchmarks) cannot join them again."""
+
+
+def _pieces(vertices: np.ndarray, faces: np.ndarray, min_area: float) -> int:
+    """How many pieces, counted through shared edges, have at least ``min_area``."""
+    label = edge_pieces(faces)
+    area = np.bincount(label, weights=face_normals_and_areas(vertices, faces)[1], minlength=len(faces))
+    return int(np.count_nonzero(area[np.unique(label)] >= min_area))
+
+
+def split_edges_by_pairs(vertices: np.ndarray, faces: np.ndarray, loose_area: float = 0.0
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Every edge of three or more faces given to its pairs of faces (:func:`_pairs_around`): the
+    first pair keeps the edge, each other pair — and each face without a partner — gets its own
+    vertex at the edge's middle, moved :data:`PAIR_VERTEX_SHIFT` into its wedge, and each of its
+    faces is cut in two there. Pieces counted through shared edges stay as many as before, but for
+    those under ``loose_area`` (a bubble touching the shell along two edges, which the clean-up's
+    speck filter then drops): a pairing that would free a larger part leaves the surface unchanged.
+    Faces must be wound consistently within each sheet (an edge whose
+    faces all run it one way is left as it is). A face at two such edges waits for the
+    next of three rounds."""
+    for _ in range(3):
+        owner, corner, first, size = half_edge_groups(faces)
+        shared = np.flatnonzero(size >= 3)
+        if len(shared) == 0:
+            break
+        new_points: list[np.ndarray] = []
+        cut: dict[int, tuple[int, int]] = {}  # face → (start corner of the cut edge, its new vertex)
+        for g in shared:
+            run = np.arange(first[g], first[g] + size[g])
+            members = owner[run]
+            if any(int(f) in cut for f in members):
+                continue
+            u, v = faces[members[0], corner[run[0]]], faces[members[0], (corner[run[0]] + 1) % 3]
+            forward = faces[members, corner[run]] == u
+            pairs = _pairs_around(vertices, faces, u, v, members, forward)
+            paired = {i for pair in pairs for i in pair}
+            if not pairs:  # no two faces wound as one sheet: nothing to give the edge to
+                continue
+            groups = [list(pair) for pair in pairs[1:]] + [[i] for i in range(len(members)) if i not in paired]
+            middle = 0.5 * (vertices[u] + vertices[v])
+            axis = vertices[v] - vertices[u]
+            axis /= max(np.linalg.norm(axis), 1e-12)
+            for group in groups:
+                wedge = np.zeros(3)
+                for i in group:
+                    f = members[i]
+                    third = vertices[[w for w in faces[f] if w != u and w != v][0]] - middle
+                    third -= (third @ axis) * axis
+                    wedge += third / max(np.linalg.norm(third), 1e-12)
+                if np.linalg.norm(wedge) < 0.1:  # a flat pair: off along its normal
+                    f = members[group[0]]
+                    wedge = np.cross(vertices[faces[f, 1]] - vertices[faces[f, 0]], vertices[faces[f, 2]] - vertices[faces[f, 0]])
+                wedge /= max(np.linalg.norm(wedge), 1e-12)
+                index = len(vertices) + len(new_points)
+                new_points.append(middle + PAIR_VERTEX_SHIFT * wedge)
+                for i in group:
+                    cut[int(members[i])] = (int(corner[run[i]]), index)
+        if not cut:
+            break
+        rows = np.fromiter(cut.keys(), dtype=np.int64)
+        k = np.array([cut[f][0] for f in rows])
+        m = np.array([cut[f][1] for f in rows])
+        p, q, r = faces[rows, k], faces[rows, (k + 1) % 3], faces[rows, (k + 2) % 3]
+        out_faces = faces.copy()
+        out_faces[rows] = np.stack([p, m, r], axis=1)
+        out_faces = np.concatenate([out_faces, np.stack([m, q, r], axis=1)])
+        out_vertices = np.concatenate([vertices, np.asarray(new_points).reshape(-1, 3)])
+        if _pieces(out_vertices, out_faces, loose_area) > _pieces(vertices, faces, loose_area):
+            break
+        vertices, faces = out_vertices, out_faces
+    return vertices, faces
 
 
 def _split(vertices: np.ndarray, faces: np.ndarray, groups: tuple, shared: np.ndarray
@@ -157,4 +241,4 @@ def _split(vertices: np.ndarray, faces: np.ndarray, groups: tuple, shared: np.nd
     return out_vertices, out_faces, origin
 
 
-__all__ = ["split_shared_edges"]
+__all__ = ["split_edges_by_pairs", "split_shared_edges"]

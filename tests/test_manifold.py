@@ -58,3 +58,36 @@ def test_a_manifold_surface_is_left_alone():
     vertices, faces = grid_sheet(lambda x: 0.0 * x, 0)
     out_v, out_f = split_shared_edges(vertices, faces)
     assert out_v is vertices and out_f is faces
+
+
+def two_discs_crossing_along_an_edge() -> tuple[np.ndarray, np.ndarray]:
+    """Two flat discs, one in z = 0 and one in y = 0, each made of six faces around the edge from
+    u = (0, 0, 0) to v = (1, 0, 0), which they share — and nothing else: the sheets cross along that
+    edge. Each disc runs all the way round u and round v, so once the edge's four faces are paired
+    every face around u (and around v) is joined to every other: the fan passes the edge twice and
+    no copy of u or v can part the sheets (as on the lion's and the beetle's extractions)."""
+    vertices = np.array([
+        [0.0, 0.0, 0.0], [1.0, 0.0, 0.0],  # u, v
+        [0.5, 1.0, 0.0], [-1.0, 0.2, 0.0], [0.5, -1.0, 0.0], [2.0, 0.2, 0.0],  # the z = 0 disc's rim
+        [0.5, 0.0, 1.0], [-1.0, 0.0, 0.2], [0.5, 0.0, -1.0], [2.0, 0.0, 0.2],  # the y = 0 disc's rim
+    ])
+    def disc(p: int, a: int, q: int, c: int) -> list[list[int]]:
+        return [[0, 1, p], [0, p, a], [0, a, q], [0, q, 1], [1, q, c], [1, c, p]]
+    return vertices, np.array(disc(2, 3, 4, 5) + disc(6, 7, 8, 9))
+
+
+def test_sheets_crossing_along_an_edge_get_an_edge_each():
+    vertices, faces = two_discs_crossing_along_an_edge()
+    assert edge_valence(len(vertices), faces)[1].max() == 4
+    out_v, out_f = split_shared_edges(vertices, faces)
+    _, valence = edge_valence(len(out_v), out_f)
+    assert valence.max() == 2
+    assert len(out_v) == len(vertices) + 1 and len(out_f) == len(faces) + 2  # one pair's own middle vertex
+    assert int((valence == 1).sum()) == 8  # the two rims, nothing torn
+    # off the middle of the edge (whose ends moved to the middle of their neighbours) into its pair's wedge
+    assert 0.0 < np.linalg.norm(out_v[-1] - 0.5 * (out_v[0] + out_v[1])) <= 0.05 + 1e-9
+    # the area is the two discs' to within the small shift
+    def area(v, f):
+        return 0.5 * np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1).sum()
+    assert abs(area(out_v, out_f) / area(vertices, faces) - 1.0) < 0.01
+    assert len(np.unique(face_components(len(out_v), out_f)[1])) == 1
