@@ -15,7 +15,7 @@ set crosses are found from the field and dual-contoured with direct mode's core
   one side; a voxel on the surface takes a neighbour's side.
 * **Judgements.** Per grid edge between two band voxels, what their tangent planes (through each
   voxel's nearest surface point, normal along its gradient) say: opposing gradients in a valley of
-  the distance — crossed; at a ridge (halfway between two bodies, or inside a wall thicker than two
+  the distance — crossed (a decoded valley's floor allowed for: :data:`VALLEY_ALLOWANCE`); at a ridge (halfway between two bodies, or inside a wall thicker than two
   voxels) — not; agreeing — not; at a sharp feature (neither, or a voxel on the medial axis with no
   gradient) — crossed when either plane separates them. With a confidence: how far from
   perpendicular the gradients are, halved where a voxel is too close to the surface for its
@@ -27,7 +27,7 @@ set crosses are found from the field and dual-contoured with direct mode's core
   number of crossed edges: closed wherever the band is, by construction; two bodies three voxels
   apart keep a ridge of same-side edges between them; a cavity is a surface like any other.
 * **Crossings** where the separating tangent plane(s) cut the edge (``d(a) : d(b)`` when both do —
-  exact for a plane), with that plane's normal.
+  exact for a plane; a decoded valley's floor taken off both first), with that plane's normal.
 * **Vertices** at the minimiser of the crossings' quadric in their cell, one per sheet of a cell (the
   manifold dual contouring of :func:`model.contour._sheet_vertices`). Then the faces that lie off
   the zero set (every corner higher than ``off_surface`` above the field's own floor around it, or
@@ -73,6 +73,17 @@ gradient), and the edge is crossed when either voxel's tangent plane separates t
 NEAR = 0.5
 """Voxels: closer to the surface than this, a voxel's gradient is chosen for all axes together (see
 :func:`_gradient`)."""
+
+VALLEY_ALLOWANCE = 1.0
+"""Voxels: an edge whose voxels' gradients oppose is a valley (crossed) when b lies behind a's
+tangent plane and a behind b's by this much less in all, a ridge (not crossed) otherwise. On an
+exact field a valley's two fronts sum to −|n_axis| (−1 to 0) and a ridge's to 1 + |n_axis| or more
+(sheets a voxel or more apart). A decoded field's V is rounded: it never falls below a floor f of
+0.2–0.5 voxel, which adds 2f to both voxels' distances, so an edge through a sheet at more than
+about 57° from its normal read as a ridge at an allowance of 0 — on the bunny's decoded field at 256
+41,996 edges were judged uncrossed and then outvoted, and the contour's seams were boundary loops
+(22, the input 5); at 1.0 (f up to 0.5) it has 5. :func:`_write` takes the same floor off both
+distances where it places the crossing."""
 
 SWEEPS = 8
 """Sweeps of :func:`_settle` at most."""
@@ -246,7 +257,7 @@ def _judge(da, db, ga, gb, axis):
     sep_a, sep_b = front_a < 0.0, front_b < 0.0
     dot = ga[0] * gb[0] + ga[1] * gb[1] + ga[2] * gb[2]
     if dot <= -FACING:
-        crossed = front_a + front_b < 0.0
+        crossed = front_a + front_b < VALLEY_ALLOWANCE
     elif dot >= FACING:
         crossed = False
     else:
@@ -367,7 +378,11 @@ def _write(dist, grads, origins, src, dst, axes, chosen, m, keys, where, normals
     """The crossing of each chosen edge: its key, its position along its axis and its normal, from
     the tangent planes that separate its voxels (both: where d(a) : d(b) cuts the edge; one: where
     that plane does, with its normal — at a sharp edge the other voxel's nearest point is another
-    face)."""
+    face). In a valley (gradients opposed) both distances are first lowered by the valley's floor,
+    what they add up to beyond the edge's length across the sheet (|n_axis|; 0 on an exact field):
+    a decoded V rounded at f would otherwise pull every crossing towards the edge's middle — on a
+    sphere's field rounded at 0.45 voxel a staircase with 4.8 % more area than the sphere, 0.0 %
+    with the floor taken off (the decoded bunny at 256: CD −5 %, area 1.032 → 1.000)."""
     for q in nb.prange(chosen.shape[0]):
         e = chosen[q]
         axis = axes[e]
@@ -375,6 +390,10 @@ def _write(dist, grads, origins, src, dst, axes, chosen, m, keys, where, normals
         c, ii, jj, kk = _unpack(dst[e])
         da, db = dist[b, i, j, k], dist[c, ii, jj, kk]
         ga, gb = grads[b, i, j, k], grads[c, ii, jj, kk]
+        if ga[0] * gb[0] + ga[1] * gb[1] + ga[2] * gb[2] <= -FACING:  # a valley: less its floor
+            floor = 0.5 * (da + db - 0.5 * (abs(ga[axis]) + abs(gb[axis])))
+            floor = min(max(floor, 0.0), min(da, db))
+            da, db = da - floor, db - floor
         front_a, front_b = da + ga[axis], db - gb[axis]
         if front_a < 0.0 and front_b < 0.0:
             t = da / (da + db) if da + db > 0.0 else 0.5
