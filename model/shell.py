@@ -24,7 +24,7 @@ import numba as nb
 import numpy as np
 from scipy import ndimage
 
-from .grid import BLOCK_SIZE, FAR, NEIGHBOR_OFFSETS, SparseField, block_keys, lookup_blocks, neighbor_table
+from .grid import BLOCK_SIZE, FAR, NEIGHBOR_OFFSETS, SparseField, block_keys, key_coords, lookup_blocks, neighbor_table
 
 FACE_OFFSETS = np.array([(-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1)], dtype=np.int64)
 
@@ -367,7 +367,8 @@ def outer_shell_field(field: SparseField, iso: float, options: ShellOptions = Sh
     g = field.grid
     coords = field.coords.astype(np.int64)
     around = (coords[:, None, :] + NEIGHBOR_OFFSETS[None, :, :]).reshape(-1, 3)
-    around = np.unique(around[np.all((around >= 0) & (around < g), axis=1)], axis=0)
+    # distinct by key (a 1-D sort; np.unique over rows sorts a structured view, 1.1 s at 512 on the bunny)
+    around = key_coords(np.unique(block_keys(around[np.all((around >= 0) & (around < g), axis=1)], g)), g).astype(np.int64)
     around = around[lookup_blocks(field.keys, around, g) < 0]
     enclosed = around[~unstored_out[labels[around[:, 0], around[:, 1], around[:, 2]]]]
     if len(enclosed) == 0:
