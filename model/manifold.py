@@ -116,9 +116,8 @@ def split_edges_by_pairs(vertices: np.ndarray, faces: np.ndarray, loose_area: fl
     faces is cut in two there. Pieces counted through shared edges stay as many as before, but for
     those under ``loose_area`` (a bubble touching the shell along two edges, which the clean-up's
     speck filter then drops): a pairing that would free a larger part leaves the surface unchanged.
-    Faces must be wound consistently within each sheet (an edge whose
-    faces all run it one way is left as it is). A face at two such edges waits for the
-    next of three rounds."""
+    Faces must be wound consistently within each sheet (an edge whose faces all run it one way is
+    left as it is). A face at two such edges waits for the next of three rounds."""
     for _ in range(3):
         owner, corner, first, size = half_edge_groups(faces)
         shared = np.flatnonzero(size >= 3)

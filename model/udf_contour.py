@@ -15,9 +15,10 @@ set crosses are found from the field and dual-contoured with direct mode's core
   one side; a voxel on the surface takes a neighbour's side.
 * **Judgements.** Per grid edge between two band voxels, what their tangent planes (through each
   voxel's nearest surface point, normal along its gradient) say: opposing gradients in a valley of
-  the distance — crossed (a decoded valley's floor allowed for: :data:`VALLEY_ALLOWANCE`); at a ridge (halfway between two bodies, or inside a wall thicker than two
-  voxels) — not; agreeing — not; at a sharp feature (neither, or a voxel on the medial axis with no
-  gradient) — crossed when either plane separates them. With a confidence: how far from
+  the distance — crossed (a decoded valley's floor allowed for: :data:`VALLEY_ALLOWANCE`); at a
+  ridge (halfway between two bodies, or inside a wall thicker than two voxels) — not; agreeing —
+  not; at a sharp feature (neither, or a voxel on the medial axis with no gradient) — crossed when
+  either plane separates them. With a confidence: how far from
   perpendicular the gradients are, halved where a voxel is too close to the surface for its
   gradient to be reliable.
 * **Sides.** A side (0/1) per band voxel such that the surest judgements hold: the edges, surest
