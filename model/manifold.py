@@ -25,7 +25,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .edges import half_edge_groups
-from .contour import _edge_pieces, edge_pieces
+from .contour import _edge_pieces
 from .mesh import face_normals_and_areas
 
 
@@ -101,9 +101,11 @@ middle moves into the pair's wedge: the sheets then lie apart in space too, so a
 (every file writer and reader, the benchmarks) cannot join them again."""
 
 
-def _pieces(vertices: np.ndarray, faces: np.ndarray, min_area: float) -> int:
-    """How many pieces, counted through shared edges, have at least ``min_area``."""
-    label = edge_pieces(faces)
+def _pieces(vertices: np.ndarray, faces: np.ndarray, groups: tuple, min_area: float) -> int:
+    """How many pieces, counted through shared edges (``groups``: the faces' half-edge groups),
+    have at least ``min_area``."""
+    owner, _, first, size = groups
+    label = _edge_pieces(len(faces), owner, first, size, np.ones(len(faces), dtype=bool))
     area = np.bincount(label, weights=face_normals_and_areas(vertices, faces)[1], minlength=len(faces))
     return int(np.count_nonzero(area[np.unique(label)] >= min_area))
 
@@ -118,8 +120,10 @@ def split_edges_by_pairs(vertices: np.ndarray, faces: np.ndarray, loose_area: fl
     speck filter then drops): a pairing that would free a larger part leaves the surface unchanged.
     Faces must be wound consistently within each sheet (an edge whose faces all run it one way is
     left as it is). A face at two such edges waits for the next of three rounds."""
+    groups = half_edge_groups(faces)
+    pieces = None  # counted once there is a cut to compare with, then carried from round to round
     for _ in range(3):
-        owner, corner, first, size = half_edge_groups(faces)
+        owner, corner, first, size = groups
         shared = np.flatnonzero(size >= 3)
         if len(shared) == 0:
             break
@@ -136,24 +140,24 @@ def split_edges_by_pairs(vertices: np.ndarray, faces: np.ndarray, loose_area: fl
             paired = {i for pair in pairs for i in pair}
             if not pairs:  # no two faces wound as one sheet: nothing to give the edge to
                 continue
-            groups = [list(pair) for pair in pairs[1:]] + [[i] for i in range(len(members)) if i not in paired]
+            takers = [list(pair) for pair in pairs[1:]] + [[i] for i in range(len(members)) if i not in paired]
             middle = 0.5 * (vertices[u] + vertices[v])
             axis = vertices[v] - vertices[u]
             axis /= max(np.linalg.norm(axis), 1e-12)
-            for group in groups:
+            for taker in takers:  # a pair, or a face without a partner, that gets its own vertex
                 wedge = np.zeros(3)
-                for i in group:
+                for i in taker:
                     f = members[i]
                     third = vertices[[w for w in faces[f] if w != u and w != v][0]] - middle
                     third -= (third @ axis) * axis
                     wedge += third / max(np.linalg.norm(third), 1e-12)
                 if np.linalg.norm(wedge) < 0.1:  # a flat pair: off along its normal
-                    f = members[group[0]]
+                    f = members[taker[0]]
                     wedge = np.cross(vertices[faces[f, 1]] - vertices[faces[f, 0]], vertices[faces[f, 2]] - vertices[faces[f, 0]])
                 wedge /= max(np.linalg.norm(wedge), 1e-12)
                 index = len(vertices) + len(new_points)
                 new_points.append(middle + PAIR_VERTEX_SHIFT * wedge)
-                for i in group:
+                for i in taker:
                     cut[int(members[i])] = (int(corner[run[i]]), index)
         if not cut:
             break
@@ -165,9 +169,13 @@ def split_edges_by_pairs(vertices: np.ndarray, faces: np.ndarray, loose_area: fl
         out_faces[rows] = np.stack([p, m, r], axis=1)
         out_faces = np.concatenate([out_faces, np.stack([m, q, r], axis=1)])
         out_vertices = np.concatenate([vertices, np.asarray(new_points).reshape(-1, 3)])
-        if _pieces(out_vertices, out_faces, loose_area) > _pieces(vertices, faces, loose_area):
+        out_groups = half_edge_groups(out_faces)
+        if pieces is None:
+            pieces = _pieces(vertices, faces, groups, loose_area)
+        out_pieces = _pieces(out_vertices, out_faces, out_groups, loose_area)
+        if out_pieces > pieces:
             break
-        vertices, faces = out_vertices, out_faces
+        vertices, faces, groups, pieces = out_vertices, out_faces, out_groups, out_pieces
     return vertices, faces
 
 
