@@ -77,6 +77,22 @@ def open_bowl() -> trimesh.Trimesh:
     return sphere.submesh([np.flatnonzero(sphere.triangles_center[:, 2] < 0.3)], append=True)
 
 
+def holed_sphere() -> trimesh.Trimesh:
+    """A sphere below z = 0.8: closed but for one hole (the Stanford bunny's base, in small)."""
+    sphere = trimesh.creation.icosphere(subdivisions=4)
+    return sphere.submesh([np.flatnonzero(sphere.triangles_center[:, 2] < 0.8)], append=True)
+
+
+def rounded_v(field, floor: float):
+    """The field with its V rounded at the bottom to ``floor`` voxels, like a decoded field's (which
+    never falls to zero): sqrt(d² + floor²)."""
+    from model.grid import FAR, TRUNCATION_VOXELS, SparseField
+
+    distance = field.values * TRUNCATION_VOXELS
+    rounded = np.sqrt(distance**2 + floor**2) / TRUNCATION_VOXELS
+    return SparseField(field.resolution, field.keys, np.minimum(rounded, FAR).astype(np.float32))
+
+
 def test_a_sphere_comes_back_closed_in_one_piece_with_its_area():
     got, area = contoured(trimesh.creation.icosphere(subdivisions=4))
     assert (got["pieces"], got["loops"], got["nonmanifold"]) == (1, 0, 0), got
@@ -206,10 +222,8 @@ def test_two_boxes_closer_than_the_flood_passes_come_back_apart(fill_gaps):
 def test_a_sphere_with_a_hole_through_the_default_extraction_is_one_sheet():
     """Where the flood gets inside through a hole (the Stanford bunny's base), the whole surface is a
     slab; contoured from the field it comes back as one sheet with the hole's one rim."""
-    sphere = trimesh.creation.icosphere(subdivisions=4)
-    holed = sphere.submesh([np.flatnonzero(sphere.triangles_center[:, 2] < 0.8)], append=True)
-    mesh = as_mesh(holed)
-    field, normalization = mesh_to_field(mesh, N)
+    holed = holed_sphere()
+    field, normalization = mesh_to_field(as_mesh(holed), N)
     surface = extract_surface(field, None, RemeshOptions(resolution=N, mode="vae"), Stages())
     got = counts(surface.vertices, surface.faces)
     assert (got["pieces"], got["loops"], got["nonmanifold"]) == (1, 1, 0), got
@@ -225,14 +239,9 @@ def test_a_holed_sphere_with_a_rounded_v_is_one_sheet_without_seams(floor):
     (``VALLEY_ALLOWANCE``): the sides of the band then disagree along seams, and the sheet comes
     back with boundary loops the input does not have (the bunny's decoded field at 256: 22, the
     input 5)."""
-    from model.grid import FAR, TRUNCATION_VOXELS, SparseField
-
-    sphere = trimesh.creation.icosphere(subdivisions=4)
-    holed = sphere.submesh([np.flatnonzero(sphere.triangles_center[:, 2] < 0.8)], append=True)
+    holed = holed_sphere()
     field, normalization = mesh_to_field(as_mesh(holed), N)
-    distance = field.values * TRUNCATION_VOXELS
-    rounded = np.sqrt(distance**2 + floor**2) / TRUNCATION_VOXELS
-    decoded_like = SparseField(N, field.keys, np.minimum(rounded, FAR).astype(np.float32))
+    decoded_like = rounded_v(field, floor)
     surface = extract_surface(decoded_like, None, RemeshOptions(resolution=N, mode="vae"), Stages())
     got = counts(surface.vertices, surface.faces)
     assert (got["pieces"], got["loops"], got["nonmanifold"]) == (1, 1, 0), got
@@ -244,14 +253,12 @@ def test_a_raised_floor_leaves_the_sheet_on_the_surface_and_the_rim_where_it_was
     point on the sheet still reads as on it and a point beyond the rim as off it; by the field's
     value alone (the rule this replaced) every point would be off and the contour empty."""
     from model.cleanup import sample_field
-    from model.grid import FAR, TRUNCATION_VOXELS, SparseField
+    from model.grid import TRUNCATION_VOXELS
     from model.udf_contour import field_contour, height_off_surface
 
     square = trimesh.Trimesh([[-1, -1, 0.013], [1, -1, 0.013], [1, 1, 0.013], [-1, 1, 0.013]], [[0, 1, 2], [0, 2, 3]])
     field, normalization = mesh_to_field(as_mesh(square), N)
-    distance = field.values * TRUNCATION_VOXELS  # voxels; rounded at the bottom to 0.6 voxel, like a decoded V
-    rounded = np.sqrt(distance**2 + 0.6**2) / TRUNCATION_VOXELS
-    raised = SparseField(N, field.keys, np.minimum(rounded, FAR).astype(np.float32))
+    raised = rounded_v(field, 0.6)
     centre = (normalization.to_unit(np.array([[0.0, 0.0, 0.013]])) + 0.5) * N - 0.5
     corner = (normalization.to_unit(np.array([[1.0, 1.0, 0.013]])) + 0.5) * N - 0.5
     beyond = corner + np.array([[1.5, 1.5, 0.0]])
