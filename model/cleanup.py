@@ -350,7 +350,9 @@ def replace_slabs(before: np.ndarray, vertices: np.ndarray, faces: np.ndarray, s
                   contour: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """The slab faces (``slab``) replaced by ``contour`` of their ε-surface vertices (``before``):
     the solids stay as they are, each sheet comes back as the field's zero set around it."""
-    slab_vertices, slab_faces = contour(before[np.unique(faces[slab])])
+    in_slab = np.zeros(len(before), dtype=bool)  # a mark, not np.unique: 1.2 s of sorting at 512 (the bunny)
+    in_slab[faces[slab].ravel()] = True
+    slab_vertices, slab_faces = contour(before[in_slab])
     return (np.concatenate([vertices, np.asarray(slab_vertices, dtype=vertices.dtype).reshape(-1, 3)]),
             np.concatenate([faces[~slab], np.asarray(slab_faces, dtype=faces.dtype).reshape(-1, 3) + len(vertices)]))
 

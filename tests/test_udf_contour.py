@@ -340,3 +340,26 @@ def test_a_solid_with_a_sheet_on_it_keeps_the_sheet_one_layer():
     area = float(tm.area) * (normalization.scale * N) ** 2
     assert got["pieces"] <= 2 and got["nonmanifold"] == 0, got
     assert got["area"] == pytest.approx(area, rel=0.03), (got["area"] / area, got)
+
+
+def test_judgements_are_taken_surest_first_in_steps_and_in_edge_order_within_a_step():
+    """The spanning forest's order (surest_first): by confidence, highest first; confidences within
+    one step of 1/1024 keep their edges' order (so the forest walks the band in voxel order)."""
+    from model.udf_contour import surest_first
+
+    conf = np.array([0.2, 0.9, 0.5, 0.9002, 1.0000001, 0.0, 0.5001], dtype=np.float32)
+    assert surest_first(conf).tolist() == [4, 1, 3, 2, 6, 0, 5]
+    assert surest_first(conf, levels=4).tolist() == [1, 3, 4, 2, 6, 0, 5]  # 0.9 and 1.0 share the top step
+    assert surest_first(conf, levels=2).tolist() == [1, 2, 3, 4, 6, 0, 5]
+
+
+def test_the_sides_are_found_over_the_band_alone():
+    """_compact numbers only the voxels that have an edge, in voxel order, so that a field's
+    sides cost what its band does, not what its blocks do."""
+    from model.udf_contour import _compact
+
+    src = np.array([10, 3, 700], dtype=np.int64)
+    dst = np.array([11, 10, 3], dtype=np.int64)
+    count, band_src, band_dst = _compact(1024, src, dst)
+    assert count == 4
+    assert band_src.tolist() == [1, 0, 3] and band_dst.tolist() == [2, 1, 0]
