@@ -87,13 +87,16 @@ def process_device(device: str) -> str:
 
 
 def encode_file(src: Path, dst: Path, resolution: int, vae: Any, dtype: str = "float16",
-                chunk_blocks: int = CHUNK_BLOCKS, progress: Callable[[str, float], None] | None = None) -> int:
-    """Encode one mesh file into one latent file; returns the latent file's size in bytes."""
+                chunk_blocks: int = CHUNK_BLOCKS, progress: Callable[[str, float], None] | None = None,
+                refine_steps: int = 0) -> int:
+    """Encode one mesh file into one latent file (its latents refined for ``refine_steps`` steps,
+    :mod:`model.refine`); returns the latent file's size in bytes."""
     from model import RemeshOptions, encode, load_mesh
     from model.latent_file import LatentFile, model_identity, save_latent_file
 
     mesh = load_mesh(src)
-    options = RemeshOptions(resolution=resolution, mode="vae", chunk_blocks=chunk_blocks, device=str(vae.device))
+    options = RemeshOptions(resolution=resolution, mode="vae", chunk_blocks=chunk_blocks, device=str(vae.device),
+                            refine_steps=refine_steps).validate()
     latents, normalization = encode(mesh, options, progress, vae=vae)
     config, digest = model_identity(vae)
     return save_latent_file(dst, LatentFile(latents, normalization, config, digest, source=src.name), dtype)

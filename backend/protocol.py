@@ -334,16 +334,18 @@ class RequestSpec:
 
 
 _CHUNK = _int_in(1, 1 << 20)
+_REFINE = _int_in(0, 1000)  # model.refine.MAX_STEPS (the add-on carries this module without `model`)
 REQUESTS: dict[str, RequestSpec] = {
     "hello": RequestSpec(),
     "remesh": RequestSpec(options={"resolution": check_resolution_value, "mode": _mode, "chunk_blocks": _CHUNK,
                                    "cleanup": _cleanup_map, "voxel_size": _optional(check_positive),
-                                   "polygons": _one_of(*POLYGONS)},
+                                   "polygons": _one_of(*POLYGONS), "refine_steps": _REFINE},
                           defaults={"resolution": 256, "mode": "direct", "chunk_blocks": WIRE_CHUNK_BLOCKS, "cleanup": {},
-                                    "voxel_size": None, "polygons": "quads"},
+                                    "voxel_size": None, "polygons": "quads", "refine_steps": 0},
                           arrays=REMESH_ARRAYS, is_job=True),
-    "encode": RequestSpec(options={"resolution": check_resolution_value, "chunk_blocks": _CHUNK},
-                          defaults={"resolution": 256, "chunk_blocks": WIRE_CHUNK_BLOCKS}, arrays=MESH_ARRAYS, is_job=True),
+    "encode": RequestSpec(options={"resolution": check_resolution_value, "chunk_blocks": _CHUNK, "refine_steps": _REFINE},
+                          defaults={"resolution": 256, "chunk_blocks": WIRE_CHUNK_BLOCKS, "refine_steps": 0},
+                          arrays=MESH_ARRAYS, is_job=True),
     "decode": RequestSpec(options={"resolution": check_resolution_value, "center": _vec3, "scale": check_positive,
                                    "chunk_blocks": _CHUNK, "cleanup": _cleanup_map,
                                    "weights_sha256": _optional(_hex_digest)},

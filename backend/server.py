@@ -242,6 +242,8 @@ def _options(job: Job, model: LoadedModel, mode: str) -> Any:
     if job.type == "remesh":
         extra["voxel_size"] = job.options["voxel_size"]
         extra["polygons"] = job.options["polygons"]
+    if job.type in ("remesh", "encode"):
+        extra["refine_steps"] = job.options["refine_steps"]
     return RemeshOptions(resolution=job.options["resolution"], mode=mode, chunk_blocks=job.options["chunk_blocks"],
                          device=model.device, **extra)
 

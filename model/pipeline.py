@@ -29,6 +29,7 @@ from .grid import (CHUNK_BLOCKS, SparseField, check_resolution, check_voxel_size
                    unit_margin, unit_to_voxel, voxel_to_unit)
 from .mesh import Mesh, MeshError, Normalization, bounding_box, fit_unit_cube, used_vertices, validate_arrays
 from .quads import pair_quads
+from .refine import RefineOptions, refine_latents
 from .shell import ShellOptions, outer_shell_field
 from .geometry import compact
 from .stages import Cancelled, ProgressCallback, Stages
@@ -68,7 +69,11 @@ class RemeshOptions:
     marching cubes and a decimated result are triangles either way.
 
     ``voxel_size``: the voxel's edge in the mesh's own units; when set, N follows from it and the
-    mesh's extent (:func:`grid_for`) and ``resolution`` is not used."""
+    mesh's extent (:func:`grid_for`) and ``resolution`` is not used.
+
+    ``refine_steps`` (VAE mode): after encoding, the latents are fitted to the shape's own UBlocks
+    through the frozen decoder for this many Adam steps (:mod:`model.refine`; 0: the encoder's
+    latents as they are). Each step costs a decode and its backward pass."""
 
     resolution: int = 256
     mode: str = "direct"
@@ -80,6 +85,7 @@ class RemeshOptions:
     field_extraction: str = "shell"
     polygons: str = "quads"
     voxel_size: float | None = None
+    refine_steps: int = 0
 
     def validate(self) -> "RemeshOptions":
         if self.voxel_size is None:
@@ -96,6 +102,7 @@ class RemeshOptions:
         check_engine(self.engine)
         if self.chunk_blocks <= 0:
             raise ValueError(f"chunk_blocks must be positive, got {self.chunk_blocks}")
+        RefineOptions(steps=self.refine_steps).validate()
         return self
 
 
@@ -280,6 +287,9 @@ def encode_mesh(mesh: Mesh, options: RemeshOptions | None = None, progress: Prog
         if ublocks.num_blocks == 0:
             raise MeshError("the mesh produced no active UBlocks")
         latents = stages.run("encode", lambda report: encode_blocks(network, ublocks))
+        if options.refine_steps:
+            refine = RefineOptions(steps=options.refine_steps)
+            latents = stages.run("refine", lambda report: refine_latents(network, ublocks, latents, refine, report))
     return latents, normalization
 
 

@@ -62,7 +62,7 @@ def test_mesh_round_trips_as_raw_little_endian_frames():
     req = proto.parse_request(fr, LIMITS)
     assert req.type == "remesh" and req.id == "r1"
     assert req.options == {"resolution": 64, "mode": "direct", "chunk_blocks": 16384, "cleanup": {}, "voxel_size": None,
-                           "polygons": "quads"}
+                           "polygons": "quads", "refine_steps": 0}
     np.testing.assert_array_equal(req.arrays["vertices"], tetra()["vertices"])
     np.testing.assert_array_equal(req.arrays["faces"], tetra()["faces"])
 
@@ -100,6 +100,9 @@ def test_event_round_trip():
     ("resolution_4096", "bad_resolution"),
     ("resolution_str", "bad_resolution"),
     ("mode", "bad_option"),
+    ("refine_too_many", "bad_option"),
+    ("refine_negative", "bad_option"),
+    ("refine_float", "bad_option"),
     ("wrong_dtype", "bad_array"),
     ("wrong_shape", "bad_array"),
     ("short_frame", "bad_array"),
@@ -129,6 +132,9 @@ def test_each_malformed_request_has_its_code(case, code):
         "resolution_4096": lambda: frames(options={"resolution": 4096}),
         "resolution_str": lambda: frames(options={"resolution": "64"}),
         "mode": lambda: frames(options={"mode": "magic"}),
+        "refine_too_many": lambda: frames(options={"mode": "vae", "refine_steps": 1001}),
+        "refine_negative": lambda: frames(options={"mode": "vae", "refine_steps": -1}),
+        "refine_float": lambda: frames(options={"mode": "vae", "refine_steps": 2.5}),
         "wrong_dtype": lambda: frames(arrays={"vertices": t["vertices"].astype(np.float64), "faces": t["faces"]}),
         "wrong_shape": lambda: frames(arrays={"vertices": t["vertices"].reshape(3, 4), "faces": t["faces"]}),
         "short_frame": lambda: frames()[:2] + [b"\x00" * 8],
@@ -241,6 +247,18 @@ def test_the_wire_default_chunk_equals_the_model_s():
     from model.pipeline import RemeshOptions
 
     assert WIRE_CHUNK_BLOCKS == CHUNK_BLOCKS == RemeshOptions().chunk_blocks
+
+
+def test_the_wire_refinement_bound_equals_the_model_s():
+    """The same for the most refinement steps a request may ask (model.refine.MAX_STEPS)."""
+    from model.refine import MAX_STEPS
+
+    fr = [bytes(x) for x in proto.request_frames("remesh", 1, {"mode": "vae", "refine_steps": MAX_STEPS}, tetra())]
+    assert proto.parse_request(fr, LIMITS).options["refine_steps"] == MAX_STEPS
+    fr = [bytes(x) for x in proto.request_frames("encode", 2, {"refine_steps": MAX_STEPS + 1}, tetra())]
+    with pytest.raises(proto.ProtocolError) as err:
+        proto.parse_request(fr, LIMITS)
+    assert err.value.code == "bad_option"
 
 
 def test_queue_position_follows_the_fair_schedule():

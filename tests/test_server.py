@@ -216,6 +216,8 @@ def test_encode_decode_through_the_server_match_in_process(tiny_checkpoint):
     vae = load_vae(tiny_checkpoint, "cpu")
     opts = RemeshOptions(resolution=64, mode="vae")
     ref_latents, ref_norm = encode_mesh(mesh, opts, vae=vae)
+    refined, _ = encode_mesh(mesh, RemeshOptions(resolution=64, mode="vae", refine_steps=2), vae=vae)
+    assert not np.allclose(refined.latents, ref_latents.latents, rtol=1e-3, atol=1e-3)
     try:
         ref_mesh, ref_error = decode_to_mesh(ref_latents, ref_norm, opts, vae=vae), None
     except MeshError as exc:
@@ -231,6 +233,9 @@ def test_encode_decode_through_the_server_match_in_process(tiny_checkpoint):
         np.testing.assert_allclose(enc.latents, ref_latents.latents, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(enc.center, ref_norm.center)
         assert enc.scale == pytest.approx(ref_norm.scale)
+        enc_refined = c.encode(v, f, resolution=64, refine_steps=2)  # the option reaches the pipeline
+        np.testing.assert_array_equal(enc_refined.coords, refined.coords)
+        np.testing.assert_allclose(enc_refined.latents, refined.latents, rtol=1e-4, atol=1e-4)
         if ref_error is None:
             dv, df, info = c.decode(enc.latents, enc.coords, enc.resolution, enc.center, enc.scale)
             assert df.shape == ref_mesh.faces.shape and info["num_faces"] == ref_mesh.num_faces

@@ -59,10 +59,12 @@ def _folder(args: argparse.Namespace, work: Callable[[Any, Path, Path], int], de
 
 def _cmd_encode(args: argparse.Namespace) -> int:
     if args.input.is_dir():
-        return _folder(args, lambda vae, s, d: encode_file(s, d, args.resolution, vae, args.dtype, args.chunk_blocks),
+        return _folder(args, lambda vae, s, d: encode_file(s, d, args.resolution, vae, args.dtype, args.chunk_blocks,
+                                                           refine_steps=args.refine_steps),
                        decode=False, fmt="", verb="encoded")
     vae = _load(args)
-    size = encode_file(args.input, args.output, args.resolution, vae, args.dtype, args.chunk_blocks)
+    size = encode_file(args.input, args.output, args.resolution, vae, args.dtype, args.chunk_blocks,
+                       refine_steps=args.refine_steps)
     from model.latent_file import load_latent_file
 
     item = load_latent_file(args.output)
@@ -101,6 +103,7 @@ def add_latent_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, help=f"a mesh file or a folder of them ({', '.join(MESH_EXTENSIONS)})")
     p.add_argument("output", type=Path, help="a .safetensors file, or a folder for a folder")
     arguments.add_grid_arguments(p, mode=False)
+    arguments.add_refine_argument(p)
     p.add_argument("--dtype", choices=("float16", "float32"), default="float16",
                    help="latent storage (float32: bit-exact with an in-process remesh --mode vae)")
     _common(p)

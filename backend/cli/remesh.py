@@ -15,7 +15,7 @@ def _cmd_remesh(args: argparse.Namespace) -> int:
 
     options = RemeshOptions(resolution=args.resolution, mode=args.mode, chunk_blocks=args.chunk_blocks,
                             device=args.device, checkpoint=args.checkpoint, cleanup=arguments.cleanup_from_args(args),
-                            engine=args.engine, voxel_size=args.voxel_size,
+                            engine=args.engine, voxel_size=args.voxel_size, refine_steps=args.refine_steps,
                             polygons="triangles" if args.triangles else "quads").validate()
     start = time.perf_counter()
     mesh = load_mesh(args.input)
@@ -47,6 +47,7 @@ def add_remesh_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, help="mesh file (obj, ply, stl, off, glb)")
     p.add_argument("output", type=Path, help="output mesh file; the format follows the extension")
     arguments.add_grid_arguments(p)
+    arguments.add_refine_argument(p)
     arguments.add_surface_arguments(p)
     arguments.add_chunk_argument(p)
     arguments.add_network_arguments(p, "cpu, cuda or auto (the network's device, and the stages' with the torch engine)",
