@@ -42,7 +42,7 @@ from typing import Any, Callable
 import numpy as np
 
 from model.grid import CHUNK_BLOCKS
-from model.objective import BAND, band_error, slope_error, vae_loss, voxel_weights  # noqa: F401 (the trainer's loss, shared with latent refinement)
+from model.objective import band_error, vae_loss  # the trainer's objective, shared with latent refinement
 
 from .dataset import Cache, CacheEntry, ShardError, atomic_write_bytes
 

@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from backend.train import vae_loss  # noqa: E402
+from model.objective import vae_loss  # noqa: E402
 from bench.bench_network import cpu_name, grid_for, shell_coords  # noqa: E402
 from model.vae import LogVAE, count_parameters, preset  # noqa: E402
 

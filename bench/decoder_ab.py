@@ -20,7 +20,7 @@ Protocol (docs/training.md, "The decoder A/B"):
   resolution ≤ 256 of their original copy), each encoded, decoded, Pad-Averaged and extracted
   (the ε-surface, no clean-up) and compared with the ε-surface of its own blocks: CD and F1@0.01
   (20,000 uniform samples), and the mean absolute error over the iso band (true value < 0.5, two
-  voxels: ``backend.train.band_error``), in normalised units.
+  voxels: ``model.objective.band_error``), in normalised units.
 
 Prints the table; writes OUT/ab.json and bench/results/decoder_ab.md (``--table`` names another).
 """

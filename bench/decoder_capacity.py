@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from backend.dataset import Cache  # noqa: E402
-from backend.train import band_error, vae_loss  # noqa: E402
+from model.objective import band_error, vae_loss  # noqa: E402
 from model.cpu import autocast_context, default_cpu_precision  # noqa: E402
 from model.vae import LocalDecoder, count_parameters, preset  # noqa: E402
 

@@ -21,6 +21,7 @@ from backend.cli import build_parser
 from backend.cli.train import config_from_args
 from backend.dataset import Cache, CacheEntry
 from backend.prepare import PrepareOptions, prepare
+from model.objective import vae_loss, voxel_weights
 from backend.train import (
     METRIC_COLUMNS,
     RECIPES,
@@ -32,8 +33,6 @@ from backend.train import (
     split_holdout,
     train,
     validate_shape,
-    vae_loss,
-    voxel_weights,
 )
 from model.checkpoint import ConfigMismatchError
 from model.grid import FAR
@@ -579,7 +578,7 @@ def test_partial_init_loads_what_carries_over(cache_dir, tmp_path):
 
 
 def test_surface_objective_is_l1_like_and_sees_the_slope():
-    from backend.train import band_error, slope_error
+    from model.objective import band_error, slope_error
 
     target = torch.linspace(0.0, 1.0, 12).reshape(1, 12, 1, 1).expand(2, 12, 12, 12).contiguous()
     z = torch.zeros(2, 16)
