@@ -31,6 +31,8 @@ class VIEW3D_PT_log3d(bpy.types.Panel):
         else:
             col.row(align=True).prop(settings, "resolution", expand=True)
         col.row(align=True).prop(settings, "mode", expand=True)
+        if settings.mode == "vae":
+            col.prop(settings, "refine_steps")
         col.row(align=True).prop(settings, "polygons", expand=True)
         col.prop(settings, "keep_attributes")
         if settings.mode == "vae" and manager.status.connected and "vae" not in manager.status.modes:

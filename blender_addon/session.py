@@ -86,7 +86,8 @@ class RemeshSession:
             raise UserError("The objects have no faces to remesh: " + ", ".join(skipped))
         request = worker.RemeshRequest(int(settings.resolution), settings.mode, settings.cleanup_options(),
                                        voxel_size=settings.voxel_size if settings.size_mode == "VOXEL" else None,
-                                       polygons=settings.polygons)
+                                       polygons=settings.polygons,
+                                       refine_steps=settings.refine_steps if settings.mode == "vae" else 0)
         # A backend launched from Blender may still be loading: wait for it rather than fail.
         starting = manager.backend is not None and manager.backend.running and not manager.status.connected
         task = worker.RemeshTask(connection, jobs, request, startup_grace_s=STARTUP_GRACE_S if starting else 0.0)

@@ -286,6 +286,7 @@ class RemeshRequest:
     cleanup: dict[str, Any] = field(default_factory=dict)
     voxel_size: float | None = None  # world units; N then follows from each object's extent
     polygons: str = "quads"  # or "triangles"
+    refine_steps: int = 0  # VAE mode: latent refinement steps (sent only when asked: older backends lack it)
 
 
 class RemeshTask(Task):
@@ -357,6 +358,8 @@ class RemeshTask(Task):
             options["cleanup"] = cleanup
         if self.request.voxel_size is not None:
             options["voxel_size"] = self.request.voxel_size
+        if self.request.refine_steps:
+            options["refine_steps"] = self.request.refine_steps
         try:
             job_id = client.submit_remesh(job.vertices, job.faces, resolution=self.request.resolution,
                                           mode=self.request.mode, material=job.material, colors=job.colors, **options)
