@@ -35,6 +35,7 @@ class BatchConfig:
     mode: str = "direct"
     voxel_size: float | None = None  # in each mesh's units; N then follows from it (resolution unused)
     polygons: str = "quads"  # or "triangles"
+    refine_steps: int = 0  # VAE mode: latent refinement steps per mesh (model/refine.py); sent only when > 0
     fmt: str = "ply"
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
@@ -221,8 +222,9 @@ def _remesh_one(client: Log3DClient, src: Path, dst: Path, config: BatchConfig, 
     from model.quad_layout import check_quad_pairs
 
     mesh = load_mesh(src)
+    extra = {"refine_steps": config.refine_steps} if config.refine_steps else {}  # a server older than it refuses it
     job = client.submit_remesh(mesh.vertices, mesh.faces, resolution=config.resolution, mode=config.mode,
-                               cleanup=config.cleanup, voxel_size=config.voxel_size, polygons=config.polygons)
+                               cleanup=config.cleanup, voxel_size=config.voxel_size, polygons=config.polygons, **extra)
     event = _wait_with_heartbeat(client, job, config, on_progress)
     vertices, faces = event.arrays["vertices"], event.arrays["faces"]
     if vertices.size and not np.isfinite(vertices).all():
@@ -241,6 +243,7 @@ def run_batch(config: BatchConfig) -> BatchReport:
     from tqdm import tqdm
 
     from model import MeshError
+    from model.refine import RefineOptions
 
     if config.in_dir.resolve() == config.out_dir.resolve():
         raise ValueError("OUT_DIR must differ from IN_DIR (outputs would be taken as inputs on a rerun)")
@@ -248,6 +251,7 @@ def run_batch(config: BatchConfig) -> BatchReport:
         raise ValueError(f"unknown mode {config.mode!r}")
     if config.polygons not in POLYGONS:
         raise ValueError(f"unknown polygons {config.polygons!r} (choose from: {', '.join(POLYGONS)})")
+    RefineOptions(steps=config.refine_steps).validate()
     try:
         check_resolution_value("resolution", config.resolution)
         if config.voxel_size is not None:

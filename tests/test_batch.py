@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from backend.batch import BatchConfig, output_paths, run_batch
 from backend.cli import main
 from backend.client import BackendError, Log3DClient
 from backend.server import Server, ServerConfig
-from model.mesh import load_mesh
+from model.mesh import Mesh, load_mesh
 
 
 def free_port() -> int:
@@ -95,6 +96,8 @@ def test_batch_refuses_bad_arguments(folder, tmp_path):
         run_batch(BatchConfig(folder, tmp_path / "o", voxel_size=-1.0))
     with pytest.raises(ValueError, match="unknown polygons"):
         run_batch(BatchConfig(folder, tmp_path / "o", polygons="hexagons"))
+    with pytest.raises(ValueError, match="refinement steps"):
+        run_batch(BatchConfig(folder, tmp_path / "o", mode="vae", refine_steps=1001))
     with pytest.raises(ValueError, match="not found"):
         run_batch(BatchConfig(tmp_path / "missing", tmp_path / "o"))
 
@@ -180,3 +183,35 @@ def test_a_missing_checkpoint_starts_no_server_and_leaves_nothing_behind(folder,
     assert set(os.listdir(tempfile.gettempdir())) - before == set()  # no secret, no log file left
     with Log3DClient(port=port, timeout_s=1.0) as c, pytest.raises(BackendError):
         c.hello()  # and no server child answering
+
+
+def test_refinement_steps_reach_the_request_only_when_asked(tmp_path):
+    """The batch's --refine-steps goes into each remesh request, and nothing is sent when it is 0
+    (a server older than the option would refuse an unknown one)."""
+    from backend.batch import _remesh_one
+    from model.mesh import save_mesh
+
+    src = tmp_path / "ball.obj"
+    ball = trimesh.creation.icosphere(2)
+    save_mesh(Mesh(ball.vertices, ball.faces), src)
+
+    class Recording:
+        timeout_s = 5.0
+
+        def __init__(self):
+            self.asked = {}
+
+        def submit_remesh(self, vertices, faces, **options):
+            self.asked = options
+            return "job-1"
+
+        def wait(self, job, on_progress=None, timeout_s=None):
+            return SimpleNamespace(arrays={"vertices": ball.vertices.astype("f4"), "faces": ball.faces.astype("i4")},
+                                   data={"quads": 0})
+
+    for steps, sent in ((12, 12), (0, None)):
+        client = Recording()
+        _remesh_one(client, src, tmp_path / f"out{steps}.ply", BatchConfig(tmp_path, tmp_path / "o", mode="vae",
+                                                                             refine_steps=steps), None)
+        assert client.asked.get("refine_steps") == sent and client.asked["mode"] == "vae"
+        assert (tmp_path / f"out{steps}.ply").exists()
