@@ -55,6 +55,13 @@ class RefineOptions:
             raise ValueError(f"the refinement's learning rate must be > 0, got {self.learning_rate}")
         return self
 
+    def objective(self) -> dict[str, object]:
+        """The keyword arguments of :func:`model.objective.vae_loss` beyond the tensors (the surface
+        objective; Huber's δ is unused by it)."""
+        return {"huber_delta": 0.2, "kl_weight": self.kl_weight, "surface_weight": self.surface_weight,
+                "surface_band": self.surface_band, "objective": "surface", "surface_delta": self.surface_delta,
+                "slope_weight": self.slope_weight}
+
 
 def refine_latents(model, ublocks: UBlocks, latents: Latents, options: RefineOptions,
                    report: Callable[[float], None] | None = None) -> Latents:
@@ -75,9 +82,7 @@ def refine_latents(model, ublocks: UBlocks, latents: Latents, options: RefineOpt
     coords = torch.as_tensor(np.asarray(latents.coords, dtype=np.int64), device=device)
     z = torch.tensor(np.asarray(latents.latents, dtype=np.float32), device=device, requires_grad=True)
     no_spread = torch.zeros_like(z)
-    objective = dict(huber_delta=0.2, kl_weight=options.kl_weight, surface_weight=options.surface_weight,
-                     surface_band=options.surface_band, objective="surface", surface_delta=options.surface_delta,
-                     slope_weight=options.slope_weight)
+    objective = options.objective()
     optimiser = torch.optim.Adam([z], lr=options.learning_rate)
     frozen = [p.requires_grad for p in model.parameters()]
     was_training, was_checkpointing = model.training, model.config.grad_checkpoint

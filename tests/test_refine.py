@@ -29,15 +29,23 @@ def shape():
 
 
 def objective(network, ublocks, latents: Latents) -> float:
-    options = RefineOptions()
     with torch.no_grad():
         z = torch.as_tensor(latents.latents)
         recon = network.decode(z, torch.as_tensor(latents.coords.astype(np.int64)))
-        loss, _, _ = vae_loss(recon, torch.as_tensor(ublocks.blocks).float(), z, torch.zeros_like(z), huber_delta=0.2,
-                              kl_weight=options.kl_weight, surface_weight=options.surface_weight,
-                              surface_band=options.surface_band, objective="surface",
-                              surface_delta=options.surface_delta, slope_weight=options.slope_weight)
+        loss, _, _ = vae_loss(recon, torch.as_tensor(ublocks.blocks).float(), z, torch.zeros_like(z),
+                              **RefineOptions().objective())
     return float(loss)
+
+
+def test_the_refinement_minimises_the_shipped_recipes_objective():
+    """model.refine cannot import the trainer (backend), so it writes the `small` recipe's surface
+    objective out; this keeps the two equal."""
+    from backend.train import RECIPES
+
+    recipe, mine = RECIPES["small"], RefineOptions().objective()
+    assert mine["objective"] == recipe["objective"] == "surface"
+    for key in ("surface_weight", "surface_band", "surface_delta", "slope_weight"):
+        assert mine[key] == recipe[key], key
 
 
 def test_refined_latents_fit_their_blocks_better_and_the_weights_stay(shape):
