@@ -12,7 +12,12 @@ set crosses are found from the field and dual-contoured with direct mode's core
   difference of the larger magnitude — the side that does not cross the distance's kink at the
   surface, exact for a plane (``+n`` on one side, ``−n`` on the other). Close to the surface the two
   differences of an axis nearly tie and the axes are chosen together, so that a voxel lies wholly on
-  one side; a voxel on the surface takes a neighbour's side.
+  one side; a voxel on the surface takes a neighbour's side. For the planes the vertices are settled
+  by (:func:`voxel_planes`, :mod:`model.zero_set`), where an axis's two differences do not oppose
+  (no surface between), the smaller is taken if it brings the gradient's length nearer 1: beside a
+  sheet's rim the larger reads the rim's cone and tilts the sheet's plane (a square sheet's rim
+  vertices were settled half a voxel inwards, onto where the tilted planes met the sheet's). The
+  judgements keep the larger: taking the smaller there changed the decoded lion's loops (3 → 4).
 * **Judgements.** Per grid edge between two band voxels, what their tangent planes (through each
   voxel's nearest surface point, normal along its gradient) say: opposing gradients in a valley of
   the distance — crossed (a decoded valley's floor allowed for: :data:`VALLEY_ALLOWANCE`); at a
@@ -70,6 +75,9 @@ FACING = 0.5
 FACING the two voxels are on one side; between, the voxels straddle a sharp feature (an edge or
 corner, where one voxel's nearest point lies on another face, or a voxel on the medial axis has no
 gradient), and the edge is crossed when either voxel's tangent plane separates them."""
+
+EIKONAL_MARGIN = 0.02
+"""How much nearer 1 (in squared length) the smaller side must bring a gradient to be taken."""
 
 NEAR = 0.5
 """Voxels: closer to the surface than this, a voxel's gradient is chosen for all axes together (see
@@ -148,10 +156,11 @@ def _gather(values, nbr, b, scale, far, ext):
 
 
 @nb.njit(cache=True, inline="always")
-def _one_sided(ext, i, j, k, out):
+def _one_sided(ext, i, j, k, out, eikonal):
     """The field's gradient at voxel (i, j, k) of ``ext``: per axis, the one-sided difference of the
     larger magnitude (the side that does not cross the distance's kink at the surface: exact for a
-    plane, ``+n`` on one side and ``−n`` on the other)."""
+    plane, ``+n`` on one side and ``−n`` on the other) — or, on an axis whose two differences do not
+    oppose, the smaller where it brings the length nearer 1 (see the module's docstring)."""
     here = ext[i, j, k]
     for axis in range(3):
         di = 1 if axis == 0 else 0
@@ -160,10 +169,29 @@ def _one_sided(ext, i, j, k, out):
         back = here - ext[i - di, j - dj, k - dk]
         ahead = ext[i + di, j + dj, k + dk] - here
         out[axis] = back if abs(back) >= abs(ahead) else ahead
+    if not eikonal:
+        return
+    # an axis whose two sides do not oppose crosses no surface: there the smaller side may be the
+    # distance's own (beside a sheet's rim the larger one reads the rim's cone); take it where that
+    # brings the length nearer 1, as a distance's gradient has
+    length2 = out[0] * out[0] + out[1] * out[1] + out[2] * out[2]
+    for axis in range(3):
+        di = 1 if axis == 0 else 0
+        dj = 1 if axis == 1 else 0
+        dk = 1 if axis == 2 else 0
+        back = here - ext[i - di, j - dj, k - dk]
+        ahead = ext[i + di, j + dj, k + dk] - here
+        other = ahead if abs(back) >= abs(ahead) else back
+        if out[axis] * other < 0.0:
+            continue
+        trial = length2 - out[axis] * out[axis] + other * other
+        if abs(trial - 1.0) < abs(length2 - 1.0) - EIKONAL_MARGIN:
+            length2 = trial
+            out[axis] = other
 
 
 @nb.njit(cache=True)
-def _gradient(ext, i, j, k, out):
+def _gradient(ext, i, j, k, out, eikonal=False):
     """:func:`_one_sided`, normalised. Close to the surface (below ``NEAR`` voxels) the two one-sided
     differences of an axis are nearly equal in size and opposite in sign, and choosing each axis on
     its own can mix the two sides (a gradient that is neither +n nor −n); there the axes are chosen
@@ -172,7 +200,7 @@ def _gradient(ext, i, j, k, out):
     itself (below ``ON_SURFACE``) it takes that neighbour's side."""
     here = ext[i, j, k]
     if here >= NEAR:
-        _one_sided(ext, i, j, k, out)
+        _one_sided(ext, i, j, k, out, eikonal)
     else:
         best, bi, bj, bk = -1.0, i, j, k
         for axis in range(3):
@@ -183,7 +211,7 @@ def _gradient(ext, i, j, k, out):
                 if ext[ni, nj, nk] > best:
                     best, bi, bj, bk = ext[ni, nj, nk], ni, nj, nk
         ref = np.empty(3)
-        _one_sided(ext, bi, bj, bk, ref)
+        _one_sided(ext, bi, bj, bk, ref, False)
         best_total = -1.0
         for sign in (1.0, -1.0):
             total = 0.0
@@ -211,7 +239,7 @@ def _gradient(ext, i, j, k, out):
 
 
 @nb.njit(parallel=True, cache=True)
-def _band(values, nbr, scale, far, band, slope_tolerance, dist, grads):
+def _band(values, nbr, scale, far, band, slope_tolerance, eikonal, dist, grads):
     """Per stored voxel: its distance in voxels (``dist``) and, within ``band`` of the surface, its
     unit gradient (``grads``; zero elsewhere, and where the differences it came from are not a
     distance's: their length off 1 by more than ``slope_tolerance``, see :func:`voxel_planes`)."""
@@ -226,7 +254,7 @@ def _band(values, nbr, scale, far, band, slope_tolerance, dist, grads):
                     d = ext[i + HALO, j + HALO, k + HALO]
                     dist[b, i, j, k] = d
                     if d < band:
-                        length = _gradient(ext, i + HALO, j + HALO, k + HALO, g)
+                        length = _gradient(ext, i + HALO, j + HALO, k + HALO, g, eikonal)
                         if abs(length - 1.0) > slope_tolerance:
                             g[0] = g[1] = g[2] = 0.0
                         grads[b, i, j, k, 0], grads[b, i, j, k, 1], grads[b, i, j, k, 2] = g[0], g[1], g[2]
@@ -462,18 +490,18 @@ def _write(dist, grads, origins, src, dst, axes, chosen, m, keys, where, normals
         normals[q, 0], normals[q, 1], normals[q, 2] = nx / norm, ny / norm, nz / norm
 
 
-def _planes(values: np.ndarray, nbr: np.ndarray, band: float, slope_tolerance: float = np.inf
-            ) -> tuple[np.ndarray, np.ndarray]:
+def _planes(values: np.ndarray, nbr: np.ndarray, band: float, slope_tolerance: float = np.inf,
+            eikonal: bool = False) -> tuple[np.ndarray, np.ndarray]:
     dist = np.empty((len(values), BLOCK_SIZE, BLOCK_SIZE, BLOCK_SIZE), dtype=np.float32)
     grads = np.empty((len(values), BLOCK_SIZE, BLOCK_SIZE, BLOCK_SIZE, 3), dtype=np.float32)
-    _band(values, nbr, TRUNCATION_VOXELS, FAR, band, slope_tolerance, dist, grads)
+    _band(values, nbr, TRUNCATION_VOXELS, FAR, band, slope_tolerance, eikonal, dist, grads)
     return dist, grads
 
 
 def voxel_planes(field: SparseField, band: float, slope_tolerance: float) -> tuple[np.ndarray, np.ndarray]:
     """Per stored voxel (arrays shaped like ``field.values``): its distance from the surface in
     voxels, float32 [B, 8, 8, 8], and within ``band`` voxels of it the unit direction away from it,
-    float32 [B, 8, 8, 8, 3] (:func:`_gradient`) — together they name where the voxel touches the
+    float32 [B, 8, 8, 8, 3] (:func:`_gradient`, with the eikonal choice of side) — together they name where the voxel touches the
     surface (p − d·g) and the tangent plane there. The direction is zero beyond the band, and where
     the differences it came from are not a distance's: their length off 1 by more than
     ``slope_tolerance`` (every difference crosses a kink, as for a voxel between two walls less than
@@ -481,7 +509,7 @@ def voxel_planes(field: SparseField, band: float, slope_tolerance: float) -> tup
     keys = np.asarray(field.keys, dtype=np.int64)
     grid = field.resolution // BLOCK_SIZE
     nbr = neighbor_table(keys, key_coords(keys, grid).astype(np.int64), grid, NEIGHBOR_OFFSETS)
-    return _planes(np.ascontiguousarray(field.values, dtype=np.float32), nbr, band, slope_tolerance)
+    return _planes(np.ascontiguousarray(field.values, dtype=np.float32), nbr, band, slope_tolerance, eikonal=True)
 
 
 def field_crossings(field: SparseField, options: FieldContourOptions = FieldContourOptions()
