@@ -36,10 +36,11 @@ STAGE_LABELS = {
     "outer_shell": "Outer shell",
     "cleanup": "Clean-up",
     "settle": "Onto the zero set",
+    "creases": "Along the creases",
     "decimate": "Decimation",
     "train": "Training",
 }
-STAGE_SLOT = {"outer_shell": "extract", "settle": "cleanup", "decimate": "cleanup"}
+STAGE_SLOT = {"outer_shell": "extract", "settle": "cleanup", "creases": "cleanup", "decimate": "cleanup"}
 """Stages that only some meshes go through, shown in the progress bar at the place of the main one."""
 STAGE_ORDER = {"direct": ("extract", "cleanup"),
                "direct-field": ("udf", "extract", "cleanup"),

@@ -129,6 +129,9 @@ class CleanupOptions:
     ``fill_gaps``: a field without its input — the outside flood goes on down into gaps narrower than
     it passes (1.5 voxels from the surface at their middle, :class:`~model.shell.ShellOptions`'
     descent): without it a leg against a belly is capped and deflation folds the cap into the gap.
+    ``creases``: a clean field without its input (one whose planes agree as an exact field's do,
+    :func:`model.zero_set.is_clean`) — after settling, the edges that cut the zero set's creases are
+    turned along them (:mod:`model.creases`).
     """
 
     deflate: bool = True
@@ -138,12 +141,13 @@ class CleanupOptions:
     settle: bool = True
     contour_slabs: bool = True
     fill_gaps: bool = True
+    creases: bool = True
 
     @classmethod
     def none(cls) -> "CleanupOptions":
         """The paper's raw output: the ε-surface as marching cubes made it."""
         return cls(deflate=False, outer_shell=False, single_layer=False, target_faces=0, settle=False,
-                   contour_slabs=False, fill_gaps=False)
+                   contour_slabs=False, fill_gaps=False, creases=False)
 
     def validate(self) -> "CleanupOptions":
         if int(self.target_faces) < 0:

@@ -35,7 +35,8 @@ from .geometry import compact
 from .stages import Cancelled, ProgressCallback, Stages
 from .ublocks import iter_chunks, pad_average
 from .udf_contour import field_contour, field_near
-from .zero_set import settle_on_zero_set
+from .creases import flip_along_creases
+from .zero_set import is_clean, settle_and_measure, settle_on_zero_set
 
 MODES = ("direct", "vae")
 log = logging.getLogger("log3d.pipeline")
@@ -183,7 +184,9 @@ def _extract_field(field_: SparseField, options: RemeshOptions, stages: Stages,
     vertices, faces = stages.run("cleanup", lambda report: clean_surface(vertices, faces, field_, cleanup, report, surface,
                                                                          contour_slabs))
     if surface is None and cleanup.full and cleanup.settle and len(faces):
-        vertices = stages.run("settle", lambda report: settle_on_zero_set(vertices, faces, field_))
+        vertices, noise = stages.run("settle", lambda report: settle_and_measure(vertices, faces, field_))
+        if cleanup.creases and is_clean(noise):  # a decoded field's planes name its noise, not its creases
+            faces = stages.run("creases", lambda report: flip_along_creases(vertices, faces, field_))
     return vertices, faces
 
 

@@ -31,7 +31,13 @@ few hundredths of a voxel), and moving each vertex alone would turn that noise i
 (on spot's decoded field the normal error rose 0.0166 → 0.0214). Where they disagree the move leans
 to the mean move of the vertices around it (two rings) — a vertex keeps its own move in proportion
 exp(−(spread / agreement)²) —, and a move that turns a face over is undone. On five decoded fields
-at N = 256 that keeps the normal error within 1 % of deflate's while the CD falls 3–8 %.
+at N = 256 that keeps the normal error within 1 % of deflate's while the CD falls 3–8 %. But planes
+disagree by the surface's curvature and creases too, on an exact field as much as on a decoded one,
+and there leaning to the ring only rounds them off: so the agreement grows as the field's own noise
+(how well the planes agree at the tenth of the vertices where they agree best) falls below a floor
+that decoded fields stay above (:func:`field_agreement`). On the exact fields at 256 that took
+2–21 % off the CD on 12 of the 15 shared meshes (woody −75 %) and left the decoded ones as they were
+(``bench/results/agree_256.md``).
 
 Measured: ``bench/results/exact_field_settle_256.md`` (docs/architecture.md, step 5 of the ε-path).
 """
@@ -181,33 +187,41 @@ def _settle(keys, grid, dist, grads, vertices, reach, spread2, power, rounds, cr
 
 def settle_on_zero_set(vertices: np.ndarray, faces: np.ndarray, field: SparseField,
                        options: ZeroSetOptions = ZeroSetOptions()) -> np.ndarray:
+    """:func:`settle_and_measure`'s vertices."""
+    return settle_and_measure(vertices, faces, field, options)[0]
+
+
+def settle_and_measure(vertices: np.ndarray, faces: np.ndarray, field: SparseField,
+                       options: ZeroSetOptions = ZeroSetOptions()) -> tuple[np.ndarray, float]:
     """``vertices`` (voxel coordinates [V, 3]) of the surface ``faces`` [F, 3] moved onto the zero
     set of ``field`` (see the module's docstring); float64 [V, 3]. Where the planes around a vertex
     disagree (a decoded field's noise: their offsets spread by more than ``options.agreement``), its
     move leans towards the mean move around it, so the noise does not become a rough surface;
     a move that turns a face over is undone (:func:`model.contour.unfold`). With no faces the
-    points move independently."""
+    points move independently. Also returns the field's noise around them (:func:`field_noise`),
+    which tells whether the field is clean enough to name its creases (:mod:`model.creases`)."""
     options.validate()
     vertices = np.ascontiguousarray(vertices, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
     settled = vertices.copy()
     if len(vertices) == 0 or len(field.keys) == 0:
-        return settled
+        return settled, np.inf
     dist, grads = voxel_planes(field, options.band, options.slope_tolerance)
     disagreement = np.full(len(vertices), np.nan)  # stays NaN where no plane is near
     _settle(np.asarray(field.keys, dtype=np.int64), field.resolution // BLOCK_SIZE, dist, grads, vertices,
             options.reach, options.spread ** 2, options.power, options.rounds, options.crease_fit,
             options.regularisation, settled, disagreement)
     del dist, grads
+    noise = field_noise(disagreement)
     if len(faces) == 0:
-        return settled
+        return settled, noise
     move = settled - vertices
     ring = move
     for _ in range(options.ring_passes):
         ring = _ring_mean(ring, faces)
-    agreement = field_agreement(disagreement, options)
+    agreement = field_agreement(noise, options)
     trust = np.exp(-((np.nan_to_num(disagreement) / agreement) ** 2))[:, None]
-    return unfold(vertices, vertices + trust * move + (1.0 - trust) * ring, faces)
+    return unfold(vertices, vertices + trust * move + (1.0 - trust) * ring, faces), noise
 
 
 NOISE_QUANTILE = 0.1
@@ -215,23 +229,33 @@ NOISE_QUANTILE = 0.1
 tenth of a surface the planes' disagreement is the field's error alone, not the surface's curvature."""
 
 
-def field_agreement(disagreement: np.ndarray, options: ZeroSetOptions = ZeroSetOptions()) -> float:
+def field_noise(disagreement: np.ndarray) -> float:
+    """A field's noise (voxels): the disagreement of the planes around the best-agreeing tenth of the
+    vertices (``disagreement``; NaN: a vertex no plane reaches); inf where none is known."""
+    known = disagreement[np.isfinite(disagreement)]
+    return float(np.quantile(known, NOISE_QUANTILE)) if len(known) else np.inf
+
+
+def field_agreement(noise: float, options: ZeroSetOptions = ZeroSetOptions()) -> float:
     """The disagreement (voxels) at which a vertex's own move is trusted to 1/e: ``options.agreement``
-    for a noisy field, more for a clean one, in proportion to how far the field's noise — the
-    disagreement of the best-agreeing tenth of ``disagreement`` (NaN: a vertex no plane reaches) —
-    lies below ``options.noise_floor``, up to ``options.clean_agreement``.
+    for a noisy field, more for a clean one, in proportion to how far the field's ``noise``
+    (:func:`field_noise`) lies below ``options.noise_floor``, up to ``options.clean_agreement``.
 
     Why: between the planes around a vertex on a curved surface lie a few hundredths of a voxel of
     curvature (a tangent plane a voxel away stands off by about 1/(2R) voxel, R the radius in voxels),
     as much as a decoded field's noise. A decoded field's best tenth still disagrees by 0.005–0.008
     voxel (the shipped weights at N = 256 on six of the shared meshes); an exact field's by 0–0.0015.
     Leaning a clean field's vertices to their neighbours' mean move only rounds its curvature off."""
-    known = disagreement[np.isfinite(disagreement)]
-    if len(known) == 0:
+    if not np.isfinite(noise):
         return options.agreement
-    noise = float(np.quantile(known, NOISE_QUANTILE))
     scale = options.noise_floor / noise if noise > 0 else np.inf
     return float(min(max(options.agreement, options.agreement * scale), options.clean_agreement))
+
+
+def is_clean(noise: float, options: ZeroSetOptions = ZeroSetOptions()) -> bool:
+    """Whether a field of this ``noise`` (:func:`field_noise`) is below the floor decoded fields stay
+    above: its planes' disagreement is its surface's shape, not its error."""
+    return bool(noise < options.noise_floor)
 
 
 @nb.njit(cache=True)

@@ -86,5 +86,6 @@ def test_the_clean_up_switches_reach_the_options():
     assert cleanup_from_args(parser.parse_args(["--cut-slabs"])) == CleanupOptions(contour_slabs=False)
     assert cleanup_from_args(parser.parse_args(["--no-settle"])) == CleanupOptions(settle=False)
     assert cleanup_from_args(parser.parse_args(["--no-fill-gaps"])) == CleanupOptions(fill_gaps=False)
+    assert cleanup_from_args(parser.parse_args(["--no-creases"])) == CleanupOptions(creases=False)
     assert cleanup_from_args(parser.parse_args(["--keep-slabs"])) == CleanupOptions(single_layer=False)
     assert cleanup_from_args(parser.parse_args(["--raw"])) == CleanupOptions.none()

@@ -16,7 +16,7 @@ from model.grid import unit_to_voxel
 from model.pipeline import RemeshOptions, extract_surface, mesh_to_field
 from model.stages import Stages
 from tests.conftest import as_mesh
-from model.zero_set import ZeroSetOptions, field_agreement, settle_on_zero_set
+from model.zero_set import ZeroSetOptions, field_agreement, field_noise, is_clean, settle_on_zero_set
 
 N = 64
 NOISE = 0.02  # normalised units (× 4 = voxels)
@@ -107,8 +107,8 @@ def test_vae_modes_surface_is_settled_by_default_and_raw_is_not():
     field, index, voxels = field_of(tm)
     surface_index = PrimitiveIndex(voxels, tm.faces)
     results = {}
-    for label, cleanup in (("settled", CleanupOptions()), ("unsettled", CleanupOptions(settle=False)),
-                           ("raw", CleanupOptions.none())):
+    for label, cleanup in (("settled", CleanupOptions(creases=False)), ("unsettled", CleanupOptions(settle=False)),
+                           ("raw", CleanupOptions.none())):  # creases off: the same faces, only moved
         stages = Stages()
         surface = extract_surface(field, None, RemeshOptions(resolution=N, mode="vae", cleanup=cleanup), stages)
         results[label] = (surface, stages.timings)
@@ -161,8 +161,8 @@ def test_a_noisy_fields_planes_do_not_roughen_the_surface(monkeypatch, agreement
              + rng.normal(0, NOISE / 2, field.values.shape))
     noisy = dataclasses.replace(field, values=np.clip(field.values + error, 0, 1).astype(field.values.dtype))
     centre = voxels.mean(0)
-    original = pipeline.settle_on_zero_set
-    monkeypatch.setattr(pipeline, "settle_on_zero_set", lambda v, f, fld: original(
+    original = pipeline.settle_and_measure
+    monkeypatch.setattr(pipeline, "settle_and_measure", lambda v, f, fld: original(
         v, f, fld, ZeroSetOptions(agreement=agreement, clean_agreement=max(agreement, ZeroSetOptions().clean_agreement))))
     options = RemeshOptions(resolution=N, mode="vae")
     settled = extract_surface(noisy, None, options, Stages())
@@ -197,12 +197,13 @@ def test_the_agreement_grows_only_for_a_clean_field():
     options = ZeroSetOptions()
     rng = np.random.default_rng(0)
     noisy = rng.uniform(0.006, 0.05, 1000)
-    assert field_agreement(noisy, options) == options.agreement
+    assert field_agreement(field_noise(noisy), options) == options.agreement and not is_clean(field_noise(noisy))
     clean = np.concatenate([np.full(100, 0.002), rng.uniform(0.002, 0.05, 900)])
-    assert field_agreement(clean, options) == pytest.approx(options.agreement * options.noise_floor / 0.002, rel=0.05)
-    assert field_agreement(np.zeros(100), options) == options.clean_agreement
-    assert field_agreement(np.full(10, np.nan), options) == options.agreement
-    assert field_agreement(np.concatenate([np.full(50, np.nan), noisy]), options) == options.agreement
+    assert field_noise(clean) == pytest.approx(0.002, rel=0.05) and is_clean(field_noise(clean))
+    assert field_agreement(field_noise(clean), options) == pytest.approx(options.agreement * options.noise_floor / 0.002, rel=0.05)
+    assert field_agreement(field_noise(np.zeros(100)), options) == options.clean_agreement
+    assert field_noise(np.full(10, np.nan)) == np.inf and field_agreement(np.inf, options) == options.agreement
+    assert field_noise(np.concatenate([np.full(50, np.nan), noisy])) == field_noise(noisy)
     with pytest.raises(ValueError, match="clean_agreement"):
         ZeroSetOptions(clean_agreement=0.01).validate()
 
@@ -219,11 +220,11 @@ def test_a_clean_fields_vertices_keep_their_own_moves_at_creases(monkeypatch):
     box = trimesh.creation.box(extents=[1.0, 0.8, 0.6])
     box.apply_transform(trimesh.transformations.rotation_matrix(0.5, [1.0, 2.0, 3.0]))
     field, index, _ = field_of(box)
-    options = RemeshOptions(resolution=N, mode="vae")
+    options = RemeshOptions(resolution=N, mode="vae", cleanup=CleanupOptions(creases=False))  # the settling alone
     grown = extract_surface(field, None, options, Stages())
-    original = pipeline.settle_on_zero_set
+    original = pipeline.settle_and_measure
     held = ZeroSetOptions(clean_agreement=ZeroSetOptions().agreement)
-    monkeypatch.setattr(pipeline, "settle_on_zero_set", lambda v, f, fld: original(v, f, fld, held))
+    monkeypatch.setattr(pipeline, "settle_and_measure", lambda v, f, fld: original(v, f, fld, held))
     fixed = extract_surface(field, None, options, Stages())
     assert np.array_equal(grown.faces, fixed.faces)
     off_grown, off_fixed = index.distance(grown.vertices), index.distance(fixed.vertices)

@@ -110,6 +110,9 @@ def add_cleanup_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-fill-gaps", action="store_true",
                    help="VAE mode: the outside flood stops at gaps narrower than 4 voxels (the path before stop 43) "
                         "instead of going on down into them")
+    g.add_argument("--no-creases", action="store_true",
+                   help="VAE mode, a clean field: keep the triangulation across the zero set's creases instead of "
+                        "turning its edges along them")
     g.add_argument("--target-faces", type=int, default=0, help="decimate to about this many faces (0: all)")
 
 
@@ -122,4 +125,4 @@ def cleanup_from_args(args: argparse.Namespace) -> "CleanupOptions":
     return CleanupOptions(deflate=deflate, outer_shell=not args.keep_inner,
                           single_layer=deflate and not args.keep_slabs, target_faces=args.target_faces,
                           settle=not args.no_settle, contour_slabs=not args.cut_slabs,
-                          fill_gaps=not args.no_fill_gaps)
+                          fill_gaps=not args.no_fill_gaps, creases=not args.no_creases)
