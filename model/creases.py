@@ -43,7 +43,8 @@ from .zero_set import ZeroSetOptions
 
 @dataclass(frozen=True)
 class CreaseOptions:
-    """``passes``: rounds of flips (each re-measures the edges; it stops early when none is made).
+    """``passes``: rounds of flips, the first over every edge, the next over the edges of the faces the
+    one before flipped (each re-measures them; it stops early when none is made).
     ``gain`` (voxels) and ``radius`` (voxels): see the module's docstring. ``reach``: voxels on each
     side of a point whose planes it reads (a window of 2·reach per axis)."""
 
@@ -117,11 +118,10 @@ def plane_distance(points: np.ndarray, field: SparseField, planes: tuple[np.ndar
 
 
 @nb.njit(cache=True)
-def _flip(faces, vertices, a, b, c, d, f1, f2, order, ring_start, ring_faces):
-    """Greedy flips in ``order``: (a, b) → (c, d) unless a face of the pair already flipped this pass,
-    (c, d) is an edge (among c's faces as they are now, or made by a flip this pass) or a new face
-    turns against the pair's normal. Returns the number made."""
-    used = np.zeros(faces.shape[0], dtype=np.bool_)
+def _flip(faces, vertices, a, b, c, d, f1, f2, order, ring_start, ring_faces, used):
+    """Greedy flips in ``order``: (a, b) → (c, d) unless a face of the pair already flipped this pass
+    (``used``, set here), (c, d) is an edge (among c's faces as they are now, or made by a flip this
+    pass) or a new face turns against the pair's normal. Returns the number made."""
     made = dict()
     made[np.int64(-1)] = True
     count = 0
@@ -157,21 +157,54 @@ def _flip(faces, vertices, a, b, c, d, f1, f2, order, ring_start, ring_faces):
     return count
 
 
-def _vertex_faces(faces: np.ndarray, num_vertices: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per vertex the faces that use it (CSR: start offsets [V + 1], face ids)."""
-    corners = faces.ravel()
-    order = np.argsort(corners, kind="stable")
+@nb.njit(cache=True)
+def _vertex_faces(faces, num_vertices):
+    """Per vertex the faces that use it (CSR: start offsets [V + 1], face ids), by a counting sort."""
     start = np.zeros(num_vertices + 1, dtype=np.int64)
-    np.cumsum(np.bincount(corners, minlength=num_vertices), out=start[1:])
-    return start, (order // 3).astype(np.int64)
+    for f in range(faces.shape[0]):
+        for k in range(3):
+            start[faces[f, k] + 1] += 1
+    for v in range(num_vertices):
+        start[v + 1] += start[v]
+    fill = start[:-1].copy()
+    ring = np.empty(3 * faces.shape[0], dtype=np.int64)
+    for f in range(faces.shape[0]):
+        for k in range(3):
+            v = faces[f, k]
+            ring[fill[v]] = f
+            fill[v] += 1
+    return start, ring
+
+
+
+
+
+@nb.njit(parallel=True, cache=True)
+def _bent(vertices, a, b, c, d, gain, out):
+    """Per edge, whether the middles of its two diagonals lie more than ``gain`` apart along the
+    pair's normal (a flip gains at most that much: a flat quad's diagonals are one surface)."""
+    for e in nb.prange(a.shape[0]):
+        p, q, r, s = vertices[a[e]], vertices[b[e]], vertices[c[e]], vertices[d[e]]
+        n = np.cross(q - p, r - p) + np.cross(p - q, s - q)
+        length = np.sqrt(np.dot(n, n))
+        out[e] = length > 0.0 and abs(np.dot(0.5 * (r + s) - 0.5 * (p + q), n)) > gain * length
 
 
 def flip_pass(vertices: np.ndarray, faces: np.ndarray, field: SparseField, planes: tuple[np.ndarray, np.ndarray],
-              options: CreaseOptions = CreaseOptions()) -> tuple[np.ndarray, int]:
-    """One pass of flips (see the module's docstring): the new faces and the number of flips."""
+              options: CreaseOptions = CreaseOptions(), touched: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """One pass of flips (see the module's docstring) over the edges of the faces ``touched`` (bool
+    [F]; None: all): the new faces and which faces it flipped (bool [F])."""
     a, b, c, d, f1, f2 = interior_edges(faces)
+    if touched is not None:
+        near = touched[f1] | touched[f2]
+        a, b, c, d, f1, f2 = a[near], b[near], c[near], d[near], f1[near], f2[near]
+    bent = np.zeros(len(a), dtype=np.bool_)
+    _bent(vertices, a, b, c, d, options.gain, bent)
+    a, b, c, d, f1, f2 = a[bent], b[bent], c[bent], d[bent], f1[bent], f2[bent]
+    flipped = np.zeros(len(faces), dtype=np.bool_)
     if len(a) == 0:
-        return faces, 0
+        return faces, flipped
     across = plane_distance(0.5 * (vertices[a] + vertices[b]), field, planes, options)
     along = plane_distance(0.5 * (vertices[c] + vertices[d]), field, planes, options)
     known = np.isfinite(across) & np.isfinite(along)
@@ -179,12 +212,12 @@ def flip_pass(vertices: np.ndarray, faces: np.ndarray, field: SparseField, plane
     gain[known] = across[known] - along[known]
     candidates = np.flatnonzero((gain > options.gain) & (along < 0.5 * across))
     if len(candidates) == 0:
-        return faces, 0
+        return faces, flipped
     order = candidates[np.argsort(-gain[candidates], kind="stable")]
     faces = faces.copy()
     start, ring = _vertex_faces(faces, len(vertices))
-    count = _flip(faces, vertices, a, b, c, d, f1, f2, order, start, ring)
-    return faces, int(count)
+    _flip(faces, vertices, a, b, c, d, f1, f2, order, start, ring, flipped)
+    return faces, flipped
 
 
 def flip_along_creases(vertices: np.ndarray, faces: np.ndarray, field: SparseField,
@@ -199,8 +232,9 @@ def flip_along_creases(vertices: np.ndarray, faces: np.ndarray, field: SparseFie
     if len(faces) == 0 or len(field.keys) == 0 or options.passes == 0:
         return faces
     planes = voxel_planes(field, zero_set.band, zero_set.slope_tolerance)
+    touched = None  # the first pass reads every edge, the next ones those of the faces just flipped
     for _ in range(options.passes):
-        faces, count = flip_pass(vertices, faces, field, planes, options)
-        if count == 0:
+        faces, touched = flip_pass(vertices, faces, field, planes, options, touched)
+        if not touched.any():
             break
     return faces
