@@ -501,8 +501,9 @@ def _planes(values: np.ndarray, nbr: np.ndarray, band: float, slope_tolerance: f
 def voxel_planes(field: SparseField, band: float, slope_tolerance: float) -> tuple[np.ndarray, np.ndarray]:
     """Per stored voxel (arrays shaped like ``field.values``): its distance from the surface in
     voxels, float32 [B, 8, 8, 8], and within ``band`` voxels of it the unit direction away from it,
-    float32 [B, 8, 8, 8, 3] (:func:`_gradient`, with the eikonal choice of side) — together they name where the voxel touches the
-    surface (p − d·g) and the tangent plane there. The direction is zero beyond the band, and where
+    float32 [B, 8, 8, 8, 3] (:func:`_gradient`, with the eikonal choice of side) — together they
+    name where the voxel touches the surface (p − d·g) and the tangent plane there. The direction is
+    zero beyond the band, and where
     the differences it came from are not a distance's: their length off 1 by more than
     ``slope_tolerance`` (every difference crosses a kink, as for a voxel between two walls less than
     two voxels apart, whose direction names neither)."""

@@ -68,9 +68,9 @@ class ZeroSetOptions:
     around it, over ``ring_passes`` rings — unless the field is clean: where the tenth of the vertices
     whose planes agree best still disagree by less than ``noise_floor`` (voxels), the disagreement
     elsewhere is the surface's curvature, not noise, and ``agreement`` grows in proportion, up to
-    ``clean_agreement`` (see :func:`field_agreement`). ``crease_fit`` (voxels) and ``regularisation``: how far a
-    vertex goes from the planes' mean projection to the point they meet at (see the module's
-    docstring)."""
+    ``clean_agreement`` (see :func:`field_agreement`). ``crease_fit`` (voxels) and
+    ``regularisation``: how far a vertex goes from the planes' mean projection to the point they
+    meet at (see the module's docstring)."""
 
     reach: int = 2
     spread: float = 0.1

@@ -109,8 +109,8 @@ def test_vae_mode_turns_a_clean_fields_edges_and_leaves_a_noisy_ones():
     for f, clean in ((field, True), (noisy, False)):
         stages = Stages()
         on = extract_surface(f, None, RemeshOptions(resolution=N, mode="vae"), stages)
-        off = extract_surface(f, None, RemeshOptions(resolution=N, mode="vae", cleanup=CleanupOptions(creases=False)),
-                              Stages())
+        without = RemeshOptions(resolution=N, mode="vae", cleanup=CleanupOptions(creases=False))
+        off = extract_surface(f, None, without, Stages())
         assert ("creases" in stages.timings) == clean
         assert np.array_equal(on.vertices, off.vertices)
         assert np.array_equal(on.faces, off.faces) != clean

@@ -200,7 +200,8 @@ def test_the_agreement_grows_only_for_a_clean_field():
     assert field_agreement(field_noise(noisy), options) == options.agreement and not is_clean(field_noise(noisy))
     clean = np.concatenate([np.full(100, 0.002), rng.uniform(0.002, 0.05, 900)])
     assert field_noise(clean) == pytest.approx(0.002, rel=0.05) and is_clean(field_noise(clean))
-    assert field_agreement(field_noise(clean), options) == pytest.approx(options.agreement * options.noise_floor / 0.002, rel=0.05)
+    grown = options.agreement * options.noise_floor / 0.002
+    assert field_agreement(field_noise(clean), options) == pytest.approx(grown, rel=0.05)
     assert field_agreement(field_noise(np.zeros(100)), options) == options.clean_agreement
     assert field_noise(np.full(10, np.nan)) == np.inf and field_agreement(np.inf, options) == options.agreement
     assert field_noise(np.concatenate([np.full(50, np.nan), noisy])) == field_noise(noisy)
