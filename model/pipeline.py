@@ -23,6 +23,7 @@ from .autoencode import Latents, ModeUnavailable, decode_latents, encode_blocks,
 from .bvh import PrimitiveIndex, SurfaceIndex
 from .cleanup import DECODED_SPECK_AREA, CleanupOptions, clean_surface, decimate, drop_specks
 from .contour import InputTopology, distinct_faces, dual_contour, tidy_contour
+from .creases import flip_along_creases
 from .engine import DeferredEngine, Engine, NumbaEngine, check_engine, engine_for
 from .extract import marching_cubes_sparse
 from .grid import (CHUNK_BLOCKS, SparseField, check_resolution, check_voxel_size, iso_level, resolution_for_voxel_size,
@@ -35,7 +36,6 @@ from .geometry import compact
 from .stages import Cancelled, ProgressCallback, Stages
 from .ublocks import iter_chunks, pad_average
 from .udf_contour import field_contour, field_near
-from .creases import flip_along_creases
 from .zero_set import is_clean, settle_and_measure, settle_on_zero_set
 
 MODES = ("direct", "vae")
