@@ -156,18 +156,24 @@ def _gather(values, nbr, b, scale, far, ext):
 
 
 @nb.njit(cache=True, inline="always")
+def _differences(ext, i, j, k, axis):
+    """The two one-sided differences of the field at voxel (i, j, k) of ``ext`` along ``axis``:
+    (back, ahead)."""
+    di = 1 if axis == 0 else 0
+    dj = 1 if axis == 1 else 0
+    dk = 1 if axis == 2 else 0
+    here = ext[i, j, k]
+    return here - ext[i - di, j - dj, k - dk], ext[i + di, j + dj, k + dk] - here
+
+
+@nb.njit(cache=True, inline="always")
 def _one_sided(ext, i, j, k, out, eikonal):
     """The field's gradient at voxel (i, j, k) of ``ext``: per axis, the one-sided difference of the
     larger magnitude (the side that does not cross the distance's kink at the surface: exact for a
     plane, ``+n`` on one side and ``−n`` on the other) — or, on an axis whose two differences do not
     oppose, the smaller where it brings the length nearer 1 (see the module's docstring)."""
-    here = ext[i, j, k]
     for axis in range(3):
-        di = 1 if axis == 0 else 0
-        dj = 1 if axis == 1 else 0
-        dk = 1 if axis == 2 else 0
-        back = here - ext[i - di, j - dj, k - dk]
-        ahead = ext[i + di, j + dj, k + dk] - here
+        back, ahead = _differences(ext, i, j, k, axis)
         out[axis] = back if abs(back) >= abs(ahead) else ahead
     if not eikonal:
         return
@@ -176,11 +182,7 @@ def _one_sided(ext, i, j, k, out, eikonal):
     # brings the length nearer 1, as a distance's gradient has
     length2 = out[0] * out[0] + out[1] * out[1] + out[2] * out[2]
     for axis in range(3):
-        di = 1 if axis == 0 else 0
-        dj = 1 if axis == 1 else 0
-        dk = 1 if axis == 2 else 0
-        back = here - ext[i - di, j - dj, k - dk]
-        ahead = ext[i + di, j + dj, k + dk] - here
+        back, ahead = _differences(ext, i, j, k, axis)
         other = ahead if abs(back) >= abs(ahead) else back
         if out[axis] * other < 0.0:
             continue
@@ -217,11 +219,7 @@ def _gradient(ext, i, j, k, out, eikonal=False):
             total = 0.0
             pick = np.empty(3)
             for axis in range(3):
-                di = 1 if axis == 0 else 0
-                dj = 1 if axis == 1 else 0
-                dk = 1 if axis == 2 else 0
-                back = here - ext[i - di, j - dj, k - dk]
-                ahead = ext[i + di, j + dj, k + dk] - here
+                back, ahead = _differences(ext, i, j, k, axis)
                 if (back >= 0.0) == (ahead >= 0.0):  # no kink on this axis: the larger, as usual
                     pick[axis] = back if abs(back) >= abs(ahead) else ahead
                 else:
@@ -503,10 +501,9 @@ def voxel_planes(field: SparseField, band: float, slope_tolerance: float) -> tup
     voxels, float32 [B, 8, 8, 8], and within ``band`` voxels of it the unit direction away from it,
     float32 [B, 8, 8, 8, 3] (:func:`_gradient`, with the eikonal choice of side) — together they
     name where the voxel touches the surface (p − d·g) and the tangent plane there. The direction is
-    zero beyond the band, and where
-    the differences it came from are not a distance's: their length off 1 by more than
-    ``slope_tolerance`` (every difference crosses a kink, as for a voxel between two walls less than
-    two voxels apart, whose direction names neither)."""
+    zero beyond the band, and where the differences it came from are not a distance's: their length
+    off 1 by more than ``slope_tolerance`` (every difference crosses a kink, as for a voxel between
+    two walls less than two voxels apart, whose direction names neither)."""
     keys = np.asarray(field.keys, dtype=np.int64)
     grid = field.resolution // BLOCK_SIZE
     nbr = neighbor_table(keys, key_coords(keys, grid).astype(np.int64), grid, NEIGHBOR_OFFSETS)
