@@ -37,8 +37,7 @@ import numpy as np
 from .edges import half_edge_groups
 from .grid import BLOCK_SIZE, SparseField
 from .grid_kernels import window_blocks
-from .udf_contour import voxel_planes
-from .zero_set import ZeroSetOptions
+from .zero_set import Planes, zero_set_planes
 
 
 @dataclass(frozen=True)
@@ -105,16 +104,22 @@ def _plane_distance(keys, grid, dist, grads, points, reach, radius, out):
         out[q] = best
 
 
-def plane_distance(points: np.ndarray, field: SparseField, planes: tuple[np.ndarray, np.ndarray],
+def plane_distance(points: np.ndarray, field: SparseField, planes: Planes,
                    options: CreaseOptions = CreaseOptions()) -> np.ndarray:
     """Per point (voxel coordinates [P, 3]), its distance to the nearest tangent plane of the voxels
     that touch the surface within ``options.radius`` of it; inf where none does. ``planes``: the
-    field's :func:`model.udf_contour.voxel_planes`."""
+    field's :func:`model.zero_set.zero_set_planes`."""
     dist, grads = planes
     out = np.empty(len(points))
     _plane_distance(np.asarray(field.keys, dtype=np.int64), field.resolution // BLOCK_SIZE, dist, grads,
                     np.ascontiguousarray(points, dtype=np.float64), options.reach, options.radius, out)
     return out
+
+
+@nb.njit(cache=True, inline="always")
+def _pair_normal(p, q, r, s):
+    """The (area-weighted, not unit) normal of the faces (p, q, r) and (q, p, s) together."""
+    return np.cross(q - p, r - p) + np.cross(p - q, s - q)
 
 
 @nb.njit(cache=True)
@@ -142,8 +147,7 @@ def _flip(faces, vertices, a, b, c, d, f1, f2, order, ring_start, ring_faces, us
         if exists:
             continue
         # the pair's normal, and the new faces' (p, s, r) and (q, r, s)
-        n = np.cross(vertices[q] - vertices[p], vertices[r] - vertices[p]) + np.cross(
-            vertices[p] - vertices[q], vertices[s] - vertices[q])
+        n = _pair_normal(vertices[p], vertices[q], vertices[r], vertices[s])
         m1 = np.cross(vertices[s] - vertices[p], vertices[r] - vertices[p])
         m2 = np.cross(vertices[r] - vertices[q], vertices[s] - vertices[q])
         if np.dot(m1, n) <= 0.0 or np.dot(m2, n) <= 0.0:
@@ -185,12 +189,12 @@ def _bent(vertices, a, b, c, d, gain, out):
     pair's normal (a flip gains at most that much: a flat quad's diagonals are one surface)."""
     for e in nb.prange(a.shape[0]):
         p, q, r, s = vertices[a[e]], vertices[b[e]], vertices[c[e]], vertices[d[e]]
-        n = np.cross(q - p, r - p) + np.cross(p - q, s - q)
+        n = _pair_normal(p, q, r, s)
         length = np.sqrt(np.dot(n, n))
         out[e] = length > 0.0 and abs(np.dot(0.5 * (r + s) - 0.5 * (p + q), n)) > gain * length
 
 
-def flip_pass(vertices: np.ndarray, faces: np.ndarray, field: SparseField, planes: tuple[np.ndarray, np.ndarray],
+def flip_pass(vertices: np.ndarray, faces: np.ndarray, field: SparseField, planes: Planes,
               options: CreaseOptions = CreaseOptions(), touched: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
     """One pass of flips (see the module's docstring) over the edges of the faces ``touched`` (bool
@@ -221,17 +225,17 @@ def flip_pass(vertices: np.ndarray, faces: np.ndarray, field: SparseField, plane
 
 
 def flip_along_creases(vertices: np.ndarray, faces: np.ndarray, field: SparseField,
-                       options: CreaseOptions = CreaseOptions(),
-                       zero_set: ZeroSetOptions = ZeroSetOptions()) -> np.ndarray:
+                       options: CreaseOptions = CreaseOptions(), planes: Planes | None = None) -> np.ndarray:
     """``faces`` [F, 3] of the settled ``vertices`` [V, 3] (voxel coordinates) with the edges that
     cut the zero set's creases turned along them (see the module's docstring): int64 [F, 3], the
-    same vertices. ``zero_set``: whose band and slope tolerance name the voxels' planes."""
+    same vertices. ``planes``: the field's :func:`model.zero_set.zero_set_planes`, when the
+    settling already made them (None: made here)."""
     options.validate()
     vertices = np.ascontiguousarray(vertices, dtype=np.float64)
     faces = np.ascontiguousarray(faces, dtype=np.int64).reshape(-1, 3)
     if len(faces) == 0 or len(field.keys) == 0 or options.passes == 0:
         return faces
-    planes = voxel_planes(field, zero_set.band, zero_set.slope_tolerance)
+    planes = zero_set_planes(field) if planes is None else planes
     touched = None  # the first pass reads every edge, the next ones those of the faces just flipped
     for _ in range(options.passes):
         faces, touched = flip_pass(vertices, faces, field, planes, options, touched)

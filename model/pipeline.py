@@ -36,7 +36,7 @@ from .geometry import compact
 from .stages import Cancelled, ProgressCallback, Stages
 from .ublocks import iter_chunks, pad_average
 from .udf_contour import field_contour, field_near
-from .zero_set import is_clean, settle_and_measure, settle_on_zero_set
+from .zero_set import is_clean, settle_and_measure, settle_on_zero_set, zero_set_planes
 
 MODES = ("direct", "vae")
 log = logging.getLogger("log3d.pipeline")
@@ -184,9 +184,14 @@ def _extract_field(field_: SparseField, options: RemeshOptions, stages: Stages,
     vertices, faces = stages.run("cleanup", lambda report: clean_surface(vertices, faces, field_, cleanup, report, surface,
                                                                          contour_slabs))
     if surface is None and cleanup.full and cleanup.settle and len(faces):
-        vertices, noise = stages.run("settle", lambda report: settle_and_measure(vertices, faces, field_))
+        def settle(report: Callable[[float], None]) -> tuple:
+            planes = zero_set_planes(field_)  # read by the settling and, on a clean field, the crease step
+            return (planes, *settle_and_measure(vertices, faces, field_, planes=planes))
+
+        planes, vertices, noise = stages.run("settle", settle)
         if cleanup.creases and is_clean(noise):  # a decoded field's planes name its noise, not its creases
-            faces = stages.run("creases", lambda report: flip_along_creases(vertices, faces, field_))
+            faces = stages.run("creases", lambda report: flip_along_creases(vertices, faces, field_, planes=planes))
+        del planes
     return vertices, faces
 
 

@@ -185,6 +185,17 @@ def _settle(keys, grid, dist, grads, vertices, reach, spread2, power, rounds, cr
         out[q, 0], out[q, 1], out[q, 2] = vx, vy, vz
 
 
+Planes = tuple[np.ndarray, np.ndarray]
+"""A field's voxel planes: per stored voxel its distance and unit direction away from the surface
+(:func:`model.udf_contour.voxel_planes`)."""
+
+
+def zero_set_planes(field: SparseField, options: ZeroSetOptions = ZeroSetOptions()) -> Planes:
+    """The voxel planes the settling reads (those within ``options.band`` whose differences are a
+    distance's); made once in VAE mode's extraction for both the settling and the crease step."""
+    return voxel_planes(field, options.band, options.slope_tolerance)
+
+
 def settle_on_zero_set(vertices: np.ndarray, faces: np.ndarray, field: SparseField,
                        options: ZeroSetOptions = ZeroSetOptions()) -> np.ndarray:
     """:func:`settle_and_measure`'s vertices."""
@@ -192,21 +203,23 @@ def settle_on_zero_set(vertices: np.ndarray, faces: np.ndarray, field: SparseFie
 
 
 def settle_and_measure(vertices: np.ndarray, faces: np.ndarray, field: SparseField,
-                       options: ZeroSetOptions = ZeroSetOptions()) -> tuple[np.ndarray, float]:
+                       options: ZeroSetOptions = ZeroSetOptions(), planes: Planes | None = None
+                       ) -> tuple[np.ndarray, float]:
     """``vertices`` (voxel coordinates [V, 3]) of the surface ``faces`` [F, 3] moved onto the zero
     set of ``field`` (see the module's docstring); float64 [V, 3]. Where the planes around a vertex
     disagree (a decoded field's noise: their offsets spread by more than ``options.agreement``), its
     move leans towards the mean move around it, so the noise does not become a rough surface;
     a move that turns a face over is undone (:func:`model.contour.unfold`). With no faces the
     points move independently. Also returns the field's noise around them (:func:`field_noise`),
-    which tells whether the field is clean enough to name its creases (:mod:`model.creases`)."""
+    which tells whether the field is clean enough to name its creases (:mod:`model.creases`).
+    ``planes``: :func:`zero_set_planes` of ``field`` with these options, when the caller has them."""
     options.validate()
     vertices = np.ascontiguousarray(vertices, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
     settled = vertices.copy()
     if len(vertices) == 0 or len(field.keys) == 0:
         return settled, np.inf
-    dist, grads = voxel_planes(field, options.band, options.slope_tolerance)
+    dist, grads = zero_set_planes(field, options) if planes is None else planes
     disagreement = np.full(len(vertices), np.nan)  # stays NaN where no plane is near
     _settle(np.asarray(field.keys, dtype=np.int64), field.resolution // BLOCK_SIZE, dist, grads, vertices,
             options.reach, options.spread ** 2, options.power, options.rounds, options.crease_fit,

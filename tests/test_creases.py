@@ -17,8 +17,7 @@ from model.creases import CreaseOptions, flip_along_creases, interior_edges, pla
 from model.mesh import Mesh
 from model.pipeline import RemeshOptions, extract_surface
 from model.stages import Stages
-from model.udf_contour import voxel_planes
-from model.zero_set import ZeroSetOptions
+from model.zero_set import zero_set_planes
 from tests.test_zero_set import field_of
 
 N = 64
@@ -63,7 +62,7 @@ def test_the_plane_distance_sees_a_chord_across_an_edge_and_not_a_point_on_a_fac
     radius from every touching plane are inf."""
     box = trimesh.creation.box(extents=[1.0, 0.8, 0.6])
     field, index, voxels = field_of(box, N)
-    planes = voxel_planes(field, ZeroSetOptions().band, ZeroSetOptions().slope_tolerance)
+    planes = zero_set_planes(field)
     corner_max = voxels.max(0)
     edge = np.stack([np.linspace(voxels.min(0)[0] + 5, corner_max[0] - 5, 50),
                      np.full(50, corner_max[1]), np.full(50, corner_max[2])], axis=1)

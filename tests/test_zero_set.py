@@ -162,8 +162,8 @@ def test_a_noisy_fields_planes_do_not_roughen_the_surface(monkeypatch, agreement
     noisy = dataclasses.replace(field, values=np.clip(field.values + error, 0, 1).astype(field.values.dtype))
     centre = voxels.mean(0)
     original = pipeline.settle_and_measure
-    monkeypatch.setattr(pipeline, "settle_and_measure", lambda v, f, fld: original(
-        v, f, fld, ZeroSetOptions(agreement=agreement, clean_agreement=max(agreement, ZeroSetOptions().clean_agreement))))
+    settling = ZeroSetOptions(agreement=agreement, clean_agreement=max(agreement, ZeroSetOptions().clean_agreement))
+    monkeypatch.setattr(pipeline, "settle_and_measure", lambda v, f, fld, planes=None: original(v, f, fld, settling, planes))
     options = RemeshOptions(resolution=N, mode="vae")
     settled = extract_surface(noisy, None, options, Stages())
     unsettled = extract_surface(noisy, None, dataclasses.replace(options, cleanup=CleanupOptions(settle=False)), Stages())
@@ -225,7 +225,7 @@ def test_a_clean_fields_vertices_keep_their_own_moves_at_creases(monkeypatch):
     grown = extract_surface(field, None, options, Stages())
     original = pipeline.settle_and_measure
     held = ZeroSetOptions(clean_agreement=ZeroSetOptions().agreement)
-    monkeypatch.setattr(pipeline, "settle_and_measure", lambda v, f, fld: original(v, f, fld, held))
+    monkeypatch.setattr(pipeline, "settle_and_measure", lambda v, f, fld, planes=None: original(v, f, fld, held, planes))
     fixed = extract_surface(field, None, options, Stages())
     assert np.array_equal(grown.faces, fixed.faces)
     off_grown, off_fixed = index.distance(grown.vertices), index.distance(fixed.vertices)
