@@ -26,7 +26,7 @@ from .contour import InputTopology, distinct_faces, dual_contour, tidy_contour
 from .creases import flip_along_creases
 from .engine import DeferredEngine, Engine, NumbaEngine, check_engine, engine_for
 from .extract import marching_cubes_sparse
-from .grid import (CHUNK_BLOCKS, SparseField, check_resolution, check_voxel_size, iso_level, resolution_for_voxel_size,
+from .grid import (CHUNK_BLOCKS, TRUNCATION_VOXELS, SparseField, check_resolution, check_voxel_size, iso_level, resolution_for_voxel_size,
                    unit_margin, unit_to_voxel, voxel_to_unit)
 from .mesh import Mesh, MeshError, Normalization, bounding_box, fit_unit_cube, used_vertices, validate_arrays
 from .quads import pair_quads
@@ -36,7 +36,7 @@ from .geometry import compact
 from .stages import Cancelled, ProgressCallback, Stages
 from .ublocks import iter_chunks, pad_average
 from .udf_contour import field_contour, field_near
-from .zero_set import is_clean, settle_and_measure, settle_on_zero_set, zero_set_planes
+from .zero_set import Planes, is_clean, sampled_noise, settle_and_measure, settle_on_zero_set, zero_set_planes
 
 MODES = ("direct", "vae")
 log = logging.getLogger("log3d.pipeline")
@@ -46,7 +46,9 @@ FIELD_EXTRACTIONS = ("shell", "dual")
 
 SLAB_REACH = 3.0
 """Voxels: a decoded slab is re-contoured from the field within this distance of its ε-surface
-vertices — a voxel away from its zero set, which the dual contour reads to 2.5 voxels of."""
+vertices — a voxel away from its zero set, which the dual contour reads to 2.5 voxels of. An ε-surface
+nearer its zero set (an exact field's, :meth:`model.shell.ShellOptions.for_clean_field`) reaches as
+much farther: with 3 voxels from 0.6 a square sheet's rim came back 0.09 voxel short, 0.2 at its corners."""
 POLYGONS = ("quads", "triangles")
 
 @dataclass
@@ -158,11 +160,12 @@ def input_surface_of(exact: Mesh) -> SurfaceIndex:
     return SurfaceIndex(exact.vertices, exact.faces)
 
 
-def _slab_contour(field_: SparseField) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def _slab_contour(field_: SparseField, level: float) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """What replaces a decoded field's slabs (open sheets, walls thinner than the flood): the zero
-    set of the field near their ε-surface vertices, dual-contoured (:mod:`model.udf_contour`) — one
-    layer with its own rim, where the single-layer cut tore it."""
-    return lambda points: field_contour(field_near(field_, points, SLAB_REACH))
+    set of the field near their ε-surface vertices (at ``level``), dual-contoured
+    (:mod:`model.udf_contour`) — one layer with its own rim, where the single-layer cut tore it."""
+    reach = SLAB_REACH + (iso_level() - level) * TRUNCATION_VOXELS
+    return lambda points: field_contour(field_near(field_, points, reach))
 
 
 def _extract_field(field_: SparseField, options: RemeshOptions, stages: Stages,
@@ -172,26 +175,36 @@ def _extract_field(field_: SparseField, options: RemeshOptions, stages: Stages,
     the network's zero set rises above ε."""
     cleanup = dataclasses.replace(options.cleanup, target_faces=0)  # decimated once, at the end
     level = iso_level()
+    planes: Planes | None = None
+    noise: float | None = None
     if surface is None and cleanup.deflate and cleanup.outer_shell:
-        shell = ShellOptions() if cleanup.fill_gaps else ShellOptions(descent_rise=None)
-        contoured = stages.run("outer_shell", lambda report: outer_shell_field(field_, level, shell))
+        def flood(report: Callable[[float], None]) -> tuple:
+            planes = zero_set_planes(field_)  # read by the noise measure, the settling and the crease step
+            noise = sampled_noise(field_, planes)
+            if is_clean(noise):  # an exact field: ε half a voxel, the flood into every gap it shows
+                shell = ShellOptions.for_clean_field(cleanup.fill_gaps)
+            else:
+                shell = ShellOptions() if cleanup.fill_gaps else ShellOptions(descent_rise=None)
+            return planes, noise, shell.iso, outer_shell_field(field_, shell.iso, shell)
+
+        planes, noise, level, contoured = stages.run("outer_shell", flood)
     else:
         contoured = field_
     vertices, faces = stages.run("extract", lambda report: marching_cubes_sparse(contoured, level, report))
     if faces.shape[0] == 0 or not cleanup.active:
         return vertices, faces
-    contour_slabs = _slab_contour(field_) if surface is None and cleanup.contour_slabs else None
+    contour_slabs = _slab_contour(field_, level) if surface is None and cleanup.contour_slabs else None
     vertices, faces = stages.run("cleanup", lambda report: clean_surface(vertices, faces, field_, cleanup, report, surface,
                                                                          contour_slabs))
     if surface is None and cleanup.full and cleanup.settle and len(faces):
         def settle(report: Callable[[float], None]) -> tuple:
-            planes = zero_set_planes(field_)  # read by the settling and, on a clean field, the crease step
-            return (planes, *settle_and_measure(vertices, faces, field_, planes=planes))
+            known = planes if planes is not None else zero_set_planes(field_)
+            return (known, *settle_and_measure(vertices, faces, field_, planes=known, noise=noise))
 
         planes, vertices, noise = stages.run("settle", settle)
         if cleanup.creases and is_clean(noise):  # a decoded field's planes name its noise, not its creases
             faces = stages.run("creases", lambda report: flip_along_creases(vertices, faces, field_, planes=planes))
-        del planes
+    del planes
     return vertices, faces
 
 

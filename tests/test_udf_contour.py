@@ -219,6 +219,33 @@ def test_two_boxes_closer_than_the_flood_passes_come_back_apart(fill_gaps):
         assert got["pieces"] == 1 or abs(got["area"] / area - 1.0) > 0.03, got
 
 
+@pytest.mark.parametrize("clean", [True, False])
+def test_an_exact_fields_flood_parts_two_boxes_two_and_a_half_voxels_apart(monkeypatch, clean):
+    """Two unit boxes 2.5 voxels apart (a scorpion's leg against its body): a decoded field's flood
+    (ε one voxel, its descent through voxels 1.5 voxels off the surface) cannot enter the gap, which
+    comes back capped (one piece, or area where the input has none). An exact field's
+    (:meth:`model.shell.ShellOptions.for_clean_field`: ε 0.6 voxel, which no surface can lie between
+    two neighbours above) goes in, and the boxes come back apart, closed, with their area. The
+    second case measures the field as noisy (as a decoded one is) to show the test bites."""
+    import model.pipeline as pipeline
+
+    if not clean:
+        monkeypatch.setattr(pipeline, "sampled_noise", lambda field, planes=None: np.inf)
+    gap = 2.5 / (N - 10 - 2.5) * 2.0
+    a, b = trimesh.creation.box((1.0, 1.0, 1.0)), trimesh.creation.box((1.0, 1.0, 1.0))
+    b.apply_translation((1.0 + gap, 0.0, 0.0))
+    pair = trimesh.util.concatenate([a, b])
+    field, normalization = mesh_to_field(as_mesh(pair), N)
+    surface = extract_surface(field, None, RemeshOptions(resolution=N, mode="vae"), Stages())
+    got = counts(surface.vertices, surface.faces)
+    area = float(pair.area) * (normalization.scale * N) ** 2
+    if clean:
+        assert (got["pieces"], got["loops"], got["nonmanifold"]) == (2, 0, 0), got
+        assert got["area"] == pytest.approx(area, rel=0.03)
+    else:
+        assert got["pieces"] == 1 or abs(got["area"] / area - 1.0) > 0.03, got
+
+
 def test_a_sphere_with_a_hole_through_the_default_extraction_is_one_sheet():
     """Where the flood gets inside through a hole (the Stanford bunny's base), the whole surface is a
     slab; contoured from the field it comes back as one sheet with the hole's one rim."""
