@@ -316,12 +316,23 @@ def slab_components(vertices: np.ndarray, faces: np.ndarray, component: np.ndarr
     return slab
 
 
-def thin_components(vertices: np.ndarray, faces: np.ndarray, component: np.ndarray, volume: np.ndarray) -> np.ndarray:
-    """Components (bool per component) whose ε-shell encloses less than :data:`SLAB_THICKNESS`
-    voxels of volume per unit of its area: a slab of thickness 2ε around a sheet encloses about
-    ε·area, a solid of thickness T about T/2·area."""
+def thin_components(vertices: np.ndarray, faces: np.ndarray, component: np.ndarray, volume: np.ndarray,
+                    iso_voxels: float = ISO_VOXELS) -> np.ndarray:
+    """Components (bool per component) whose ε-shell (ε = ``iso_voxels``) encloses less than
+    :data:`SLAB_THICKNESS` · ε voxels of volume per unit of its area: a slab of thickness 2ε around
+    a sheet encloses about ε·area, a solid of thickness T about (T/2 + ε)·area."""
     area = np.bincount(component, weights=face_normals_and_areas(vertices, faces)[1], minlength=len(volume))
-    return (volume > 0) & (volume < SLAB_THICKNESS * ISO_VOXELS * area)
+    return (volume > 0) & (volume < SLAB_THICKNESS * iso_voxels * area)
+
+
+def crumbs(vertices: np.ndarray, faces: np.ndarray, component: np.ndarray, count: int) -> np.ndarray:
+    """Components (bool per component) whose ε-surface is under :data:`MIN_PIECE_AREA`: a thin wire
+    sampled between voxel centres at a small ε (an exact field's 0.6 voxel: the scorpion's at 256)
+    leaves a row of them. Not slabs: a slab's contour would read the zero set within reach of them,
+    the body beside them included, and bring that back as a loose patch (two of 65–84 voxel² on
+    the scorpion); left alone they are dropped as specks."""
+    area = np.bincount(component, weights=face_normals_and_areas(vertices, faces)[1], minlength=count)
+    return area < MIN_PIECE_AREA
 
 
 def volume_slabs(volume_before, volume_after):  # numpy arrays or torch tensors alike
@@ -536,7 +547,7 @@ def clean_surface(vertices: np.ndarray, faces: np.ndarray, field: SparseField, o
                   progress: Callable[[float], None] | None = None,
                   surface: PrimitiveIndex | None = None,
                   contour_slabs: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  iso_voxels: float = ISO_VOXELS) -> tuple[np.ndarray, np.ndarray]:
     """Apply the enabled clean-up steps to an ε-surface given in voxel coordinates.
 
     ``surface``: the exact zero set when it is known (direct mode: the input triangles in voxel
@@ -546,6 +557,9 @@ def clean_surface(vertices: np.ndarray, faces: np.ndarray, field: SparseField, o
     called with the slabs' ε-surface vertices, it returns the zero set around them as a mesh
     (vertices, faces; :func:`model.udf_contour.field_contour` of :func:`model.udf_contour.field_near`
     in the pipeline — this module stays below the contouring one).
+
+    ``iso_voxels``: the ε the surface was extracted at (an exact field's may be less than the
+    paper's voxel: :meth:`model.shell.ShellOptions.for_clean_field`).
 
     ``progress`` is called between steps (the pipeline's reporter also checks for cancellation)."""
     options.validate()
@@ -565,7 +579,8 @@ def clean_surface(vertices: np.ndarray, faces: np.ndarray, field: SparseField, o
         volume_after = signed_volumes(vertices, faces, component, count)
         slab_of = slab_components(vertices, faces, component, volume_before, volume_after)
         if surface is None:  # a decoded field: the deflated volume is as rough as the field, the shell's is not
-            slab_of |= thin_components(before, faces, component, volume_before)
+            slab_of |= thin_components(before, faces, component, volume_before, iso_voxels)
+        slab_of &= ~crumbs(before, faces, component, len(slab_of))
         slab = slab_of[component]
         contoured = contour_slabs is not None and surface is None and options.cuts_slabs
         if slab.any() and not contoured and (surface is not None or not options.cuts_slabs):

@@ -195,7 +195,7 @@ def _extract_field(field_: SparseField, options: RemeshOptions, stages: Stages,
         return vertices, faces
     contour_slabs = _slab_contour(field_, level) if surface is None and cleanup.contour_slabs else None
     vertices, faces = stages.run("cleanup", lambda report: clean_surface(vertices, faces, field_, cleanup, report, surface,
-                                                                         contour_slabs))
+                                                                         contour_slabs, level * TRUNCATION_VOXELS))
     if surface is None and cleanup.full and cleanup.settle and len(faces):
         def settle(report: Callable[[float], None]) -> tuple:
             known = planes if planes is not None else zero_set_planes(field_)

@@ -14,7 +14,7 @@ from model.edges import edge_valence
 from model.mesh import face_normals_and_areas
 from model.pipeline import RemeshOptions, extract_surface, mesh_to_field
 from model.stages import Stages
-from tests.conftest import as_mesh, grid_triangles
+from tests.conftest import as_mesh, grid_triangles, shared_mesh
 from model.udf_contour import field_crossings
 
 N = 96
@@ -244,6 +244,24 @@ def test_an_exact_fields_flood_parts_two_boxes_two_and_a_half_voxels_apart(monke
         assert got["area"] == pytest.approx(area, rel=0.03)
     else:
         assert got["pieces"] == 1 or abs(got["area"] / area - 1.0) > 0.03, got
+
+
+@pytest.mark.parametrize("keep_crumbs", [False, True])
+def test_the_scorpions_exact_field_comes_back_in_one_piece(monkeypatch, keep_crumbs):
+    """At an exact field's ε (0.6 voxel) a thin part of the scorpion (N = 256) is sampled between
+    voxel centres into ε-surface crumbs of 0.2–1.5 voxel². Taken for slabs and contoured, each read
+    the body's zero set around it and came back as a loose patch (3 pieces; the input is one); left
+    out of the slabs (:func:`model.cleanup.crumbs`) they are dropped as specks. The second case puts
+    them back among the slabs to show the test bites."""
+    import model.cleanup as cleanup
+
+    if keep_crumbs:
+        monkeypatch.setattr(cleanup, "crumbs", lambda vertices, faces, component, count: np.zeros(count, dtype=bool))
+    field, _ = mesh_to_field(shared_mesh("scorpion.obj"), 256)
+    surface = extract_surface(field, None, RemeshOptions(resolution=256, mode="vae"), Stages())
+    got = counts(surface.vertices, surface.faces)
+    assert (got["loops"], got["nonmanifold"]) == (0, 0), got
+    assert (got["pieces"] == 1) != keep_crumbs, got
 
 
 def test_a_sphere_with_a_hole_through_the_default_extraction_is_one_sheet():

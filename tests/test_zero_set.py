@@ -192,17 +192,16 @@ def test_points_on_a_boxs_faces_near_its_edges_land_closer_with_the_planes_meeti
 
 def test_the_agreement_grows_only_for_a_clean_field():
     """The best-agreeing quarter of the points measures the field's noise: at or above the noise
-    floor the agreement is the option's, below it grows in proportion, capped; NaN (no plane near)
-    is left out."""
+    floor the agreement is the option's, below it the clean one; NaN (no plane near) is left out."""
     options = ZeroSetOptions()
     rng = np.random.default_rng(0)
     noisy = rng.uniform(0.006, 0.05, 1000)
     assert field_agreement(field_noise(noisy), options) == options.agreement and not is_clean(field_noise(noisy))
     clean = np.concatenate([np.full(300, 0.002), rng.uniform(0.002, 0.05, 700)])
     assert field_noise(clean) == pytest.approx(0.002, rel=0.05) and is_clean(field_noise(clean))
-    grown = options.agreement * options.noise_floor / 0.002
-    assert field_agreement(field_noise(clean), options) == pytest.approx(grown, rel=0.05)
+    assert field_agreement(field_noise(clean), options) == options.clean_agreement
     assert field_agreement(field_noise(np.zeros(100)), options) == options.clean_agreement
+    assert field_agreement(options.noise_floor, options) == options.agreement  # the floor itself is noise
     assert field_noise(np.full(10, np.nan)) == np.inf and field_agreement(np.inf, options) == options.agreement
     assert field_noise(np.concatenate([np.full(50, np.nan), noisy])) == field_noise(noisy)
     with pytest.raises(ValueError, match="clean_agreement"):
