@@ -316,22 +316,25 @@ def slab_components(vertices: np.ndarray, faces: np.ndarray, component: np.ndarr
     return slab
 
 
-def thin_components(vertices: np.ndarray, faces: np.ndarray, component: np.ndarray, volume: np.ndarray,
-                    iso_voxels: float = ISO_VOXELS) -> np.ndarray:
-    """Components (bool per component) whose ε-shell (ε = ``iso_voxels``) encloses less than
-    :data:`SLAB_THICKNESS` · ε voxels of volume per unit of its area: a slab of thickness 2ε around
-    a sheet encloses about ε·area, a solid of thickness T about (T/2 + ε)·area."""
-    area = np.bincount(component, weights=face_normals_and_areas(vertices, faces)[1], minlength=len(volume))
+def component_areas(vertices: np.ndarray, faces: np.ndarray, component: np.ndarray, count: int) -> np.ndarray:
+    """Area per component (``count`` of them), voxel²."""
+    return np.bincount(component, weights=face_normals_and_areas(vertices, faces)[1], minlength=count)
+
+
+def thin_components(volume: np.ndarray, area: np.ndarray, iso_voxels: float = ISO_VOXELS) -> np.ndarray:
+    """Components (bool per component) whose ε-shell (ε = ``iso_voxels``; ``volume`` and ``area``
+    per component) encloses less than :data:`SLAB_THICKNESS` · ε voxels of volume per unit of its
+    area: a slab of thickness 2ε around a sheet encloses about ε·area, a solid of thickness T about
+    (T/2 + ε)·area."""
     return (volume > 0) & (volume < SLAB_THICKNESS * iso_voxels * area)
 
 
-def crumbs(vertices: np.ndarray, faces: np.ndarray, component: np.ndarray, count: int) -> np.ndarray:
-    """Components (bool per component) whose ε-surface is under :data:`MIN_PIECE_AREA`: a thin wire
-    sampled between voxel centres at a small ε (an exact field's 0.6 voxel: the scorpion's at 256)
-    leaves a row of them. Not slabs: a slab's contour would read the zero set within reach of them,
-    the body beside them included, and bring that back as a loose patch (two of 65–84 voxel² on
-    the scorpion); left alone they are dropped as specks."""
-    area = np.bincount(component, weights=face_normals_and_areas(vertices, faces)[1], minlength=count)
+def crumbs(area: np.ndarray) -> np.ndarray:
+    """Components (bool per component, ``area`` their ε-surface's) under :data:`MIN_PIECE_AREA`: a
+    thin wire sampled between voxel centres at a small ε (an exact field's 0.6 voxel: the scorpion's
+    at 256) leaves a row of them. Not slabs: a slab's contour would read the zero set within reach
+    of them, the body beside them included, and bring that back as a loose patch (two of 65–84
+    voxel² on the scorpion); left alone they are dropped as specks."""
     return area < MIN_PIECE_AREA
 
 
@@ -578,9 +581,10 @@ def clean_surface(vertices: np.ndarray, faces: np.ndarray, field: SparseField, o
         # A slab's volume (its sheet's area times 2ε) vanishes once deflated; a solid keeps its own.
         volume_after = signed_volumes(vertices, faces, component, count)
         slab_of = slab_components(vertices, faces, component, volume_before, volume_after)
+        area_before = component_areas(before, faces, component, count)
         if surface is None:  # a decoded field: the deflated volume is as rough as the field, the shell's is not
-            slab_of |= thin_components(before, faces, component, volume_before, iso_voxels)
-        slab_of &= ~crumbs(before, faces, component, len(slab_of))
+            slab_of |= thin_components(volume_before, area_before, iso_voxels)
+        slab_of &= ~crumbs(area_before)
         slab = slab_of[component]
         contoured = contour_slabs is not None and surface is None and options.cuts_slabs
         if slab.any() and not contoured and (surface is not None or not options.cuts_slabs):

@@ -256,7 +256,7 @@ def test_the_scorpions_exact_field_comes_back_in_one_piece(monkeypatch, keep_cru
     import model.cleanup as cleanup
 
     if keep_crumbs:
-        monkeypatch.setattr(cleanup, "crumbs", lambda vertices, faces, component, count: np.zeros(count, dtype=bool))
+        monkeypatch.setattr(cleanup, "crumbs", lambda area: np.zeros(len(area), dtype=bool))
     field, _ = mesh_to_field(shared_mesh("scorpion.obj"), 256)
     surface = extract_surface(field, None, RemeshOptions(resolution=256, mode="vae"), Stages())
     got = counts(surface.vertices, surface.faces)
