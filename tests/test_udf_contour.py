@@ -219,6 +219,26 @@ def test_two_boxes_closer_than_the_flood_passes_come_back_apart(fill_gaps):
         assert got["pieces"] == 1 or abs(got["area"] / area - 1.0) > 0.03, got
 
 
+@pytest.mark.parametrize("floor", [0.0, 0.2, 0.3])
+def test_a_field_whose_v_is_rounded_is_not_flooded_as_exact(floor):
+    """The exact flood (ε 0.6 voxel) is sound for a true distance only. A decoded field's V is
+    rounded (its floor 0.2–0.5 voxel): the planes on either side of its zero set then stand apart by
+    about twice what the rounding adds, which the noise measure reads above its floor, so the field
+    keeps the decoded flood. Two boxes 2.5 voxels apart: apart from the exact field, capped (one
+    piece) once the V is rounded."""
+    from model.zero_set import is_clean, sampled_noise
+
+    gap = 2.5 / (N - 10 - 2.5) * 2.0
+    a, b = trimesh.creation.box((1.0, 1.0, 1.0)), trimesh.creation.box((1.0, 1.0, 1.0))
+    b.apply_translation((1.0 + gap, 0.0, 0.0))
+    field, _ = mesh_to_field(as_mesh(trimesh.util.concatenate([a, b])), N)
+    if floor:
+        field = rounded_v(field, floor)
+    assert is_clean(sampled_noise(field)) == (floor == 0.0)
+    surface = extract_surface(field, None, RemeshOptions(resolution=N, mode="vae"), Stages())
+    assert counts(surface.vertices, surface.faces)["pieces"] == (2 if floor == 0.0 else 1)
+
+
 @pytest.mark.parametrize("clean", [True, False])
 def test_an_exact_fields_flood_parts_two_boxes_two_and_a_half_voxels_apart(monkeypatch, clean):
     """Two unit boxes 2.5 voxels apart (a scorpion's leg against its body): a decoded field's flood
