@@ -172,7 +172,8 @@ def _extract_field(field_: SparseField, options: RemeshOptions, stages: Stages,
                     surface: PrimitiveIndex | None) -> tuple[np.ndarray, np.ndarray]:
     """The field's ε-surface and its clean-up (voxel coordinates). A decoded field (``surface``
     None) is first flooded from outside (:mod:`model.shell`), so that the shell stays closed where
-    the network's zero set rises above ε."""
+    the network's zero set rises above ε; an exact one (its planes agree: :func:`sampled_noise`) is
+    flooded at a smaller ε, into gaps the decoded flood caps."""
     cleanup = dataclasses.replace(options.cleanup, target_faces=0)  # decimated once, at the end
     level = iso_level()
     planes: Planes | None = None
@@ -181,7 +182,7 @@ def _extract_field(field_: SparseField, options: RemeshOptions, stages: Stages,
         def flood(report: Callable[[float], None]) -> tuple:
             planes = zero_set_planes(field_)  # read by the noise measure, the settling and the crease step
             noise = sampled_noise(field_, planes)
-            if is_clean(noise):  # an exact field: ε half a voxel, the flood into every gap it shows
+            if is_clean(noise):  # an exact field: ε 0.6 voxel, the flood into every gap it shows
                 shell = ShellOptions.for_clean_field(cleanup.fill_gaps)
             else:
                 shell = ShellOptions() if cleanup.fill_gaps else ShellOptions(descent_rise=None)

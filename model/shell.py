@@ -66,7 +66,7 @@ class ShellOptions:
 
     @classmethod
     def for_clean_field(cls, fill_gaps: bool = True) -> "ShellOptions":
-        """The flood for an exact field: ε half a voxel, and the descent walks every gap down to
+        """The flood for an exact field: ε 0.6 voxel, and the descent walks every gap down to
         it, however it rises (no decoded hole to climb out of), still never near the interior.
         On the exact fields of the shared meshes at N = 256 the gaps the flood used to cap came
         out: CD −74 % on the cycloidal gears, −46 % the armchair, −45 % the scorpion, −39 % the

@@ -35,9 +35,9 @@ at N = 256 that keeps the normal error within 1 % of deflate's while the CD fall
 disagree by the surface's curvature and creases too, on an exact field as much as on a decoded one,
 and there leaning to the ring only rounds them off: so a field whose own noise (how well the planes
 agree at the quarter of the points where they agree best) lies below a floor that decoded fields
-stay above keeps every vertex's own move (:func:`field_agreement`; it grew in proportion until stop 47). On the exact fields at 256 that took
-2–21 % off the CD on 12 of the 15 shared meshes (woody −75 %) and left the decoded ones as they were
-(``bench/results/agree_256.md``).
+stay above keeps every vertex's own move (:func:`field_agreement`; until stop 47 the agreement grew
+in proportion). On the exact fields at 256 that took 2–21 % off the CD on 12 of the 15 shared meshes
+(woody −75 %) and left the decoded ones as they were (``bench/results/agree_256.md``).
 
 Measured: ``bench/results/exact_field_settle_256.md`` (docs/architecture.md, step 5 of the ε-path).
 """
