@@ -180,9 +180,6 @@ def _vertex_faces(faces, num_vertices):
     return start, ring
 
 
-
-
-
 @nb.njit(parallel=True, cache=True)
 def _bent(vertices, a, b, c, d, gain, out):
     """Per edge, whether the middles of its two diagonals lie more than ``gain`` apart along the

@@ -1,6 +1,7 @@
 """The grid's block keys inside numba kernels: the compiled twins of :func:`model.grid.block_keys`
 and :func:`model.grid.key_coords` (``model.grid`` must load without numba), and the sorted-key
-search every kernel that reads a sparse field uses. Inlined into their callers."""
+search every kernel that reads a sparse field uses, and the one id a voxel of the stored blocks has
+in a flat queue or edge list. Inlined into their callers."""
 
 from __future__ import annotations
 
@@ -18,6 +19,19 @@ def block_key(bx, by, bz, grid):
 def block_origin(key, grid):
     """The voxel coordinates of the first voxel of the block with linear key ``key``."""
     return 8 * (key // (grid * grid)), 8 * ((key // grid) % grid), 8 * (key % grid)
+
+
+@nb.njit(cache=True, inline="always")
+def voxel_id(b, x, y, z):
+    """One int for voxel (x, y, z) of stored block ``b`` (blocks of 8³): b · 512 + x · 64 + y · 8 + z."""
+    return b * 512 + (x * 64 + y * 8 + z)
+
+
+@nb.njit(cache=True, inline="always")
+def voxel_of(v):
+    """(b, x, y, z) of the voxel whose :func:`voxel_id` is ``v``."""
+    b, local = v // 512, v % 512
+    return b, local // 64, (local // 8) % 8, local % 8
 
 
 @nb.njit(cache=True, inline="always")

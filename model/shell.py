@@ -25,6 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from .grid import BLOCK_SIZE, FAR, ISO_VOXELS, NEIGHBOR_OFFSETS, TRUNCATION_VOXELS, SparseField, block_keys, key_coords, lookup_blocks, neighbor_table
+from .grid_kernels import voxel_id, voxel_of
 
 FACE_OFFSETS = np.array([(-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1)], dtype=np.int64)
 
@@ -236,7 +237,6 @@ def _descend(values, nbr, near, interior, interior_blocks, interior_labels, leve
     joins unless an interior voxel lies within ``reach`` (:func:`_near_interior`). Only the voxels
     offered are held (a heap), never an array over every voxel. Returns the voxels added."""
     s = BLOCK_SIZE
-    per = s * s * s
     heap = [(np.float32(0.0), np.int64(0))]
     heap.pop()
     for b in range(values.shape[0]):
@@ -252,15 +252,11 @@ def _descend(values, nbr, near, interior, interior_blocks, interior_labels, leve
                             continue
                         v = values[c, nx, ny, nz]
                         if level < v <= here + rise:
-                            heapq.heappush(heap, (-min(here, v), c * per + nx * s * s + ny * s + nz))
+                            heapq.heappush(heap, (-min(here, v), voxel_id(c, nx, ny, nz)))
     added = 0
     while len(heap):
         key, i = heapq.heappop(heap)
-        b = i // per
-        r = i - b * per
-        x = r // (s * s)
-        y = (r // s) % s
-        z = r % s
+        b, x, y, z = voxel_of(i)
         if outside[b, x, y, z] or _near_interior(near, interior, interior_blocks, interior_labels, b, x, y, z, reach):
             continue  # settled by a better path already, or next to the interior (offered again: same answer)
         outside[b, x, y, z] = True
@@ -272,8 +268,22 @@ def _descend(values, nbr, near, interior, interior_blocks, interior_labels, leve
                 continue
             v = values[c, nx, ny, nz]
             if level < v <= here + rise:
-                heapq.heappush(heap, (-min(here, v), c * per + nx * s * s + ny * s + nz))
+                heapq.heappush(heap, (-min(here, v), voxel_id(c, nx, ny, nz)))
     return added
+
+
+@nb.njit(cache=True, inline="always")
+def _offer(values, nbr, level, queued, queue, tail, b, x, y, z):
+    """Queue the face neighbours of voxel (b, x, y, z) above ``level`` not queued before; returns the
+    queue's new length."""
+    for d in range(6):
+        c, nx, ny, nz = _step(nbr, b, x, y, z, d)
+        if c < 0 or queued[c, nx, ny, nz] or values[c, nx, ny, nz] <= level:
+            continue
+        queued[c, nx, ny, nz] = True
+        queue[tail] = voxel_id(c, nx, ny, nz)
+        tail += 1
+    return tail
 
 
 @nb.njit(cache=True)
@@ -282,47 +292,36 @@ def _spread(values, nbr, near, interior, interior_blocks, interior_labels, level
     voxels as :func:`_descend` — every voxel above ``level`` joined to the outside through such
     voxels, unless an interior voxel lies within ``reach`` — in no particular order, so breadth-first
     from a queue instead of a heap (the bunny's exact field at 512: 0.33 s against 2.7–4.1 s, the
-    same 1.42 million voxels). Returns the voxels added."""
+    same 1.42 million voxels). The queue holds each voxel that may be offered (above ``level``, not
+    outside) at most once, and is sized by counting them. Returns the voxels added."""
     s = BLOCK_SIZE
-    per = s * s * s
     m = values.shape[0]
-    queue = np.empty(max(m * per, 1), dtype=np.int64)  # each voxel is queued once (``queued``)
-    queued = np.zeros(values.shape, dtype=np.bool_)
+    capacity = 0
+    for b in range(m):
+        for x in range(s):
+            for y in range(s):
+                for z in range(s):
+                    if values[b, x, y, z] > level and not outside[b, x, y, z]:
+                        capacity += 1
+    queue = np.empty(capacity, dtype=np.int64)
+    queued = outside.copy()  # an outside voxel is never offered
     tail = 0
     for b in range(m):
         for x in range(s):
             for y in range(s):
                 for z in range(s):
-                    if not outside[b, x, y, z]:
-                        continue
-                    for d in range(6):
-                        c, nx, ny, nz = _step(nbr, b, x, y, z, d)
-                        if c < 0 or outside[c, nx, ny, nz] or queued[c, nx, ny, nz] or values[c, nx, ny, nz] <= level:
-                            continue
-                        queued[c, nx, ny, nz] = True
-                        queue[tail] = c * per + nx * s * s + ny * s + nz
-                        tail += 1
+                    if outside[b, x, y, z]:
+                        tail = _offer(values, nbr, level, queued, queue, tail, b, x, y, z)
     added = 0
     head = 0
     while head < tail:
-        i = queue[head]
+        b, x, y, z = voxel_of(queue[head])
         head += 1
-        b = i // per
-        r = i - b * per
-        x = r // (s * s)
-        y = (r // s) % s
-        z = r % s
         if _near_interior(near, interior, interior_blocks, interior_labels, b, x, y, z, reach):
             continue
         outside[b, x, y, z] = True
         added += 1
-        for d in range(6):
-            c, nx, ny, nz = _step(nbr, b, x, y, z, d)
-            if c < 0 or outside[c, nx, ny, nz] or queued[c, nx, ny, nz] or values[c, nx, ny, nz] <= level:
-                continue
-            queued[c, nx, ny, nz] = True
-            queue[tail] = c * per + nx * s * s + ny * s + nz
-            tail += 1
+        tail = _offer(values, nbr, level, queued, queue, tail, b, x, y, z)
     return added
 
 

@@ -62,7 +62,7 @@ from .cleanup import sample_field
 from .geometry import compact, face_components, signed_volumes
 from .mesh import face_normals_and_areas
 from .grid import BLOCK_SIZE, FAR, NEIGHBOR_OFFSETS, TRUNCATION_VOXELS, SparseField, key_coords, neighbor_table
-from .grid_kernels import window_blocks
+from .grid_kernels import voxel_id, voxel_of, window_blocks
 from .holes import close_false_holes
 from .manifold import split_shared_edges
 
@@ -321,8 +321,8 @@ def _edges(dist, grads, nbr, band, count_only, counts, start, src, dst, axes, fl
                         if not count_only:
                             crossed, sure, _, _ = _judge(da, dist[c, ii, jj, kk], grads[b, i, j, k],
                                                          grads[c, ii, jj, kk], axis)
-                            src[n] = b * 512 + (i * 64 + j * 8 + k)
-                            dst[n] = c * 512 + (ii * 64 + jj * 8 + kk)
+                            src[n] = voxel_id(b, i, j, k)
+                            dst[n] = voxel_id(c, ii, jj, kk)
                             axes[n] = axis
                             flip[n] = crossed
                             conf[n] = sure
@@ -439,12 +439,6 @@ def _settle(side, src, dst, flip, conf, sweeps):
     return side
 
 
-@nb.njit(cache=True, inline="always")
-def _unpack(v):
-    b, local = v // 512, v % 512
-    return b, local // 64, (local // 8) % 8, local % 8
-
-
 @nb.njit(parallel=True, cache=True)
 def _write(dist, grads, origins, src, dst, axes, chosen, m, keys, where, normals):
     """The crossing of each chosen edge: its key, its position along its axis and its normal, from
@@ -458,8 +452,8 @@ def _write(dist, grads, origins, src, dst, axes, chosen, m, keys, where, normals
     for q in nb.prange(chosen.shape[0]):
         e = chosen[q]
         axis = axes[e]
-        b, i, j, k = _unpack(src[e])
-        c, ii, jj, kk = _unpack(dst[e])
+        b, i, j, k = voxel_of(src[e])
+        c, ii, jj, kk = voxel_of(dst[e])
         da, db = dist[b, i, j, k], dist[c, ii, jj, kk]
         ga, gb = grads[b, i, j, k], grads[c, ii, jj, kk]
         if ga[0] * gb[0] + ga[1] * gb[1] + ga[2] * gb[2] <= -FACING:  # a valley: less its floor

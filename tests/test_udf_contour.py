@@ -197,16 +197,22 @@ def test_vae_modes_default_extraction_gives_a_sheet_one_layer_with_its_rim(make)
     assert got["area"] == pytest.approx(area, rel=0.03)
 
 
+def two_boxes(gap_voxels: float) -> trimesh.Trimesh:
+    """Two unit boxes side by side, ``gap_voxels`` voxels apart on a grid whose N − 10 voxels span
+    them (2 + the gap)."""
+    gap = gap_voxels / (N - 10 - gap_voxels) * 2.0
+    a, b = trimesh.creation.box((1.0, 1.0, 1.0)), trimesh.creation.box((1.0, 1.0, 1.0))
+    b.apply_translation((1.0 + gap, 0.0, 0.0))
+    return trimesh.util.concatenate([a, b])
+
+
 @pytest.mark.parametrize("fill_gaps", [True, False])
 def test_two_boxes_closer_than_the_flood_passes_come_back_apart(fill_gaps):
     """Two unit boxes 4.2 voxels apart (a leg against a belly): the outside flood passes only 2
     voxels off the surface, so it stops at the gap; its descent (``CleanupOptions.fill_gaps``) goes on
     down into it and the boxes come back apart, closed, with their area. Without it the gap is capped
     and deflation folds the cap into it: one piece, and area where the input has none."""
-    gap = 4.2 / (N - 10 - 4.2) * 2.0  # 4.2 voxels of a grid whose N - 10 voxels span 2 + gap
-    a, b = trimesh.creation.box((1.0, 1.0, 1.0)), trimesh.creation.box((1.0, 1.0, 1.0))
-    b.apply_translation((1.0 + gap, 0.0, 0.0))
-    pair = trimesh.util.concatenate([a, b])
+    pair = two_boxes(4.2)
     field, normalization = mesh_to_field(as_mesh(pair), N)
     options = RemeshOptions(resolution=N, mode="vae", cleanup=CleanupOptions(fill_gaps=fill_gaps))
     surface = extract_surface(field, None, options, Stages())
@@ -228,10 +234,7 @@ def test_a_field_whose_v_is_rounded_is_not_flooded_as_exact(floor):
     piece) once the V is rounded."""
     from model.zero_set import is_clean, sampled_noise
 
-    gap = 2.5 / (N - 10 - 2.5) * 2.0
-    a, b = trimesh.creation.box((1.0, 1.0, 1.0)), trimesh.creation.box((1.0, 1.0, 1.0))
-    b.apply_translation((1.0 + gap, 0.0, 0.0))
-    field, _ = mesh_to_field(as_mesh(trimesh.util.concatenate([a, b])), N)
+    field, _ = mesh_to_field(as_mesh(two_boxes(2.5)), N)
     if floor:
         field = rounded_v(field, floor)
     assert is_clean(sampled_noise(field)) == (floor == 0.0)
@@ -251,10 +254,7 @@ def test_an_exact_fields_flood_parts_two_boxes_two_and_a_half_voxels_apart(monke
 
     if not clean:
         monkeypatch.setattr(pipeline, "sampled_noise", lambda field, planes=None: np.inf)
-    gap = 2.5 / (N - 10 - 2.5) * 2.0
-    a, b = trimesh.creation.box((1.0, 1.0, 1.0)), trimesh.creation.box((1.0, 1.0, 1.0))
-    b.apply_translation((1.0 + gap, 0.0, 0.0))
-    pair = trimesh.util.concatenate([a, b])
+    pair = two_boxes(2.5)
     field, normalization = mesh_to_field(as_mesh(pair), N)
     surface = extract_surface(field, None, RemeshOptions(resolution=N, mode="vae"), Stages())
     got = counts(surface.vertices, surface.faces)
