@@ -35,12 +35,13 @@ STAGE_LABELS = {
     "extract": "Extraction",
     "outer_shell": "Outer shell",
     "cleanup": "Clean-up",
+    "interior": "Inner cavities",
     "settle": "Onto the zero set",
     "creases": "Along the creases",
     "decimate": "Decimation",
     "train": "Training",
 }
-STAGE_SLOT = {"outer_shell": "extract", "settle": "cleanup", "creases": "cleanup", "decimate": "cleanup"}
+STAGE_SLOT = {"outer_shell": "extract", "interior": "cleanup", "settle": "cleanup", "creases": "cleanup", "decimate": "cleanup"}
 """Stages that only some meshes go through, shown in the progress bar at the place of the main one."""
 STAGE_ORDER = {"direct": ("extract", "cleanup"),
                "direct-field": ("udf", "extract", "cleanup"),

@@ -31,7 +31,8 @@ from .grid import (CHUNK_BLOCKS, TRUNCATION_VOXELS, SparseField, check_resolutio
 from .mesh import Mesh, MeshError, Normalization, bounding_box, fit_unit_cube, used_vertices, validate_arrays
 from .quads import pair_quads
 from .refine import RefineOptions, refine_latents
-from .shell import ShellOptions, outer_shell_field
+from .interior import inner_surfaces
+from .shell import Outside, ShellOptions, flood_outside, outer_shell_field
 from .geometry import compact
 from .stages import Cancelled, ProgressCallback, Stages
 from .ublocks import iter_chunks, pad_average
@@ -178,6 +179,7 @@ def _extract_field(field_: SparseField, options: RemeshOptions, stages: Stages,
     level = iso_level()
     planes: Planes | None = None
     noise: float | None = None
+    flooded: Outside | None = None
     if surface is None and cleanup.deflate and cleanup.outer_shell:
         def flood(report: Callable[[float], None]) -> tuple:
             planes = zero_set_planes(field_)  # read by the noise measure, the settling and the crease step
@@ -186,9 +188,10 @@ def _extract_field(field_: SparseField, options: RemeshOptions, stages: Stages,
                 shell = ShellOptions.for_clean_field(cleanup.fill_gaps)
             else:
                 shell = ShellOptions() if cleanup.fill_gaps else ShellOptions(descent_rise=None)
-            return planes, noise, shell.iso, outer_shell_field(field_, shell.iso, shell)
+            flooded = flood_outside(field_, shell.iso, shell)
+            return planes, noise, shell.iso, flooded, outer_shell_field(field_, shell.iso, shell, flooded)
 
-        planes, noise, level, contoured = stages.run("outer_shell", flood)
+        planes, noise, level, flooded, contoured = stages.run("outer_shell", flood)
     else:
         contoured = field_
     vertices, faces = stages.run("extract", lambda report: marching_cubes_sparse(contoured, level, report))
@@ -197,6 +200,10 @@ def _extract_field(field_: SparseField, options: RemeshOptions, stages: Stages,
     contour_slabs = _slab_contour(field_, level) if surface is None and cleanup.contour_slabs else None
     vertices, faces = stages.run("cleanup", lambda report: clean_surface(vertices, faces, field_, cleanup, report, surface,
                                                                          contour_slabs, level * TRUNCATION_VOXELS))
+    if flooded is not None and cleanup.full:  # the cavities the outer shell's flood could not reach
+        inner_vertices, inner_faces = stages.run("interior", lambda report: inner_surfaces(field_, flooded))
+        faces = np.concatenate([faces, inner_faces + len(vertices)])
+        vertices = np.concatenate([vertices, inner_vertices])
     if surface is None and cleanup.full and cleanup.settle and len(faces):
         def settle(report: Callable[[float], None]) -> tuple:
             known = planes if planes is not None else zero_set_planes(field_)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numba as nb
 import numpy as np
@@ -355,9 +356,18 @@ def _regrow_step(values, nbr, unstored_out, level, outside, grown):
     return count
 
 
-def flood_outside(field: SparseField, iso: float, options: ShellOptions = ShellOptions()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(outside voxels bool [M, 8, 8, 8] of the stored blocks, coarse component labels of the unstored
-    blocks [g, g, g] (0 where stored), outside flag per label).
+class Outside(NamedTuple):
+    """What the outside flood reached: ``outside`` bool [M, 8, 8, 8] per stored voxel; ``labels`` the
+    coarse component labels of the unstored blocks [g, g, g] (0 where stored); ``unstored_out`` per
+    label whether that component is outside (label 0: off the grid)."""
+
+    outside: np.ndarray
+    labels: np.ndarray
+    unstored_out: np.ndarray
+
+
+def flood_outside(field: SparseField, iso: float, options: ShellOptions = ShellOptions()) -> Outside:
+    """What the flood from the grid's border reaches (:class:`Outside`).
 
     The interior is what the strictest of ``options.flood_levels`` does not reach and lies above
     it (or is unstored): voxels enclosed by walls even then. The flood used is the most permissive
@@ -437,18 +447,20 @@ def flood_outside(field: SparseField, iso: float, options: ShellOptions = ShellO
                              np.float32(options.descent_rise), int(options.descent_reach), outside)
         if added:
             regrow()
-    return outside, labels, unstored_out
+    return Outside(outside, labels, unstored_out)
 
 
-def outer_shell_field(field: SparseField, iso: float, options: ShellOptions = ShellOptions()) -> SparseField:
+def outer_shell_field(field: SparseField, iso: float, options: ShellOptions = ShellOptions(),
+                      flooded: Outside | None = None) -> SparseField:
     """The field with every voxel the outside flood did not reach clamped below ``iso``, so that its
     ``iso`` level set is the outer shell, closed, plus a shell facing inwards where the stored band
     meets the unstored interior (negative enclosed volume, at least τ away from the surface: the
     clean-up's outer-shell step drops it). The unstored blocks next to stored ones are stored as
-    far (1.0), so that marching cubes finds an owner block for every edge that crosses."""
+    far (1.0), so that marching cubes finds an owner block for every edge that crosses. ``flooded``:
+    :func:`flood_outside` of this field, level and options, when the caller has it."""
     if not (field.values < iso).any():  # no ε-surface at all (an untrained decoder): nothing to close
         return field
-    outside, labels, unstored_out = flood_outside(field, iso, options)
+    outside, labels, unstored_out = flooded if flooded is not None else flood_outside(field, iso, options)
     values = np.where(outside, field.values, np.minimum(field.values, np.float32(0.5 * iso))).astype(np.float32)
     g = field.grid
     coords = field.coords.astype(np.int64)
@@ -465,4 +477,4 @@ def outer_shell_field(field: SparseField, iso: float, options: ShellOptions = Sh
     return SparseField(field.resolution, keys[order], np.concatenate([values, far])[order])
 
 
-__all__ = ["ShellOptions", "flood_outside", "outer_shell_field"]
+__all__ = ["Outside", "ShellOptions", "flood_outside", "outer_shell_field"]

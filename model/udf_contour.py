@@ -737,15 +737,23 @@ def _stamp(keys, grid, points, radius, keep):
                             keep[block, x & 7, y & 7, z & 7] = True
 
 
+def voxels_near(field: SparseField, points: np.ndarray, radius: float) -> np.ndarray:
+    """Per stored voxel (bool [M, 8, 8, 8]) whether it lies within ``radius`` voxels of one of
+    ``points`` (voxel coordinates)."""
+    if not 0.0 <= radius < BLOCK_SIZE / 2:
+        raise ValueError(f"radius must be in [0, {BLOCK_SIZE // 2}) voxels, got {radius}")  # _stamp's 2³ blocks per point
+    keep = np.zeros(np.shape(field.values), dtype=bool)
+    _stamp(np.asarray(field.keys, dtype=np.int64), field.grid, np.ascontiguousarray(points, dtype=np.float64),
+           float(radius), keep)
+    return keep
+
+
 def field_near(field: SparseField, points: np.ndarray, radius: float) -> SparseField:
     """The field where a voxel lies within ``radius`` voxels of one of ``points`` (voxel
     coordinates), FAR elsewhere: one part of a field, to be contoured on its own (the slabs of
     :func:`model.cleanup.clean_surface`). Blocks left without a kept voxel are not stored."""
-    if not 0.0 <= radius < BLOCK_SIZE / 2:
-        raise ValueError(f"radius must be in [0, {BLOCK_SIZE // 2}) voxels, got {radius}")  # _stamp's 2³ blocks per point
     keys = np.asarray(field.keys, dtype=np.int64)
-    keep = np.zeros(np.shape(field.values), dtype=bool)
-    _stamp(keys, field.grid, np.ascontiguousarray(points, dtype=np.float64), float(radius), keep)
+    keep = voxels_near(field, points, radius)
     used = keep.reshape(len(keys), -1).any(axis=1)
     values = np.where(keep[used], np.asarray(field.values, dtype=np.float32)[used], np.float32(FAR))
     return SparseField(field.resolution, keys[used], values)

@@ -1,0 +1,130 @@
+"""The surfaces inside the outer shell (model.interior, issue 33): VAE mode's default extraction on
+exact fields of primitives keeps a solid's cavities, wound into them, and bodies within them, and
+adds no cut-off piece of what passes through the shell."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+
+import model.interior as interior
+import model.pipeline as pipeline
+from model.geometry import face_components, signed_volumes
+from model.interior import InteriorOptions, inner_surfaces, nesting_depth
+from model.pipeline import RemeshOptions, extract_surface, mesh_to_field
+from model.shell import ShellOptions, flood_outside
+from model.stages import Stages
+from tests.conftest import as_mesh
+from tests.test_udf_contour import N, counts, voxel
+
+
+def sphere(radius: float = 1.0, inward: bool = False) -> trimesh.Trimesh:
+    ball = trimesh.creation.icosphere(subdivisions=4, radius=radius)
+    if inward:
+        ball.invert()
+    return ball
+
+
+def disc(radius: float) -> trimesh.Trimesh:
+    """A flat open disc in the plane z = 0.013 (off the grid's voxel layers)."""
+    cylinder = trimesh.creation.cylinder(radius=radius, height=0.01, sections=64)
+    top = cylinder.submesh([np.flatnonzero(cylinder.face_normals[:, 2] > 0.9)], append=True)
+    top.apply_translation((0.0, 0.0, 0.013 - top.vertices[:, 2].mean()))
+    return top
+
+
+def extracted(tm: trimesh.Trimesh) -> tuple[dict, float, np.ndarray]:
+    """Counts of the default extraction on the exact field, the input's area (voxel²), and the
+    signed volume of each piece (voxel³, largest magnitude first)."""
+    field, normalization = mesh_to_field(as_mesh(tm), N)
+    surface = extract_surface(field, None, RemeshOptions(resolution=N, mode="vae"), Stages())
+    count, component = face_components(len(surface.vertices), surface.faces)
+    volumes = signed_volumes(surface.vertices, surface.faces, component, count)
+    area = float(tm.area) * (normalization.scale * N) ** 2
+    return counts(surface.vertices, surface.faces), area, volumes[np.argsort(-np.abs(volumes))]
+
+
+@pytest.mark.parametrize("inner", [True, False])
+def test_a_spheres_inner_cavity_is_kept_facing_into_it(monkeypatch, inner):
+    """A sphere with a cavity of half its radius: two closed pieces, the input's area, the cavity
+    enclosing negative volume (its faces point into it, as the input's do). Without the inner
+    surfaces (the extraction before them) the cavity is lost: one piece, 80 % of the area."""
+    if not inner:
+        monkeypatch.setattr(pipeline, "inner_surfaces", lambda *args: (np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)))
+    got, area, volumes = extracted(trimesh.util.concatenate([sphere(), sphere(0.5, inward=True)]))
+    if inner:
+        assert (got["pieces"], got["loops"], got["nonmanifold"]) == (2, 0, 0), got
+        assert got["area"] == pytest.approx(area, rel=0.01)
+        assert volumes[0] > 0 > volumes[1]
+        assert volumes[1] == pytest.approx(-volumes[0] / 8, rel=0.05)
+    else:
+        assert got["pieces"] == 1 and got["area"] < 0.85 * area, got
+
+
+@pytest.mark.parametrize("wall_voxels", [2, 3])
+def test_a_box_with_walls_two_or_three_voxels_thick_keeps_both_surfaces(wall_voxels):
+    """A hollow cube: the outside and the hole, both closed, with the input's area."""
+    wall = wall_voxels * voxel(1.0)
+    hole = trimesh.creation.box((1.0 - 2 * wall,) * 3)
+    hole.invert()
+    got, area, volumes = extracted(trimesh.util.concatenate([trimesh.creation.box((1.0, 1.0, 1.0)), hole]))
+    assert (got["pieces"], got["loops"], got["nonmanifold"]) == (2, 0, 0), got
+    assert got["area"] == pytest.approx(area, rel=0.01)
+    assert volumes[0] > 0 > volumes[1]
+
+
+def test_a_ball_in_a_cavity_faces_out():
+    """A ball inside a sphere's cavity: three closed pieces, the ball's faces pointing out of it
+    (inside the shell and inside the cavity: material again)."""
+    got, area, volumes = extracted(trimesh.util.concatenate([sphere(), sphere(0.5, inward=True), sphere(0.25)]))
+    assert (got["pieces"], got["loops"], got["nonmanifold"]) == (3, 0, 0), got
+    assert got["area"] == pytest.approx(area, rel=0.01)
+    assert volumes[0] > 0 > volumes[1] and volumes[2] > 0, volumes
+
+
+def inner_of(tm: trimesh.Trimesh) -> dict:
+    """The counts of :func:`inner_surfaces` alone on the exact field, with the clean field's flood."""
+    field, _ = mesh_to_field(as_mesh(tm), N)
+    shell = ShellOptions.for_clean_field()
+    vertices, faces = inner_surfaces(field, flood_outside(field, shell.iso, shell))
+    return counts(vertices, faces) if len(faces) else {"pieces": 0, "loops": 0, "nonmanifold": 0, "area": 0.0}
+
+
+@pytest.mark.parametrize("judge_rims", [True, False])
+def test_a_sheet_through_a_solid_leaves_no_cut_piece_inside(monkeypatch, judge_rims):
+    """A disc through a ball and out beyond it: inside the ball the disc's zero set is cut where it
+    nears the shell, and that piece would add a rim the input does not have — it is not kept. Taking
+    every rim for the sheet's own keeps it: one piece, one loop."""
+    if not judge_rims:
+        monkeypatch.setattr(interior, "local_floor", lambda field, points: np.ones(len(points)))
+    got = inner_of(trimesh.util.concatenate([sphere(0.6), disc(1.0)]))
+    assert (got["pieces"], got["loops"]) == ((0, 0) if judge_rims else (1, 1)), got
+
+
+def test_a_sheet_wholly_inside_a_cavity_keeps_its_own_rim():
+    """A disc floating in a sphere's cavity, clear of its walls: its rim is its own, so it is kept,
+    one layer (its area, not twice it) beside the closed cavity."""
+    got = inner_of(trimesh.util.concatenate([sphere(), sphere(0.7, inward=True), disc(0.4)]))
+    assert (got["pieces"], got["loops"], got["nonmanifold"]) == (2, 1, 0), got
+    scale = (N - 10) / 2.0  # voxels per unit: the sphere's diameter spans N − 10
+    cavity, sheet = 4 * np.pi * (0.7 * scale) ** 2, np.pi * (0.4 * scale) ** 2
+    assert got["area"] == pytest.approx(cavity + sheet, rel=0.02)
+
+
+def test_nesting_depth_counts_the_pieces_around_each():
+    """Three nested spheres and one beside them: depths 0, 1, 2 and 0."""
+    parts = [sphere(1.0), sphere(0.6), sphere(0.3)]
+    beside = sphere(0.3)
+    beside.apply_translation((3.0, 0.0, 0.0))
+    mesh = trimesh.util.concatenate(parts + [beside])
+    count, component = face_components(len(mesh.vertices), np.asarray(mesh.faces))
+    depth = nesting_depth(np.asarray(mesh.vertices), np.asarray(mesh.faces), component, count, np.ones(count, dtype=bool))
+    assert depth.tolist() == [0, 1, 2, 0]
+
+
+def test_interior_options_are_checked():
+    with pytest.raises(ValueError, match="reach"):
+        InteriorOptions(reach=1.0).validate()
+    with pytest.raises(ValueError, match="min_area"):
+        InteriorOptions(min_area=-1.0).validate()
