@@ -46,7 +46,8 @@ class ShellOptions:
     climb out of — and never within ``descent_reach`` voxels of the interior (a gap's middle lies
     farther from any voxel 3.5 voxels inside a solid than that; a path that got in along the inside
     of a wall does not: the counter's decoded field at 256, which by the first two rules alone gained
-    a layer inside its disc, 6 % more area). A ``descent_rise`` of 1 or more (the field's whole
+    a layer inside its disc, 6 % more area); ``descent_reach`` None: anywhere, the interior too (an
+    exact field's, where no path can cross a wall). A ``descent_rise`` of 1 or more (the field's whole
     range) limits no path: the descent is then a breadth-first spread (:func:`_spread`).
 
     ``regrow_steps``: voxel steps the outside then grows through values above the iso-level.
@@ -63,19 +64,27 @@ class ShellOptions:
     regrow_steps: int = 2
     descent_rise: float | None = 0.0625
     descent_level: float = 0.375
-    descent_reach: int = 3
+    descent_reach: int | None = 3
     iso_voxels: float = ISO_VOXELS
 
     @classmethod
     def for_clean_field(cls, fill_gaps: bool = True) -> "ShellOptions":
         """The flood for an exact field: ε 0.6 voxel, and the descent walks every gap down to
-        it, however it rises (no decoded hole to climb out of), still never near the interior.
-        On the exact fields of the shared meshes at N = 256 the gaps the flood used to cap came
-        out: CD −74 % on the cycloidal gears, −46 % the armchair, −45 % the scorpion, −39 % the
-        counter (``bench/results/clean_flood_256.md`` against ``flips_256.md``, with the settling's
-        full trust of a clean field)."""
+        it, however it rises (no decoded hole to climb out of). On the exact fields of the shared
+        meshes at N = 256 the gaps the flood used to cap came out: CD −74 % on the cycloidal gears,
+        −46 % the armchair, −45 % the scorpion, −39 % the counter (``bench/results/clean_flood_256.md``
+        against ``flips_256.md``, with the settling's full trust of a clean field).
+
+        Since stop 48 it also goes into what the strictest flood called interior (``descent_reach``
+        None). That guard is for a decoded field, whose flood may find a hole in a closed wall; on
+        an exact field no path of voxels above ε crosses a wall (see ``iso_voxels``), so a region
+        reached that way is open to the outside, only through a gap narrower than the strictest
+        flood: the teapot's body, open under a lid that leaves a 4-voxel gap (its rim, the spout's
+        and the handle's ends inside it came back: CD −76 %), the spaces between the cycloidal
+        gears (−60 %), the scorpion's (−9 %); the other twelve within ±2 %
+        (``bench/results/open_interior_256.md``)."""
         return cls(iso_voxels=CLEAN_ISO_VOXELS, descent_level=CLEAN_ISO_VOXELS / TRUNCATION_VOXELS,
-                   descent_rise=1.0 if fill_gaps else None)
+                   descent_rise=1.0 if fill_gaps else None, descent_reach=None)
 
     @property
     def iso(self) -> float:
@@ -415,6 +424,15 @@ def flood_outside(field: SparseField, iso: float, options: ShellOptions = ShellO
                np.empty(max(m, 1), dtype=np.int64), label_blocks_start, label_blocks)
         return outside, reached
 
+    if options.descent_reach is None and options.descent_rise is not None and options.descent_rise >= 1.0:
+        # nothing guarded, no path limited: the outside is every voxel above the descent's level joined
+        # to the border, through stored voxels and unstored blocks alike (an exact field's flood)
+        outside, unstored_out = flood(options.descent_level)
+        grown = np.empty_like(outside)
+        for _ in range(int(options.regrow_steps)):
+            if _regrow_step(values, nbr, unstored_out, np.float32(iso), outside, grown) == 0:
+                break
+        return Outside(outside, labels, unstored_out)
     # the interior: what the strictest flood leaves, and that lies clearly off the surface
     levels = sorted(options.flood_levels)
     outside, unstored_out = flood(levels[-1])
@@ -437,14 +455,18 @@ def flood_outside(field: SparseField, iso: float, options: ShellOptions = ShellO
     # voxel it could add, so it is offered only the gaps' voxels; the gaps then regrow in their turn
     if options.descent_rise is not None:
         near = neighbours(NEIGHBOR_OFFSETS)
+        guarded = options.descent_reach is not None
+        interior_voxels = interior_voxels if guarded else np.zeros_like(interior_voxels)
+        interior_labels = interior_labels if guarded else np.zeros_like(interior_labels)
         interior_blocks = interior_voxels.reshape(m, -1).any(axis=1)
+        reach = int(options.descent_reach) if guarded else 0
         level = np.float32(options.descent_level)
         if options.descent_rise >= 1.0:  # any path: the same voxels breadth-first
             added = _spread(values, nbr, near, interior_voxels, interior_blocks, interior_labels, level,
-                            int(options.descent_reach), outside)
+                            reach, outside)
         else:
             added = _descend(values, nbr, near, interior_voxels, interior_blocks, interior_labels, level,
-                             np.float32(options.descent_rise), int(options.descent_reach), outside)
+                             np.float32(options.descent_rise), reach, outside)
         if added:
             regrow()
     return Outside(outside, labels, unstored_out)

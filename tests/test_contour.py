@@ -375,9 +375,11 @@ def test_flood_raises_its_level_when_a_hole_lets_it_into_the_interior():
 
 
 def test_vae_style_remesh_of_a_punctured_field_is_closed(monkeypatch):
-    """The whole decoded-field path (flood, marching cubes, clean-up) on a punctured exact field."""
+    """The whole decoded-field path (flood, marching cubes, clean-up) on a punctured exact field,
+    taken for a decoded one (an exact field with a hole is an open surface, and its flood goes in)."""
     from model import pipeline
 
+    monkeypatch.setattr(pipeline, "is_clean", lambda noise: False)
     sphere = as_mesh(trimesh.creation.icosphere(4, radius=1.0))
     field_ = punctured_field(sphere, 64, np.array([0.0, 1.0, 0.0]), 5.0, 0.4)
     options = RemeshOptions(resolution=64)
@@ -388,14 +390,16 @@ def test_vae_style_remesh_of_a_punctured_field_is_closed(monkeypatch):
     assert radius.std() / radius.mean() < 0.05  # one sphere, not a sphere and a shell inside it
 
 
-def test_the_floods_descent_stays_out_of_a_box_through_a_raised_hole():
+def test_the_floods_descent_stays_out_of_a_box_through_a_raised_hole(monkeypatch):
     """A grid-aligned box whose decoded wall has a patch lifted to 1.6 voxels (a ball of radius 5
     voxels across the wall) — above the 1.5 voxels the outside's descent into narrow gaps goes
     through (:class:`~model.shell.ShellOptions`). The descent enters the lifted patch and stops where
     its path would have to climb: the surface stays closed, one piece, dented at most as deep as the
-    patch, not doubled by an inner shell along the wall (twice the area)."""
+    patch, not doubled by an inner shell along the wall (twice the area). The field is taken for a
+    decoded one: elsewhere it is exact, and an exact field's flood goes through a hole."""
     from model import pipeline
 
+    monkeypatch.setattr(pipeline, "is_clean", lambda noise: False)
     box = as_mesh(trimesh.creation.box((1.0, 1.0, 1.0)))
     field_ = punctured_field(box, 64, np.array([0.5, 0.1, 0.2]), 5.0, 0.4)
     vertices, faces = pipeline._extract_field(field_, RemeshOptions(resolution=64), pipeline.Stages(None, None), None)

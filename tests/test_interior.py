@@ -1,6 +1,7 @@
 """The surfaces inside the outer shell (model.interior, issue 33): VAE mode's default extraction on
 exact fields of primitives keeps a solid's cavities, wound into them, and bodies within them, and
-adds no cut-off piece of what passes through the shell."""
+adds no cut-off piece of what passes through the shell; and an exact field's flood goes into a body
+open to the outside only through a narrow gap (model.shell, since stop 48)."""
 
 from __future__ import annotations
 
@@ -128,3 +129,35 @@ def test_interior_options_are_checked():
         InteriorOptions(reach=1.0).validate()
     with pytest.raises(ValueError, match="min_area"):
         InteriorOptions(min_area=-1.0).validate()
+
+
+def pot_with_a_narrow_opening() -> trimesh.Trimesh:
+    """A sphere as one sheet (zero thickness) open through a hole 4.3 voxels across at its top —
+    narrower than the strictest flood passes (7 voxels) — with a disc floating inside it."""
+    ball = trimesh.creation.uv_sphere(radius=1.0, count=[64, 64])
+    pot = ball.submesh([np.flatnonzero(ball.triangles_center[:, 2] < np.cos(0.06))], append=True)
+    return trimesh.util.concatenate([pot, disc(0.4)])
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_an_exact_fields_flood_goes_into_a_pot_through_a_narrow_opening(monkeypatch, guarded):
+    """An exact field's flood (:meth:`model.shell.ShellOptions.for_clean_field`) goes wherever the
+    field is above ε and joined to the border, into what the strictest flood calls interior too:
+    the pot comes back one sheet with its opening's rim, the disc inside it one sheet with its own
+    (2 pieces, 2 loops, the input's area). Guarded as a decoded field's flood is (kept 3 voxels from
+    that interior, as before stop 48) the opening is capped and the disc's band, an island amid
+    unstored blocks, comes back wrapped in a closed shell."""
+    import dataclasses
+
+    from model.shell import ShellOptions
+
+    if guarded:
+        clean = ShellOptions.for_clean_field()
+        monkeypatch.setattr(pipeline.ShellOptions, "for_clean_field",
+                            classmethod(lambda cls, fill_gaps=True: dataclasses.replace(clean, descent_reach=3)))
+    got, area, _ = extracted(pot_with_a_narrow_opening())
+    if guarded:
+        assert got["loops"] < 2 and got["area"] > 1.2 * area, got
+    else:
+        assert (got["pieces"], got["loops"], got["nonmanifold"]) == (2, 2, 0), got
+        assert got["area"] == pytest.approx(area, rel=0.01)

@@ -4,6 +4,8 @@ spans N − 10 voxels (the pipeline's margin), so "3 voxels" is 3 voxels."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import trimesh
@@ -270,15 +272,23 @@ def test_an_exact_fields_flood_parts_two_boxes_two_and_a_half_voxels_apart(monke
         assert got["pieces"] == 1 or abs(got["area"] / area - 1.0) > 0.03, got
 
 
-@pytest.mark.parametrize("keep_crumbs", [False, True])
-def test_the_scorpions_exact_field_comes_back_in_one_piece(monkeypatch, keep_crumbs):
+@pytest.mark.parametrize("guarded, keep_crumbs", [(False, False), (True, False), (True, True)])
+def test_the_scorpions_exact_field_comes_back_in_one_piece(monkeypatch, guarded, keep_crumbs):
     """At an exact field's ε (0.6 voxel) a thin part of the scorpion (N = 256) is sampled between
-    voxel centres into ε-surface crumbs of 0.2–1.5 voxel². Taken for slabs and contoured, each read
-    the body's zero set around it and came back as a loose patch (3 pieces; the input is one); left
-    out of the slabs (:func:`model.cleanup.crumbs`) they are dropped as specks. The second case puts
-    them back among the slabs to show the test bites."""
+    voxel centres into ε-surface crumbs of 0.2–1.5 voxel² where the flood does not reach around it
+    (``guarded``: kept out of what the strictest flood calls interior, as before stop 48). Taken for
+    slabs and contoured, each read the body's zero set around it and came back as a loose patch (3
+    pieces; the input is one); left out of the slabs (:func:`model.cleanup.crumbs`) they are dropped
+    as specks. The third case puts them back among the slabs to show the test bites. The exact
+    flood of today goes around the thin part and leaves one crumb."""
     import model.cleanup as cleanup
+    import model.pipeline as pipeline
+    from model.shell import ShellOptions
 
+    if guarded:
+        clean = ShellOptions.for_clean_field()
+        monkeypatch.setattr(pipeline.ShellOptions, "for_clean_field",
+                            classmethod(lambda cls, fill_gaps=True: dataclasses.replace(clean, descent_reach=3)))
     if keep_crumbs:
         monkeypatch.setattr(cleanup, "crumbs", lambda area: np.zeros(len(area), dtype=bool))
     field, _ = mesh_to_field(shared_mesh("scorpion.obj"), 256)
