@@ -26,6 +26,9 @@ is no cavity an artist made; and a closed piece flatter than :attr:`InteriorOpti
 a sheet read from both sides (55 of the 56 closed inner pieces of the cycloidal gears, where two
 gears overlap, were 0.01–0.6 voxel thick).
 
+From a decoded field (not clean, :func:`model.zero_set.is_clean`) only closed pieces are kept: its
+rims inside are its own tears (:attr:`InteriorOptions.open_sheets`).
+
 Orientation: a closed piece faces away from the material it bounds. By parity, a piece inside the
 outer shell and inside an odd number of other closed inner pieces bounds material (a body in a
 cavity) and faces out of itself; inside an even number (none, for a plain cavity) it bounds a hole
@@ -55,11 +58,15 @@ class InteriorOptions:
     ``min_area`` (voxel²): smaller pieces are dropped (50: a sphere 4 voxels across; the outer
     shell's specks are 8, but a speck inside is a piece no one sees). ``min_thickness`` (voxels): a
     closed piece must enclose at least this mean thickness (2 · volume / area; a sphere of radius r
-    encloses 2r/3): flatter, it is a sheet contoured from both sides, not a cavity."""
+    encloses 2r/3): flatter, it is a sheet contoured from both sides, not a cavity. ``open_sheets``:
+    keep open pieces whose rims are their own (a clean field's); a decoded field's rims inside are
+    its own tears (the cycloidal gears' decoded field at 256 gave 24 such pieces with 23 rims, where
+    the input has none), so there only closed pieces are kept."""
 
     reach: float = 2.5
     min_area: float = 50.0
     min_thickness: float = 1.0
+    open_sheets: bool = True
 
     def validate(self) -> "InteriorOptions":
         if not 2.0 <= self.reach < BLOCK_SIZE / 2:
@@ -210,6 +217,8 @@ def inner_surfaces(field: SparseField, flooded: Outside, options: InteriorOption
     cut[piece_of_vertex[edges[valence > 2].ravel()]] = True
     area = np.bincount(component, weights=face_normals_and_areas(vertices, faces)[1], minlength=count)
     kept = ~cut & (area >= options.min_area)
+    if not options.open_sheets:
+        kept &= _closed(vertices, faces, component, count)
     faces, component = faces[kept[component]], component[kept[component]]
     if len(faces) == 0:
         return empty

@@ -31,7 +31,7 @@ from .grid import (CHUNK_BLOCKS, TRUNCATION_VOXELS, SparseField, check_resolutio
 from .mesh import Mesh, MeshError, Normalization, bounding_box, fit_unit_cube, used_vertices, validate_arrays
 from .quads import pair_quads
 from .refine import RefineOptions, refine_latents
-from .interior import inner_surfaces
+from .interior import InteriorOptions, inner_surfaces
 from .shell import Outside, ShellOptions, flood_outside, outer_shell_field
 from .geometry import compact
 from .stages import Cancelled, ProgressCallback, Stages
@@ -201,7 +201,8 @@ def _extract_field(field_: SparseField, options: RemeshOptions, stages: Stages,
     vertices, faces = stages.run("cleanup", lambda report: clean_surface(vertices, faces, field_, cleanup, report, surface,
                                                                          contour_slabs, level * TRUNCATION_VOXELS))
     if flooded is not None and cleanup.full:  # the cavities the outer shell's flood could not reach
-        inner_vertices, inner_faces = stages.run("interior", lambda report: inner_surfaces(field_, flooded))
+        inner = InteriorOptions(open_sheets=noise is not None and is_clean(noise))
+        inner_vertices, inner_faces = stages.run("interior", lambda report: inner_surfaces(field_, flooded, inner))
         faces = np.concatenate([faces, inner_faces + len(vertices)])
         vertices = np.concatenate([vertices, inner_vertices])
     if surface is None and cleanup.full and cleanup.settle and len(faces):

@@ -161,3 +161,20 @@ def test_an_exact_fields_flood_goes_into_a_pot_through_a_narrow_opening(monkeypa
     else:
         assert (got["pieces"], got["loops"], got["nonmanifold"]) == (2, 2, 0), got
         assert got["area"] == pytest.approx(area, rel=0.01)
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.2])
+def test_a_decoded_fields_cavity_is_kept_and_its_rims_inside_are_not(floor):
+    """A disc floating in a sphere's cavity, through the default extraction: from the exact field
+    three pieces (the shell, the cavity, the disc with its rim); from the field with its V rounded as
+    a decoded one's (floor 0.2 voxel) the shell and the cavity only — rims inside a decoded field are
+    its tears (:attr:`InteriorOptions.open_sheets`)."""
+    from tests.test_udf_contour import rounded_v
+
+    tm = trimesh.util.concatenate([sphere(), sphere(0.7, inward=True), disc(0.4)])
+    field, normalization = mesh_to_field(as_mesh(tm), N)
+    if floor:
+        field = rounded_v(field, floor)
+    surface = extract_surface(field, None, RemeshOptions(resolution=N, mode="vae"), Stages())
+    got = counts(surface.vertices, surface.faces)
+    assert (got["pieces"], got["loops"], got["nonmanifold"]) == ((3, 1, 0) if floor == 0.0 else (2, 0, 0)), got
