@@ -248,3 +248,26 @@ def test_a_sheets_rim_stays_where_the_sheet_ends():
     outside = np.maximum(np.abs(rim[:, 0] - centre[0]) - size[0], np.abs(rim[:, 1] - centre[1]) - size[1])
     assert len(rim) > 100 and np.abs(outside).max() < 0.1, np.abs(outside).max()
     assert index.distance(surface.vertices).max() < 1e-3
+
+
+@pytest.mark.parametrize("sloped_blocks", [0.0, 0.5])
+def test_a_field_that_is_a_distance_only_in_part_has_no_noise(monkeypatch, sloped_blocks):
+    """A sphere's exact field is clean; with half its blocks' values halved (there the field slopes
+    at half a distance's rate: no planes) the planes of the other half still agree perfectly, but
+    they reach only about half the voxels near the zero set, and the field has no noise to measure
+    (inf: not clean) — as an untrained decoder's field, whose flood as an exact one left no surface.
+    Without the share rule the half would pass for clean."""
+    import model.zero_set as zero_set
+    from model.grid import SparseField
+    from model.zero_set import NOISE_MIN_KNOWN, sampled_noise
+
+    field, _ = mesh_to_field(as_mesh(trimesh.creation.icosphere(subdivisions=4)), 64)
+    values = np.array(field.values)
+    if sloped_blocks:
+        values[::2] *= 0.5
+    field = SparseField(field.resolution, field.keys, values)
+    assert is_clean(sampled_noise(field)) == (not sloped_blocks)
+    if sloped_blocks:
+        assert NOISE_MIN_KNOWN > 0.5
+        monkeypatch.setattr(zero_set, "NOISE_MIN_KNOWN", 0.0)
+        assert is_clean(sampled_noise(field))
