@@ -49,7 +49,7 @@ from .geometry import compact, face_components, signed_volumes
 from .grid import BLOCK_SIZE, FAR, NEIGHBOR_OFFSETS, TRUNCATION_VOXELS, SparseField, key_coords, neighbor_table
 from .grid_kernels import voxel_id, voxel_of
 from .mesh import face_normals_and_areas
-from .shell import FACE_OFFSETS, Outside
+from .shell import FACE_OFFSETS, Outside, _step, labelled_neighbours
 from .udf_contour import field_contour, local_floor, orient, voxels_near
 
 
@@ -101,20 +101,8 @@ def _inside_border(outside, nbr, unstored_out, border):
                     if outside[b, x, y, z]:
                         continue
                     for d in range(6):
-                        axis, step = d >> 1, -1 if (d & 1) == 0 else 1
-                        nx, ny, nz = x, y, z
-                        if axis == 0:
-                            nx += step
-                        elif axis == 1:
-                            ny += step
-                        else:
-                            nz += step
-                        c = b
-                        if not (0 <= nx < s and 0 <= ny < s and 0 <= nz < s):
-                            c = nbr[b, d]
-                            nx, ny, nz = nx % s, ny % s, nz % s
-                        hit = outside[c, nx, ny, nz] if c >= 0 else unstored_out[-1 - c]
-                        if hit:
+                        c, nx, ny, nz = _step(nbr, b, x, y, z, d)
+                        if outside[c, nx, ny, nz] if c >= 0 else unstored_out[-1 - c]:
                             border[b, x, y, z] = True
                             break
 
@@ -125,14 +113,7 @@ def deep_voxels(field: SparseField, flooded: Outside, reach: float) -> np.ndarra
     keys = np.asarray(field.keys, dtype=np.int64)
     if len(keys) == 0:
         return np.zeros(np.shape(field.values), dtype=bool)
-    coords = field.coords.astype(np.int64)
-    nbr = neighbor_table(keys, coords, field.grid, FACE_OFFSETS)
-    missing = nbr < 0
-    around = (coords[:, None, :] + FACE_OFFSETS[None, :, :])[missing]
-    on_grid = np.all((around >= 0) & (around < field.grid), axis=1)
-    label = np.zeros(len(around), dtype=np.int64)
-    label[on_grid] = flooded.labels[around[on_grid, 0], around[on_grid, 1], around[on_grid, 2]]
-    nbr[missing] = -1 - label
+    nbr = labelled_neighbours(field, flooded.labels, FACE_OFFSETS)
     border = np.zeros(np.shape(field.values), dtype=np.bool_)
     _inside_border(flooded.outside, nbr, flooded.unstored_out, border)
     block, x, y, z = np.nonzero(border)
@@ -159,14 +140,7 @@ def _shell_zero_set(zero, outside, near, reached):
     goes on from it."""
     s = BLOCK_SIZE
     m = zero.shape[0]
-    count = 0
-    for b in range(m):
-        for x in range(s):
-            for y in range(s):
-                for z in range(s):
-                    if zero[b, x, y, z]:
-                        count += 1
-    queue = np.empty(count, dtype=np.int64)
+    queue = np.empty(np.count_nonzero(zero), dtype=np.int64)
     tail = 0
     for b in range(m):
         for x in range(s):
@@ -312,8 +286,8 @@ def inner_surfaces(field: SparseField, flooded: Outside, options: InteriorOption
     cut[piece_of_vertex[edges[valence > 2].ravel()]] = True
     area = np.bincount(component, weights=face_normals_and_areas(vertices, faces)[1], minlength=count)
     kept = ~cut & (area >= options.min_area)
-    if not options.open_sheets:
-        kept &= _closed(vertices, faces, component, count)
+    if not options.open_sheets:  # closed pieces only: none of their vertices on a rim
+        kept[piece_of_vertex[rim]] = False
     faces, component = faces[kept[component]], component[kept[component]]
     if len(faces) == 0:
         return empty

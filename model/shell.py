@@ -306,14 +306,7 @@ def _spread(values, nbr, near, interior, interior_blocks, interior_labels, level
     outside) at most once, and is sized by counting them. Returns the voxels added."""
     s = BLOCK_SIZE
     m = values.shape[0]
-    capacity = 0
-    for b in range(m):
-        for x in range(s):
-            for y in range(s):
-                for z in range(s):
-                    if values[b, x, y, z] > level and not outside[b, x, y, z]:
-                        capacity += 1
-    queue = np.empty(capacity, dtype=np.int64)
+    queue = np.empty(np.count_nonzero((values > level) & ~outside), dtype=np.int64)
     queued = outside.copy()  # an outside voxel is never offered
     tail = 0
     for b in range(m):
@@ -365,6 +358,31 @@ def _regrow_step(values, nbr, unstored_out, level, outside, grown):
     return count
 
 
+def labelled_neighbours(field: SparseField, labels: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per stored block and offset [M, O]: the stored neighbour's index, or -1 - the label (``labels``,
+    the unstored blocks' components [g, g, g]) of an unstored one (label 0: off the grid)."""
+    g = field.grid
+    coords = field.coords.astype(np.int64)
+    table = neighbor_table(field.keys, coords, g, offsets)
+    for d, off in enumerate(offsets):
+        missing = table[:, d] < 0
+        c = coords[missing] + off
+        inside = np.all((c >= 0) & (c < g), axis=1)
+        lab = np.zeros(int(missing.sum()), dtype=np.int64)
+        lab[inside] = labels[c[inside, 0], c[inside, 1], c[inside, 2]]
+        table[missing, d] = -1 - lab
+    return table
+
+
+def _regrow(values: np.ndarray, nbr: np.ndarray, unstored_out: np.ndarray, iso: float, outside: np.ndarray,
+            steps: int) -> None:
+    """Grow ``outside`` in place by up to ``steps`` voxel steps through values above ``iso``."""
+    grown = np.empty_like(outside)
+    for _ in range(int(steps)):
+        if _regrow_step(values, nbr, unstored_out, np.float32(iso), outside, grown) == 0:
+            break
+
+
 class Outside(NamedTuple):
     """What the outside flood reached: ``outside`` bool [M, 8, 8, 8] per stored voxel; ``labels`` the
     coarse component labels of the unstored blocks [g, g, g] (0 where stored); ``unstored_out`` per
@@ -392,19 +410,7 @@ def flood_outside(field: SparseField, iso: float, options: ShellOptions = ShellO
                                        labels[:, :, [0, -1]].ravel()]))
     unstored_out[border[border > 0]] = True
 
-    def neighbours(offsets: np.ndarray) -> np.ndarray:
-        """The stored neighbour per block and offset, or -1 - the label of an unstored one (0: off the grid)."""
-        table = neighbor_table(field.keys, coords, g, offsets)
-        for d, off in enumerate(offsets):
-            missing = table[:, d] < 0
-            c = coords[missing] + off
-            inside = np.all((c >= 0) & (c < g), axis=1)
-            lab = np.zeros(int(missing.sum()), dtype=np.int64)
-            lab[inside] = labels[c[inside, 0], c[inside, 1], c[inside, 2]]
-            table[missing, d] = -1 - lab
-        return table
-
-    nbr = neighbours(FACE_OFFSETS)
+    nbr = labelled_neighbours(field, labels, FACE_OFFSETS)
     # per unstored label, the stored blocks touching it (CSR)
     touching = nbr < 0
     block_ids = np.nonzero(touching)[0]
@@ -428,10 +434,7 @@ def flood_outside(field: SparseField, iso: float, options: ShellOptions = ShellO
         # nothing guarded, no path limited: the outside is every voxel above the descent's level joined
         # to the border, through stored voxels and unstored blocks alike (an exact field's flood)
         outside, unstored_out = flood(options.descent_level)
-        grown = np.empty_like(outside)
-        for _ in range(int(options.regrow_steps)):
-            if _regrow_step(values, nbr, unstored_out, np.float32(iso), outside, grown) == 0:
-                break
+        _regrow(values, nbr, unstored_out, iso, outside, options.regrow_steps)
         return Outside(outside, labels, unstored_out)
     # the interior: what the strictest flood leaves, and that lies clearly off the surface
     levels = sorted(options.flood_levels)
@@ -443,18 +446,11 @@ def flood_outside(field: SparseField, iso: float, options: ShellOptions = ShellO
         if not (trial & interior_voxels).any() and not (reached & interior_labels).any():
             outside, unstored_out = trial, reached
             break
-    grown = np.empty_like(outside)
-
-    def regrow() -> None:
-        for _ in range(int(options.regrow_steps)):
-            if _regrow_step(values, nbr, unstored_out, np.float32(iso), outside, grown) == 0:
-                break
-
-    regrow()
+    _regrow(values, nbr, unstored_out, iso, outside, options.regrow_steps)
     # the descent starts from the regrown outside: along most of the surface that already holds every
     # voxel it could add, so it is offered only the gaps' voxels; the gaps then regrow in their turn
     if options.descent_rise is not None:
-        near = neighbours(NEIGHBOR_OFFSETS)
+        near = labelled_neighbours(field, labels, NEIGHBOR_OFFSETS)
         guarded = options.descent_reach is not None
         interior_voxels = interior_voxels if guarded else np.zeros_like(interior_voxels)
         interior_labels = interior_labels if guarded else np.zeros_like(interior_labels)
@@ -468,7 +464,7 @@ def flood_outside(field: SparseField, iso: float, options: ShellOptions = ShellO
             added = _descend(values, nbr, near, interior_voxels, interior_blocks, interior_labels, level,
                              np.float32(options.descent_rise), reach, outside)
         if added:
-            regrow()
+            _regrow(values, nbr, unstored_out, iso, outside, options.regrow_steps)
     return Outside(outside, labels, unstored_out)
 
 
@@ -499,4 +495,4 @@ def outer_shell_field(field: SparseField, iso: float, options: ShellOptions = Sh
     return SparseField(field.resolution, keys[order], np.concatenate([values, far])[order])
 
 
-__all__ = ["Outside", "ShellOptions", "flood_outside", "outer_shell_field"]
+__all__ = ["Outside", "ShellOptions", "flood_outside", "labelled_neighbours", "outer_shell_field"]
