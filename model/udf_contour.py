@@ -109,6 +109,15 @@ RELIABLE = 0.1
 ON_SURFACE = 1e-3
 """Voxels: a voxel this close to the surface lies on it (see :func:`_gradient`)."""
 
+OVERLAP_MARGIN = 1e-4
+"""Voxels: how much less a foot point from the squared distance must reach into its neighbours'
+empty balls than the one-sided one to be taken (see :func:`voxel_planes`)."""
+
+RESCUE_MIN = 0.25
+"""Voxels: a voxel whose one-sided differences are not a distance's takes the squared distance's
+direction only this far from the surface or farther, where a length check can tell a distance's
+slope from a field's that is off by a tenth (see :func:`voxel_planes`)."""
+
 
 @dataclass
 class FieldContourOptions:
@@ -236,8 +245,50 @@ def _gradient(ext, i, j, k, out, eikonal=False):
     return norm
 
 
+@nb.njit(cache=True, inline="always")
+def _squared_direction(ext, i, j, k, here, limit, tolerance, out):
+    """The unit direction away from the surface as the central differences of the squared distance
+    (halved, they are the offset from the foot point), where they name a foot point ``here`` voxels
+    away to within ``tolerance`` voxels and no neighbour is truncated; False, ``out`` untouched,
+    elsewhere (see :func:`voxel_planes`)."""
+    v = np.empty(3)
+    for axis in range(3):
+        di = 1 if axis == 0 else 0
+        dj = 1 if axis == 1 else 0
+        dk = 1 if axis == 2 else 0
+        ahead = ext[i + di, j + dj, k + dk]
+        back = ext[i - di, j - dj, k - dk]
+        if ahead >= limit or back >= limit:  # a truncated neighbour's distance is not its own
+            return False
+        v[axis] = 0.25 * (ahead * ahead - back * back)
+    length = np.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2])
+    if length < 1e-9 or abs(length - here) > tolerance:
+        return False
+    out[0], out[1], out[2] = v[0] / length, v[1] / length, v[2] / length
+    return True
+
+
+@nb.njit(cache=True, inline="always")
+def _overlap(ext, i, j, k, here, g, limit, reach):
+    """How far the foot point p − here·g lies inside the empty ball of one of the voxels within
+    ``reach`` per axis (a voxel's distance less its distance to the point, the most of them): a
+    surface point lies in no voxel's empty ball, so 0 for a true foot point of an exact field."""
+    cx, cy, cz = -here * g[0], -here * g[1], -here * g[2]
+    worst = 0.0
+    for a in range(-reach, reach + 1):
+        for b in range(-reach, reach + 1):
+            for c in range(-reach, reach + 1):
+                d = ext[i + a, j + b, k + c]
+                if d >= limit:
+                    continue
+                gap = d - np.sqrt((a - cx) ** 2 + (b - cy) ** 2 + (c - cz) ** 2)
+                if gap > worst:
+                    worst = gap
+    return worst
+
+
 @nb.njit(parallel=True, cache=True)
-def _band(values, nbr, scale, far, band, slope_tolerance, eikonal, dist, grads):
+def _band(values, nbr, scale, far, band, slope_tolerance, eikonal, squared, dist, grads):
     """Per stored voxel: its distance in voxels (``dist``) and, within ``band`` of the surface, its
     unit gradient (``grads``; zero elsewhere, and where the differences it came from are not a
     distance's: their length off 1 by more than ``slope_tolerance``, see :func:`voxel_planes`)."""
@@ -246,6 +297,7 @@ def _band(values, nbr, scale, far, band, slope_tolerance, eikonal, dist, grads):
         ext = np.empty((size, size, size))
         _gather(values, nbr, b, scale, far, ext)
         g = np.empty(3)
+        q = np.empty(3)
         for i in range(BLOCK_SIZE):
             for j in range(BLOCK_SIZE):
                 for k in range(BLOCK_SIZE):
@@ -253,7 +305,15 @@ def _band(values, nbr, scale, far, band, slope_tolerance, eikonal, dist, grads):
                     dist[b, i, j, k] = d
                     if d < band:
                         length = _gradient(ext, i + HALO, j + HALO, k + HALO, g, eikonal)
-                        if abs(length - 1.0) > slope_tolerance:
+                        bad = abs(length - 1.0) > slope_tolerance
+                        if squared > 0.0 and d >= (RESCUE_MIN if bad else ON_SURFACE) and _squared_direction(
+                                ext, i + HALO, j + HALO, k + HALO, d, scale, squared, q):
+                            deep = _overlap(ext, i + HALO, j + HALO, k + HALO, d, q, scale, 2 if bad else 1)
+                            if (deep <= squared) if bad else (deep < _overlap(
+                                    ext, i + HALO, j + HALO, k + HALO, d, g, scale, 1) - OVERLAP_MARGIN):
+                                g[0], g[1], g[2] = q[0], q[1], q[2]
+                                bad = False
+                        if bad:
                             g[0] = g[1] = g[2] = 0.0
                         grads[b, i, j, k, 0], grads[b, i, j, k, 1], grads[b, i, j, k, 2] = g[0], g[1], g[2]
                     else:
@@ -483,25 +543,43 @@ def _write(dist, grads, origins, src, dst, axes, chosen, m, keys, where, normals
 
 
 def _planes(values: np.ndarray, nbr: np.ndarray, band: float, slope_tolerance: float = np.inf,
-            eikonal: bool = False) -> tuple[np.ndarray, np.ndarray]:
+            eikonal: bool = False, squared: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     dist = np.empty((len(values), BLOCK_SIZE, BLOCK_SIZE, BLOCK_SIZE), dtype=np.float32)
     grads = np.empty((len(values), BLOCK_SIZE, BLOCK_SIZE, BLOCK_SIZE, 3), dtype=np.float32)
-    _band(values, nbr, TRUNCATION_VOXELS, FAR, band, slope_tolerance, eikonal, dist, grads)
+    _band(values, nbr, TRUNCATION_VOXELS, FAR, band, slope_tolerance, eikonal, squared, dist, grads)
     return dist, grads
 
 
-def voxel_planes(field: SparseField, band: float, slope_tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+def voxel_planes(field: SparseField, band: float, slope_tolerance: float, squared: float = 0.0
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Per stored voxel (arrays shaped like ``field.values``): its distance from the surface in
     voxels, float32 [B, 8, 8, 8], and within ``band`` voxels of it the unit direction away from it,
     float32 [B, 8, 8, 8, 3] (:func:`_gradient`, with the eikonal choice of side) — together they
     name where the voxel touches the surface (p − d·g) and the tangent plane there. The direction is
     zero beyond the band, and where the differences it came from are not a distance's: their length
     off 1 by more than ``slope_tolerance`` (every difference crosses a kink, as for a voxel between
-    two walls less than two voxels apart, whose direction names neither)."""
+    two walls less than two voxels apart, whose direction names neither).
+
+    With ``squared`` > 0 a second direction is read, from the central differences of the squared
+    distance d²: half of them is p − c, c the foot point, exactly wherever the voxel and its six
+    neighbours are nearest to one plane, one straight line or one point — beside an open sheet's rim
+    and a convex crease, where the one-sided differences of d read a cone and lean (a rim vertex
+    settled on such planes sat 0.1–0.17 voxel short of a flat sheet's rim) — and within about
+    0.2/R voxel of it near a surface curved with radius R, where the one-sided ones are better close
+    to the surface. So it is taken where its foot point has length d to within ``squared`` voxels
+    and lies less deep in its 26 neighbours' empty balls than the one-sided foot point does (by
+    ``OVERLAP_MARGIN``): a point of the surface lies in none of them (the field is a distance), and
+    the deeper of two foot points is the farther off the surface. A voxel whose one-sided
+    differences give no plane takes the squared distance's where it is ``RESCUE_MIN`` or more off the
+    surface and its foot point lies no deeper than ``squared`` in the empty balls of the 5³ voxels
+    around it (between two walls 1.5 voxels apart the 3³ let a foot point between them pass).
+    Measured on the exact fields of the shared meshes at 256 and 512
+    (``bench/results/squared_planes_256.md``, ``_512.md``; docs/architecture.md, step 5 (e))."""
     keys = np.asarray(field.keys, dtype=np.int64)
     grid = field.resolution // BLOCK_SIZE
     nbr = neighbor_table(keys, key_coords(keys, grid).astype(np.int64), grid, NEIGHBOR_OFFSETS)
-    return _planes(np.ascontiguousarray(field.values, dtype=np.float32), nbr, band, slope_tolerance, eikonal=True)
+    return _planes(np.ascontiguousarray(field.values, dtype=np.float32), nbr, band, slope_tolerance, eikonal=True,
+                   squared=squared)
 
 
 def field_crossings(field: SparseField, options: FieldContourOptions = FieldContourOptions()

@@ -76,7 +76,9 @@ class ZeroSetOptions:
     0.6–46 % off the CD of 14 of the 15 shared meshes' exact fields at 256 — Suzanne −26 %, fandisk
     −22 %, the armchair −18 %, the cow −15 %, the teapot −12 % — and put 7.5 % on the turbine
     blade's, 0.81× direct mode's; ``bench/results/clean_creases_256.md``; 0.1 gained less on the
-    cow and Suzanne, 0.5 no more)."""
+    cow and Suzanne, 0.5 no more). ``squared_tolerance`` (voxels; 0: off): a voxel's plane may come
+    from the central differences of the squared distance, exact beside a rim, a crease or a corner
+    where the one-sided differences lean (:func:`model.udf_contour.voxel_planes`)."""
 
     reach: int = 2
     spread: float = 0.1
@@ -91,6 +93,7 @@ class ZeroSetOptions:
     crease_fit: float = 0.03
     clean_crease_fit: float = 0.2
     regularisation: float = 0.01
+    squared_tolerance: float = 0.02
 
     def validate(self) -> "ZeroSetOptions":
         if not 1 <= self.reach <= 4:
@@ -103,6 +106,8 @@ class ZeroSetOptions:
         if self.crease_fit <= 0 or self.clean_crease_fit <= 0 or self.regularisation <= 0:
             raise ValueError(f"crease_fit, clean_crease_fit and regularisation must be > 0, got {self.crease_fit}, "
                              f"{self.clean_crease_fit}, {self.regularisation}")
+        if self.squared_tolerance < 0:
+            raise ValueError(f"squared_tolerance must be >= 0 (0: off), got {self.squared_tolerance}")
         if self.ring_passes < 0:
             raise ValueError(f"ring_passes must be >= 0, got {self.ring_passes}")
         return self
@@ -201,7 +206,7 @@ Planes = tuple[np.ndarray, np.ndarray]
 def zero_set_planes(field: SparseField, options: ZeroSetOptions = ZeroSetOptions()) -> Planes:
     """The voxel planes the settling reads (those within ``options.band`` whose differences are a
     distance's); made once in VAE mode's extraction for both the settling and the crease step."""
-    return voxel_planes(field, options.band, options.slope_tolerance)
+    return voxel_planes(field, options.band, options.slope_tolerance, options.squared_tolerance)
 
 
 def settle_on_zero_set(vertices: np.ndarray, faces: np.ndarray, field: SparseField,

@@ -12,11 +12,11 @@ import trimesh
 from model.bvh import PrimitiveIndex
 from model.edges import boundary_half_edges
 from model.cleanup import CleanupOptions
-from model.grid import unit_to_voxel
+from model.grid import BLOCK_SIZE, key_coords, unit_to_voxel
 from model.pipeline import RemeshOptions, extract_surface, mesh_to_field
 from model.stages import Stages
 from tests.conftest import as_mesh
-from model.zero_set import ZeroSetOptions, field_agreement, field_noise, is_clean, settle_on_zero_set
+from model.zero_set import ZeroSetOptions, field_agreement, field_noise, is_clean, settle_on_zero_set, zero_set_planes
 
 N = 64
 NOISE = 0.02  # normalised units (× 4 = voxels)
@@ -238,7 +238,10 @@ def test_a_sheets_rim_stays_where_the_sheet_ends():
     """A square sheet whose rim lies half a voxel between grid lines: the voxels just inside the rim
     read the rim's cone on one side along the sheet, and taking that side tilted their planes, whose
     meeting with the sheet's own pulled every rim vertex half a voxel inwards (the sheet 3.5 % short
-    in area at N = 64). Their gradient is the sheet's normal, the side that keeps it of length 1."""
+    in area at N = 64). Their gradient is the sheet's normal, the side that keeps it of length 1.
+    That left every rim vertex 0.03–0.09 voxel short, on the planes of the voxels beyond the rim,
+    whose one-sided differences read the rim's cone; the squared distance's differences name the
+    rim itself (within 0.02 voxel; a few corner vertices go that far beyond it)."""
     square = trimesh.Trimesh([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], [[0, 1, 2], [0, 2, 3]]).subdivide().subdivide()
     field, index, voxels = field_of(square)
     low, high = voxels.min(0), voxels.max(0)
@@ -248,8 +251,8 @@ def test_a_sheets_rim_stays_where_the_sheet_ends():
     rim = surface.vertices[np.unique(half[border].ravel())]
     centre, size = (low + high) / 2, (high - low) / 2
     outside = np.maximum(np.abs(rim[:, 0] - centre[0]) - size[0], np.abs(rim[:, 1] - centre[1]) - size[1])
-    assert len(rim) > 100 and np.abs(outside).max() < 0.1, np.abs(outside).max()
-    assert index.distance(surface.vertices).max() < 1e-3
+    assert len(rim) > 100 and np.abs(outside).max() < 0.03 and np.abs(outside).mean() < 0.005, outside
+    assert index.distance(surface.vertices).max() < 0.03
 
 
 @pytest.mark.parametrize("sloped_blocks", [0.0, 0.5])
@@ -273,3 +276,33 @@ def test_a_field_that_is_a_distance_only_in_part_has_no_noise(monkeypatch, slope
         assert NOISE_MIN_KNOWN > 0.5
         monkeypatch.setattr(zero_set, "NOISE_MIN_KNOWN", 0.0)
         assert is_clean(sampled_noise(field))
+
+
+@pytest.mark.parametrize("shape", ["box", "sheet"])
+def test_the_squared_distance_names_the_foot_points_beside_creases_and_rims(shape):
+    """Beside a box's edges and corners and beyond a tilted sheet's rim the voxels are nearest to a
+    line or a point, and the one-sided differences of the distance read a cone and lean; the
+    squared distance is a quadratic there, whose central differences name the foot point. With them
+    (``squared_tolerance``) the voxels' foot points p − d·g lie on the surface: most exactly, the
+    worst far closer than the one-sided ones'."""
+    if shape == "box":
+        tm = trimesh.creation.box(extents=[0.61, 0.53, 0.47])
+        tm.apply_transform(trimesh.transformations.rotation_matrix(0.3, [1.0, 2.0, 0.5]))
+    else:
+        tm = square(np.array([0.3, 0.2, 1.0]), 0.0123, half=0.4)
+    field, index, _ = field_of(tm)
+    feet = {}
+    for tolerance in (0.0, ZeroSetOptions().squared_tolerance):
+        options = ZeroSetOptions(squared_tolerance=tolerance)
+        dist, grads = zero_set_planes(field, options)
+        block, i, j, k = np.nonzero(np.abs(grads).sum(axis=-1) > 0)
+        voxels = key_coords(np.asarray(field.keys), N // BLOCK_SIZE)[block] * BLOCK_SIZE + np.stack([i, j, k], axis=1)
+        feet[tolerance] = index.distance(voxels - dist[block, i, j, k, None] * grads[block, i, j, k])
+    old, new = feet[0.0], feet[ZeroSetOptions().squared_tolerance]
+    assert len(new) >= len(old)  # no voxel loses its plane
+    # at 64: the box's 95th percentile 0.096 → 0.003 voxel, mean 0.013 → 0.005; the sheet's 0.37 →
+    # 0.002, mean 0.038 → 0.005 (what stays is the voxels nearest the corners, and the box's medial
+    # planes inside, where neither is a distance's plane)
+    assert np.percentile(old, 95) > 0.05  # the cones' lean, which the test is about
+    assert np.percentile(new, 95) < 0.1 * np.percentile(old, 95), (np.percentile(old, 95), np.percentile(new, 95))
+    assert np.mean(new) < 0.5 * np.mean(old), (np.mean(old), np.mean(new))
