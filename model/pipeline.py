@@ -184,7 +184,7 @@ def _extract_field(field_: SparseField, options: RemeshOptions, stages: Stages,
         def flood(report: Callable[[float], None]) -> tuple:
             planes = zero_set_planes(field_)  # read by the noise measure, the settling and the crease step
             noise = sampled_noise(field_, planes)
-            if is_clean(noise):  # an exact field: ε 0.6 voxel, the flood into every gap it shows
+            if is_clean(noise):  # an exact field: ε just over half a voxel, the flood into every gap it shows
                 shell = ShellOptions.for_clean_field(cleanup.fill_gaps)
             else:
                 shell = ShellOptions() if cleanup.fill_gaps else ShellOptions(descent_rise=None)

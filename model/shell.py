@@ -57,8 +57,10 @@ class ShellOptions:
     planes agree, :func:`model.zero_set.sampled_noise`) may be half a voxel: two face neighbours
     both above half a voxel cannot have the surface between them (it would lie at least u_a + u_b
     > 1 voxel, their distance, from the pair), so the flood stays out of every wall and yet enters
-    gaps a voxel narrower; 0.6 rather than 0.5 keeps a margin (a sheet midway between two voxel
-    layers reads exactly 0.5 on both). :meth:`for_clean_field`."""
+    gaps a voxel narrower; ``CLEAN_ISO_VOXELS`` (0.535) rather than 0.5 keeps a margin (a sheet
+    midway between two voxel layers reads exactly 0.5 on both, and a field whose V is rounded just
+    enough to read above it there is not taken for clean: see ``CLEAN_ISO_VOXELS``).
+    :meth:`for_clean_field`."""
 
     flood_levels: tuple[float, ...] = (0.5, 0.625, 0.75, 0.875)
     regrow_steps: int = 2
@@ -69,7 +71,7 @@ class ShellOptions:
 
     @classmethod
     def for_clean_field(cls, fill_gaps: bool = True) -> "ShellOptions":
-        """The flood for an exact field: ε 0.6 voxel, and the descent walks every gap down to
+        """The flood for an exact field: ε ``CLEAN_ISO_VOXELS``, and the descent walks every gap down to
         it, however it rises (no decoded hole to climb out of). On the exact fields of the shared
         meshes at N = 256 the gaps the flood used to cap came out: CD −74 % on the cycloidal gears,
         −46 % the armchair, −45 % the scorpion, −39 % the counter (``bench/results/clean_flood_256.md``
@@ -92,8 +94,17 @@ class ShellOptions:
         return self.iso_voxels / TRUNCATION_VOXELS
 
 
-CLEAN_ISO_VOXELS = 0.6
-"""ε of :meth:`ShellOptions.for_clean_field`, in voxels."""
+CLEAN_ISO_VOXELS = 0.535
+"""ε of :meth:`ShellOptions.for_clean_field`, in voxels. Above 0.5, so that no wall lies between two
+face neighbours above it (their distances would sum to more than 1); as near it as a field that
+passes for clean allows: a V rounded to a floor f reads sqrt(0.25 + f²) half a voxel from a wall,
+above 0.535 from f = 0.19, and a sphere's field rounded at 0.19 already reads noise 0.0067 voxel,
+above the floor of 0.0055 that makes a field clean (0.16: 0.0050; the boxes' read twice that;
+``tests/test_udf_contour.py``). 0.6 until stop 49: the gaps 1.07–1.2 voxels wide it capped held 41 % of
+the cycloidal gears' CD at 256 (two of their bodies fused, area 0.561 of the input's against direct
+mode's 0.627; 0.627 at 0.535), 8 % of the armchair's, 4–5 % of the counter's, the cow's and
+Suzanne's. Lower costs the fandisk's creases (+23 % CD at 0.52, from the marching cubes' own
+triangulation, not from a gap) and gains no more (``bench/results/clean_iso_256.md``)."""
 
 
 @nb.njit(cache=True, inline="always")

@@ -316,8 +316,9 @@ def sampled_noise(field: SparseField, planes: Planes | None = None, options: Zer
     the floor at any N is its rounded V (a floor of 0.2–0.5 voxel, issue 28): the planes on either side
     of the zero set stand apart by about twice what the rounding adds, and a V rounded at 0.2 voxel
     alone reads 0.0072–0.020 on a sphere and two boxes (``tests/test_udf_contour.py``). A V rounded
-    by less passes for exact, and is: the exact flood could leak only through a floor above 0.33
-    voxel (two neighbours 0.5 voxel either side of a wall then both read 0.6)."""
+    by less passes for exact, and is: the exact flood could leak only through a floor above 0.19
+    voxel (two neighbours 0.5 voxel either side of a wall then both read its ε, 0.535; see
+    :data:`model.shell.CLEAN_ISO_VOXELS`)."""
     if len(field.keys) == 0:
         return np.inf
     values = np.asarray(field.values)

@@ -97,13 +97,17 @@ def test_a_sheet_through_a_solid_leaves_no_cut_piece_inside(monkeypatch, trace, 
     """A disc through a ball and out beyond it: inside the ball the disc's zero set goes on out to
     the shell, and a piece of it cut there would add a rim the input does not have — it is not kept.
     Two rules each see it: the zero set traced from the shell's (:func:`whole_deep_voxels`, which also
-    spares contouring it) and the rim where the deep voxels end. With neither, one piece, one loop."""
+    spares contouring it) and the rim where the deep voxels end. With neither, the piece is there,
+    rimmed (one loop at ε 0.6 voxel; since the flood's ε is 0.535 its rim is ragged: 7 loops)."""
     if not trace:
         monkeypatch.setattr(interior, "whole_deep_voxels", lambda field, flooded, deep, near_zero, band: deep)
     if not judge_rims:
         monkeypatch.setattr(interior, "local_floor", lambda field, points: np.ones(len(points)))
     got = inner_of(trimesh.util.concatenate([sphere(0.6), disc(1.0)]))
-    assert (got["pieces"], got["loops"]) == ((1, 1) if not (trace or judge_rims) else (0, 0)), got
+    if trace or judge_rims:
+        assert (got["pieces"], got["loops"]) == (0, 0), got
+    else:
+        assert got["pieces"] == 1 and got["loops"] >= 1, got
 
 
 def test_a_sheet_wholly_inside_a_cavity_keeps_its_own_rim():

@@ -229,7 +229,7 @@ def test_two_boxes_closer_than_the_flood_passes_come_back_apart(fill_gaps):
 
 @pytest.mark.parametrize("floor", [0.0, 0.2, 0.3])
 def test_a_field_whose_v_is_rounded_is_not_flooded_as_exact(floor):
-    """The exact flood (ε 0.6 voxel) is sound for a true distance only. A decoded field's V is
+    """The exact flood (ε 0.535 voxel) is sound for a true distance only. A decoded field's V is
     rounded (its floor 0.2–0.5 voxel): the planes on either side of its zero set then stand apart by
     about twice what the rounding adds, which the noise measure reads above its floor, so the field
     keeps the decoded flood. Two boxes 2.5 voxels apart: apart from the exact field, capped (one
@@ -245,12 +245,28 @@ def test_a_field_whose_v_is_rounded_is_not_flooded_as_exact(floor):
     assert counts(surface.vertices, surface.faces)["pieces"] == (2 if floor == 0.0 else 1)
 
 
+def test_a_v_rounded_enough_to_let_the_exact_flood_through_a_wall_is_not_clean():
+    """Half a voxel from a wall a V rounded to a floor f reads sqrt(0.25 + f²): above the exact
+    flood's ε from f = sqrt(ε² − 0.25) (0.19 at ε 0.535), and two face neighbours either side of the
+    wall would both be flooded. A sphere's field — of the shapes tried the one whose rounding reads
+    least noise — rounded that much must read above the noise floor (and keep the decoded flood);
+    the exact sphere and one rounded at half that must read below it, or the test would not bite."""
+    from model.shell import CLEAN_ISO_VOXELS
+    from model.zero_set import is_clean, sampled_noise
+
+    field, _ = mesh_to_field(as_mesh(trimesh.creation.icosphere(subdivisions=4)), N)
+    leaking = float(np.sqrt(CLEAN_ISO_VOXELS**2 - 0.25))
+    assert 0.15 < leaking < 0.25
+    assert is_clean(sampled_noise(field)) and is_clean(sampled_noise(rounded_v(field, 0.5 * leaking)))
+    assert not is_clean(sampled_noise(rounded_v(field, leaking)))
+
+
 @pytest.mark.parametrize("clean", [True, False])
 def test_an_exact_fields_flood_parts_two_boxes_two_and_a_half_voxels_apart(monkeypatch, clean):
     """Two unit boxes 2.5 voxels apart (a scorpion's leg against its body): a decoded field's flood
     (ε one voxel, its descent through voxels 1.5 voxels off the surface) cannot enter the gap, which
     comes back capped (one piece, or area where the input has none). An exact field's
-    (:meth:`model.shell.ShellOptions.for_clean_field`: ε 0.6 voxel, which no surface can lie between
+    (:meth:`model.shell.ShellOptions.for_clean_field`: ε 0.535 voxel, which no surface can lie between
     two neighbours above) goes in, and the boxes come back apart, closed, with their area. The
     second case measures the field as noisy (as a decoded one is) to show the test bites."""
     import model.pipeline as pipeline
@@ -271,7 +287,7 @@ def test_an_exact_fields_flood_parts_two_boxes_two_and_a_half_voxels_apart(monke
 
 @pytest.mark.parametrize("guarded, keep_crumbs", [(False, False), (True, False), (True, True)])
 def test_the_scorpions_exact_field_comes_back_in_one_piece(monkeypatch, guarded, keep_crumbs):
-    """At an exact field's ε (0.6 voxel) a thin part of the scorpion (N = 256) is sampled between
+    """At an exact field's ε (0.6 voxel then; 0.535 now) a thin part of the scorpion (N = 256) is sampled between
     voxel centres into ε-surface crumbs of 0.2–1.5 voxel² where the flood does not reach around it
     (``guarded``: kept out of what the strictest flood calls interior, as before stop 48). Taken for
     slabs and contoured, each read the body's zero set around it and came back as a loose patch (3
