@@ -46,11 +46,11 @@ import numpy as np
 
 from .edges import edge_valence
 from .geometry import compact, face_components, signed_volumes
-from .grid import BLOCK_SIZE, FAR, NEIGHBOR_OFFSETS, TRUNCATION_VOXELS, SparseField, key_coords, neighbor_table
+from .grid import BLOCK_SIZE, NEIGHBOR_OFFSETS, TRUNCATION_VOXELS, SparseField, key_coords, neighbor_table
 from .grid_kernels import voxel_id, voxel_of
 from .mesh import face_normals_and_areas
 from .shell import FACE_OFFSETS, Outside, _step, labelled_neighbours
-from .udf_contour import field_contour, local_floor, orient, voxels_near
+from .udf_contour import field_contour, field_where, local_floor, orient, voxels_near
 
 
 NEAR_ZERO = 0.9
@@ -89,6 +89,13 @@ class InteriorOptions:
         return self
 
 
+def _voxel_points(field: SparseField, mask: np.ndarray) -> np.ndarray:
+    """The voxel coordinates (float64 [P, 3]) of the stored voxels ``mask`` (bool [M, 8, 8, 8]) marks."""
+    block, x, y, z = np.nonzero(mask)
+    return key_coords(np.asarray(field.keys, dtype=np.int64), field.grid)[block].astype(np.float64) * BLOCK_SIZE + \
+        np.stack([x, y, z], axis=1)
+
+
 @nb.njit(cache=True)
 def _inside_border(outside, nbr, unstored_out, border):
     """Mark the voxels the flood did not reach that have a face neighbour it did (stored outside, or
@@ -110,14 +117,12 @@ def _inside_border(outside, nbr, unstored_out, border):
 def deep_voxels(field: SparseField, flooded: Outside, reach: float) -> np.ndarray:
     """Per stored voxel (bool [M, 8, 8, 8]) whether it lies inside (the flood did not reach it) and
     farther than about ``reach`` voxels from every voxel the flood did reach."""
-    keys = np.asarray(field.keys, dtype=np.int64)
-    if len(keys) == 0:
+    if len(field.keys) == 0:
         return np.zeros(np.shape(field.values), dtype=bool)
     nbr = labelled_neighbours(field, flooded.labels, FACE_OFFSETS)
     border = np.zeros(np.shape(field.values), dtype=np.bool_)
     _inside_border(flooded.outside, nbr, flooded.unstored_out, border)
-    block, x, y, z = np.nonzero(border)
-    points = key_coords(keys, field.grid)[block].astype(np.float64) * BLOCK_SIZE + np.stack([x, y, z], axis=1)
+    points = _voxel_points(field, border)
     # the border is one voxel from the outside: a voxel within reach − 1 of it is within reach of the outside
     return ~flooded.outside & ~voxels_near(field, points, reach - 1.0)
 
@@ -192,17 +197,7 @@ def whole_deep_voxels(field: SparseField, flooded: Outside, deep: np.ndarray, ne
     cut = reached & deep
     if not cut.any():
         return deep
-    block, x, y, z = np.nonzero(cut)
-    points = key_coords(keys, field.grid)[block].astype(np.float64) * BLOCK_SIZE + np.stack([x, y, z], axis=1)
-    return deep & ~voxels_near(field, points, band)
-
-
-def field_where(field: SparseField, kept: np.ndarray) -> SparseField:
-    """The field at the ``kept`` voxels (bool [M, 8, 8, 8]), FAR elsewhere; blocks with none not stored."""
-    keys = np.asarray(field.keys, dtype=np.int64)
-    used = kept.reshape(len(keys), -1).any(axis=1)
-    values = np.where(kept[used], np.asarray(field.values, dtype=np.float32)[used], np.float32(FAR))
-    return SparseField(field.resolution, keys[used], values)
+    return deep & ~voxels_near(field, _voxel_points(field, cut), band)
 
 
 @nb.njit(cache=True)
@@ -312,4 +307,4 @@ def inner_surfaces(field: SparseField, flooded: Outside, options: InteriorOption
     return vertices, faces
 
 
-__all__ = ["InteriorOptions", "inner_surfaces", "deep_voxels", "field_where", "nesting_depth", "whole_deep_voxels"]
+__all__ = ["InteriorOptions", "inner_surfaces", "deep_voxels", "nesting_depth", "whole_deep_voxels"]

@@ -826,15 +826,19 @@ def voxels_near(field: SparseField, points: np.ndarray, radius: float) -> np.nda
     return keep
 
 
-def field_near(field: SparseField, points: np.ndarray, radius: float) -> SparseField:
-    """The field where a voxel lies within ``radius`` voxels of one of ``points`` (voxel
-    coordinates), FAR elsewhere: one part of a field, to be contoured on its own (the slabs of
-    :func:`model.cleanup.clean_surface`). Blocks left without a kept voxel are not stored."""
+def field_where(field: SparseField, kept: np.ndarray) -> SparseField:
+    """The field at the ``kept`` voxels (bool [M, 8, 8, 8]), FAR elsewhere: one part of a field, to be
+    contoured on its own. Blocks left without a kept voxel are not stored."""
     keys = np.asarray(field.keys, dtype=np.int64)
-    keep = voxels_near(field, points, radius)
-    used = keep.reshape(len(keys), -1).any(axis=1)
-    values = np.where(keep[used], np.asarray(field.values, dtype=np.float32)[used], np.float32(FAR))
+    used = kept.reshape(len(keys), -1).any(axis=1)
+    values = np.where(kept[used], np.asarray(field.values, dtype=np.float32)[used], np.float32(FAR))
     return SparseField(field.resolution, keys[used], values)
+
+
+def field_near(field: SparseField, points: np.ndarray, radius: float) -> SparseField:
+    """:func:`field_where` a voxel lies within ``radius`` voxels of one of ``points`` (voxel
+    coordinates): the slabs of :func:`model.cleanup.clean_surface`."""
+    return field_where(field, voxels_near(field, points, radius))
 
 
 def field_contour(field: SparseField, options: FieldContourOptions = FieldContourOptions()
