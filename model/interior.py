@@ -39,7 +39,7 @@ and faces into it (negative enclosed volume), as an input cavity is wound.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dataclass_field
 
 import numba as nb
 import numpy as np
@@ -50,7 +50,7 @@ from .grid import BLOCK_SIZE, NEIGHBOR_OFFSETS, TRUNCATION_VOXELS, SparseField, 
 from .grid_kernels import voxel_id, voxel_of
 from .mesh import face_normals_and_areas
 from .shell import FACE_OFFSETS, Outside, _step, labelled_neighbours
-from .udf_contour import field_contour, field_where, local_floor, orient, voxels_near
+from .udf_contour import FieldContourOptions, field_contour, field_where, local_floor, orient, voxels_near
 
 
 NEAR_ZERO = 0.9
@@ -74,12 +74,15 @@ class InteriorOptions:
     encloses 2r/3): flatter, it is a sheet contoured from both sides, not a cavity. ``open_sheets``:
     keep open pieces whose rims are their own (a clean field's); a decoded field's rims inside are
     its own tears (the cycloidal gears' decoded field at 256 gave 24 such pieces with 23 rims, where
-    the input has none), so there only closed pieces are kept."""
+    the input has none), so there only closed pieces are kept. ``contour``: how the inside's zero set
+    is contoured (:class:`model.udf_contour.FieldContourOptions`; an exact field's: its
+    ``for_clean_field``)."""
 
     reach: float = 2.5
     min_area: float = 50.0
     min_thickness: float = 1.0
     open_sheets: bool = True
+    contour: FieldContourOptions = dataclass_field(default_factory=FieldContourOptions)
 
     def validate(self) -> "InteriorOptions":
         if not 2.0 <= self.reach < BLOCK_SIZE / 2:
@@ -266,7 +269,7 @@ def inner_surfaces(field: SparseField, flooded: Outside, options: InteriorOption
     deep = whole_deep_voxels(field, flooded, deep_voxels(field, flooded, options.reach), NEAR_ZERO, BAND)
     if not deep.any():
         return empty
-    vertices, faces = field_contour(field_where(field, deep))
+    vertices, faces = field_contour(field_where(field, deep), options.contour)
     if len(faces) == 0:
         return empty
     count, component = face_components(len(vertices), faces)

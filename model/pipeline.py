@@ -36,7 +36,7 @@ from .shell import Outside, ShellOptions, flood_outside, outer_shell_field
 from .geometry import compact
 from .stages import Cancelled, ProgressCallback, Stages
 from .ublocks import iter_chunks, pad_average
-from .udf_contour import field_contour, field_near
+from .udf_contour import FieldContourOptions, field_contour, field_near
 from .zero_set import Planes, is_clean, sampled_noise, settle_and_measure, settle_on_zero_set, zero_set_planes
 
 MODES = ("direct", "vae")
@@ -161,12 +161,20 @@ def input_surface_of(exact: Mesh) -> SurfaceIndex:
     return SurfaceIndex(exact.vertices, exact.faces)
 
 
-def _slab_contour(field_: SparseField, level: float) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def _slab_contour(field_: SparseField, level: float, contour: FieldContourOptions
+                  ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """What replaces a decoded field's slabs (open sheets, walls thinner than the flood): the zero
     set of the field near their ε-surface vertices (at ``level``), dual-contoured
-    (:mod:`model.udf_contour`) — one layer with its own rim, where the single-layer cut tore it."""
+    (:mod:`model.udf_contour`, with ``contour``) — one layer with its own rim, where the single-layer
+    cut tore it."""
     reach = SLAB_REACH + (iso_level() - level) * TRUNCATION_VOXELS
-    return lambda points: field_contour(field_near(field_, points, reach))
+    return lambda points: field_contour(field_near(field_, points, reach), contour)
+
+
+def contour_options_for(noise: float | None) -> FieldContourOptions:
+    """How a field with this noise (:func:`model.zero_set.sampled_noise`; None: not measured) is
+    dual-contoured: an exact field's rims and medial axes told apart, a decoded field's not."""
+    return FieldContourOptions.for_clean_field() if noise is not None and is_clean(noise) else FieldContourOptions()
 
 
 def _extract_field(field_: SparseField, options: RemeshOptions, stages: Stages,
@@ -197,11 +205,12 @@ def _extract_field(field_: SparseField, options: RemeshOptions, stages: Stages,
     vertices, faces = stages.run("extract", lambda report: marching_cubes_sparse(contoured, level, report))
     if faces.shape[0] == 0 or not cleanup.active:
         return vertices, faces
-    contour_slabs = _slab_contour(field_, level) if surface is None and cleanup.contour_slabs else None
+    contour = contour_options_for(noise)
+    contour_slabs = _slab_contour(field_, level, contour) if surface is None and cleanup.contour_slabs else None
     vertices, faces = stages.run("cleanup", lambda report: clean_surface(vertices, faces, field_, cleanup, report, surface,
                                                                          contour_slabs, level * TRUNCATION_VOXELS))
     if flooded is not None and cleanup.full:  # the cavities the outer shell's flood could not reach
-        inner = InteriorOptions(open_sheets=noise is not None and is_clean(noise))
+        inner = InteriorOptions(open_sheets=noise is not None and is_clean(noise), contour=contour)
         inner_vertices, inner_faces = stages.run("interior", lambda report: inner_surfaces(field_, flooded, inner))
         faces = np.concatenate([faces, inner_faces + len(vertices)])
         vertices = np.concatenate([vertices, inner_vertices])
@@ -248,7 +257,7 @@ def _extract_direct(exact: Mesh, options: RemeshOptions, stages: Stages) -> Mesh
 def _extract_dual(field_: SparseField, cleanup: CleanupOptions, stages: Stages) -> Mesh:
     """A field without its input, dual-contoured at its zero set (:mod:`model.udf_contour`), then
     rid of the specks a decoded field leaves and settled onto the zero set (:mod:`model.zero_set`)."""
-    vertices, faces = stages.run("extract", lambda report: field_contour(field_))
+    vertices, faces = stages.run("extract", lambda report: field_contour(field_, contour_options_for(sampled_noise(field_))))
     if len(faces):
         faces = stages.run("cleanup", lambda report: drop_specks(vertices, faces, DECODED_SPECK_AREA))
         vertices, faces = compact(vertices, faces)
