@@ -1,5 +1,6 @@
 """Open sheets that pass through each other, through VAE mode's extraction of their exact field
-(issue 33): two squares crossing at several angles, and an open tube through a square (a teapot's
+(issue 33): two squares crossing at several angles (a few hundredths off the grid's planes, as a real
+asset is), and an open tube through a square (a teapot's
 spout through its body), at several resolutions.
 
     .venv/bin/python bench/bench_crossings.py [--angles 20 35 50 70 90] [--resolutions 64 96 128]
@@ -36,37 +37,9 @@ from model.mesh import Mesh  # noqa: E402
 from model.pipeline import RemeshOptions, extract_surface, mesh_to_field  # noqa: E402
 from model.stages import Stages  # noqa: E402
 from model.udf_contour import FieldContourOptions, field_contour  # noqa: E402
+from tests.test_udf_contour import crossing_squares, tube_through_square  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
-
-
-def square(corner: np.ndarray, side_u: np.ndarray, side_v: np.ndarray, n: int = 40) -> trimesh.Trimesh:
-    """A flat rectangle corner + s·side_u + t·side_v as an n × n grid of vertices."""
-    s, t = np.meshgrid(np.linspace(0, 1, n), np.linspace(0, 1, n))
-    vertices = corner + s.reshape(-1, 1) * side_u + t.reshape(-1, 1) * side_v
-    idx = np.arange(n * n).reshape(n, n)
-    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
-    return trimesh.Trimesh(vertices, np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)]))
-
-
-def crossing(angle: float) -> trimesh.Trimesh:
-    """A 2 × 2 square in the plane z = 0.013 and another through its middle at ``angle`` degrees
-    (both off the grid's planes by a few hundredths, as a real asset is)."""
-    flat = square(np.array([-1.0, -1.0, 0.013]), np.array([2.0, 0, 0]), np.array([0, 2.0, 0]))
-    t = np.radians(angle)
-    other = square(np.array([0.017 - np.cos(t), -1.0, 0.013 - np.sin(t)]), np.array([2 * np.cos(t), 0, 2 * np.sin(t)]),
-                   np.array([0, 2.0, 0]))
-    return trimesh.util.concatenate([flat, other])
-
-
-def tube_through_square() -> trimesh.Trimesh:
-    """An open tube (radius 0.31, no caps) standing through a 2 × 2 square."""
-    flat = square(np.array([-1.0, -1.0, 0.013]), np.array([2.0, 0, 0]), np.array([0, 2.0, 0]))
-    tube = trimesh.creation.cylinder(radius=0.31, height=1.4, sections=64)
-    tube = trimesh.Trimesh(tube.vertices, tube.faces[np.abs(tube.face_normals[:, 2]) < 0.5])
-    tube.remove_unreferenced_vertices()
-    tube.apply_translation((0.021, 0.033, 0.2))
-    return trimesh.util.concatenate([flat, tube])
 
 
 def measure(vertices: np.ndarray, faces: np.ndarray, area_in_voxels: float, inp: dict) -> dict:
@@ -88,7 +61,7 @@ def main() -> int:
     parser.add_argument("--resolutions", nargs="+", type=int, default=[64, 96, 128])
     parser.add_argument("--out", type=Path, default=RESULTS / "crossings.json")
     args = parser.parse_args()
-    cases = [(f"{a:g}°", crossing(a)) for a in args.angles] + [("tube", tube_through_square())]
+    cases = [(f"{a:g}°", crossing_squares(a, 0.017)) for a in args.angles] + [("tube", tube_through_square())]
     rows = []
     for name, sheets in cases:
         inp = boundary_stats(Mesh(np.asarray(sheets.vertices, dtype=np.float64), np.asarray(sheets.faces, dtype=np.int64)))

@@ -42,7 +42,7 @@ import numba as nb
 import numpy as np
 
 from .bvh import PrimitiveIndex, _closest_on_triangle
-from .geometry import compact, signed_volumes, union
+from .geometry import compact, roots, signed_volumes, union
 from .edges import border_half_edges, half_edge_groups, slot_groups, split_groups
 from .mesh import face_normals_and_areas
 
@@ -1212,13 +1212,7 @@ def _edge_pieces(num_faces, owner, first, size, alive):
                 a = f
                 continue
             union(parent, a, f)
-    label = np.empty(num_faces, dtype=np.int64)
-    for f in range(num_faces):
-        r = f
-        while parent[r] != r:
-            r = parent[r]
-        label[f] = r
-    return label
+    return roots(parent)
 
 
 def edge_pieces(faces: np.ndarray) -> np.ndarray:

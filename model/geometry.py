@@ -50,6 +50,18 @@ def union(parent, a, b):
 
 
 @nb.njit(cache=True)
+def roots(parent):
+    """Each member's root in a union-find forest (int64 [N]): the name of its set."""
+    out = np.empty(parent.shape[0], dtype=np.int64)
+    for x in range(parent.shape[0]):
+        r = x
+        while parent[r] != r:
+            r = parent[r]
+        out[x] = r
+    return out
+
+
+@nb.njit(cache=True)
 def _union_find_labels(num_vertices, faces):
     parent = np.arange(num_vertices)
     for f in range(faces.shape[0]):

@@ -37,7 +37,7 @@ from .geometry import compact
 from .stages import Cancelled, ProgressCallback, Stages
 from .ublocks import iter_chunks, pad_average
 from .udf_contour import FieldContourOptions, field_contour, field_near
-from .zero_set import Planes, is_clean, sampled_noise, settle_and_measure, settle_on_zero_set, zero_set_planes
+from .zero_set import Planes, is_clean, sampled_noise, settle_and_measure, zero_set_planes
 
 MODES = ("direct", "vae")
 log = logging.getLogger("log3d.pipeline")
@@ -257,12 +257,16 @@ def _extract_direct(exact: Mesh, options: RemeshOptions, stages: Stages) -> Mesh
 def _extract_dual(field_: SparseField, cleanup: CleanupOptions, stages: Stages) -> Mesh:
     """A field without its input, dual-contoured at its zero set (:mod:`model.udf_contour`), then
     rid of the specks a decoded field leaves and settled onto the zero set (:mod:`model.zero_set`)."""
-    vertices, faces = stages.run("extract", lambda report: field_contour(field_, contour_options_for(sampled_noise(field_))))
+    def extract(report: Callable[[float], None]) -> tuple:
+        planes = zero_set_planes(field_)  # read by the noise measure and the settling
+        return planes, *field_contour(field_, contour_options_for(sampled_noise(field_, planes)))
+
+    planes, vertices, faces = stages.run("extract", extract)
     if len(faces):
         faces = stages.run("cleanup", lambda report: drop_specks(vertices, faces, DECODED_SPECK_AREA))
         vertices, faces = compact(vertices, faces)
     if len(faces) and cleanup.settle:
-        vertices = stages.run("settle", lambda report: settle_on_zero_set(vertices, faces, field_))
+        vertices = stages.run("settle", lambda report: settle_and_measure(vertices, faces, field_, planes=planes)[0])
     return Mesh(vertices, faces)
 
 

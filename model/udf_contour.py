@@ -62,7 +62,7 @@ import numpy as np
 from .contour import CORNER_LOCAL, EIGEN_CUTOFF, _cells_around, _edge_pieces, _quadric_vertex, _sheet_vertices, _triangulate
 from .edges import half_edge_groups
 from .cleanup import sample_field
-from .geometry import compact, face_components, signed_volumes, union
+from .geometry import compact, face_components, roots, signed_volumes, union
 from .mesh import face_normals_and_areas
 from .grid import BLOCK_SIZE, FAR, NEIGHBOR_OFFSETS, TRUNCATION_VOXELS, SparseField, key_coords, neighbor_table
 from .grid_kernels import voxel_id, voxel_of, window_blocks
@@ -527,23 +527,35 @@ def _sides(num, src, dst, flip, order):
 
 
 @nb.njit(cache=True)
+def _incidence(num, ends_a, ends_b):
+    """The edges at each of ``num`` nodes, edge e joining nodes ends_a[e] and ends_b[e] (an edge whose
+    ends are one node is left out): (start int64 [num + 1], incident int64), node n's edges being
+    incident[start[n]:start[n + 1]]."""
+    degree = np.zeros(num + 1, dtype=np.int64)
+    for e in range(ends_a.shape[0]):
+        if ends_a[e] != ends_b[e]:
+            degree[ends_a[e] + 1] += 1
+            degree[ends_b[e] + 1] += 1
+    start = np.cumsum(degree)
+    fill = start[:-1].copy()
+    incident = np.empty(start[num], dtype=np.int64)
+    for e in range(ends_a.shape[0]):
+        a, b = ends_a[e], ends_b[e]
+        if a != b:
+            incident[fill[a]] = e
+            fill[a] += 1
+            incident[fill[b]] = e
+            fill[b] += 1
+    return start, incident
+
+
+@nb.njit(cache=True)
 def _settle(side, src, dst, flip, conf, sweeps):
     """Local improvement of the sides (iterated conditional modes): a voxel whose edges, weighted by
     their confidence, disagree with its side more than they agree takes the other side; a few sweeps,
     in voxel order. Fixes what the greedy forest settled early on a weak judgement."""
     num = side.shape[0]
-    degree = np.zeros(num + 1, dtype=np.int64)
-    for e in range(src.shape[0]):
-        degree[src[e] + 1] += 1
-        degree[dst[e] + 1] += 1
-    start = np.cumsum(degree)
-    fill = start[:-1].copy()
-    incident = np.empty(start[num], dtype=np.int64)
-    for e in range(src.shape[0]):
-        incident[fill[src[e]]] = e
-        fill[src[e]] += 1
-        incident[fill[dst[e]]] = e
-        fill[dst[e]] += 1
+    start, incident = _incidence(num, src, dst)
     for _ in range(sweeps):
         changed = 0
         for v in range(num):
@@ -955,29 +967,8 @@ def _flip_regions(side, src, dst, flip, conf, sure, sweeps):
     for e in range(src.shape[0]):
         if conf[e] >= sure and ((side[src[e]] != side[dst[e]]) == flip[e]):
             union(parent, src[e], dst[e])
-    cluster = np.empty(num, dtype=np.int32)
-    for x in range(num):
-        r = x
-        while parent[r] != r:
-            r = parent[r]
-        cluster[x] = r
-    # the edges between clusters, grouped by each end's cluster
-    degree = np.zeros(num + 1, dtype=np.int64)
-    for e in range(src.shape[0]):
-        ca, cb = cluster[src[e]], cluster[dst[e]]
-        if ca != cb:
-            degree[ca + 1] += 1
-            degree[cb + 1] += 1
-    start = np.cumsum(degree)
-    fill = start[:-1].copy()
-    incident = np.empty(start[num], dtype=np.int64)
-    for e in range(src.shape[0]):
-        ca, cb = cluster[src[e]], cluster[dst[e]]
-        if ca != cb:
-            incident[fill[ca]] = e
-            fill[ca] += 1
-            incident[fill[cb]] = e
-            fill[cb] += 1
+    cluster = roots(parent)
+    start, incident = _incidence(num, cluster[src], cluster[dst])  # the edges between clusters
     flipped = np.zeros(num, dtype=np.uint8)
     for _ in range(sweeps):
         changed = 0

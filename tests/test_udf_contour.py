@@ -406,23 +406,35 @@ def test_a_t_junction_of_three_sheets_keeps_every_sheet(extraction):
     assert got["area"] == pytest.approx(float(tee.area) * (normalization.scale * N) ** 2, rel=0.03)
 
 
-def crossing_sheets(kind: str) -> tuple[trimesh.Trimesh, int]:
-    """Sheets that pass through each other, and the input's boundary loops: two squares crossing at
-    right angles or at 35°, or an open tube through a square (a teapot's spout through its body)."""
+def crossing_squares(angle: float, offset: float) -> trimesh.Trimesh:
+    """A 2 × 2 square in the plane z = 0.013 and another through its middle at ``angle`` degrees,
+    moved ``offset`` along x (off the grid's planes, as a real asset is)."""
     flat = grid_square(np.array([-1.0, -1.0, 0.013]), np.array([2.0, 0, 0]), np.array([0, 2.0, 0]))
-    if kind == "right angle":
-        other = grid_square(np.array([0.017, -1.0, -0.987]), np.array([0, 2.0, 0]), np.array([0, 0, 2.0]))
-        return trimesh.util.concatenate([flat, other]), 2
-    if kind == "35 degrees":
-        t = np.radians(35.0)
-        other = grid_square(np.array([-np.cos(t), -1.0, 0.013 - np.sin(t)]), np.array([2 * np.cos(t), 0, 2 * np.sin(t)]),
-                            np.array([0, 2.0, 0]))
-        return trimesh.util.concatenate([flat, other]), 2
+    t = np.radians(angle)
+    other = grid_square(np.array([offset - np.cos(t), -1.0, 0.013 - np.sin(t)]), np.array([2 * np.cos(t), 0, 2 * np.sin(t)]),
+                        np.array([0, 2.0, 0]))
+    return trimesh.util.concatenate([flat, other])
+
+
+def tube_through_square() -> trimesh.Trimesh:
+    """An open tube (radius 0.31, no caps) standing through a 2 × 2 square: a teapot's spout through
+    its body."""
+    flat = grid_square(np.array([-1.0, -1.0, 0.013]), np.array([2.0, 0, 0]), np.array([0, 2.0, 0]))
     tube = trimesh.creation.cylinder(radius=0.31, height=1.4, sections=64)
     tube = trimesh.Trimesh(tube.vertices, tube.faces[np.abs(tube.face_normals[:, 2]) < 0.5])  # no caps
     tube.remove_unreferenced_vertices()
     tube.apply_translation((0.021, 0.033, 0.2))
-    return trimesh.util.concatenate([flat, tube]), 3
+    return trimesh.util.concatenate([flat, tube])
+
+
+def crossing_sheets(kind: str) -> tuple[trimesh.Trimesh, int]:
+    """Sheets that pass through each other, and the input's boundary loops: two squares crossing at
+    right angles or at 35°, or an open tube through a square."""
+    if kind == "right angle":
+        return crossing_squares(90.0, 0.017), 2
+    if kind == "35 degrees":
+        return crossing_squares(35.0, 0.0), 2
+    return tube_through_square(), 3
 
 
 @pytest.mark.parametrize("kind", ["right angle", "35 degrees", "tube"])
