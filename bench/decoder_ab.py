@@ -58,6 +58,8 @@ CANDIDATES: dict[str, dict] = {
     "loss": {"args": TOKEN + SURFACE, "what": "today's decoder; surface loss (smooth L1 β 0.01 over the band, ×4, + 0.5 slope)"},
     "grid": {"args": GRID + HUBER, "what": "token → learned 4³ grid, nearest upsampling (64, 24, 8 channels); today's loss"},
     "grid+loss": {"args": GRID + SURFACE, "what": "the grid decoder and the surface loss (the `small` preset's defaults now)"},
+    "grid+loss+abs": {"args": GRID + ["--arch", "dec_output=abs"] + SURFACE,
+                      "what": "grid+loss with a signed head: the decoder draws a signed field, the output is its absolute value"},
     "shipped+": {"args": GRID + SURFACE, "warm": True,
                  "what": "the shipped weights (grid+loss) continued whole with their own recipe (reference)"},
 }

@@ -39,6 +39,10 @@ DESIGNS: dict[str, dict] = {
     "grid4 + shuffle 64,24,8": {"dec_stem": 4, "dec_upsample": "shuffle", "dec_channels": (64, 24, 8), "dec_scales": (1, 2, 2)},
     "grid4 + nearest 64,24,8": {"dec_stem": 4, "dec_upsample": "nearest", "dec_channels": (64, 24, 8), "dec_scales": (1, 2, 2)},
     "grid4 + shuffle 64,32,16": {"dec_stem": 4, "dec_upsample": "shuffle", "dec_channels": (64, 32, 16), "dec_scales": (1, 2, 2)},
+    "grid4 + nearest 64,24,8, abs head": {"dec_stem": 4, "dec_upsample": "nearest", "dec_channels": (64, 24, 8),
+                                          "dec_scales": (1, 2, 2), "dec_output": "abs"},
+    "grid8 + nearest 32,16": {"dec_stem": 8, "dec_upsample": "nearest", "dec_channels": (32, 16), "dec_scales": (1, 2)},
+    "token, abs head": {**TOKEN, "dec_upsample": "nearest", "dec_output": "abs"},
 }
 
 
@@ -80,9 +84,12 @@ def fit(name: str, overrides: dict, blocks: torch.Tensor, cpu_seconds: float, pr
                          for i in range(0, blocks.shape[0], 256)])
     err = (out - blocks).abs()
     iso = (blocks - 0.25).abs() < 0.125
+    inside_true, inside_out = blocks < 0.25, out < 0.25  # under ε: what the ε-surface encloses
+    both = float((inside_true & inside_out).sum())
     return {"design": name, "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
             "decoder_parameters": count_parameters(decoder), "steps": steps, "cpu_seconds": round(used, 1),
-            "band_error": band_error(out, blocks), "iso_error": float(err[iso].mean()), "mean_error": float(err.mean())}
+            "band_error": band_error(out, blocks), "iso_error": float(err[iso].mean()), "mean_error": float(err.mean()),
+            "eps_recall": both / max(float(inside_true.sum()), 1.0), "eps_precision": both / max(float(inside_out.sum()), 1.0)}
 
 
 def main() -> int:
@@ -106,11 +113,14 @@ def main() -> int:
     lines = ["# Local decoder capacity (bench/decoder_capacity.py)\n",
              f"{len(blocks)} real UBlocks from `{args.data}`, free 128-d tokens (an auto-decoder), the `small` preset's "
              f"width, {args.cpu_seconds:g} CPU-seconds each on one thread, precision {precision} ({why}). Errors in "
-             "normalised units (× 4 = voxels): band = true value < 0.5, iso = within half a voxel of the ε level.\n",
-             "| design | decoder params | steps | band error | iso error | mean error |", "|---|---:|---:|---:|---:|---:|"]
+             "normalised units (× 4 = voxels): band = true value < 0.5, iso = within half a voxel of the ε level; "
+             "ε recall / precision: of the voxels under ε (0.25) in the truth / in the decoded blocks, the share under ε in both "
+             "(what the ε-surface encloses: a missed voxel is a hole or a lost thin part).\n",
+             "| design | decoder params | steps | band error | iso error | mean error | ε recall | ε precision |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['design']} | {r['decoder_parameters']:,} | {r['steps']} | {r['band_error']:.4f} | "
-                     f"{r['iso_error']:.4f} | {r['mean_error']:.4f} |")
+                     f"{r['iso_error']:.4f} | {r['mean_error']:.4f} | {r['eps_recall']:.3f} | {r['eps_precision']:.3f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))

@@ -74,6 +74,12 @@ class VAEConfig:
     ``dec_stem = 4`` projects the token with a learned linear map to a 4³ grid (every position its
     own weights); ``dec_upsample = "shuffle"`` makes each child of an upsampled voxel its own
     learned mix of the parent's channels (channel-to-space, TRELLIS.2's way).
+
+    ``dec_output = "abs"`` reads the head as a locally signed value and returns its absolute value:
+    a UDF's V at the surface (slope ±1, minimum 0) is a kink that smooth convolutions round off
+    (the decoded minimum sat near 0.075 with a slope of 0.67, issue 28), while a signed function
+    crossing zero is what they draw easily. The sign is the decoder's own, per block, and carries
+    no meaning outside it. ``"linear"`` is the paper's head.
     """
 
     name: str = "paper"
@@ -93,6 +99,7 @@ class VAEConfig:
     dec_scales: tuple[int, ...] = (1, 2, 2, 2, 2)
     dec_stem: int = 1
     dec_upsample: str = "nearest"
+    dec_output: str = "linear"
     norm_groups: int = 32
     pos_max_period: float = 10000.0
     # Initial output (head bias; head weights scaled by 0.1): about the mean normalised UDF of an
@@ -127,6 +134,8 @@ class VAEConfig:
             problems.append(f"dec_channels[0]={self.dec_channels[0]} must equal dim={self.dim} (dec_stem 1: the token is the 1³ voxel)")
         if self.dec_upsample not in ("nearest", "shuffle"):
             problems.append(f"dec_upsample must be nearest or shuffle, got {self.dec_upsample!r}")
+        if self.dec_output not in ("linear", "abs"):
+            problems.append(f"dec_output must be linear or abs, got {self.dec_output!r}")
         size = self.block_size
         for p in self.enc_pools:
             if p < 1 or size % p:
@@ -316,6 +325,7 @@ class LocalDecoder(nn.Module):
             self.head.bias.fill_(cfg.output_init)
         self.crop = (cfg.decoded_size - cfg.block_size) // 2
         self.block_size = cfg.block_size
+        self.signed_head = cfg.dec_output == "abs"
 
     def forward(self, x: Tensor) -> Tensor:
         if self.stem_size > 1:
@@ -327,6 +337,8 @@ class LocalDecoder(nn.Module):
         for layer in self.layers:
             x = layer(x)
         x = self.head(x)[:, 0]
+        if self.signed_head:
+            x = x.abs()
         c, b = self.crop, self.block_size
         return x[:, c : c + b, c : c + b, c : c + b]
 

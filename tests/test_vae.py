@@ -269,3 +269,26 @@ def test_weights_saved_before_the_decoder_fields_existed_still_load(tmp_path):
     load_weights(fresh, tmp_path / "old.safetensors")
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), fresh.state_dict().values()))
     assert load_model(tmp_path / "old.safetensors").config.dec_stem == 1
+
+
+def test_signed_head_returns_the_absolute_value_of_the_same_decoder():
+    """``dec_output="abs"`` changes only the last step: the same weights decode |linear head|, so
+    a decoded block can reach 0 with slope ±1 at the surface, and never goes negative."""
+    from model.vae import LocalDecoder
+
+    linear_cfg = preset("tiny").replace(dec_output="linear")
+    signed_cfg = linear_cfg.replace(dec_output="abs")
+    torch.manual_seed(0)
+    linear = LocalDecoder(linear_cfg)
+    signed = LocalDecoder(signed_cfg)
+    signed.load_state_dict(linear.state_dict())
+    with torch.no_grad():
+        linear.head.bias.fill_(0.0)  # straddle zero so that the two heads differ
+        signed.head.bias.fill_(0.0)
+        tokens = torch.randn(5, linear_cfg.dim)
+        a, b = linear(tokens), signed(tokens)
+    assert (a < 0).any() and (b >= 0).all()
+    assert torch.allclose(b, a.abs())
+    assert VAEConfig.from_dict(signed_cfg.to_dict()).dec_output == "abs"
+    with pytest.raises(ValueError, match="dec_output"):
+        VAEConfig(dec_output="sigmoid")
