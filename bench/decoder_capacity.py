@@ -28,19 +28,20 @@ sys.path.insert(0, str(REPO))
 from backend.dataset import Cache  # noqa: E402
 from model.objective import band_error, vae_loss  # noqa: E402
 from model.cpu import autocast_context, default_cpu_precision  # noqa: E402
+from model.grid import iso_level  # noqa: E402
 from model.vae import LocalDecoder, count_parameters, preset  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 
 TOKEN = {"dec_stem": 1, "dec_channels": (128, 64, 32, 16, 8), "dec_scales": (1, 2, 2, 2, 2)}  # the 1³ start
+GRID4 = {"dec_stem": 4, "dec_upsample": "nearest", "dec_channels": (64, 24, 8), "dec_scales": (1, 2, 2)}  # the small preset's
 DESIGNS: dict[str, dict] = {
     "token (the previous small preset: 1³ token, nearest)": {**TOKEN, "dec_upsample": "nearest"},
     "token + shuffle": {**TOKEN, "dec_upsample": "shuffle"},
     "grid4 + shuffle 64,24,8": {"dec_stem": 4, "dec_upsample": "shuffle", "dec_channels": (64, 24, 8), "dec_scales": (1, 2, 2)},
-    "grid4 + nearest 64,24,8": {"dec_stem": 4, "dec_upsample": "nearest", "dec_channels": (64, 24, 8), "dec_scales": (1, 2, 2)},
+    "grid4 + nearest 64,24,8": GRID4,
     "grid4 + shuffle 64,32,16": {"dec_stem": 4, "dec_upsample": "shuffle", "dec_channels": (64, 32, 16), "dec_scales": (1, 2, 2)},
-    "grid4 + nearest 64,24,8, abs head": {"dec_stem": 4, "dec_upsample": "nearest", "dec_channels": (64, 24, 8),
-                                          "dec_scales": (1, 2, 2), "dec_output": "abs"},
+    "grid4 + nearest 64,24,8, abs head": {**GRID4, "dec_output": "abs"},
     "grid8 + nearest 32,16": {"dec_stem": 8, "dec_upsample": "nearest", "dec_channels": (32, 16), "dec_scales": (1, 2)},
     "token, abs head": {**TOKEN, "dec_upsample": "nearest", "dec_output": "abs"},
 }
@@ -83,8 +84,9 @@ def fit(name: str, overrides: dict, blocks: torch.Tensor, cpu_seconds: float, pr
         out = torch.cat([decoder(torch.nn.functional.layer_norm(tokens[i:i + 256], (cfg.dim,)))
                          for i in range(0, blocks.shape[0], 256)])
     err = (out - blocks).abs()
-    iso = (blocks - 0.25).abs() < 0.125
-    inside_true, inside_out = blocks < 0.25, out < 0.25  # under ε: what the ε-surface encloses
+    eps = iso_level()
+    iso = (blocks - eps).abs() < 0.125
+    inside_true, inside_out = blocks < eps, out < eps  # under ε: what the ε-surface encloses
     both = float((inside_true & inside_out).sum())
     return {"design": name, "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
             "decoder_parameters": count_parameters(decoder), "steps": steps, "cpu_seconds": round(used, 1),
