@@ -90,6 +90,9 @@ class TrainConfig:
     None: the preset's recipe."""
     slope_weight: float | None = None
     """``surface`` objective: weight of the neighbour-difference (slope) term. None: the recipe."""
+    decision_weight: float | None = None
+    """``surface`` objective: weight of the ε-decision term (``model.objective.decision_error``: the
+    hinge on the wrong side of the iso-level, averaged per class). None: the recipe."""
     max_skipped_steps: int = 10
     """Consecutive steps whose loss or gradient is not finite (never applied to the weights) after
     which the run stops with an error naming the shapes. fp16's grad scaler skips a few steps as it
@@ -180,8 +183,9 @@ class TrainConfig:
         if self.objective not in (None, "huber", "surface"):
             raise ValueError(f"--objective must be huber or surface, got {self.objective!r}")
         if (self.surface_delta is not None and self.surface_delta <= 0) or (
-                self.slope_weight is not None and self.slope_weight < 0):
-            raise ValueError("--surface-delta must be > 0 and --slope-weight >= 0")
+                self.slope_weight is not None and self.slope_weight < 0) or (
+                self.decision_weight is not None and self.decision_weight < 0):
+            raise ValueError("--surface-delta must be > 0, --slope-weight and --decision-weight >= 0")
         if self.max_skipped_steps < 1:
             raise ValueError("--max-skipped-steps must be >= 1")
         if self.init_partial and not self.init:
@@ -209,16 +213,19 @@ class TrainConfig:
 RECIPES: dict[str, dict[str, Any]] = {
     # The supplementary's A.6: constant 5e-5 for days on GPUs, plain Huber.
     "paper": {"lr": 5e-5, "warmup_steps": 0, "lr_schedule": "constant", "objective": "huber", "surface_weight": 0.0,
-              "surface_band": 0.5, "surface_delta": 0.02, "slope_weight": 0.0},
+              "surface_band": 0.5, "surface_delta": 0.02, "slope_weight": 0.0,
+              "decision_weight": 0.0},
     # CPU presets get thousands of steps, not millions: a higher peak lr, a short warm-up and a
     # cosine decay to the end of the run. ``small`` trains with the surface objective that won the
     # equal-compute A/B with its grid decoder and trained the shipped weights (issue 28:
     # smooth L1 β 0.01 over the iso band out to 0.75, weighted ×4, plus 0.5 × the slope term);
     # ``tiny`` keeps the weighted Huber (docs/training.md, "Objective").
     "small": {"lr": 4e-4, "warmup_steps": 50, "lr_schedule": "cosine", "objective": "surface", "surface_weight": 4.0,
-              "surface_band": 0.75, "surface_delta": 0.01, "slope_weight": 0.5},
+              "surface_band": 0.75, "surface_delta": 0.01, "slope_weight": 0.5,
+              "decision_weight": 0.0},
     "tiny": {"lr": 2e-3, "warmup_steps": 20, "lr_schedule": "cosine", "objective": "huber", "surface_weight": 4.0,
-             "surface_band": 0.5, "surface_delta": 0.02, "slope_weight": 0.0},
+             "surface_band": 0.5, "surface_delta": 0.02, "slope_weight": 0.0,
+              "decision_weight": 0.0},
 }
 
 
@@ -285,7 +292,7 @@ def objective_of(cfg: TrainConfig) -> dict[str, Any]:
     """The keyword arguments of ``vae_loss`` beyond the tensors, for a resolved config."""
     return {"huber_delta": cfg.huber_delta, "kl_weight": cfg.kl_weight, "surface_weight": cfg.surface_weight,
             "surface_band": cfg.surface_band, "objective": cfg.objective, "surface_delta": cfg.surface_delta,
-            "slope_weight": cfg.slope_weight}
+            "slope_weight": cfg.slope_weight, "decision_weight": cfg.decision_weight}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -60,6 +60,8 @@ CANDIDATES: dict[str, dict] = {
     "grid+loss": {"args": GRID + SURFACE, "what": "the grid decoder and the surface loss (the `small` preset's defaults now)"},
     "grid+loss+abs": {"args": GRID + ["--arch", "dec_output=abs"] + SURFACE,
                       "what": "grid+loss with a signed head: the decoder draws a signed field, the output is its absolute value"},
+    "grid+loss+abs+decision": {"args": GRID + ["--arch", "dec_output=abs"] + SURFACE + ["--decision-weight", "1"],
+                               "what": "grid+loss+abs plus the ε-decision hinge (wrong side of ε, averaged per side, ×1)"},
     "shipped+": {"args": GRID + SURFACE, "warm": True,
                  "what": "the shipped weights (grid+loss) continued whole with their own recipe (reference)"},
 }

@@ -43,16 +43,46 @@ def slope_error(recon, target, weights):
     return total / norm.clamp_min(1e-12)
 
 
+DECISION_MARGIN = 0.05
+"""Margin of ``decision_error`` in normalised units (a fifth of a voxel)."""
+
+
+def decision_error(recon, target, margin: float = DECISION_MARGIN):
+    """How far the decoded field is on the wrong side of the iso-level ε, per class.
+
+    The ε-surface exists exactly where the field crosses ε, so what extraction reads is the sign of
+    field − ε at each voxel, not the value. A thin shell at N=128 has only a few voxels under ε,
+    and the held-out CD is dominated by the patches where they decode above it (completeness, issue
+    28's diagnosis); a mean over all voxels gives them almost no weight. Here each voxel must be on
+    its true side with a margin of min(``margin``, |true − ε|) (met by the truth itself), the hinge
+    is averaged separately over the under-ε and the over-ε voxels, and the two means are added: the
+    rare class counts as much as the common one."""
+    import torch
+
+    from model.grid import iso_level
+
+    eps = iso_level()
+    under = target < eps
+    need = torch.clamp((target - eps).abs(), max=margin)
+    wrong = torch.where(under, recon - eps, eps - recon) + need
+    hinge = torch.relu(wrong)
+    total = torch.zeros((), device=recon.device)
+    for mask in (under, ~under):
+        if bool(mask.any()):
+            total = total + hinge[mask].mean()
+    return total
+
+
 def vae_loss(recon, target, mean, logvar, huber_delta: float, kl_weight: float,
              surface_weight: float = 0.0, surface_band: float = 0.5, objective: str = "huber",
-             surface_delta: float = 0.02, slope_weight: float = 0.0):
+             surface_delta: float = 0.02, slope_weight: float = 0.0, decision_weight: float = 0.0):
     """(total, reconstruction term, kl).
 
     ``huber``: Huber (δ = ``huber_delta``) on every voxel of the 12³ blocks — the plain mean (the
     paper) or the ``voxel_weights``-weighted mean. ``surface``: smooth L1 with a quadratic zone of
     only ``surface_delta`` (Huber with δ = 0.2 leaves 0.05–0.15 errors, a fifth to half a voxel, in
     its quadratic zone, where their gradient is small), weighted the same way, plus
-    ``slope_weight`` × ``slope_error``. Both add the KL of the diagonal Gaussian posterior to
+    ``slope_weight`` × ``slope_error`` and ``decision_weight`` × ``decision_error``. Both add the KL of the diagonal Gaussian posterior to
     N(0, I), summed over latent channels and averaged over blocks."""
     import torch
     import torch.nn.functional as F
@@ -69,6 +99,8 @@ def vae_loss(recon, target, mean, logvar, huber_delta: float, kl_weight: float,
         term = (per_voxel * weights).sum() / weights.sum().clamp_min(1e-12)
     if objective == "surface" and slope_weight > 0 and r.ndim == 4:
         term = term + slope_weight * slope_error(r, t, weights)
+    if objective == "surface" and decision_weight > 0:
+        term = term + decision_weight * decision_error(r, t)
     m, lv = mean.float(), logvar.float()
     kl = 0.5 * (m.pow(2) + lv.exp() - 1.0 - lv).sum(dim=-1).mean() if m.numel() else torch.zeros((), device=m.device)
     return term + kl_weight * kl, term, kl
@@ -85,4 +117,4 @@ def band_error(recon, target, band: float = BAND) -> float:
     return float((recon.float() - t).abs()[mask].mean())
 
 
-__all__ = ["BAND", "band_error", "slope_error", "vae_loss", "voxel_weights"]
+__all__ = ["BAND", "DECISION_MARGIN", "band_error", "decision_error", "slope_error", "vae_loss", "voxel_weights"]

@@ -592,3 +592,25 @@ def test_surface_objective_is_l1_like_and_sees_the_slope():
     paper = vae_loss(shifted, target, z, z, 0.2, 0.0)[1]
     assert float(paper) == pytest.approx(0.05**2 / 2, rel=1e-3)
     assert band_error(shifted, target) == pytest.approx(0.05, abs=1e-6)
+
+
+def test_decision_term_counts_the_rare_side_of_epsilon_as_much_as_the_common_one():
+    """The ε-decision hinge: zero for the truth, and a thin shell's few under-ε voxels decoded above
+    ε cost as much as the same error on every over-ε voxel would (per-class means)."""
+    from model.objective import decision_error
+
+    target = torch.ones(1, 12, 12, 12)
+    target[0, 5, :, :] = 0.1  # a one-voxel sheet: 144 of 1728 voxels under ε = 0.25
+    assert float(decision_error(target, target)) == 0.0
+    lifted = target.clone()
+    lifted[0, 5, :, :] = 0.35  # the sheet lost: every under-ε voxel 0.1 above ε, needs a 0.05 margin
+    assert float(decision_error(lifted, target)) == pytest.approx(0.15, abs=1e-5)
+    sunk = target - 0.1  # far voxels 0.9: still on their side, no cost
+    assert float(decision_error(sunk, target)) == 0.0
+    z = torch.zeros(1, 16)
+    plain = vae_loss(lifted, target, z, z, 0.2, 0.0, 4.0, 0.75, objective="surface", surface_delta=0.01)[1]
+    with_decision = vae_loss(lifted, target, z, z, 0.2, 0.0, 4.0, 0.75, objective="surface", surface_delta=0.01,
+                             decision_weight=2.0)[1]
+    assert float(with_decision - plain) == pytest.approx(0.30, abs=1e-4)
+    with pytest.raises(ValueError, match="decision-weight"):
+        TrainConfig(data="x", run_dir="y", decision_weight=-1.0).validate()

@@ -35,6 +35,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         data=str(args.data), run_dir=str(args.out), preset=args.preset, max_steps=args.max_steps, lr=args.lr,
         weight_decay=args.weight_decay, huber_delta=args.huber_delta, kl_weight=args.kl_weight,
         objective=args.objective, surface_delta=args.surface_delta, slope_weight=args.slope_weight,
+        decision_weight=args.decision_weight,
         max_skipped_steps=args.max_skipped_steps, arch_overrides=parse_arch(args.arch), init_partial=args.init_partial,
         init_fresh=tuple(args.init_fresh or ()), max_cpu_minutes=args.max_cpu_minutes,
         surface_weight=args.surface_weight, surface_band=args.surface_band,
@@ -86,6 +87,9 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
                    help="surface objective: quadratic zone of its smooth L1 (default: the preset's recipe)")
     g.add_argument("--slope-weight", type=float, default=None,
                    help="surface objective: weight of the neighbour-difference term (default: the preset's recipe)")
+    g.add_argument("--decision-weight", type=float, default=None,
+                   help="surface objective: weight of the ε-decision hinge, averaged per side of ε "
+                        "(default: the preset's recipe)")
     g.add_argument("--max-skipped-steps", type=int, default=d.max_skipped_steps,
                    help=f"stop after this many steps in a row with a non-finite loss or gradient (default {d.max_skipped_steps})")
     g.add_argument("--surface-weight", type=float, default=None,
