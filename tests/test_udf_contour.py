@@ -457,6 +457,31 @@ def test_sheets_crossing_come_back_as_folds_without_a_tear(kind, extraction):
         assert got["area"] == pytest.approx(float(sheets.area) * (normalization.scale * n) ** 2, rel=0.03), n
 
 
+def test_tear_mending_joins_the_halves_a_shallow_crossing_tears_off():
+    """Two squares crossing at 20°: near their line both pass between the same voxels, the contour
+    keeps one sheet through the crossing, and the other two halves end beside it (3 loops for the
+    input's 2). ``mend_tears`` (off by default: its strips zip staircase boundaries and add area)
+    finds those runs by the other sheet beside them, checks that the field joins them, and bridges
+    them: the input's loops, no edge of 3+ faces, every old face kept, and a rim in the open (the
+    squares' own) never taken for a tear."""
+    from model.tears import mend_tears
+    from model.udf_contour import FieldContourOptions, field_contour
+
+    sheets = crossing_squares(20.0, 0.017)
+    field, _ = mesh_to_field(as_mesh(sheets), 64)
+    vertices, faces = field_contour(field, FieldContourOptions.for_clean_field())
+    before = counts(vertices, faces)
+    mended_vertices, mended, strips = mend_tears(vertices, faces, field)
+    after = counts(mended_vertices, mended)
+    assert before["loops"] == 3 and after["loops"] == 2 and strips == 1, (before, after)
+    assert after["nonmanifold"] == 0 and after["pieces"] <= 2
+    assert len(mended) > len(faces) and {tuple(sorted(f)) for f in faces} <= {tuple(sorted(f)) for f in mended}
+    flat = grid_square(np.array([-1.0, -1.0, 0.013]), np.array([2.0, 0, 0]), np.array([0, 2.0, 0]))
+    field, _ = mesh_to_field(as_mesh(flat), 64)
+    vertices, faces = field_contour(field, FieldContourOptions.for_clean_field())
+    assert mend_tears(vertices, faces, field)[2] == 0  # one square alone: its rim is no tear
+
+
 def sphere_with_a_brim() -> trimesh.Trimesh:
     """A unit sphere with a flat annulus out to radius 2.2 round its equator: a solid and a sheet in
     one surface."""
