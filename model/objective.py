@@ -82,7 +82,8 @@ def vae_loss(recon, target, mean, logvar, huber_delta: float, kl_weight: float,
     paper) or the ``voxel_weights``-weighted mean. ``surface``: smooth L1 with a quadratic zone of
     only ``surface_delta`` (Huber with δ = 0.2 leaves 0.05–0.15 errors, a fifth to half a voxel, in
     its quadratic zone, where their gradient is small), weighted the same way, plus
-    ``slope_weight`` × ``slope_error`` and ``decision_weight`` × ``decision_error``. Both add the KL of the diagonal Gaussian posterior to
+    ``slope_weight`` × ``slope_error`` and ``decision_weight`` × ``decision_error``. Both add
+    the KL of the diagonal Gaussian posterior to
     N(0, I), summed over latent channels and averaged over blocks."""
     import torch
     import torch.nn.functional as F
