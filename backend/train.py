@@ -225,7 +225,7 @@ RECIPES: dict[str, dict[str, Any]] = {
               "decision_weight": 0.0},
     "tiny": {"lr": 2e-3, "warmup_steps": 20, "lr_schedule": "cosine", "objective": "huber", "surface_weight": 4.0,
              "surface_band": 0.5, "surface_delta": 0.02, "slope_weight": 0.0,
-              "decision_weight": 0.0},
+             "decision_weight": 0.0},
 }
 
 

@@ -35,6 +35,7 @@ import numba as nb
 import numpy as np
 
 from .edges import half_edge_groups
+from .geometry import vertex_faces
 from .grid import BLOCK_SIZE, SparseField
 from .grid_kernels import window_blocks
 from .zero_set import Planes, zero_set_planes
@@ -161,25 +162,6 @@ def _flip(faces, vertices, a, b, c, d, f1, f2, order, ring_start, ring_faces, us
     return count
 
 
-@nb.njit(cache=True)
-def _vertex_faces(faces, num_vertices):
-    """Per vertex the faces that use it (CSR: start offsets [V + 1], face ids), by a counting sort."""
-    start = np.zeros(num_vertices + 1, dtype=np.int64)
-    for f in range(faces.shape[0]):
-        for k in range(3):
-            start[faces[f, k] + 1] += 1
-    for v in range(num_vertices):
-        start[v + 1] += start[v]
-    fill = start[:-1].copy()
-    ring = np.empty(3 * faces.shape[0], dtype=np.int64)
-    for f in range(faces.shape[0]):
-        for k in range(3):
-            v = faces[f, k]
-            ring[fill[v]] = f
-            fill[v] += 1
-    return start, ring
-
-
 @nb.njit(parallel=True, cache=True)
 def _bent(vertices, a, b, c, d, gain, out):
     """Per edge, whether the middles of its two diagonals lie more than ``gain`` apart along the
@@ -216,7 +198,7 @@ def flip_pass(vertices: np.ndarray, faces: np.ndarray, field: SparseField, plane
         return faces, flipped
     order = candidates[np.argsort(-gain[candidates], kind="stable")]
     faces = faces.copy()
-    start, ring = _vertex_faces(faces, len(vertices))
+    start, ring = vertex_faces(faces, len(vertices))
     _flip(faces, vertices, a, b, c, d, f1, f2, order, start, ring, flipped)
     return faces, flipped
 

@@ -140,4 +140,23 @@ def compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.nda
     return _compact(np.ascontiguousarray(vertices, dtype=np.float64), np.ascontiguousarray(faces, dtype=np.int64))
 
 
-__all__ = ["compact", "face_components", "signed_volumes", "union", "vertex_normals"]
+@nb.njit(cache=True)
+def vertex_faces(faces, num_vertices):
+    """Per vertex the faces that use it (CSR: start offsets [V + 1], face ids), by a counting sort."""
+    start = np.zeros(num_vertices + 1, dtype=np.int64)
+    for f in range(faces.shape[0]):
+        for k in range(3):
+            start[faces[f, k] + 1] += 1
+    for v in range(num_vertices):
+        start[v + 1] += start[v]
+    fill = start[:-1].copy()
+    ring = np.empty(3 * faces.shape[0], dtype=np.int64)
+    for f in range(faces.shape[0]):
+        for k in range(3):
+            v = faces[f, k]
+            ring[fill[v]] = f
+            fill[v] += 1
+    return start, ring
+
+
+__all__ = ["compact", "face_components", "signed_volumes", "union", "vertex_faces", "vertex_normals"]

@@ -7,11 +7,12 @@ contour keeps one sheet through the crossing (one half of each sheet joined) and
 halves end beside it, torn (two squares crossing at 20°: a third loop; Suzanne's eyes through its
 head at N=512: four more loops than the input).
 
-Such a boundary is told from a real rim by the field: beyond a rim the distance grows (a voxel
-past it, about a voxel), beyond a tear the zero set goes on. Tear runs that face each other across
-the gap are joined by a strip of triangles (a zipper along the two runs), each pair once, when the
-choice is mutual: the two torn halves then make the second sheet through the crossing, as the input
-has it (surfaces passing through each other, no shared edge). Every strip edge is new or a boundary
+Such a boundary is told from a real rim by what lies beside it: a torn half ends within a voxel or
+two of the sheet it crossed, a rim ends in the open (no face beside it but its own neighbourhood
+along the surface). Each tear run is paired with the nearest other run that the field joins it to
+(the segments between them stay near the zero set), and a pair chosen both ways is joined by a strip
+of triangles (a zipper along the two runs): the two torn halves then make the second sheet through
+the crossing, as the input has it (surfaces passing through each other, no shared edge). Every strip edge is new or a boundary
 edge that had one face, so no edge gets a third face.
 
 Orientation: a strip continues the faces beside it, so the two runs must go opposite ways; where
@@ -28,7 +29,7 @@ from scipy.spatial import cKDTree
 
 from .cleanup import sample_field
 from .edges import boundary_half_edges, simple_cycles
-from .geometry import face_components
+from .geometry import face_components, vertex_faces
 from .grid import TRUNCATION_VOXELS, SparseField
 
 
@@ -72,9 +73,7 @@ def _beside_another(vertices: np.ndarray, faces: np.ndarray, middle: np.ndarray,
     within ``beside`` of its middle."""
     centroid = vertices[faces].mean(axis=1)
     tree = cKDTree(centroid)
-    order = np.argsort(faces.ravel(), kind="stable")
-    start = np.searchsorted(faces.ravel()[order], np.arange(len(vertices) + 1))
-    face_at = order // 3  # faces around each vertex: face_at[start[v]:start[v + 1]]
+    start, face_at = vertex_faces(faces, len(vertices))  # faces around v: face_at[start[v]:start[v + 1]]
     limit = own * own
     result = np.zeros(len(middle), dtype=bool)
     for e, near in enumerate(tree.query_ball_point(middle, beside)):
