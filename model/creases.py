@@ -63,17 +63,61 @@ class CreaseOptions:
         return self
 
 
-def interior_edges(faces: np.ndarray) -> tuple[np.ndarray, ...]:
+@nb.njit(parallel=True, cache=True)
+def _pair_edges(faces, vertices, owner, corner, first, size, touched, gain, keep):
+    """Per half-edge group, whether it is a consistently oriented manifold edge (two faces, the
+    second running the other way, distinct opposite corners), of a face in ``touched`` (empty: any),
+    and — where ``gain`` > 0 — bent by more than ``gain`` (:func:`_bent`)."""
+    for g in nb.prange(first.shape[0]):
+        keep[g] = False
+        if size[g] != 2:
+            continue
+        h = first[g]
+        f1, k1, f2, k2 = owner[h], corner[h], owner[h + 1], corner[h + 1]
+        if touched.shape[0] and not (touched[f1] or touched[f2]):
+            continue
+        a, b, c = faces[f1, k1], faces[f1, (k1 + 1) % 3], faces[f1, (k1 + 2) % 3]
+        d = faces[f2, (k2 + 2) % 3]
+        if faces[f2, k2] != b or faces[f2, (k2 + 1) % 3] != a or c == d:
+            continue
+        keep[g] = gain <= 0.0 or _bent(vertices, a, b, c, d, gain)
+
+
+@nb.njit(parallel=True, cache=True)
+def _gather_pairs(faces, owner, corner, first, groups, out):
+    for i in nb.prange(groups.shape[0]):
+        h = first[groups[i]]
+        f1, k1, f2, k2 = owner[h], corner[h], owner[h + 1], corner[h + 1]
+        out[0, i], out[1, i], out[2, i] = faces[f1, k1], faces[f1, (k1 + 1) % 3], faces[f1, (k1 + 2) % 3]
+        out[3, i], out[4, i], out[5, i] = faces[f2, (k2 + 2) % 3], f1, f2
+
+
+def pair_edges(faces: np.ndarray, vertices: np.ndarray | None = None, gain: float = 0.0,
+               touched: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """The edges two faces share, the second running the other way (a consistently oriented
     manifold edge): per edge (a, b, c, d, f1, f2) with f1 = (a, b, c) and f2 = (b, a, d) up to
-    rotation, c ≠ d."""
+    rotation, c ≠ d; only those of the faces ``touched`` (bool [F]; None: all) and, with ``gain`` > 0,
+    only those whose two diagonals' middles lie more than ``gain`` apart along the pair's normal
+    (``vertices`` [V, 3]): an edge a flip could move by that much. One pass in compiled code: at
+    N = 512 this ran over two million edges three times, and the same selection by numpy indexing
+    took a third of the crease step."""
+    faces = np.ascontiguousarray(faces, dtype=np.int64).reshape(-1, 3)
     owner, corner, first, size = half_edge_groups(faces)
-    pair = first[size == 2]
-    f1, k1, f2, k2 = owner[pair], corner[pair], owner[pair + 1], corner[pair + 1]
-    a, b, c = faces[f1, k1], faces[f1, (k1 + 1) % 3], faces[f1, (k1 + 2) % 3]
-    d = faces[f2, (k2 + 2) % 3]
-    ok = (faces[f2, k2] == b) & (faces[f2, (k2 + 1) % 3] == a) & (c != d)
-    return a[ok], b[ok], c[ok], d[ok], f1[ok], f2[ok]
+    if gain > 0.0 and vertices is None:
+        raise ValueError("pair_edges needs the vertices to measure a bend")
+    points = np.zeros((0, 3)) if vertices is None else np.ascontiguousarray(vertices, dtype=np.float64)
+    keep = np.empty(len(first), dtype=np.bool_)
+    _pair_edges(faces, points, owner, corner, first, size,
+                np.zeros(0, dtype=np.bool_) if touched is None else np.ascontiguousarray(touched, dtype=np.bool_),
+                float(gain), keep)
+    out = np.empty((6, int(keep.sum())), dtype=np.int64)
+    _gather_pairs(faces, owner, corner, first, np.flatnonzero(keep), out)
+    return tuple(out)
+
+
+def interior_edges(faces: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Every consistently oriented manifold edge (:func:`pair_edges` without a filter)."""
+    return pair_edges(faces)
 
 
 @nb.njit(parallel=True, cache=True)
@@ -118,9 +162,26 @@ def plane_distance(points: np.ndarray, field: SparseField, planes: Planes,
 
 
 @nb.njit(cache=True, inline="always")
-def _pair_normal(p, q, r, s):
-    """The (area-weighted, not unit) normal of the faces (p, q, r) and (q, p, s) together."""
-    return np.cross(q - p, r - p) + np.cross(p - q, s - q)
+def _pair_normal(vertices, p, q, r, s):
+    """The (area-weighted, not unit) normal of the faces (p, q, r) and (q, p, s) together (vertex
+    ids; scalar arithmetic: array temporaries in a kernel over millions of edges cost more than the
+    arithmetic)."""
+    px, py, pz = vertices[p, 0], vertices[p, 1], vertices[p, 2]
+    qx, qy, qz = vertices[q, 0], vertices[q, 1], vertices[q, 2]
+    ux, uy, uz = qx - px, qy - py, qz - pz
+    vx, vy, vz = vertices[r, 0] - px, vertices[r, 1] - py, vertices[r, 2] - pz
+    wx, wy, wz = vertices[s, 0] - qx, vertices[s, 1] - qy, vertices[s, 2] - qz
+    # (q − p) × (r − p) + (p − q) × (s − q) = (q − p) × (r − p − s + q)
+    tx, ty, tz = vx - wx, vy - wy, vz - wz
+    return uy * tz - uz * ty, uz * tx - ux * tz, ux * ty - uy * tx
+
+
+@nb.njit(cache=True, inline="always")
+def _turns_with(vertices, p, r, s, nx, ny, nz):
+    """Whether the face (p, s, r) faces the same side as the normal n."""
+    ax, ay, az = vertices[s, 0] - vertices[p, 0], vertices[s, 1] - vertices[p, 1], vertices[s, 2] - vertices[p, 2]
+    bx, by, bz = vertices[r, 0] - vertices[p, 0], vertices[r, 1] - vertices[p, 1], vertices[r, 2] - vertices[p, 2]
+    return (ay * bz - az * by) * nx + (az * bx - ax * bz) * ny + (ax * by - ay * bx) * nz > 0.0
 
 
 @nb.njit(cache=True)
@@ -148,10 +209,8 @@ def _flip(faces, vertices, a, b, c, d, f1, f2, order, ring_start, ring_faces, us
         if exists:
             continue
         # the pair's normal, and the new faces' (p, s, r) and (q, r, s)
-        n = _pair_normal(vertices[p], vertices[q], vertices[r], vertices[s])
-        m1 = np.cross(vertices[s] - vertices[p], vertices[r] - vertices[p])
-        m2 = np.cross(vertices[r] - vertices[q], vertices[s] - vertices[q])
-        if np.dot(m1, n) <= 0.0 or np.dot(m2, n) <= 0.0:
+        nx, ny, nz = _pair_normal(vertices, p, q, r, s)
+        if not _turns_with(vertices, p, r, s, nx, ny, nz) or not _turns_with(vertices, q, s, r, nx, ny, nz):
             continue
         faces[g, 0], faces[g, 1], faces[g, 2] = p, s, r
         faces[h, 0], faces[h, 1], faces[h, 2] = q, r, s
@@ -162,15 +221,16 @@ def _flip(faces, vertices, a, b, c, d, f1, f2, order, ring_start, ring_faces, us
     return count
 
 
-@nb.njit(parallel=True, cache=True)
-def _bent(vertices, a, b, c, d, gain, out):
-    """Per edge, whether the middles of its two diagonals lie more than ``gain`` apart along the
+@nb.njit(cache=True, inline="always")
+def _bent(vertices, a, b, c, d, gain):
+    """Whether the middles of the edge (a, b)'s two diagonals lie more than ``gain`` apart along the
     pair's normal (a flip gains at most that much: a flat quad's diagonals are one surface)."""
-    for e in nb.prange(a.shape[0]):
-        p, q, r, s = vertices[a[e]], vertices[b[e]], vertices[c[e]], vertices[d[e]]
-        n = _pair_normal(p, q, r, s)
-        length = np.sqrt(np.dot(n, n))
-        out[e] = length > 0.0 and abs(np.dot(0.5 * (r + s) - 0.5 * (p + q), n)) > gain * length
+    nx, ny, nz = _pair_normal(vertices, a, b, c, d)
+    length = np.sqrt(nx * nx + ny * ny + nz * nz)
+    ox = 0.5 * (vertices[c, 0] + vertices[d, 0] - vertices[a, 0] - vertices[b, 0])
+    oy = 0.5 * (vertices[c, 1] + vertices[d, 1] - vertices[a, 1] - vertices[b, 1])
+    oz = 0.5 * (vertices[c, 2] + vertices[d, 2] - vertices[a, 2] - vertices[b, 2])
+    return length > 0.0 and abs(ox * nx + oy * ny + oz * nz) > gain * length
 
 
 def flip_pass(vertices: np.ndarray, faces: np.ndarray, field: SparseField, planes: Planes,
@@ -178,13 +238,7 @@ def flip_pass(vertices: np.ndarray, faces: np.ndarray, field: SparseField, plane
               ) -> tuple[np.ndarray, np.ndarray]:
     """One pass of flips (see the module's docstring) over the edges of the faces ``touched`` (bool
     [F]; None: all): the new faces and which faces it flipped (bool [F])."""
-    a, b, c, d, f1, f2 = interior_edges(faces)
-    if touched is not None:
-        near = touched[f1] | touched[f2]
-        a, b, c, d, f1, f2 = a[near], b[near], c[near], d[near], f1[near], f2[near]
-    bent = np.zeros(len(a), dtype=np.bool_)
-    _bent(vertices, a, b, c, d, options.gain, bent)
-    a, b, c, d, f1, f2 = a[bent], b[bent], c[bent], d[bent], f1[bent], f2[bent]
+    a, b, c, d, f1, f2 = pair_edges(faces, vertices, options.gain, touched)
     flipped = np.zeros(len(faces), dtype=np.bool_)
     if len(a) == 0:
         return faces, flipped

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numba as nb
 import numpy as np
 
 SUPPORTED_EXTENSIONS = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
@@ -199,26 +200,29 @@ def used_vertices(mesh: Mesh) -> np.ndarray:
     return mesh.vertices[np.unique(mesh.faces)]
 
 
-NORMALS_CHUNK = 1 << 18
-"""Faces per slice in :func:`face_normals_and_areas`: small temporaries stay in cache and cost no
-fresh pages (on a 4M-face surface: 0.8 s against 5–13 s for one pass over all faces at once)."""
+@nb.njit(parallel=True, cache=True)
+def _normals_and_areas(vertices, faces, normals, areas):
+    for f in nb.prange(faces.shape[0]):
+        a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+        ux, uy, uz = vertices[b, 0] - vertices[a, 0], vertices[b, 1] - vertices[a, 1], vertices[b, 2] - vertices[a, 2]
+        wx, wy, wz = vertices[c, 0] - vertices[a, 0], vertices[c, 1] - vertices[a, 1], vertices[c, 2] - vertices[a, 2]
+        cx, cy, cz = uy * wz - uz * wy, uz * wx - ux * wz, ux * wy - uy * wx
+        norm = np.sqrt(cx * cx + cy * cy + cz * cz)
+        inverse = 1.0 / norm if norm > 0 else 0.0
+        normals[f, 0], normals[f, 1], normals[f, 2] = cx * inverse, cy * inverse, cz * inverse
+        areas[f] = 0.5 * norm
 
 
 def face_normals_and_areas(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unit face normals [F, 3] (zero for degenerate triangles) and triangle areas [F]."""
-    vertices = np.asarray(vertices, dtype=np.float64)
-    faces = np.asarray(faces)
+    """Unit face normals [F, 3] (zero for degenerate triangles) and triangle areas [F]. One compiled
+    pass per face: the clean-up calls it a dozen times on surfaces of millions of faces, where numpy's
+    gathers and temporaries cost ten times the arithmetic."""
+    vertices = np.ascontiguousarray(vertices, dtype=np.float64)
+    faces = np.ascontiguousarray(faces, dtype=np.int64).reshape(-1, 3)
     normals = np.empty((len(faces), 3))
     areas = np.empty(len(faces))
-    for start in range(0, len(faces), NORMALS_CHUNK):
-        part = faces[start:start + NORMALS_CHUNK]
-        a = vertices[part[:, 0]]
-        u = vertices[part[:, 1]] - a
-        w = vertices[part[:, 2]] - a
-        cross = np.stack([u[:, 1] * w[:, 2] - u[:, 2] * w[:, 1], u[:, 2] * w[:, 0] - u[:, 0] * w[:, 2],
-                          u[:, 0] * w[:, 1] - u[:, 1] * w[:, 0]], axis=1)
-        norm = np.sqrt((cross * cross).sum(axis=1))
-        inverse = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
-        normals[start:start + NORMALS_CHUNK] = cross * inverse[:, None]
-        areas[start:start + NORMALS_CHUNK] = 0.5 * norm
+    if len(faces):
+        if faces.min() < 0 or faces.max() >= len(vertices):
+            raise IndexError(f"face indices must lie in [0, {len(vertices)}), got {faces.min()}..{faces.max()}")
+        _normals_and_areas(vertices, faces, normals, areas)
     return normals, areas

@@ -13,7 +13,7 @@ import trimesh
 
 from bench.bench_cleanup import boundary_stats
 from model.cleanup import CleanupOptions
-from model.creases import CreaseOptions, flip_along_creases, interior_edges, plane_distance
+from model.creases import CreaseOptions, flip_along_creases, interior_edges, pair_edges, plane_distance
 from model.mesh import Mesh
 from model.pipeline import RemeshOptions, extract_surface
 from model.stages import Stages
@@ -54,6 +54,23 @@ def test_interior_edges_name_each_shared_edge_with_its_two_opposite_corners():
     # an open strip's border edges are not interior
     a, b, c, d, _, _ = interior_edges(np.array([[0, 1, 2], [2, 1, 3]]))
     assert len(a) == 1 and {a[0], b[0]} == {1, 2} and {c[0], d[0]} == {0, 3}
+
+
+def test_pair_edges_keep_only_the_bent_edges_of_the_touched_faces():
+    """A flat quad's diagonal gains nothing from a flip; folded by 0.2 along it, its diagonals' middles
+    stand 0.1 apart along the pair's normal, more than a gain of 0.05 and less than 0.2. Only the
+    faces ``touched`` lend their edges."""
+    flat = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], dtype=np.float64)
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    assert len(pair_edges(faces, flat, 0.05)[0]) == 0 and len(pair_edges(faces)[0]) == 1
+    folded = flat + np.array([[0, 0, 0], [0, 0, 0.2], [0, 0, 0], [0, 0, 0]])
+    a, b, c, d, f1, f2 = pair_edges(faces, folded, 0.05)
+    assert len(a) == 1 and {a[0], b[0]} == {0, 2} and {c[0], d[0]} == {1, 3}
+    assert len(pair_edges(faces, folded, 0.2)[0]) == 0
+    assert len(pair_edges(faces, folded, 0.05, np.array([False, True]))[0]) == 1
+    assert len(pair_edges(faces, folded, 0.05, np.array([False, False]))[0]) == 0
+    with pytest.raises(ValueError, match="vertices"):
+        pair_edges(faces, None, 0.05)
 
 
 def test_the_plane_distance_sees_a_chord_across_an_edge_and_not_a_point_on_a_face():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from model.mesh import MeshError, fit_unit_cube, load_mesh, save_mesh, validate_arrays
+from model.mesh import MeshError, face_normals_and_areas, fit_unit_cube, load_mesh, save_mesh, validate_arrays
 from tests.conftest import SAMPLE, as_mesh
 
 
@@ -72,3 +72,16 @@ def test_unit_cube_normalisation_round_trips():
     assert np.isclose(unit.max(axis=0)[1], 0.45) and np.isclose(unit.min(axis=0)[1], -0.45)
     assert np.all(np.abs(unit) <= 0.45 + 1e-12)
     np.testing.assert_allclose(norm.from_unit(unit), mesh.vertices)
+
+
+def test_face_normals_and_areas_match_trimesh_and_name_a_bad_index():
+    """Unit normals and areas of a real mesh agree with trimesh's; a degenerate face has a zero normal
+    and area; an index past the vertices is an error naming the range, not a read out of bounds."""
+    mesh = load_mesh(SAMPLE)
+    normals, areas = face_normals_and_areas(mesh.vertices, mesh.faces)
+    reference = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+    assert np.allclose(areas, reference.area_faces) and np.allclose(normals, reference.face_normals, atol=1e-9)
+    normals, areas = face_normals_and_areas(np.array([[0.0, 0, 0], [1, 0, 0], [2, 0, 0]]), np.array([[0, 1, 2]]))
+    assert areas[0] == 0.0 and not normals.any()
+    with pytest.raises(IndexError, match=r"\[0, 3\)"):
+        face_normals_and_areas(np.zeros((3, 3)), np.array([[0, 1, 3]]))
