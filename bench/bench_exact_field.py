@@ -9,8 +9,10 @@ Pad-Averaged (as a decode would deliver them), then extracted by each field extr
 ``shell`` (today's: outside flood, ε-surface, clean-up) and ``dual`` (:mod:`model.udf_contour`) —
 and set beside direct mode's result of the same mesh: CD (×1e3, outer-surface samples, in units of
 the input's longest side), F1@0.001, pieces, boundary loops, edges of 3+ faces, area / input area,
-and the extraction's seconds (for direct mode: its whole pipeline). Prints a Markdown table; writes
-bench/results/exact_field.json and exact_field.md after every row.
+area / the input's exposed area (the share not enclosed by another of its bodies,
+:func:`model.metrics.exposed_share`: parts of an assembly that pass through each other hide surface
+that no remesh of the solid keeps), and the extraction's seconds (for direct mode: its whole
+pipeline). Prints a Markdown table; writes bench/results/exact_field.json and exact_field.md after every row.
 
 A method with ``:unsettled`` after it (``shell:unsettled``, ``dual:unsettled``, ``vae:unsettled``)
 runs it without the last step, settling the vertices onto the zero set (:mod:`model.zero_set`):
@@ -46,7 +48,7 @@ from bench.bench_cleanup import DEFAULT_MESHES, SHARED_MESHES, boundary_stats, s
 from model.grid import voxel_to_unit  # noqa: E402
 from model.mesh import Mesh, load_mesh, save_mesh  # noqa: E402
 from model.cleanup import CleanupOptions  # noqa: E402
-from model.metrics import MetricsConfig, compute_metrics  # noqa: E402
+from model.metrics import MetricsConfig, compute_metrics, exposed_share  # noqa: E402
 from model.pipeline import RemeshOptions, extract_surface, mesh_to_field, remesh  # noqa: E402
 from model.stages import Stages  # noqa: E402
 from model.ublocks import extract_ublocks, iter_chunks, pad_average  # noqa: E402
@@ -70,6 +72,7 @@ def row_of(name: str, method: str, n: int, gt: Mesh, out: Mesh, seconds: float, 
             "pieces": s["pieces"],
             "input_pieces": inp["pieces"], "loops": s["loops"], "input_loops": inp["loops"],
             "nonmanifold_edges": s["nonmanifold_edges"], "area_ratio": surface_area(out) / surface_area(gt),
+            "area_exposed": surface_area(out) / (surface_area(gt) * inp["exposed"]),
             "seconds": seconds, "faces": out.num_faces}
 
 
@@ -116,10 +119,11 @@ def table(rows: list[dict]) -> str:
     exact = {(r["mesh"], r["N"], suffixes_of(r["method"])): r["CD"] for r in rows
              if "CD" in r and base_method(r["method"]) == "shell"}
     lines = ["| mesh | N | method | CD ×1e3 | CD / direct | CD / exact | F1@0.01 | F1@0.001 | NMSE | pieces / input | loops / input | "
-             "3+-face edges | area / input | seconds |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "3+-face edges | area / input | area / exposed input | seconds |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['mesh']} | {r['N']} | {r['method']} | failed: {r['error'][:60]} |" + " |" * 10)
+            lines.append(f"| {r['mesh']} | {r['N']} | {r['method']} | failed: {r['error'][:60]} |" + " |" * 11)
             continue
         ref = direct.get((r["mesh"], r["N"]))
         ref_exact = exact.get((r["mesh"], r["N"], suffixes_of(r["method"])))
@@ -128,7 +132,7 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {r['mesh']} | {r['N']} | {r['method']} | {1e3 * r['CD']:.4g} | {ratio} | {ratio_exact} | "
                      f"{r.get('F1@0.01', float('nan')):.4f} | {r['F1@0.001']:.4f} | {r.get('NMSE', float('nan')):.4f} | "
                      f"{r['pieces']} / {r['input_pieces']} | {r['loops']} / {r['input_loops']} | {r['nonmanifold_edges']} | "
-                     f"{r['area_ratio']:.3f} | {r['seconds']:.1f} |")
+                     f"{r['area_ratio']:.3f} | {r.get('area_exposed', float('nan')):.3f} | {r['seconds']:.1f} |")
     return "\n".join(lines)
 
 
@@ -191,7 +195,7 @@ def main() -> int:
     for n in args.resolutions:
         for name in args.meshes:
             gt = load_mesh(SHARED_MESHES / name)
-            inp = boundary_stats(gt)
+            inp = {**boundary_stats(gt), "exposed": exposed_share(gt)}
             field_ = None
             for method in args.methods:
                 label = vae_label(method) if method.startswith("vae") else method

@@ -358,6 +358,17 @@ def enclosed_mask(vertices: np.ndarray, faces: np.ndarray, samples: SurfaceSampl
     return solid[0] & solid[1]
 
 
+def exposed_share(mesh: Mesh, count: int = 200_000, seed: int = 0) -> float:
+    """The share of a mesh's area that is not enclosed (:func:`enclosed_mask`, half a render pixel
+    off the surface in the unit cube): the area a solid's remesh can keep. An assembly's parts that
+    pass through each other (a chair's seat inside its backrest, 112 gears and pins) carry surface
+    inside other bodies that no outer surface has; an output's area is compared with this share of
+    the input's, beside the plain ratio."""
+    vertices = fit_unit_cube(mesh.vertices).to_unit(mesh.vertices)
+    samples = sample_surface(vertices, mesh.faces, count, np.random.default_rng(seed))
+    return 1.0 - float(enclosed_mask(vertices, mesh.faces, samples, 0.5 * VisibilityConfig().pixel).mean())
+
+
 def sample_outer_surface(
     vertices: np.ndarray,
     faces: np.ndarray,

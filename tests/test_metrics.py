@@ -25,6 +25,7 @@ from model.metrics import (
     VisibilityConfig,
     compute_metrics,
     enclosed_mask,
+    exposed_share,
     normal_error,
     outer_surface_mask,
     sample_pair,
@@ -344,6 +345,20 @@ def test_dropping_enclosed_points_scores_the_union_of_two_bodies_by_what_can_be_
     assert dropped["Acc"] == plain["Acc"]  # one body: nothing of the prediction is enclosed
     assert dropped["Comp"] < 1.5 * dropped["Acc"]  # as close one way as the other: nothing hidden is asked for
     assert plain["Comp"] > 2.0 * dropped["Comp"]  # the depth test alone lets some of the inner walls through
+
+
+def test_exposed_share_is_the_area_outside_the_other_bodies():
+    """Two 2×2×2 boxes overlapping by a 1×1×1 corner: of each box's 24 units of area, 3 lie inside
+    the other (a quarter of three faces), so 42 of 48 are exposed; one box alone is all exposed, and
+    an open sheet through a box is enclosed only where it is inside."""
+    box = trimesh.creation.box(extents=(2.0, 2.0, 2.0))
+    two = Mesh(np.vstack([box.vertices, box.vertices + 1.0]), np.vstack([box.faces, box.faces + 8]))
+    assert exposed_share(two) == pytest.approx(42 / 48, abs=0.006)
+    assert exposed_share(as_mesh(box)) == 1.0
+    sheet = np.array([[-2.0, -2.0, 0.1], [2.0, -2.0, 0.1], [2.0, 2.0, 0.1], [-2.0, 2.0, 0.1]])
+    through = Mesh(np.vstack([box.vertices, sheet]), np.vstack([box.faces, np.array([[8, 9, 10], [8, 10, 11]])]))
+    # box 24 exposed, sheet 16 of which 4 inside the box
+    assert exposed_share(through) == pytest.approx(36 / 40, abs=0.006)
 
 
 # ------------------------------------------------------------------------------------------------
