@@ -55,3 +55,31 @@ def test_two_holes_touching_at_a_vertex_are_closed_apart():
     valence = edge_valence(len(v), f)[1]
     assert len(v) == len(vertices) + 2 and valence.max() == 2  # two fans, no edge of three faces
     assert (valence == 1).sum() == 16  # the outer rim (perimeter ~216 voxels) stays: longer than asked
+
+
+def test_a_hole_in_a_curved_surface_is_judged_from_its_centroid_settled_onto_the_surface():
+    """A cap ~22 voxels across (a rim of ~93 voxels) cut out of a sphere of radius 27 voxels: its
+    centroid lies 2.4 voxels inside the sphere, so the fan from it fails the 1.6-voxel test though the sphere runs
+    through the hole; from the centroid settled onto the zero set the fan lies within a voxel of it,
+    and the hole closes, its new vertex on the sphere. Over the cut sphere's own field (a real hole)
+    it stays open either way."""
+    n = 64
+    sphere = trimesh.creation.icosphere(subdivisions=4)
+    holed_faces = np.asarray(sphere.faces[sphere.triangles_center[:, 2] < np.cos(0.42)])
+    whole_field, normalization = mesh_to_field(as_mesh(sphere), n)
+    holed_field, _ = mesh_to_field(as_mesh(trimesh.Trimesh(sphere.vertices, holed_faces)), n)
+    vertices = unit_to_voxel(normalization.to_unit(np.asarray(sphere.vertices, dtype=np.float64)), n)
+    open_edges = boundary_edges(vertices, holed_faces)
+    assert open_edges > 0
+
+    v, f = close_false_holes(vertices, holed_faces, whole_field, 96.0, 1.6)
+    assert len(f) == len(holed_faces)  # from the centroid: 2.4 voxels inside, stays open
+    v, f = close_false_holes(vertices, holed_faces, whole_field, 96.0, 1.6, settle_centres=True)
+    assert boundary_edges(v, f) == 0 and len(v) == len(vertices) + 1
+    assert trimesh.Trimesh(v, f, process=False).is_winding_consistent
+    centre = vertices.mean(axis=0)
+    radius = np.linalg.norm(vertices - centre, axis=1).mean()
+    assert abs(np.linalg.norm(v[-1] - centre) - radius) < 0.25  # the fan's vertex on the sphere
+
+    v, f = close_false_holes(vertices, holed_faces, holed_field, 96.0, 1.6, settle_centres=True)
+    assert len(f) == len(holed_faces) and boundary_edges(v, f) == open_edges  # the field's own hole stays
