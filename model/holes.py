@@ -10,8 +10,8 @@ The patch: a fan from the hole's centroid to its boundary, one boundary being a 
 (:func:`model.edges.simple_cycles`: holes touching at a vertex are closed apart, or that vertex's
 spoke would get four faces). It is kept when the field puts the centroid, and the points a third
 and two thirds of the way from it to each boundary vertex, within ``max_distance`` voxels of the
-zero set. With ``settle_centres`` the fan starts from the centroid moved onto the zero set
-(:func:`model.zero_set.settled_points`): the centroid of a hole in a curved or folded surface lies
+zero set. With ``settle`` (a function that moves points onto the zero set: the pipeline passes
+:func:`model.zero_set.settled_points`'s) the fan starts from the centroid settled: the centroid of a hole in a curved or folded surface lies
 off it though the surface runs through the hole (on the exact field of Suzanne at N=512, four holes
 where the eyes pass through the head: centroids 0.8–1.9 voxels off, the fans from the settled
 centres within 1.5–1.6 voxels). A real hole's settled centre is no point of the zero set: on the
@@ -26,6 +26,8 @@ would give an edge three faces, and the bunny kept 51 loops against the fan's 25
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from .cleanup import add_fans, loop_centres, loop_perimeters, sample_field
@@ -39,7 +41,9 @@ half a voxel on the surface itself, where the distance's V is rounded by the int
 
 
 def close_false_holes(vertices: np.ndarray, faces: np.ndarray, field: SparseField, max_perimeter: float,
-                      max_distance: float, settle_centres: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                      max_distance: float,
+                      settle: Callable[[np.ndarray, SparseField], np.ndarray] | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """The mesh with each hole shorter than ``max_perimeter`` voxels closed by a fan (one new vertex
     per hole) where the field puts the fan within ``max_distance`` voxels of its zero set (see the
     module's docstring). Faces must be oriented consistently around each hole: a fan face runs its
@@ -53,17 +57,15 @@ def close_false_holes(vertices: np.ndarray, faces: np.ndarray, field: SparseFiel
     if count == 0:
         return vertices, faces
     centre = loop_centres(vertices, border, cycle, count)
-    if settle_centres:
-        from .zero_set import settled_points  # the settling reads the contour's planes: imported when used
-
-        centre = settled_points(centre, field)[0]
+    if settle is not None:
+        centre = settle(centre, field)
     at_centre = sample_field(field, centre)
     farthest = at_centre.copy()
     for t in (1.0 / 3.0, 2.0 / 3.0):
         np.maximum.at(farthest, cycle, sample_field(field, (1.0 - t) * centre[cycle] + t * vertices[border[:, 0]]))
     close = (loop_perimeters(vertices, border, cycle, count) < max_perimeter) & (np.bincount(cycle, minlength=count) >= 3)
     close &= farthest * TRUNCATION_VOXELS <= max_distance
-    if settle_centres:  # the surface runs through the hole only if the settled centre lies on it
+    if settle is not None:  # the surface runs through the hole only if the settled centre lies on it
         close &= at_centre * TRUNCATION_VOXELS <= SETTLED_ON_SURFACE
     if not close.any():
         return vertices, faces

@@ -55,6 +55,7 @@ array is made.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numba as nb
 import numpy as np
@@ -153,8 +154,11 @@ class FieldContourOptions:
     patch that closes it within the second of its zero set — a hole the field does not have
     (:mod:`model.holes`): a decoded field's seams, where two blocks' values disagree and the zero
     set rises, leave such holes; a real hole keeps its middle as far from the zero set as it is
-    wide, and stays open unless it is narrower than three voxels. ``hole_settle``: the patch starts
-    from the hole's centroid settled onto the zero set (:func:`model.holes.close_false_holes`).
+    wide, and stays open unless it is narrower than three voxels. ``hole_settle``: moves points onto
+    the zero set, for the patch to start from the hole's centroid settled (None: from the centroid;
+    :func:`model.holes.close_false_holes`). The pipeline sets it, with a hole up to 96 voxels round
+    and 1.6 voxels off, for an exact field (:func:`model.pipeline.contour_options_for`): this module
+    sits below the settling.
     ``rim_power``, ``medial_gain``: how
     sure "not crossed" is beyond an open sheet's rim and across the medial axis between two sheets
     (:data:`RIM_POWER`, :data:`MEDIAL_GAIN`); 1 and 0 rate both by the gradients' angle alone, as for a
@@ -166,7 +170,7 @@ class FieldContourOptions:
     bend_tolerance: float = 0.05
     hole_perimeter: float = 64.0
     hole_distance: float = 1.5
-    hole_settle: bool = False
+    hole_settle: Callable[[np.ndarray, SparseField], np.ndarray] | None = None
     rim_power: float = 1.0
     medial_gain: float = 0.0
     cover: bool = False
@@ -181,13 +185,8 @@ class FieldContourOptions:
     def for_clean_field(cls) -> "FieldContourOptions":
         """The options for a field whose planes agree (an exact one: :func:`model.zero_set.is_clean`):
         the rim and the medial axis told apart. Not for a decoded field: on the lion statue's at 256
-        its boundary loops rose 3 → 7 (the input 1). Holes are judged from settled centres, up to 96
-        voxels round and 1.6 voxels from the zero set: on the exact field of Suzanne at N=512 that
-        closes the four holes where the eyes cross the head (boundary loops 10 → 6, the input 4; CD
-        +6 %), and changes no other shared mesh's loops at 256 or 512 (``bench/results/holes_256.md``,
-        ``holes_512.md``)."""
-        return cls(rim_power=RIM_POWER, medial_gain=MEDIAL_GAIN, cover=True, region_sure=REGION_SURE,
-                   hole_perimeter=96.0, hole_distance=1.6, hole_settle=True)
+        its boundary loops rose 3 → 7 (the input 1)."""
+        return cls(rim_power=RIM_POWER, medial_gain=MEDIAL_GAIN, cover=True, region_sure=REGION_SURE)
 
 
 @nb.njit(cache=True, inline="always")

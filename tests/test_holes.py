@@ -8,6 +8,7 @@ import trimesh
 from model.edges import edge_valence
 from model.grid import unit_to_voxel
 from model.holes import close_false_holes
+from model.pipeline import settled_centres
 from model.pipeline import mesh_to_field
 from tests.conftest import as_mesh, grid_triangles
 
@@ -74,12 +75,12 @@ def test_a_hole_in_a_curved_surface_is_judged_from_its_centroid_settled_onto_the
 
     v, f = close_false_holes(vertices, holed_faces, whole_field, 96.0, 1.6)
     assert len(f) == len(holed_faces)  # from the centroid: 2.4 voxels inside, stays open
-    v, f = close_false_holes(vertices, holed_faces, whole_field, 96.0, 1.6, settle_centres=True)
+    v, f = close_false_holes(vertices, holed_faces, whole_field, 96.0, 1.6, settle=settled_centres)
     assert boundary_edges(v, f) == 0 and len(v) == len(vertices) + 1
     assert trimesh.Trimesh(v, f, process=False).is_winding_consistent
     centre = vertices.mean(axis=0)
     radius = np.linalg.norm(vertices - centre, axis=1).mean()
     assert abs(np.linalg.norm(v[-1] - centre) - radius) < 0.25  # the fan's vertex on the sphere
 
-    v, f = close_false_holes(vertices, holed_faces, holed_field, 96.0, 1.6, settle_centres=True)
+    v, f = close_false_holes(vertices, holed_faces, holed_field, 96.0, 1.6, settle=settled_centres)
     assert len(f) == len(holed_faces) and boundary_edges(v, f) == open_edges  # the field's own hole stays
