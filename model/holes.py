@@ -8,16 +8,17 @@ closes it lies near the zero set by the field.
 
 The patch: a fan from the hole's centroid to its boundary, one boundary being a simple cycle
 (:func:`model.edges.simple_cycles`: holes touching at a vertex are closed apart, or that vertex's
-spoke would get four faces). It is kept when the field puts the centroid, and the points a third
-and two thirds of the way from it to each boundary vertex, within ``max_distance`` voxels of the
-zero set. With ``settle`` (a function that moves points onto the zero set: the pipeline passes
-:func:`model.zero_set.settled_points`'s) the fan starts from the centroid settled: the centroid of a hole in a curved or folded surface lies
-off it though the surface runs through the hole (on the exact field of Suzanne at N=512, four holes
-where the eyes pass through the head: centroids 0.8–1.9 voxels off, the fans from the settled
-centres within 1.5–1.6 voxels). A real hole's settled centre is no point of the zero set: on the
-axis of a round hole of radius r every point is r or more from the rim, so the settled centre must
-also lie within :data:`SETTLED_ON_SURFACE` of the zero set (a pot's opening 4.3 voxels across, whose
-fan from the settled centre passes the 1.6-voxel test, stays open).
+spoke would get four faces). It is kept when the field puts the centroid, and the points a third and
+two thirds of the way from it to each boundary vertex, within ``max_distance`` voxels of the zero
+set. With ``settle`` (a function that moves points onto the zero set: the pipeline passes
+:func:`model.zero_set.settled_points`'s) the fan starts from the centroid settled: the centroid of a
+hole in a curved or folded surface lies off it though the surface runs through the hole (on the
+exact field of Suzanne at N=512, four holes where the eyes pass through the head: centroids 0.8–1.9
+voxels off, the fans from the settled centres within 1.5–1.6 voxels). A real hole's settled centre
+is no point of the zero set: on the axis of a round hole of radius r every point is r or more from
+the rim, so the settled centre must also lie within :data:`SETTLED_ON_SURFACE` of the zero set (a
+pot's opening 4.3 voxels across, whose fan from the settled centre passes the 1.6-voxel test, stays
+open).
 
 (Ear clipping instead of the fan — shortest new edge first — closed fewer holes on the decoded fields
 of the shared meshes: its new edges often join two sides of a crack already joined elsewhere, which
