@@ -115,11 +115,6 @@ def pair_edges(faces: np.ndarray, vertices: np.ndarray | None = None, gain: floa
     return tuple(out)
 
 
-def interior_edges(faces: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Every consistently oriented manifold edge (:func:`pair_edges` without a filter)."""
-    return pair_edges(faces)
-
-
 @nb.njit(parallel=True, cache=True)
 def _plane_distance(keys, grid, dist, grads, points, reach, radius, out):
     n = grid * BLOCK_SIZE

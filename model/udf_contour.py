@@ -145,11 +145,12 @@ slope from a field's that is off by a tenth (see :func:`voxel_planes`)."""
 
 @dataclass
 class FieldContourOptions:
-    """``band`` (voxels): the voxels nearer the surface than this are given a side (an edge is crossed
-    only between two of them). ``off_surface`` (voxels): a face each of whose corners the field puts
-    farther from the surface than this (:func:`off_the_surface`) is not on it, and goes; so do the edge-connected pieces smaller than
-    ``min_piece`` square voxels that leaves. ``bend_tolerance``: as in :func:`model.contour.dual_contour` (a quad whose triangles pass farther
-    than this from its crossing gets the crossing as a fifth vertex). ``hole_perimeter``,
+    """``band`` (voxels): the voxels nearer the surface than this are given a side (an edge is
+    crossed only between two of them). ``off_surface`` (voxels): a face each of whose corners the
+    field puts farther from the surface than this (:func:`off_the_surface`) is not on it, and goes;
+    so do the edge-connected pieces smaller than ``min_piece`` square voxels that leaves.
+    ``bend_tolerance``: as in :func:`model.contour.dual_contour` (a quad whose triangles pass
+    farther than this from its crossing gets the crossing as a fifth vertex). ``hole_perimeter``,
     ``hole_distance`` (voxels): a hole shorter than the first is closed when the field puts the
     patch that closes it within the second of its zero set — a hole the field does not have
     (:mod:`model.holes`): a decoded field's seams, where two blocks' values disagree and the zero
@@ -158,11 +159,10 @@ class FieldContourOptions:
     the zero set, for the patch to start from the hole's centroid settled (None: from the centroid;
     :func:`model.holes.close_false_holes`). The pipeline sets it, with a hole up to 96 voxels round
     and 1.6 voxels off, for an exact field (:func:`model.pipeline.contour_options_for`): this module
-    sits below the settling.
-    ``rim_power``, ``medial_gain``: how
-    sure "not crossed" is beyond an open sheet's rim and across the medial axis between two sheets
-    (:data:`RIM_POWER`, :data:`MEDIAL_GAIN`); 1 and 0 rate both by the gradients' angle alone, as for a
-    decoded field (:meth:`for_clean_field` gives an exact one's)."""
+    sits below the settling. ``rim_power``, ``medial_gain``: how sure "not crossed" is beyond an
+    open sheet's rim and across the medial axis between two sheets (:data:`RIM_POWER`,
+    :data:`MEDIAL_GAIN`); 1 and 0 rate both by the gradients' angle alone, as for a decoded field
+    (:meth:`for_clean_field` gives an exact one's)."""
 
     band: float = 2.5
     off_surface: float = 0.5

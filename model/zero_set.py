@@ -58,29 +58,30 @@ from .udf_contour import voxel_planes
 
 @dataclass(frozen=True)
 class ZeroSetOptions:
-    """``reach``: voxels on each side of a vertex whose tangent planes it reads (a window of
-    2·reach per axis). ``spread`` (voxels) and ``power``: the weight of a voxel's plane falls as
-    (|v − c|² + spread²)^(−power) with the distance from the vertex to where that voxel touches the
-    surface. ``rounds``: re-weighted projections, fewer for a vertex that a round moves by less than
-    ``still`` voxels (0: always all; on the exact field of the spot at N = 512 the second round moves
-    half the vertices by less than 5e-4 voxel, and the rest of the rounds then move them less). ``band`` (voxels): voxels this near the surface
-    give a plane — those whose differences are a distance's, of length within ``slope_tolerance``
-    of 1 (between two walls closer than two voxels every difference crosses a kink, and the
-    direction names neither wall). ``agreement`` (voxels): planes whose offsets from a vertex spread
-    by about this much or more are a noisy field's, and the vertex's move leans to the mean move
-    around it, over ``ring_passes`` rings — unless the field is clean: where the quarter of the points
-    whose planes agree best still disagree by less than ``noise_floor`` (voxels), the disagreement
-    elsewhere is the surface's curvature, not noise, and ``clean_agreement`` takes its place
-    (see :func:`field_agreement`). ``crease_fit`` (voxels) and
-    ``regularisation``: how far a vertex goes from the planes' mean projection to the point they
-    meet at (see the module's docstring); ``clean_crease_fit`` takes ``crease_fit``'s place on a
-    clean field, whose planes' residual is the surface's curvature, not noise (0.03 → 0.2 took
-    0.6–46 % off the CD of 14 of the 15 shared meshes' exact fields at 256 — Suzanne −26 %, fandisk
-    −22 %, the armchair −18 %, the cow −15 %, the teapot −12 % — and put 7.5 % on the turbine
-    blade's, 0.81× direct mode's; ``bench/results/clean_creases_256.md``; 0.1 gained less on the
-    cow and Suzanne, 0.5 no more). ``squared_tolerance`` (voxels; 0: off): a voxel's plane may come
-    from the central differences of the squared distance, exact beside a rim, a crease or a corner
-    where the one-sided differences lean (:func:`model.udf_contour.voxel_planes`)."""
+    """``reach``: voxels on each side of a vertex whose tangent planes it reads (a window of 2·reach
+    per axis). ``spread`` (voxels) and ``power``: the weight of a voxel's plane falls as (|v − c|² +
+    spread²)^(−power) with the distance from the vertex to where that voxel touches the surface.
+    ``rounds``: re-weighted projections, fewer for a vertex that a round moves by less than
+    ``still`` voxels (0: always all; on the exact field of the spot at N = 512 the second round
+    moves half the vertices by less than 5e-4 voxel, and the rest of the rounds then move them
+    less). ``band`` (voxels): voxels this near the surface give a plane — those whose differences
+    are a distance's, of length within ``slope_tolerance`` of 1 (between two walls closer than two
+    voxels every difference crosses a kink, and the direction names neither wall). ``agreement``
+    (voxels): planes whose offsets from a vertex spread by about this much or more are a noisy
+    field's, and the vertex's move leans to the mean move around it, over ``ring_passes`` rings —
+    unless the field is clean: where the quarter of the points whose planes agree best still
+    disagree by less than ``noise_floor`` (voxels), the disagreement elsewhere is the surface's
+    curvature, not noise, and ``clean_agreement`` takes its place (see :func:`field_agreement`).
+    ``crease_fit`` (voxels) and ``regularisation``: how far a vertex goes from the planes' mean
+    projection to the point they meet at (see the module's docstring); ``clean_crease_fit`` takes
+    ``crease_fit``'s place on a clean field, whose planes' residual is the surface's curvature, not
+    noise (0.03 → 0.2 took 0.6–46 % off the CD of 14 of the 15 shared meshes' exact fields at 256 —
+    Suzanne −26 %, fandisk −22 %, the armchair −18 %, the cow −15 %, the teapot −12 % — and put 7.5
+    % on the turbine blade's, 0.81× direct mode's; ``bench/results/clean_creases_256.md``; 0.1
+    gained less on the cow and Suzanne, 0.5 no more). ``squared_tolerance`` (voxels; 0: off): a
+    voxel's plane may come from the central differences of the squared distance, exact beside a rim,
+    a crease or a corner where the one-sided differences lean
+    (:func:`model.udf_contour.voxel_planes`)."""
 
     reach: int = 2
     spread: float = 0.1

@@ -13,7 +13,7 @@ import trimesh
 
 from bench.bench_cleanup import boundary_stats
 from model.cleanup import CleanupOptions
-from model.creases import CreaseOptions, flip_along_creases, interior_edges, pair_edges, plane_distance
+from model.creases import CreaseOptions, flip_along_creases, pair_edges, plane_distance
 from model.mesh import Mesh
 from model.pipeline import RemeshOptions, extract_surface
 from model.stages import Stages
@@ -44,15 +44,15 @@ def surface_error(index, vertices: np.ndarray, faces: np.ndarray, count: int = 4
     return index.distance(points)
 
 
-def test_interior_edges_name_each_shared_edge_with_its_two_opposite_corners():
+def test_pair_edges_name_each_shared_edge_with_its_two_opposite_corners():
     tet = np.array([[0, 1, 2], [0, 3, 1], [1, 3, 2], [2, 3, 0]])
-    a, b, c, d, f1, f2 = interior_edges(tet)
+    a, b, c, d, f1, f2 = pair_edges(tet)
     assert len(a) == 6
     for i in range(6):
         assert {a[i], b[i]} | {c[i], d[i]} == {0, 1, 2, 3} and c[i] != d[i]
         assert {a[i], b[i], c[i]} == set(tet[f1[i]]) and {a[i], b[i], d[i]} == set(tet[f2[i]])
     # an open strip's border edges are not interior
-    a, b, c, d, _, _ = interior_edges(np.array([[0, 1, 2], [2, 1, 3]]))
+    a, b, c, d, _, _ = pair_edges(np.array([[0, 1, 2], [2, 1, 3]]))
     assert len(a) == 1 and {a[0], b[0]} == {1, 2} and {c[0], d[0]} == {0, 3}
 
 
